@@ -1,0 +1,36 @@
+//! Test harness for dcsync: starts real `mariadbd` and `redis-server`
+//! processes on free loopback ports with temporary data directories, and
+//! stops and removes them on drop. Test-only: panics on setup failure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod mariadb;
+pub mod redis;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what`
+/// after `deadline`. Tests wait on conditions, never on fixed sleeps.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,250 @@
+//! A private `mariadbd` for tests: `mariadb-install-db` into a temporary data
+//! dir, started on a free loopback port with the binlog on (ROW, FULL row
+//! image, FULL row metadata unless overridden), root without a password.
+
+use mysql_async::prelude::Queryable;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT_SERVER_ID: AtomicU32 = AtomicU32::new(100);
+
+/// Options for [`MariaDb::start_with`].
+#[derive(Debug, Clone)]
+pub struct MariaDbOptions {
+    /// `binlog_format` (default `ROW`).
+    pub binlog_format: String,
+    /// Durable commits (`innodb_flush_log_at_trx_commit=1`, `sync_binlog=1`);
+    /// default false (tests do not need fsync).
+    pub durable: bool,
+    /// Extra `--option=value` arguments.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for MariaDbOptions {
+    fn default() -> Self {
+        MariaDbOptions {
+            binlog_format: "ROW".into(),
+            durable: false,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A running private MariaDB server; killed and its data dir removed on drop.
+pub struct MariaDb {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// `server_id`.
+    pub server_id: u32,
+    dir: tempfile::TempDir,
+    opts: MariaDbOptions,
+    child: Option<Child>,
+}
+
+fn bin(name: &str, alt: &str) -> String {
+    for cand in [name, alt] {
+        for d in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
+            let p = Path::new(d).join(cand);
+            if p.exists() {
+                return p.display().to_string();
+            }
+        }
+    }
+    name.to_string()
+}
+
+impl MariaDb {
+    /// Starts a server with default options (ROW binlog).
+    pub async fn start() -> MariaDb {
+        Self::start_with(MariaDbOptions::default()).await
+    }
+
+    /// Starts a server with `opts`; panics with the server log if it does not
+    /// come up within 60 s.
+    pub async fn start_with(opts: MariaDbOptions) -> MariaDb {
+        let dir = tempfile::Builder::new()
+            .prefix("dcsync-mariadb-")
+            .tempdir()
+            .expect("tempdir");
+        let data = dir.path().join("data");
+        let out = Command::new(bin("mariadb-install-db", "mysql_install_db"))
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg("--auth-root-authentication-method=normal")
+            .arg("--skip-test-db")
+            .arg("--user=root")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run mariadb-install-db (apt-get install mariadb-server)");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut db = MariaDb {
+            port: crate::free_port(),
+            server_id: NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed)
+                + std::process::id() % 1000 * 100,
+            dir,
+            opts,
+            child: None,
+        };
+        db.spawn().await;
+        db
+    }
+
+    /// Data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    async fn spawn(&mut self) {
+        let d = self.dir.path();
+        let mut cmd = Command::new(bin("mariadbd", "mysqld"));
+        cmd.arg("--no-defaults")
+            .arg("--user=root")
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--port={}", self.port))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", d.join("sock").display()))
+            .arg(format!("--pid-file={}", d.join("pid").display()))
+            .arg(format!("--log-error={}", d.join("error.log").display()))
+            .arg("--log-bin=mysql-bin")
+            .arg(format!("--binlog-format={}", self.opts.binlog_format))
+            .arg("--binlog-row-image=FULL")
+            .arg("--binlog-row-metadata=FULL")
+            .arg(format!("--server-id={}", self.server_id))
+            .arg("--skip-name-resolve")
+            .arg("--innodb-buffer-pool-size=64M")
+            .arg("--innodb-log-file-size=64M")
+            .arg("--max-connections=200")
+            .arg("--character-set-server=utf8mb4")
+            .arg("--collation-server=utf8mb4_bin");
+        if self.opts.durable {
+            cmd.arg("--innodb-flush-log-at-trx-commit=1")
+                .arg("--sync-binlog=1");
+        } else {
+            cmd.arg("--innodb-flush-log-at-trx-commit=2")
+                .arg("--sync-binlog=0");
+        }
+        for a in &self.opts.extra_args {
+            cmd.arg(a);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mariadbd");
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if let Ok(mut c) = mysql_async::Conn::from_url(self.url()).await {
+                if c.query_drop("SELECT 1").await.is_ok() {
+                    let _ = c.disconnect().await;
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("mariadbd exited ({status}):\n{}", self.log());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                panic!("mariadbd did not start in 60 s:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The server's error log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    /// `mysql://root@127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+
+    /// A new connection (utf8mb4).
+    pub async fn conn(&self) -> mysql_async::Conn {
+        let mut c = mysql_async::Conn::from_url(self.url())
+            .await
+            .expect("connect");
+        c.query_drop("SET NAMES utf8mb4").await.expect("set names");
+        c
+    }
+
+    /// Runs SQL statements (separated by `;`) on a fresh connection.
+    pub async fn exec(&self, sql: &str) {
+        let mut c = self.conn().await;
+        c.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = c.disconnect().await;
+    }
+
+    /// `CHECKSUM TABLE` of `schema.table`; `None` if it does not exist.
+    pub async fn checksum(&self, table: &str) -> Option<i64> {
+        let mut c = self.conn().await;
+        let r: Option<(String, Option<i64>)> = c
+            .query_first(format!("CHECKSUM TABLE {table}"))
+            .await
+            .ok()
+            .flatten();
+        let _ = c.disconnect().await;
+        r.and_then(|(_, v)| v)
+    }
+
+    /// Current binlog (file, position) from `SHOW MASTER STATUS`.
+    pub async fn binlog_pos(&self) -> (String, u64) {
+        let mut c = self.conn().await;
+        let row: mysql_async::Row = c
+            .query_first("SHOW MASTER STATUS")
+            .await
+            .expect("show master status")
+            .expect("binlog on");
+        let _ = c.disconnect().await;
+        (row.get(0).expect("file"), row.get(1).expect("pos"))
+    }
+
+    /// Stops the server cleanly (SIGTERM, wait).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(60) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the server with SIGKILL (crash).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and data dir.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,105 @@
+//! A private `redis-server` for tests on a free loopback port, no persistence.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running private Redis server; killed and its dir removed on drop.
+pub struct Redis {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Starts a server with default settings.
+    pub async fn start() -> Redis {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// Starts a server with extra `--option value` arguments (e.g.
+    /// `["--repl-backlog-size", "16kb"]`).
+    pub async fn start_with(extra_args: Vec<String>) -> Redis {
+        let dir = tempfile::Builder::new()
+            .prefix("dcsync-redis-")
+            .tempdir()
+            .expect("tempdir");
+        let mut r = Redis {
+            port: crate::free_port(),
+            dir,
+            extra_args,
+            child: None,
+        };
+        r.spawn().await;
+        r
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg("no")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"));
+        for a in &self.extra_args {
+            cmd.arg(a);
+        }
+        self.child = Some(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server"),
+        );
+        let start = Instant::now();
+        loop {
+            if let Ok(c) = redis::Client::open(self.url()) {
+                if let Ok(mut con) = c.get_multiplexed_async_connection().await {
+                    let pong: Result<String, _> = redis::cmd("PING").query_async(&mut con).await;
+                    if pong.is_ok() {
+                        return;
+                    }
+                }
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!("redis-server did not start in 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A new multiplexed connection.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect")
+    }
+
+    /// Kills the server (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
