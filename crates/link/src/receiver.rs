@@ -1,0 +1,272 @@
+//! The receiving half of a link: accepts peers, checks who they are, applies
+//! their batches through the [`Applier`] and acknowledges only what is
+//! applied.
+//!
+//! A bad peer (garbage bytes, oversized or malformed frame, wrong cluster,
+//! unknown DC, wrong protocol version) only loses its own connection, with a
+//! log line naming the reason; the listener and every other link go on.
+
+use crate::frame::{read_frame, write_frame, Frame, FrameError, PROTOCOL_VERSION};
+use crate::sender::frame_name;
+use crate::{Applier, ApplyError};
+use dcsync_core::topology::LinkSettings;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+/// What a receiver needs to know.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// Cluster name; a hello with another one is refused.
+    pub cluster: String,
+    /// This DC's id.
+    pub me: String,
+    /// DC ids allowed to connect (the topology's DCs minus this one).
+    pub peers: Vec<String>,
+    /// Stores this agent applies.
+    pub stores: Vec<String>,
+    /// Link tuning.
+    pub settings: LinkSettings,
+}
+
+/// Accepts connections on `listener` until `shutdown` turns true; each
+/// connection runs in its own task.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: Arc<ReceiverConfig>,
+    applier: Arc<dyn Applier>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, addr)) => {
+                    let cfg = cfg.clone();
+                    let applier = applier.clone();
+                    let sd = shutdown.clone();
+                    tokio::spawn(async move {
+                        match handle(stream, addr, &cfg, applier, sd).await {
+                            Ok(()) => {}
+                            Err(e) => tracing::warn!(%addr, error = %e, "inbound link closed"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Why an inbound connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    /// Frame-level problem: I/O, oversized, checksum, malformed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The peer was refused; the reason was sent to it too.
+    #[error("refused peer: {0}")]
+    Refused(String),
+    /// No frame within the dead-peer timeout.
+    #[error("connection stalled: no frame for {0} ms")]
+    Stalled(u64),
+    /// Applying failed; the sender will retry.
+    #[error("{0}")]
+    Apply(#[from] ApplyError),
+}
+
+async fn refuse(wr: &mut tokio::net::tcp::OwnedWriteHalf, reason: String) -> InboundError {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        write_frame(
+            wr,
+            &Frame::Refused {
+                reason: reason.clone(),
+            },
+        ),
+    )
+    .await;
+    InboundError::Refused(reason)
+}
+
+async fn handle(
+    stream: TcpStream,
+    addr: SocketAddr,
+    cfg: &ReceiverConfig,
+    applier: Arc<dyn Applier>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), InboundError> {
+    let s = &cfg.settings;
+    let dead = Duration::from_millis(s.dead_after_ms);
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let hello = tokio::time::timeout(dead, read_frame(&mut rd, s.max_frame_bytes.min(64 << 10)))
+        .await
+        .map_err(|_| InboundError::Stalled(s.dead_after_ms))??;
+    let origin = match hello {
+        Frame::Hello {
+            cluster,
+            dc,
+            version,
+        } => {
+            if cluster != cfg.cluster {
+                return Err(refuse(
+                    &mut wr,
+                    format!(
+                        "wrong cluster {cluster:?}: this is cluster {:?}",
+                        cfg.cluster
+                    ),
+                )
+                .await);
+            }
+            if version != PROTOCOL_VERSION {
+                return Err(refuse(
+                    &mut wr,
+                    format!("incompatible protocol version {version}: this agent speaks version {PROTOCOL_VERSION}"),
+                )
+                .await);
+            }
+            if dc == cfg.me {
+                return Err(refuse(&mut wr, format!("dc {dc:?} is this agent itself")).await);
+            }
+            if !cfg.peers.contains(&dc) {
+                return Err(
+                    refuse(&mut wr, format!("unknown dc {dc:?}: not in the topology")).await,
+                );
+            }
+            dc
+        }
+        other => {
+            return Err(refuse(
+                &mut wr,
+                format!("expected Hello, got {}", frame_name(&other)),
+            )
+            .await);
+        }
+    };
+    let mut applied = Vec::new();
+    for store in &cfg.stores {
+        match applier.applied(&origin, store).await {
+            Ok(seq) => applied.push((store.clone(), seq)),
+            Err(e) => return Err(refuse(&mut wr, format!("store {store} not ready: {e}")).await),
+        }
+    }
+    tracing::info!(peer = %origin, %addr, ?applied, "inbound link accepted");
+    write_frame(
+        &mut wr,
+        &Frame::Welcome {
+            dc: cfg.me.clone(),
+            applied,
+        },
+    )
+    .await?;
+
+    // Writer task: acks and heartbeats go out while a batch is being applied.
+    let (otx, mut orx) = mpsc::channel::<Frame>(64);
+    let hb = Duration::from_millis(s.heartbeat_ms);
+    let writer = tokio::spawn(async move {
+        loop {
+            let f = match tokio::time::timeout(hb, orx.recv()).await {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(_) => Frame::Heartbeat,
+            };
+            match tokio::time::timeout(dead, write_frame(&mut wr, &f)).await {
+                Ok(Ok(_)) => {}
+                _ => return,
+            }
+        }
+    });
+    let w = AbortOnDrop(writer);
+    loop {
+        let f = tokio::select! {
+            r = tokio::time::timeout(dead, read_frame(&mut rd, s.max_frame_bytes)) => {
+                r.map_err(|_| InboundError::Stalled(s.dead_after_ms))??
+            }
+            _ = shutdown.changed() => return Ok(()),
+        };
+        match f {
+            Frame::Batch { store, txs } => {
+                if !cfg.stores.contains(&store) {
+                    let reason = format!("unknown store {store:?}");
+                    send_and_close(
+                        otx,
+                        w,
+                        Frame::Refused {
+                            reason: reason.clone(),
+                        },
+                    )
+                    .await;
+                    return Err(InboundError::Refused(reason));
+                }
+                if let Some(bad) = txs.iter().find(|t| t.origin != origin || t.store != store) {
+                    let reason = format!(
+                        "batch from {origin} for {store} holds a transaction of origin {} store {}",
+                        bad.origin, bad.store
+                    );
+                    send_and_close(
+                        otx,
+                        w,
+                        Frame::Refused {
+                            reason: reason.clone(),
+                        },
+                    )
+                    .await;
+                    return Err(InboundError::Refused(reason));
+                }
+                match applier.apply(&origin, &store, txs).await {
+                    Ok(seq) => {
+                        if otx.send(Frame::Ack { store, seq }).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(ApplyError::Definite(reason)) => {
+                        send_and_close(
+                            otx,
+                            w,
+                            Frame::Refused {
+                                reason: reason.clone(),
+                            },
+                        )
+                        .await;
+                        return Err(ApplyError::Definite(reason).into());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Frame::Heartbeat => {}
+            other => {
+                let reason = format!("unexpected {} after handshake", frame_name(&other));
+                send_and_close(
+                    otx,
+                    w,
+                    Frame::Refused {
+                        reason: reason.clone(),
+                    },
+                )
+                .await;
+                return Err(InboundError::Refused(reason));
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends a last frame (a refusal) and lets the writer flush it before the
+/// connection closes.
+async fn send_and_close(otx: mpsc::Sender<Frame>, mut w: AbortOnDrop, f: Frame) {
+    let _ = otx.send(f).await;
+    drop(otx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), &mut w.0).await;
+}
