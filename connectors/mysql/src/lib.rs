@@ -1,1 +1,57 @@
-//! placeholder
+//! MySQL 8 / MariaDB 10.5+ connector for dcsync: a binlog tailing source
+//! ([`MysqlSource`]) and a transactional sink ([`MysqlSink`]).
+//!
+//! # Progress tracking
+//! The source groups ROWS events into the source transaction they committed
+//! in and reports it only at its commit (XID event, or a `COMMIT` QUERY
+//! event for non-transactional engines), with the position *after* the
+//! commit event: binlog file + byte offset (+ the GTID, for operators). A
+//! position therefore always lies on a transaction boundary. Transactions
+//! with nothing to replicate (filtered tables, DDL) advance the position with
+//! throttled `Progress` events.
+//!
+//! # Resumption
+//! On first start the source begins at the server's current position
+//! (`SHOW MASTER STATUS`; existing rows are not copied). On restart the agent
+//! hands back the last durable position; the source checks the file is still
+//! listed by `SHOW BINARY LOGS` and resumes the dump at that file + offset
+//! (works on MySQL and MariaDB alike). A purged file is a
+//! [`ConnectorError::Definite`] error asking for a re-bootstrap: there is no
+//! silent re-snapshot.
+//!
+//! # Echo and idempotency
+//! The sink writes the apply marker row `dcsync.apply_marker(origin, store,
+//! slot, seq, hlc)` inside the same transaction as the data. The source
+//! attributes a whole transaction that contains a marker row to that origin
+//! (`SourceEvent::Echo`), and the sink skips transactions at or below the
+//! marker's seq.
+//!
+//! # Error handling
+//! Errors are split by what to do about them: I/O, lost connections,
+//! deadlocks (1213) and lock wait timeouts (1205) are
+//! [`ConnectorError::Transient`] (the agent retries / restarts from the last
+//! durable position); wrong server settings, purged binlogs, tables without
+//! a primary key and schema errors are [`ConnectorError::Definite`] with a
+//! message naming the setting or table. Nothing from the network is
+//! `unwrap`ped. URLs are logged only through
+//! [`dcsync_core::topology::redact_url`].
+//!
+//! See `docs/mysql.md` for server settings, the type mapping and limits.
+//!
+//! [`ConnectorError::Definite`]: dcsync_core::connector::ConnectorError::Definite
+//! [`ConnectorError::Transient`]: dcsync_core::connector::ConnectorError::Transient
+
+pub mod error;
+pub mod position;
+pub mod sink;
+pub mod source;
+pub mod value;
+
+pub use position::BinlogPosition;
+pub use sink::{ensure_marker_table, quote_ident, MysqlSink, MARKER_SLOTS};
+pub use source::{MysqlSource, PROGRESS_INTERVAL};
+
+/// Schema of the apply marker table.
+pub const MARKER_SCHEMA: &str = "dcsync";
+/// Name of the apply marker table (`dcsync.apply_marker`).
+pub const MARKER_TABLE: &str = "apply_marker";

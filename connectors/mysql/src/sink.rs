@@ -1,0 +1,368 @@
+//! The applying half: transactional, idempotent apply with an apply marker.
+//!
+//! Per group of consecutive source transactions (bounded by
+//! `apply_group_txns` and `apply_group_bytes`): `BEGIN`; upsert the marker
+//! row `(origin, store, slot = seq % 16)` with the group's last seq; apply
+//! every row change; `COMMIT`. The marker and the data commit atomically, so
+//! the marker is both the idempotency checkpoint (transactions at or below
+//! `MAX(seq)` are skipped) and the echo filter (the source half sees the
+//! marker row inside the transaction).
+//!
+//! Rows are applied convergently: insert and update become
+//! `INSERT .. ON DUPLICATE KEY UPDATE` of the full after image (an update
+//! that changes the primary key first deletes the old key), delete is
+//! `DELETE .. WHERE <pk> = <before pk>`. Statements are prepared once per
+//! table and shape (the driver's statement cache) and bound with parameters.
+
+use crate::error::classify;
+use crate::value::to_driver;
+use crate::{MARKER_SCHEMA, MARKER_TABLE};
+use dcsync_core::connector::{ConnectorError, Sink};
+use dcsync_core::topology::{redact_url, StoreConfig};
+use dcsync_core::{Payload, RowChange, RowKind, Transaction, Value};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Params};
+use std::collections::HashMap;
+
+/// Number of marker rows per (origin, store); a group's marker goes to slot
+/// `seq % MARKER_SLOTS`.
+pub const MARKER_SLOTS: u64 = 16;
+
+/// Session settings of the sink connection: utf8mb4, UTC (TIMESTAMP values
+/// are UTC), a SQL mode that stores every value the source could hold
+/// (zero dates, invalid dates, explicit 0 in AUTO_INCREMENT columns) but
+/// rejects truncation, and no foreign key checks (rows arrive in source
+/// commit order, groups may cut across the source's check points).
+const SESSION_SETUP: &str = "SET NAMES utf8mb4; SET time_zone='+00:00'; \
+    SET SESSION sql_mode='STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,ALLOW_INVALID_DATES'; \
+    SET SESSION foreign_key_checks=0";
+
+/// Quotes an identifier with backticks, doubling embedded backticks.
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// Creates `dcsync.apply_marker` if it does not exist. Checks
+/// `information_schema` first so that an existing table causes no DDL in
+/// the binlog.
+///
+/// Columns: `origin VARCHAR(64)` (DC id), `store VARCHAR(64)` (logical
+/// store), `slot SMALLINT UNSIGNED` (`seq % 16`), `seq BIGINT UNSIGNED`,
+/// `hlc BIGINT UNSIGNED` (the group's last HLC), `applied_at TIMESTAMP(6)`;
+/// primary key `(origin, store, slot)`.
+pub async fn ensure_marker_table(conn: &mut Conn) -> Result<(), ConnectorError> {
+    let n: Option<u64> = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema=? AND table_name=?",
+            (MARKER_SCHEMA, MARKER_TABLE),
+        )
+        .await
+        .map_err(|e| classify("checking the apply marker table", e))?;
+    if n.unwrap_or(0) > 0 {
+        return Ok(());
+    }
+    let sql = format!(
+        "CREATE DATABASE IF NOT EXISTS {s}; \
+         CREATE TABLE IF NOT EXISTS {s}.{t} ( \
+           origin VARCHAR(64) NOT NULL, \
+           store VARCHAR(64) NOT NULL, \
+           slot SMALLINT UNSIGNED NOT NULL, \
+           seq BIGINT UNSIGNED NOT NULL, \
+           hlc BIGINT UNSIGNED NOT NULL, \
+           applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), \
+           PRIMARY KEY (origin, store, slot) \
+         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        s = quote_ident(MARKER_SCHEMA),
+        t = quote_ident(MARKER_TABLE)
+    );
+    conn.query_drop(sql)
+        .await
+        .map_err(|e| classify("creating the apply marker table dcsync.apply_marker", e))
+}
+
+/// Cached SQL for one table shape.
+struct TableSql {
+    columns: Vec<String>,
+    pk: Vec<usize>,
+    upsert: String,
+    delete: String,
+}
+
+impl TableSql {
+    fn build(r: &RowChange, pk: Vec<usize>) -> TableSql {
+        let table = format!("{}.{}", quote_ident(&r.schema), quote_ident(&r.table));
+        let cols: Vec<String> = r.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let marks = vec!["?"; cols.len()].join(",");
+        let updates: Vec<String> = cols.iter().map(|c| format!("{c}=VALUES({c})")).collect();
+        let upsert = format!(
+            "INSERT INTO {table} ({}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {}",
+            cols.join(","),
+            updates.join(",")
+        );
+        let cond: Vec<String> = pk.iter().map(|i| format!("{}=?", cols[*i])).collect();
+        let delete = format!("DELETE FROM {table} WHERE {}", cond.join(" AND "));
+        TableSql {
+            columns: r.columns.iter().map(|c| c.name.clone()).collect(),
+            pk,
+            upsert,
+            delete,
+        }
+    }
+}
+
+/// Transactional MySQL/MariaDB sink (see the module docs).
+pub struct MysqlSink {
+    url: String,
+    store: String,
+    group_txns: usize,
+    group_bytes: usize,
+    conn: Option<Conn>,
+    /// Highest applied seq per origin, as last read from / written to the DB.
+    applied: HashMap<String, u64>,
+    sql: HashMap<(String, String), TableSql>,
+}
+
+impl std::fmt::Debug for MysqlSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlSink")
+            .field("url", &redact_url(&self.url))
+            .field("store", &self.store)
+            .field("applied", &self.applied)
+            .finish()
+    }
+}
+
+async fn open(url: &str) -> Result<Conn, ConnectorError> {
+    let opts = Opts::from_url(url)
+        .map_err(|e| ConnectorError::Definite(format!("bad store URL {}: {e}", redact_url(url))))?;
+    let opts = OptsBuilder::from_opts(opts).stmt_cache_size(512);
+    let mut conn = Conn::new(opts)
+        .await
+        .map_err(|e| classify(&format!("connecting to {}", redact_url(url)), e))?;
+    conn.query_drop(SESSION_SETUP)
+        .await
+        .map_err(|e| classify("setting up the sink session", e))?;
+    Ok(conn)
+}
+
+impl MysqlSink {
+    /// Connects to the store at `url`, sets up the session and creates the
+    /// apply marker table if needed. Group bounds come from `store`
+    /// (`apply_group_txns`, `apply_group_bytes`).
+    pub async fn connect(url: &str, store: &StoreConfig) -> Result<MysqlSink, ConnectorError> {
+        let mut conn = open(url).await?;
+        ensure_marker_table(&mut conn).await?;
+        Ok(MysqlSink {
+            url: url.to_string(),
+            store: store.name.clone(),
+            group_txns: store.apply_group_txns.max(1),
+            group_bytes: store.apply_group_bytes.max(1),
+            conn: Some(conn),
+            applied: HashMap::new(),
+            sql: HashMap::new(),
+        })
+    }
+
+    async fn conn(&mut self) -> Result<&mut Conn, ConnectorError> {
+        if self.conn.is_none() {
+            self.conn = Some(open(&self.url).await?);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| ConnectorError::Transient("no connection".into()))
+    }
+
+    async fn read_applied(&mut self, origin: &str) -> Result<u64, ConnectorError> {
+        let store = self.store.clone();
+        let sql = format!(
+            "SELECT COALESCE(MAX(seq), 0) FROM {}.{} WHERE origin=? AND store=?",
+            quote_ident(MARKER_SCHEMA),
+            quote_ident(MARKER_TABLE)
+        );
+        let conn = self.conn().await?;
+        let r: Result<Option<u64>, _> = conn.exec_first(sql, (origin, store)).await;
+        match r {
+            Ok(v) => Ok(v.unwrap_or(0)),
+            Err(e) => {
+                self.conn = None;
+                Err(classify("reading the apply marker", e))
+            }
+        }
+    }
+
+    /// Applies one group in one target transaction.
+    async fn apply_group(
+        &mut self,
+        origin: &str,
+        group: &[&Transaction],
+    ) -> Result<(), ConnectorError> {
+        let Some(last) = group.last() else {
+            return Ok(());
+        };
+        let marker_sql = format!(
+            "INSERT INTO {}.{} (origin, store, slot, seq, hlc, applied_at) \
+             VALUES (?,?,?,?,?,NOW(6)) ON DUPLICATE KEY UPDATE \
+             seq=VALUES(seq), hlc=VALUES(hlc), applied_at=VALUES(applied_at)",
+            quote_ident(MARKER_SCHEMA),
+            quote_ident(MARKER_TABLE)
+        );
+        let marker_params = Params::Positional(vec![
+            mysql_async::Value::from(origin),
+            mysql_async::Value::from(self.store.as_str()),
+            mysql_async::Value::UInt(last.seq % MARKER_SLOTS),
+            mysql_async::Value::UInt(last.seq),
+            mysql_async::Value::UInt(last.hlc.0),
+        ]);
+        // Build statements first (borrowing self.sql), then execute.
+        let mut stmts: Vec<(String, Params, String)> = Vec::new();
+        for tx in group {
+            for change in &tx.changes {
+                match &change.payload {
+                    Payload::Row(r) => self.plan_row(r, &mut stmts)?,
+                    Payload::Redis(_) => {
+                        return Err(ConnectorError::Definite(format!(
+                            "store {}: a Redis command cannot be applied to MySQL (origin {origin} seq {})",
+                            self.store, tx.seq
+                        )))
+                    }
+                }
+            }
+        }
+        let conn = self.conn().await?;
+        conn.query_drop("BEGIN")
+            .await
+            .map_err(|e| classify("BEGIN", e))?;
+        conn.exec_drop(marker_sql, marker_params)
+            .await
+            .map_err(|e| classify("writing the apply marker dcsync.apply_marker", e))?;
+        for (sql, params, table) in stmts {
+            conn.exec_drop(sql, params)
+                .await
+                .map_err(|e| classify(&format!("applying to {table}"), e))?;
+        }
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(|e| classify("COMMIT", e))
+    }
+
+    /// Appends the statements that apply `r` convergently.
+    fn plan_row(
+        &mut self,
+        r: &RowChange,
+        out: &mut Vec<(String, Params, String)>,
+    ) -> Result<(), ConnectorError> {
+        let name = format!("{}.{}", r.schema, r.table);
+        let key = (r.schema.clone(), r.table.clone());
+        let fresh = match self.sql.get(&key) {
+            Some(t) => {
+                t.columns.len() != r.columns.len()
+                    || t.columns.iter().zip(&r.columns).any(|(a, b)| a != &b.name)
+                    || t.pk != r.primary_key()
+            }
+            None => true,
+        };
+        if fresh {
+            let pk = r.primary_key();
+            if pk.is_empty() {
+                return Err(ConnectorError::Definite(format!(
+                    "table {name} has no PRIMARY KEY in the change; dcsync needs one to apply \
+                     updates and deletes idempotently"
+                )));
+            }
+            self.sql.insert(key.clone(), TableSql::build(r, pk));
+        }
+        let Some(t) = self.sql.get(&key) else {
+            return Err(ConnectorError::Definite(format!("no SQL for {name}")));
+        };
+        let check = |img: &Option<Vec<Value>>, what: &str| -> Result<Vec<Value>, ConnectorError> {
+            match img {
+                Some(v) if v.len() == r.columns.len() => Ok(v.clone()),
+                _ => Err(ConnectorError::Definite(format!(
+                    "{name}: {:?} change without a full {what} image",
+                    r.kind
+                ))),
+            }
+        };
+        let upsert = |img: &[Value]| {
+            (
+                t.upsert.clone(),
+                Params::Positional(img.iter().map(to_driver).collect()),
+                name.clone(),
+            )
+        };
+        let delete = |img: &[Value]| {
+            (
+                t.delete.clone(),
+                Params::Positional(t.pk.iter().map(|i| to_driver(&img[*i])).collect()),
+                name.clone(),
+            )
+        };
+        match r.kind {
+            RowKind::Insert => out.push(upsert(&check(&r.after, "after")?)),
+            RowKind::Update => {
+                let before = check(&r.before, "before")?;
+                let after = check(&r.after, "after")?;
+                if t.pk.iter().any(|i| before[*i] != after[*i]) {
+                    out.push(delete(&before));
+                }
+                out.push(upsert(&after));
+            }
+            RowKind::Delete => out.push(delete(&check(&r.before, "before")?)),
+        }
+        Ok(())
+    }
+}
+
+impl Sink for MysqlSink {
+    async fn applied_seq(&mut self, origin: &str) -> Result<u64, ConnectorError> {
+        if let Some(s) = self.applied.get(origin) {
+            return Ok(*s);
+        }
+        let s = self.read_applied(origin).await?;
+        self.applied.insert(origin.to_string(), s);
+        Ok(s)
+    }
+
+    async fn apply(&mut self, origin: &str, txs: &[Transaction]) -> Result<u64, ConnectorError> {
+        let mut applied = self.applied_seq(origin).await?;
+        let pending: Vec<&Transaction> = txs.iter().filter(|t| t.seq > applied).collect();
+        let mut i = 0;
+        while i < pending.len() {
+            let mut end = i;
+            let mut bytes = 0usize;
+            while end < pending.len() && end - i < self.group_txns {
+                let b = pending[end].approx_bytes();
+                if end > i && bytes + b > self.group_bytes {
+                    break;
+                }
+                bytes += b;
+                end += 1;
+            }
+            let group = &pending[i..end];
+            match self.apply_group(origin, group).await {
+                Ok(()) => {
+                    if let Some(last) = group.last() {
+                        applied = applied.max(last.seq);
+                        self.applied.insert(origin.to_string(), applied);
+                    }
+                }
+                Err(e) => {
+                    // Unknown outcome: forget the cached marker, roll back
+                    // what may be open, drop a broken connection.
+                    self.applied.remove(origin);
+                    let rolled_back = match self.conn.as_mut() {
+                        Some(c) => c.query_drop("ROLLBACK").await.is_ok(),
+                        None => false,
+                    };
+                    if !rolled_back || e.is_transient() {
+                        self.conn = None;
+                    }
+                    tracing::warn!(store = %self.store, origin, error = %e, "mysql sink: group failed");
+                    return Err(e);
+                }
+            }
+            i = end;
+        }
+        Ok(applied)
+    }
+}
