@@ -1,1 +1,112 @@
-fn main() {}
+//! `dcsync`: the agent binary (one per datacenter) and its operator commands.
+//!
+//! - `dcsync check --topology FILE`: validate a topology file, print every
+//!   problem with its location.
+//! - `dcsync run --topology FILE --dc ID [--data-dir DIR]`: run the agent of
+//!   one DC. Its journal lives in `DIR` (default `./dcsync-data/<ID>`).
+//! - `dcsync status --dc ID [--data-dir DIR]`: print the running agent's link
+//!   states and backlogs (read from `DIR/status.json`, rewritten every second).
+
+mod agent;
+mod applier;
+mod status;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dcsync_core::Topology;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "dcsync", version, about = "Multi-datacenter two-way sync for MySQL/MariaDB and Redis")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate a topology file and print every problem with its line:column.
+    Check {
+        /// The topology file (TOML).
+        #[arg(long)]
+        topology: PathBuf,
+    },
+    /// Run the agent of one DC.
+    Run {
+        /// The topology file (TOML), the same in every DC.
+        #[arg(long)]
+        topology: PathBuf,
+        /// This agent's DC id, as declared in the topology.
+        #[arg(long)]
+        dc: String,
+        /// Journal and status directory (default: ./dcsync-data/<dc>).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Show link states and backlogs of a running agent.
+    Status {
+        /// The DC id of the agent.
+        #[arg(long)]
+        dc: String,
+        /// Its data directory (default: ./dcsync-data/<dc>).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn data_dir_for(dc: &str, given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| PathBuf::from("dcsync-data").join(dc))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Check { topology } => match Topology::load(&topology) {
+            Ok(t) => {
+                println!(
+                    "{}: ok (cluster {}, {} dcs, {} units, {} stores)",
+                    topology.display(),
+                    t.cluster,
+                    t.dcs.len(),
+                    t.units.count,
+                    t.stores.len()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        Cmd::Status { dc, data_dir, json } => status::print(&data_dir_for(&dc, data_dir), json),
+        Cmd::Run { topology, dc, data_dir } => run(topology, dc, data_dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dcsync: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(topology: PathBuf, dc: String, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DCSYNC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let topo = Topology::load(&topology)?;
+    let data_dir = data_dir_for(&dc, data_dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(agent::run(topo, dc, data_dir))
+}

@@ -104,8 +104,11 @@ pub enum FlushPolicy {
 pub struct DcConfig {
     /// Short id (`bj`).
     pub id: String,
-    /// `host:port` the DC's agent listens on for links from its peers.
+    /// `host:port` where peers reach this DC's agent.
     pub link: String,
+    /// `host:port` the agent binds its link listener to; defaults to `link`
+    /// (differs behind NAT, a load balancer or a test proxy).
+    pub listen: String,
 }
 
 /// The unit routing table.
@@ -324,6 +327,8 @@ struct RawTopology {
 struct RawDc {
     id: Spanned<String>,
     link: Spanned<String>,
+    #[serde(default)]
+    listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -532,9 +537,11 @@ fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topology> {
                 format!("dc {id:?}: link address {link:?} is used by another dc"),
             );
         }
+        let listen = d.listen.clone().unwrap_or_else(|| link.clone());
         dcs.push(DcConfig {
             id: id.clone(),
             link: link.clone(),
+            listen,
         });
     }
     if dcs.len() < 2 {

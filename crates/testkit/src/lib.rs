@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod mariadb;
+pub mod proxy;
 pub mod redis;
 
 use std::net::TcpListener;

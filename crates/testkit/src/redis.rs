@@ -45,6 +45,10 @@ impl Redis {
             .arg("")
             .arg("--appendonly")
             .arg("no")
+            // Replicas (the dcsync source) get their RDB at once, not after
+            // the default 5 s diskless-sync delay.
+            .arg("--repl-diskless-sync-delay")
+            .arg("0")
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -87,6 +91,33 @@ impl Redis {
             .get_multiplexed_async_connection()
             .await
             .expect("connect")
+    }
+
+    /// The server's data directory (`SAVE` writes `dump.rdb` here).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Kills the server and starts it again on the same port and dir (with
+    /// `--save ""` the dataset is gone unless `dump.rdb` was saved).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// One field of `INFO <section>` (`master_repl_offset`), if present.
+    pub async fn info_field(&self, section: &str, field: &str) -> Option<String> {
+        let mut c = self.conn().await;
+        let info: String = redis::cmd("INFO")
+            .arg(section)
+            .query_async(&mut c)
+            .await
+            .ok()?;
+        info.lines().find_map(|l| {
+            l.strip_prefix(field)
+                .and_then(|r| r.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+        })
     }
 
     /// Kills the server (SIGKILL).

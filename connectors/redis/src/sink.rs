@@ -1,0 +1,271 @@
+//! The applying half: `MULTI`, marker, commands, `EXEC` per transaction.
+//!
+//! Each transaction becomes one block on one connection:
+//! `MULTI`, [`SELECT 0`], `SET <MARKER_PREFIX><origin> <seq>`, then its
+//! commands with `SELECT <db>` whenever the database changes, `EXEC`. Several
+//! blocks (up to the store's `apply_group_txns`/`apply_group_bytes`) go in one
+//! pipelined round trip, in order. The marker (database 0) is read once with
+//! `GET` and cached; the cache is dropped after any error.
+//!
+//! A command the target rejects is reported with its key and reason and the
+//! call fails: at queue time (`EXECABORT`, nothing of that block applied) or
+//! at execution (`EXEC` returns an error element; the rest of the block and
+//! the marker are applied, as Redis transactions do not roll back). Blocks
+//! after the failing one in the same round trip have been applied too; the
+//! marker tells exactly how far.
+
+use crate::MARKER_PREFIX;
+use dcsync_core::connector::{ConnectorError, Sink};
+use dcsync_core::topology::StoreConfig;
+use dcsync_core::{Payload, Transaction};
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+use std::collections::HashMap;
+
+/// Redis sink for one store.
+pub struct RedisSink {
+    client: redis::Client,
+    conn: Option<MultiplexedConnection>,
+    /// Database the connection has selected, `None` if unknown.
+    selected: Option<u32>,
+    markers: HashMap<String, u64>,
+    group_txns: usize,
+    group_bytes: usize,
+}
+
+/// A queued data command: (seq, command name, first argument / key).
+type Queued = (u64, Vec<u8>, Vec<u8>);
+
+fn marker_key(origin: &str) -> String {
+    format!("{MARKER_PREFIX}{origin}")
+}
+
+fn redis_err(what: &str, e: redis::RedisError) -> ConnectorError {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal()
+    {
+        ConnectorError::Transient(format!("redis sink: {what}: {e}"))
+    } else {
+        ConnectorError::Definite(format!("redis sink: {what}: {e}"))
+    }
+}
+
+impl RedisSink {
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`) for
+    /// `store`. A bad URL is Definite, an unreachable server Transient.
+    pub async fn connect(url: &str, store: &StoreConfig) -> Result<RedisSink, ConnectorError> {
+        let client = redis::Client::open(url).map_err(|e| {
+            ConnectorError::Definite(format!(
+                "redis sink: bad url {}: {e}",
+                dcsync_core::topology::redact_url(url)
+            ))
+        })?;
+        let mut sink = RedisSink {
+            client,
+            conn: None,
+            selected: None,
+            markers: HashMap::new(),
+            group_txns: store.apply_group_txns.max(1),
+            group_bytes: store.apply_group_bytes.max(1),
+        };
+        sink.conn().await?;
+        Ok(sink)
+    }
+
+    async fn conn(&mut self) -> Result<MultiplexedConnection, ConnectorError> {
+        if let Some(c) = &self.conn {
+            return Ok(c.clone());
+        }
+        let c = self
+            .client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| redis_err("connect", e))?;
+        self.selected = None;
+        self.conn = Some(c.clone());
+        Ok(c)
+    }
+
+    fn reset(&mut self, e: &ConnectorError) {
+        self.markers.clear();
+        self.selected = None;
+        if e.is_transient() {
+            self.conn = None;
+        }
+    }
+
+    async fn read_marker(&mut self, origin: &str) -> Result<u64, ConnectorError> {
+        if let Some(s) = self.markers.get(origin) {
+            return Ok(*s);
+        }
+        let mut c = self.conn().await?;
+        let mut p = redis::pipe();
+        if self.selected != Some(0) {
+            p.cmd("SELECT").arg(0).ignore();
+        }
+        p.cmd("GET").arg(marker_key(origin));
+        let (v,): (Option<String>,) = p.query_async(&mut c).await.map_err(|e| {
+            let e = redis_err("GET marker", e);
+            self.reset(&e);
+            e
+        })?;
+        self.selected = Some(0);
+        let seq = match v {
+            None => 0,
+            Some(s) => s.parse().map_err(|_| {
+                ConnectorError::Definite(format!(
+                    "redis sink: marker {} holds {s:?}, not a sequence number",
+                    marker_key(origin)
+                ))
+            })?,
+        };
+        self.markers.insert(origin.to_string(), seq);
+        Ok(seq)
+    }
+
+    /// Applies one group of transactions in one round trip.
+    async fn apply_group(&mut self, origin: &str, txs: &[&Transaction]) -> Result<(), ConnectorError> {
+        let mut p = redis::pipe();
+        p.ignore_errors();
+        let mut sel = self.selected;
+        // Per block: responses expected before EXEC (MULTI + queued commands)
+        // and, for error reports, the queued commands' args.
+        let mut layout: Vec<Vec<Option<Queued>>> = Vec::new();
+        for tx in txs {
+            let mut queued: Vec<Option<Queued>> = Vec::new();
+            p.cmd("MULTI");
+            if sel != Some(0) {
+                p.cmd("SELECT").arg(0);
+                queued.push(None);
+                sel = Some(0);
+            }
+            p.cmd("SET").arg(marker_key(origin)).arg(tx.seq);
+            queued.push(None);
+            for ch in &tx.changes {
+                let Payload::Redis(c) = &ch.payload else {
+                    return Err(ConnectorError::Definite(format!(
+                        "redis sink: transaction {origin}/{} seq {} holds a non-Redis change",
+                        tx.store, tx.seq
+                    )));
+                };
+                if sel != Some(c.db) {
+                    p.cmd("SELECT").arg(c.db);
+                    queued.push(None);
+                    sel = Some(c.db);
+                }
+                let Some((name, rest)) = c.args.split_first() else {
+                    continue;
+                };
+                let mut cmd = redis::cmd(&String::from_utf8_lossy(name));
+                for a in rest {
+                    cmd.arg(a.as_slice());
+                }
+                p.add_command(cmd);
+                queued.push(Some((
+                    tx.seq,
+                    name.clone(),
+                    rest.first().cloned().unwrap_or_default(),
+                )));
+            }
+            p.cmd("EXEC");
+            layout.push(queued);
+        }
+        let mut c = self.conn().await?;
+        let replies: Vec<Value> = p.query_async(&mut c).await.map_err(|e| redis_err("apply", e))?;
+        let mut it = replies.into_iter();
+        let mut problems: Vec<String> = Vec::new();
+        for (tx, queued) in txs.iter().zip(&layout) {
+            let mut next = || {
+                it.next().ok_or_else(|| {
+                    ConnectorError::Transient("redis sink: short pipeline reply".into())
+                })
+            };
+            if let Value::ServerError(e) = next()? {
+                problems.push(format!("seq {}: MULTI failed: {e:?}", tx.seq));
+            }
+            let mut queue_errors = Vec::new();
+            for q in queued {
+                if let Value::ServerError(e) = next()? {
+                    queue_errors.push((q.clone(), format!("{e:?}")));
+                }
+            }
+            match next()? {
+                Value::Array(results) => {
+                    for (r, q) in results.iter().zip(queued) {
+                        if let (Value::ServerError(e), Some(q)) = (r, q) {
+                            problems.push(describe(q, &format!("{e:?}")));
+                        }
+                    }
+                }
+                Value::ServerError(e) => {
+                    for (q, reason) in queue_errors {
+                        match q {
+                            Some(q) => problems.push(describe(&q, &reason)),
+                            None => problems.push(format!("seq {}: {reason}", tx.seq)),
+                        }
+                    }
+                    problems.push(format!(
+                        "seq {}: transaction aborted, nothing of it applied: {e:?}",
+                        tx.seq
+                    ));
+                }
+                Value::Nil => problems.push(format!("seq {}: EXEC returned nil", tx.seq)),
+                _ => {}
+            }
+        }
+        self.selected = sel;
+        if problems.is_empty() {
+            if let Some(last) = txs.last() {
+                self.markers.insert(origin.to_string(), last.seq);
+            }
+            return Ok(());
+        }
+        for pr in &problems {
+            tracing::error!(origin, "redis sink: target rejected a command: {pr}");
+        }
+        Err(ConnectorError::Definite(format!(
+            "redis sink: target rejected {} command(s) from origin {origin}: {}",
+            problems.len(),
+            problems.join("; ")
+        )))
+    }
+}
+
+fn describe(q: &Queued, reason: &str) -> String {
+    format!(
+        "seq {}: {} key {:?}: {reason}",
+        q.0,
+        String::from_utf8_lossy(&q.1),
+        String::from_utf8_lossy(&q.2)
+    )
+}
+
+impl Sink for RedisSink {
+    async fn applied_seq(&mut self, origin: &str) -> Result<u64, ConnectorError> {
+        self.read_marker(origin).await
+    }
+
+    async fn apply(&mut self, origin: &str, txs: &[Transaction]) -> Result<u64, ConnectorError> {
+        let mut applied = self.read_marker(origin).await?;
+        let todo: Vec<&Transaction> = txs.iter().filter(|t| t.seq > applied).collect();
+        let mut start = 0;
+        while start < todo.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < todo.len() && end - start < self.group_txns {
+                bytes += todo[end].approx_bytes();
+                end += 1;
+                if bytes >= self.group_bytes {
+                    break;
+                }
+            }
+            let group = &todo[start..end];
+            if let Err(e) = self.apply_group(origin, group).await {
+                self.reset(&e);
+                return Err(e);
+            }
+            applied = group.last().map(|t| t.seq).unwrap_or(applied);
+            start = end;
+        }
+        Ok(applied)
+    }
+}

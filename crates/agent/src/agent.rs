@@ -1,0 +1,297 @@
+//! Wiring of one agent: sources → journal → links → peers' sinks.
+//!
+//! # Progress tracking
+//! Each store's source runs under a supervisor that drains its events in
+//! batches, stamps local transactions with this DC as origin and an HLC, and
+//! appends them to the journal together with the position after the last
+//! one (one durable commit). The durable position is then published back to
+//! the source (Redis acknowledges it with `REPLCONF ACK`). A source that
+//! fails is restarted from the journal's position: transient errors with a
+//! short capped backoff, definite ones (operator needed) every 30 s with an
+//! error log each time.
+//!
+//! # Shutdown
+//! SIGINT/SIGTERM stop sources, links and the listener; everything journaled
+//! stays on disk and is shipped after the restart.
+
+use crate::applier::AgentApplier;
+use crate::status::{SourceStatus, StatusBoard};
+use anyhow::{bail, Context};
+use dcsync_core::connector::{ConnectorError, Position, Source, SourceContext, SourceEvent};
+use dcsync_core::topology::{Mode, StoreConfig, StoreKind};
+use dcsync_core::{HlcClock, Topology, Transaction};
+use dcsync_journal::Journal;
+use dcsync_link::{receiver, sender, LinkState, LinkStats};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Most events journaled in one commit.
+const APPEND_MAX_EVENTS: usize = 2048;
+/// Capacity of a source's event channel (events).
+const SOURCE_CHANNEL: usize = 4096;
+
+/// Runs the agent of `me` until SIGINT/SIGTERM.
+pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Result<()> {
+    let Some(my_dc) = topo.dc(&me).cloned() else {
+        bail!(
+            "dc {me:?} is not declared in the topology (declared: {})",
+            topo.dcs.iter().map(|d| d.id.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    };
+    if let Mode::Star { .. } = topo.mode {
+        bail!("mode = \"star\" is not implemented yet; use mode = \"mesh\"");
+    }
+    let peers: Vec<String> = topo.peers_of(&me).iter().map(|d| d.id.clone()).collect();
+    let journal = Arc::new(
+        Journal::open(&data_dir, &peers).with_context(|| format!("opening the journal in {}", data_dir.display()))?,
+    );
+    let clock = Arc::new(HlcClock::with_floor(journal.hlc_floor()?));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (appended_tx, appended_rx) = watch::channel(0u64);
+    let appended_tx = Arc::new(appended_tx);
+    let board = StatusBoard::new(&me, &data_dir);
+    tracing::info!(dc = %me, link = %my_dc.link, data_dir = %data_dir.display(), stores = topo.stores.len(), "dcsync agent starting");
+
+    // Inbound: listener + sinks.
+    let listener = tokio::net::TcpListener::bind(&my_dc.listen)
+        .await
+        .with_context(|| format!("binding link listener {}", my_dc.listen))?;
+    let applier = Arc::new(AgentApplier::new(&topo, &me, clock.clone()));
+    let rcfg = Arc::new(receiver::ReceiverConfig {
+        cluster: topo.cluster.clone(),
+        me: me.clone(),
+        peers: peers.clone(),
+        stores: topo.stores.iter().map(|s| s.name.clone()).collect(),
+        settings: topo.link.clone(),
+    });
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(receiver::serve(listener, rcfg, applier, shutdown_rx.clone())));
+
+    // Outbound: one sender per peer.
+    for peer in topo.peers_of(&me) {
+        let stats = Arc::new(Mutex::new(LinkStats {
+            peer: peer.id.clone(),
+            state: LinkState::Idle,
+            sent_txns: 0,
+            acked_txns: 0,
+            sent_bytes: 0,
+            connects: 0,
+        }));
+        board.add_link(stats.clone());
+        let cfg = sender::SenderConfig {
+            cluster: topo.cluster.clone(),
+            me: me.clone(),
+            peer: peer.id.clone(),
+            addr: peer.link.clone(),
+            stores: topo.stores.iter().map(|s| s.name.clone()).collect(),
+            settings: topo.link.clone(),
+        };
+        tasks.push(tokio::spawn(sender::run(
+            cfg,
+            journal.clone(),
+            appended_rx.clone(),
+            stats,
+            shutdown_rx.clone(),
+        )));
+    }
+
+    // Sources.
+    for store in &topo.stores {
+        let Some(url) = store.url_for(&me) else {
+            bail!("store {} has no url for dc {me}", store.name);
+        };
+        let st = board.add_source(&store.name);
+        let sup = Supervisor {
+            me: me.clone(),
+            store: store.clone(),
+            topo: topo.clone(),
+            url: url.expose().to_string(),
+            journal: journal.clone(),
+            clock: clock.clone(),
+            appended: appended_tx.clone(),
+            status: st,
+            shutdown: shutdown_rx.clone(),
+        };
+        tasks.push(tokio::spawn(sup.run()));
+    }
+
+    tasks.push(tokio::spawn(board.clone().run(journal.clone(), peers, topo.stores.iter().map(|s| s.name.clone()).collect(), shutdown_rx.clone())));
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs one store's source, restarting it from the journal after failures.
+struct Supervisor {
+    me: String,
+    store: StoreConfig,
+    topo: Topology,
+    url: String,
+    journal: Arc<Journal>,
+    clock: Arc<HlcClock>,
+    appended: Arc<watch::Sender<u64>>,
+    status: Arc<Mutex<SourceStatus>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        let mut backoff = dcsync_link::Backoff::new(
+            Duration::from_millis(200),
+            Duration::from_millis(self.topo.link.backoff_max_ms),
+        );
+        loop {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let result = self.once().await;
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let delay = match &result {
+                Ok(()) => return,
+                Err(ConnectorError::Transient(e)) => {
+                    tracing::warn!(store = %self.store.name, error = %e, "source failed, restarting from the journaled position");
+                    backoff.next_delay()
+                }
+                Err(ConnectorError::Definite(e)) => {
+                    tracing::error!(store = %self.store.name, error = %e, "source stopped: needs an operator; retrying in 30 s");
+                    Duration::from_secs(30)
+                }
+            };
+            if let (Ok(mut st), Err(e)) = (self.status.lock(), &result) {
+                st.state = "failed".into();
+                st.error = Some(e.to_string());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn once(&mut self) -> Result<(), ConnectorError> {
+        let j = self.journal.clone();
+        let name = self.store.name.clone();
+        let resume = tokio::task::spawn_blocking(move || j.position(&name))
+            .await
+            .map_err(|e| ConnectorError::Transient(e.to_string()))?
+            .map_err(|e| ConnectorError::Definite(format!("journal: {e}")))?;
+        let (etx, mut erx) = mpsc::channel(SOURCE_CHANNEL);
+        let (durable_tx, durable_rx) = watch::channel(resume.clone());
+        let cx = SourceContext {
+            dc: self.me.clone(),
+            store: self.store.clone(),
+            units: self.topo.units.clone(),
+            resume,
+            events: etx,
+            durable: durable_rx,
+            shutdown: self.shutdown.clone(),
+        };
+        let url = self.url.clone();
+        let handle = match self.store.kind {
+            StoreKind::Mysql => tokio::spawn(dcsync_mysql::MysqlSource::new(url).run(cx)),
+            StoreKind::Redis => tokio::spawn(dcsync_redis::RedisSource::new(url).run(cx)),
+        };
+        if let Ok(mut st) = self.status.lock() {
+            st.state = "running".into();
+            st.error = None;
+        }
+        // Drain events until the source ends (it drops the sender).
+        let mut buf = Vec::with_capacity(APPEND_MAX_EVENTS);
+        loop {
+            buf.clear();
+            let n = erx.recv_many(&mut buf, APPEND_MAX_EVENTS).await;
+            if n == 0 {
+                break;
+            }
+            self.journal_events(std::mem::take(&mut buf), &durable_tx).await?;
+        }
+        match handle.await {
+            Ok(r) => r,
+            Err(e) => Err(ConnectorError::Transient(format!("source task ended abnormally: {e}"))),
+        }
+    }
+
+    async fn journal_events(
+        &self,
+        events: Vec<SourceEvent>,
+        durable: &watch::Sender<Option<Position>>,
+    ) -> Result<(), ConnectorError> {
+        let mut txs = Vec::new();
+        let mut last_pos: Option<Position> = None;
+        let mut echoes = 0u64;
+        for ev in events {
+            match ev {
+                SourceEvent::Local { changes, commit_ts_ms, position } => {
+                    if !changes.is_empty() {
+                        txs.push(Transaction {
+                            origin: self.me.clone(),
+                            store: self.store.name.clone(),
+                            seq: 0,
+                            hlc: self.clock.now(),
+                            position: position.display.clone(),
+                            commit_ts_ms,
+                            changes,
+                        });
+                    }
+                    last_pos = Some(position);
+                }
+                SourceEvent::Echo { position, .. } => {
+                    echoes += 1;
+                    last_pos = Some(position);
+                }
+                SourceEvent::Progress { position } => last_pos = Some(position),
+            }
+        }
+        let j = self.journal.clone();
+        let name = self.store.name.clone();
+        let pos = last_pos.clone();
+        let n = txs.len() as u64;
+        let appended = tokio::task::spawn_blocking(move || j.append(&name, &mut txs, pos.as_ref()))
+            .await
+            .map_err(|e| ConnectorError::Transient(e.to_string()))?
+            .map_err(|e| ConnectorError::Definite(format!("journal append failed: {e}")))?;
+        if let Some(p) = last_pos {
+            let _ = durable.send(Some(p.clone()));
+            if let Ok(mut st) = self.status.lock() {
+                st.position = p.display;
+                st.local_txns += n;
+                st.echo_txns += echoes;
+            }
+        }
+        if let Some((_, last)) = appended {
+            self.appended.send_replace(last);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! The agent's [`Applier`]: one sink per (origin DC, store), connected lazily
+//! and reconnected after a failure. Apply calls for the same origin and store
+//! are serialised by a mutex, so per-origin commit order holds even while an
+//! old connection of that origin is still draining.
+
+use dcsync_core::connector::{ConnectorError, Sink};
+use dcsync_core::topology::{StoreConfig, StoreKind};
+use dcsync_core::{HlcClock, Topology, Transaction};
+use dcsync_link::{ApplyError, Applier, BoxFuture};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+enum AnySink {
+    Mysql(dcsync_mysql::MysqlSink),
+    Redis(dcsync_redis::RedisSink),
+}
+
+impl AnySink {
+    async fn connect(url: &str, store: &StoreConfig) -> Result<AnySink, ConnectorError> {
+        Ok(match store.kind {
+            StoreKind::Mysql => AnySink::Mysql(dcsync_mysql::MysqlSink::connect(url, store).await?),
+            StoreKind::Redis => AnySink::Redis(dcsync_redis::RedisSink::connect(url, store).await?),
+        })
+    }
+    async fn applied_seq(&mut self, origin: &str) -> Result<u64, ConnectorError> {
+        match self {
+            AnySink::Mysql(s) => s.applied_seq(origin).await,
+            AnySink::Redis(s) => s.applied_seq(origin).await,
+        }
+    }
+    async fn apply(&mut self, origin: &str, txs: &[Transaction]) -> Result<u64, ConnectorError> {
+        match self {
+            AnySink::Mysql(s) => s.apply(origin, txs).await,
+            AnySink::Redis(s) => s.apply(origin, txs).await,
+        }
+    }
+}
+
+struct Slot {
+    store: StoreConfig,
+    url: String,
+    sink: Mutex<Option<AnySink>>,
+}
+
+/// Sinks of this agent, by (origin, store).
+pub struct AgentApplier {
+    slots: BTreeMap<(String, String), Slot>,
+    clock: Arc<HlcClock>,
+}
+
+impl AgentApplier {
+    /// One (lazily connected) sink per peer DC and store of `topo`.
+    pub fn new(topo: &Topology, me: &str, clock: Arc<HlcClock>) -> Self {
+        let mut slots = BTreeMap::new();
+        for peer in topo.peers_of(me) {
+            for store in &topo.stores {
+                if let Some(url) = store.url_for(me) {
+                    slots.insert(
+                        (peer.id.clone(), store.name.clone()),
+                        Slot { store: store.clone(), url: url.expose().to_string(), sink: Mutex::new(None) },
+                    );
+                }
+            }
+        }
+        AgentApplier { slots, clock }
+    }
+
+    fn slot(&self, origin: &str, store: &str) -> Result<&Slot, ApplyError> {
+        self.slots
+            .get(&(origin.to_string(), store.to_string()))
+            .ok_or_else(|| ApplyError::UnknownStore(store.to_string()))
+    }
+}
+
+fn to_apply_error(store: &str, e: ConnectorError) -> ApplyError {
+    match e {
+        ConnectorError::Transient(m) => ApplyError::Transient(format!("store {store}: {m}")),
+        ConnectorError::Definite(m) => ApplyError::Definite(format!("store {store}: {m}")),
+    }
+}
+
+impl Applier for AgentApplier {
+    fn applied<'a>(&'a self, origin: &'a str, store: &'a str) -> BoxFuture<'a, Result<u64, ApplyError>> {
+        Box::pin(async move {
+            let slot = self.slot(origin, store)?;
+            let mut guard = slot.sink.lock().await;
+            if guard.is_none() {
+                *guard = Some(AnySink::connect(&slot.url, &slot.store).await.map_err(|e| to_apply_error(store, e))?);
+            }
+            let Some(sink) = guard.as_mut() else {
+                return Err(ApplyError::Transient(format!("store {store}: sink unavailable")));
+            };
+            match sink.applied_seq(origin).await {
+                Ok(s) => Ok(s),
+                Err(e) => {
+                    *guard = None;
+                    Err(to_apply_error(store, e))
+                }
+            }
+        })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        origin: &'a str,
+        store: &'a str,
+        txs: Vec<Transaction>,
+    ) -> BoxFuture<'a, Result<u64, ApplyError>> {
+        Box::pin(async move {
+            let slot = self.slot(origin, store)?;
+            if let Some(max) = txs.iter().map(|t| t.hlc).max() {
+                self.clock.observe(max);
+            }
+            let mut guard = slot.sink.lock().await;
+            if guard.is_none() {
+                *guard = Some(AnySink::connect(&slot.url, &slot.store).await.map_err(|e| to_apply_error(store, e))?);
+            }
+            let Some(sink) = guard.as_mut() else {
+                return Err(ApplyError::Transient(format!("store {store}: sink unavailable")));
+            };
+            match sink.apply(origin, &txs).await {
+                Ok(s) => Ok(s),
+                Err(e) => {
+                    tracing::warn!(%origin, %store, error = %e, "apply failed");
+                    *guard = None;
+                    Err(to_apply_error(store, e))
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! Agent status: link states, backlogs and source positions, written to
+//! `<data dir>/status.json` every second (atomically: write + rename) and
+//! printed by `dcsync status`. A file rather than a socket so the command
+//! works with nothing but read access to the data directory.
+
+use anyhow::Context;
+use dcsync_journal::Journal;
+use dcsync_link::{now_ms, LinkState, LinkStats, SharedStats};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// State of one store's source.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// Store name.
+    pub store: String,
+    /// `starting`, `running` or `failed`.
+    pub state: String,
+    /// Last error, if failed.
+    pub error: Option<String>,
+    /// Last durable source position.
+    pub position: String,
+    /// Local transactions journaled since start.
+    pub local_txns: u64,
+    /// Echo transactions (applied by dcsync) skipped since start.
+    pub echo_txns: u64,
+}
+
+/// Backlog of one peer for one store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BacklogStatus {
+    /// Store name.
+    pub store: String,
+    /// Transactions journaled but not acknowledged by the peer.
+    pub txns: u64,
+    /// Highest seq acknowledged by the peer.
+    pub acked_seq: u64,
+    /// Highest seq journaled.
+    pub last_seq: u64,
+    /// Age of the oldest unacknowledged transaction, ms.
+    pub oldest_age_ms: Option<u64>,
+}
+
+/// One link with its backlogs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkStatus {
+    /// Link counters and state.
+    pub link: LinkStats,
+    /// Per-store backlog.
+    pub backlog: Vec<BacklogStatus>,
+}
+
+/// The whole status document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// DC id.
+    pub dc: String,
+    /// When written, ms since epoch.
+    pub written_ms: u64,
+    /// Agent process id.
+    pub pid: u32,
+    /// Outbound links.
+    pub links: Vec<LinkStatus>,
+    /// Sources.
+    pub sources: Vec<SourceStatus>,
+}
+
+/// Collects status from the running parts.
+#[derive(Clone)]
+pub struct StatusBoard {
+    dc: String,
+    path: PathBuf,
+    links: Arc<Mutex<Vec<SharedStats>>>,
+    sources: Arc<Mutex<Vec<Arc<Mutex<SourceStatus>>>>>,
+}
+
+impl StatusBoard {
+    /// A board writing to `dir/status.json`.
+    pub fn new(dc: &str, dir: &Path) -> Self {
+        StatusBoard {
+            dc: dc.to_string(),
+            path: dir.join("status.json"),
+            links: Arc::default(),
+            sources: Arc::default(),
+        }
+    }
+
+    /// Registers a link.
+    pub fn add_link(&self, s: SharedStats) {
+        if let Ok(mut l) = self.links.lock() {
+            l.push(s);
+        }
+    }
+
+    /// Registers a source; returns its status cell.
+    pub fn add_source(&self, store: &str) -> Arc<Mutex<SourceStatus>> {
+        let s = Arc::new(Mutex::new(SourceStatus {
+            store: store.to_string(),
+            state: "starting".into(),
+            ..Default::default()
+        }));
+        if let Ok(mut v) = self.sources.lock() {
+            v.push(s.clone());
+        }
+        s
+    }
+
+    fn snapshot(&self, journal: &Journal, stores: &[String]) -> Status {
+        let now = now_ms();
+        let links = self
+            .links
+            .lock()
+            .map(|l| l.iter().filter_map(|s| s.lock().ok().map(|g| g.clone())).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let links = links
+            .into_iter()
+            .map(|link| {
+                let backlog = stores
+                    .iter()
+                    .filter_map(|store| {
+                        let b = journal.backlog(&link.peer, store).ok()?;
+                        Some(BacklogStatus {
+                            store: store.clone(),
+                            txns: b.txns,
+                            acked_seq: b.acked,
+                            last_seq: b.last,
+                            oldest_age_ms: b.oldest.map(|h| now.saturating_sub(h.physical_ms())),
+                        })
+                    })
+                    .collect();
+                LinkStatus { link, backlog }
+            })
+            .collect();
+        let sources = self
+            .sources
+            .lock()
+            .map(|v| v.iter().filter_map(|s| s.lock().ok().map(|g| g.clone())).collect())
+            .unwrap_or_default();
+        Status { dc: self.dc.clone(), written_ms: now, pid: std::process::id(), links, sources }
+    }
+
+    /// Rewrites the status file every second until shutdown.
+    pub async fn run(
+        self,
+        journal: Arc<Journal>,
+        _peers: Vec<String>,
+        stores: Vec<String>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let board = self.clone();
+            let j = journal.clone();
+            let st = stores.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let s = board.snapshot(&j, &st);
+                if let Ok(json) = serde_json::to_vec_pretty(&s) {
+                    let tmp = board.path.with_extension("json.tmp");
+                    if std::fs::write(&tmp, json).is_ok() {
+                        let _ = std::fs::rename(&tmp, &board.path);
+                    }
+                }
+            })
+            .await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+fn ago(ms: u64, now: u64) -> String {
+    let s = now.saturating_sub(ms) / 1000;
+    if s < 120 {
+        format!("{s}s ago")
+    } else if s < 7200 {
+        format!("{}m ago", s / 60)
+    } else {
+        format!("{}h ago", s / 3600)
+    }
+}
+
+/// Prints the status file of the agent whose data dir is `dir`.
+pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let path = dir.join("status.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (is the agent running with this --data-dir?)", path.display()))?;
+    if json {
+        println!("{text}");
+        return Ok(());
+    }
+    let s: Status = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let now = now_ms();
+    println!("dc {} (pid {}, status written {})", s.dc, s.pid, ago(s.written_ms, now));
+    if now.saturating_sub(s.written_ms) > 5000 {
+        println!("  warning: status is stale; the agent may not be running");
+    }
+    println!("{:<8} {:<30} {:<10} {:>10} {:>10} {:>12}", "PEER", "STATE", "STORE", "BACKLOG", "ACKED", "OLDEST");
+    for l in &s.links {
+        let state = match &l.link.state {
+            LinkState::Idle => "idle".to_string(),
+            LinkState::Connected { since_ms } => format!("connected since {}", ago(*since_ms, now)),
+            LinkState::Retrying { since_ms, .. } => format!("retrying since {}", ago(*since_ms, now)),
+        };
+        for b in &l.backlog {
+            println!(
+                "{:<8} {:<30} {:<10} {:>10} {:>10} {:>12}",
+                l.link.peer,
+                state,
+                b.store,
+                b.txns,
+                b.acked_seq,
+                b.oldest_age_ms.map(|a| format!("{:.1}s", a as f64 / 1000.0)).unwrap_or_else(|| "-".into())
+            );
+        }
+        if let LinkState::Retrying { error, .. } = &l.link.state {
+            println!("         last error: {error}");
+        }
+    }
+    println!("{:<10} {:<8} {:>10} {:>10}  POSITION", "SOURCE", "STATE", "LOCAL", "ECHOES");
+    for src in &s.sources {
+        println!("{:<10} {:<8} {:>10} {:>10}  {}", src.store, src.state, src.local_txns, src.echo_txns, src.position);
+        if let Some(e) = &src.error {
+            println!("           error: {e}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! The `dcsync` command line: `check` on the documented example and on broken
+//! files, and `run` refusing what it cannot do, each with a clear message.
+
+use std::process::Command;
+
+fn dcsync(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dcsync")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn example() -> String {
+    format!("{}/../../docs/examples/two-dc.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_accepts_the_documented_example() {
+    let (code, out, err) = dcsync(&["check", "--topology", &example()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok (cluster shop, 2 dcs, 64 units, 1 stores)"), "{out}");
+}
+
+#[test]
+fn check_lists_every_problem_with_its_location() {
+    let text = std::fs::read_to_string(example()).unwrap();
+    let bad = text
+        .replace("id = \"sh\"", "id = \"bj\"")
+        .replace("sh = \"32-63\"", "sh = \"40-63\"")
+        .replace(", sh = \"mysql://root@127.0.0.1:13307\"", "");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, bad).unwrap();
+    let (code, _, err) = dcsync(&["check", "--topology", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("duplicate dc id \"bj\""), "{err}");
+    assert!(err.contains("units 32-39 have no owner"), "{err}");
+    assert!(err.contains("bad.toml:"), "location missing: {err}");
+
+    std::fs::write(&path, text.replace("cluster = \"shop\"", "cluster = \"shop\"\nflavour = 1")).unwrap();
+    let (code, _, err) = dcsync(&["check", "--topology", path.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("flavour") && err.contains("bad.toml:7:"), "{err}");
+}
+
+#[test]
+fn run_refuses_an_undeclared_dc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = dcsync(&[
+        "run",
+        "--topology",
+        &example(),
+        "--dc",
+        "gz",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("dc \"gz\" is not declared"), "{err}");
+}
