@@ -4,7 +4,10 @@
 use std::process::Command;
 
 fn dcsync(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dcsync")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dcsync"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -13,14 +16,20 @@ fn dcsync(args: &[&str]) -> (i32, String, String) {
 }
 
 fn example() -> String {
-    format!("{}/../../docs/examples/two-dc.toml", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/../../docs/examples/two-dc.toml",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 #[test]
 fn check_accepts_the_documented_example() {
     let (code, out, err) = dcsync(&["check", "--topology", &example()]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("ok (cluster shop, 2 dcs, 64 units, 1 stores)"), "{out}");
+    assert!(
+        out.contains("ok (cluster shop, 2 dcs, 64 units, 1 stores)"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -39,10 +48,17 @@ fn check_lists_every_problem_with_its_location() {
     assert!(err.contains("units 32-39 have no owner"), "{err}");
     assert!(err.contains("bad.toml:"), "location missing: {err}");
 
-    std::fs::write(&path, text.replace("cluster = \"shop\"", "cluster = \"shop\"\nflavour = 1")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("cluster = \"shop\"", "cluster = \"shop\"\nflavour = 1"),
+    )
+    .unwrap();
     let (code, _, err) = dcsync(&["check", "--topology", path.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(err.contains("flavour") && err.contains("bad.toml:7:"), "{err}");
+    assert!(
+        err.contains("flavour") && err.contains("bad.toml:7:"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -35,7 +35,13 @@ const TABLES: &[&str] = &["shop.users", "shop.order_items", "shop.counters"];
 
 /// A mixed workload for DC number `k` on rows only it writes. Returns the
 /// number of successful increments per counter row.
-async fn workload(db_url: String, k: i64, ops: usize, stop: Arc<AtomicBool>, incs: Arc<[AtomicU64; 3]>) {
+async fn workload(
+    db_url: String,
+    k: i64,
+    ops: usize,
+    stop: Arc<AtomicBool>,
+    incs: Arc<[AtomicU64; 3]>,
+) {
     let mut c = mysql_async::Conn::from_url(db_url).await.unwrap();
     c.query_drop("SET NAMES utf8mb4").await.unwrap();
     let base = k * 1_000_000;
@@ -82,7 +88,10 @@ async fn workload(db_url: String, k: i64, ops: usize, stop: Arc<AtomicBool>, inc
 }
 
 fn schema() -> ClusterOptions {
-    ClusterOptions { schema_sql: SCHEMA.into(), ..Default::default() }
+    ClusterOptions {
+        schema_sql: SCHEMA.into(),
+        ..Default::default()
+    }
 }
 
 /// Max origin seq applied at `db` for `origin`.
@@ -116,7 +125,9 @@ mod serde_json_lite {
         pub fn last_seq(&self) -> Option<i64> {
             let i = self.0.find("\"last_seq\":")?;
             let rest = self.0[i + 11..].trim_start();
-            let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             rest[..end].parse().ok()
         }
     }
@@ -139,7 +150,10 @@ async fn wait_binlogs_quiet(c: &Cluster) {
         if now == prev {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "binlogs still growing after 30 s: echo loop? {prev:?} -> {now:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "binlogs still growing after 30 s: echo loop? {prev:?} -> {now:?}"
+        );
         prev = now;
     }
 }
@@ -151,7 +165,13 @@ async fn concurrent_writes_converge_without_echo() {
     let incs: Vec<Arc<[AtomicU64; 3]>> = (0..2).map(|_| Arc::new(Default::default())).collect();
     let mut w = Vec::new();
     for (k, d) in c.dcs.iter().enumerate() {
-        w.push(tokio::spawn(workload(d.db.url(), k as i64, 600, stop.clone(), incs[k].clone())));
+        w.push(tokio::spawn(workload(
+            d.db.url(),
+            k as i64,
+            600,
+            stop.clone(),
+            incs[k].clone(),
+        )));
     }
     for h in w {
         h.await.unwrap();
@@ -166,8 +186,17 @@ async fn concurrent_writes_converge_without_echo() {
         for (r, n) in inc.iter().enumerate() {
             let id = k * 10 + 1 + r;
             for d in &c.dcs {
-                let v = query_i64(&d.db, &format!("SELECT n FROM shop.counters WHERE id = {id}")).await;
-                assert_eq!(v as u64, n.load(Ordering::SeqCst), "counter {id} in {}", d.id);
+                let v = query_i64(
+                    &d.db,
+                    &format!("SELECT n FROM shop.counters WHERE id = {id}"),
+                )
+                .await;
+                assert_eq!(
+                    v as u64,
+                    n.load(Ordering::SeqCst),
+                    "counter {id} in {}",
+                    d.id
+                );
             }
         }
     }
@@ -175,15 +204,22 @@ async fn concurrent_writes_converge_without_echo() {
     for (i, j) in [(0usize, 1usize), (1, 0)] {
         let origin = c.dcs[i].id.clone();
         let applied = marker_seq(&c.dcs[j].db, &origin).await;
-        assert!(applied > 100, "too few transactions applied from {origin}: {applied}");
-        let journaled = dcsync_testkit::wait_for("status.json", Duration::from_secs(10), || async {
-            journaled_seq(&c, i).filter(|s| *s == applied)
-        })
-        .await;
+        assert!(
+            applied > 100,
+            "too few transactions applied from {origin}: {applied}"
+        );
+        let journaled =
+            dcsync_testkit::wait_for("status.json", Duration::from_secs(10), || async {
+                journaled_seq(&c, i).filter(|s| *s == applied)
+            })
+            .await;
         assert_eq!(journaled, applied);
     }
     let bj_users = query_i64(&c.dcs[0].db, "SELECT COUNT(*) FROM shop.users").await;
-    assert!(bj_users > 100, "workload wrote too little: {bj_users} users");
+    assert!(
+        bj_users > 100,
+        "workload wrote too little: {bj_users} users"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -193,7 +229,13 @@ async fn exactly_once_across_agent_kill9() {
     let incs: Vec<Arc<[AtomicU64; 3]>> = (0..2).map(|_| Arc::new(Default::default())).collect();
     let mut w = Vec::new();
     for (k, d) in c.dcs.iter().enumerate() {
-        w.push(tokio::spawn(workload(d.db.url(), k as i64, 4000, stop.clone(), incs[k].clone())));
+        w.push(tokio::spawn(workload(
+            d.db.url(),
+            k as i64,
+            4000,
+            stop.clone(),
+            incs[k].clone(),
+        )));
     }
     let mut rng = rand::rngs::StdRng::from_os_rng();
     for round in 0..6 {
@@ -211,12 +253,25 @@ async fn exactly_once_across_agent_kill9() {
         for (r, n) in inc.iter().enumerate() {
             let id = k * 10 + 1 + r;
             for d in &c.dcs {
-                let v = query_i64(&d.db, &format!("SELECT n FROM shop.counters WHERE id = {id}")).await;
-                assert_eq!(v as u64, n.load(Ordering::SeqCst), "counter {id} in {} after kill -9 rounds", d.id);
+                let v = query_i64(
+                    &d.db,
+                    &format!("SELECT n FROM shop.counters WHERE id = {id}"),
+                )
+                .await;
+                assert_eq!(
+                    v as u64,
+                    n.load(Ordering::SeqCst),
+                    "counter {id} in {} after kill -9 rounds",
+                    d.id
+                );
             }
         }
     }
-    let total: u64 = incs.iter().flat_map(|a| a.iter()).map(|n| n.load(Ordering::SeqCst)).sum();
+    let total: u64 = incs
+        .iter()
+        .flat_map(|a| a.iter())
+        .map(|n| n.load(Ordering::SeqCst))
+        .sum();
     assert!(total > 50, "too few increments to mean anything: {total}");
 }
 
@@ -224,7 +279,10 @@ async fn exactly_once_across_agent_kill9() {
 async fn link_outage_backlog_replays() {
     let mut c = Cluster::start(schema()).await;
     // Make sure both links are up before cutting them.
-    c.dcs[0].db.exec("INSERT INTO shop.users VALUES (-1, 1, 'warmup', 0, NOW(6))").await;
+    c.dcs[0]
+        .db
+        .exec("INSERT INTO shop.users VALUES (-1, 1, 'warmup', 0, NOW(6))")
+        .await;
     c.wait_converged(TABLES, 60).await;
     for d in &c.dcs {
         d.proxy.cut();
@@ -233,18 +291,32 @@ async fn link_outage_backlog_replays() {
     let incs: Vec<Arc<[AtomicU64; 3]>> = (0..2).map(|_| Arc::new(Default::default())).collect();
     let mut w = Vec::new();
     for (k, d) in c.dcs.iter().enumerate() {
-        w.push(tokio::spawn(workload(d.db.url(), k as i64, 1500, stop.clone(), incs[k].clone())));
+        w.push(tokio::spawn(workload(
+            d.db.url(),
+            k as i64,
+            1500,
+            stop.clone(),
+            incs[k].clone(),
+        )));
     }
     for h in w {
         h.await.unwrap();
     }
     // While cut, the peer has none of the other's rows and the backlog shows.
-    let sh_has_bj = query_i64(&c.dcs[1].db, "SELECT COUNT(*) FROM shop.users WHERE id BETWEEN 0 AND 999999").await;
+    let sh_has_bj = query_i64(
+        &c.dcs[1].db,
+        "SELECT COUNT(*) FROM shop.users WHERE id BETWEEN 0 AND 999999",
+    )
+    .await;
     assert_eq!(sh_has_bj, 0, "rows crossed a cut line");
-    let status = dcsync_testkit::wait_for("backlog in dcsync status", Duration::from_secs(20), || async {
-        let s = c.status(0, false);
-        (s.contains("retrying since") && journaled_seq(&c, 0).unwrap_or(0) > 500).then_some(s)
-    })
+    let status = dcsync_testkit::wait_for(
+        "backlog in dcsync status",
+        Duration::from_secs(20),
+        || async {
+            let s = c.status(0, false);
+            (s.contains("retrying since") && journaled_seq(&c, 0).unwrap_or(0) > 500).then_some(s)
+        },
+    )
     .await;
     println!("{status}");
     for d in &c.dcs {
@@ -255,8 +327,17 @@ async fn link_outage_backlog_replays() {
         for (r, n) in inc.iter().enumerate() {
             let id = k * 10 + 1 + r;
             for d in &c.dcs {
-                let v = query_i64(&d.db, &format!("SELECT n FROM shop.counters WHERE id = {id}")).await;
-                assert_eq!(v as u64, n.load(Ordering::SeqCst), "counter {id} in {}", d.id);
+                let v = query_i64(
+                    &d.db,
+                    &format!("SELECT n FROM shop.counters WHERE id = {id}"),
+                )
+                .await;
+                assert_eq!(
+                    v as u64,
+                    n.load(Ordering::SeqCst),
+                    "counter {id} in {}",
+                    d.id
+                );
             }
         }
     }
@@ -265,21 +346,35 @@ async fn link_outage_backlog_replays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stalled_line_is_detected_and_replaced() {
     let mut c = Cluster::start(schema()).await;
-    c.dcs[0].db.exec("INSERT INTO shop.users VALUES (-1, 1, 'warmup', 0, NOW(6))").await;
+    c.dcs[0]
+        .db
+        .exec("INSERT INTO shop.users VALUES (-1, 1, 'warmup', 0, NOW(6))")
+        .await;
     c.wait_converged(TABLES, 60).await;
     let before = c.dcs[1].proxy.accepted();
     // Blackhole the line into sh without closing it: bj must notice through
     // missing heartbeats (dead_after_ms = 3000) and dial again.
     c.dcs[1].proxy.stall();
-    c.dcs[0].db.exec("INSERT INTO shop.users VALUES (-2, 1, 'during stall', 0, NOW(6))").await;
-    dcsync_testkit::wait_for("a stalled link to be noticed", Duration::from_secs(30), || async {
-        c.agent_log(0).contains("connection stalled").then_some(())
-    })
+    c.dcs[0]
+        .db
+        .exec("INSERT INTO shop.users VALUES (-2, 1, 'during stall', 0, NOW(6))")
+        .await;
+    dcsync_testkit::wait_for(
+        "a stalled link to be noticed",
+        Duration::from_secs(30),
+        || async { c.agent_log(0).contains("connection stalled").then_some(()) },
+    )
     .await;
     c.dcs[1].proxy.restore();
     c.wait_converged(TABLES, 60).await;
-    assert!(c.dcs[1].proxy.accepted() > before, "bj never reconnected to sh");
+    assert!(
+        c.dcs[1].proxy.accepted() > before,
+        "bj never reconnected to sh"
+    );
     let mut conn = c.dcs[1].db.conn().await;
-    let name: Option<String> = conn.query_first("SELECT name FROM shop.users WHERE id = -2").await.unwrap();
+    let name: Option<String> = conn
+        .query_first("SELECT name FROM shop.users WHERE id = -2")
+        .await
+        .unwrap();
     assert_eq!(name.as_deref(), Some("during stall"));
 }

@@ -45,7 +45,12 @@ pub struct ClusterOptions {
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { dcs: vec!["bj", "sh"], schema_sql: String::new(), redis: false, link_toml: String::new() }
+        ClusterOptions {
+            dcs: vec!["bj", "sh"],
+            schema_sql: String::new(),
+            redis: false,
+            link_toml: String::new(),
+        }
     }
 }
 
@@ -62,14 +67,21 @@ impl Cluster {
     /// Starts the servers, applies the schema, writes the topology and starts
     /// one agent per DC.
     pub async fn start(opts: ClusterOptions) -> Cluster {
-        let dir = tempfile::Builder::new().prefix("dcsync-e2e-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("dcsync-e2e-")
+            .tempdir()
+            .unwrap();
         let mut dcs = Vec::new();
         for id in &opts.dcs {
             let db = MariaDb::start().await;
             if !opts.schema_sql.is_empty() {
                 db.exec(&opts.schema_sql).await;
             }
-            let redis = if opts.redis { Some(Redis::start().await) } else { None };
+            let redis = if opts.redis {
+                Some(Redis::start().await)
+            } else {
+                None
+            };
             let listen_port = dcsync_testkit::free_port();
             let proxy = Proxy::start(format!("127.0.0.1:{listen_port}")).await;
             dcs.push(Dc {
@@ -103,8 +115,14 @@ impl Cluster {
                 format!("{} = \"{lo}-{hi}\"", d.id)
             })
             .collect();
-        t += &format!("[units]\ncount = 64\nowners = {{ {} }}\n", owners.join(", "));
-        let urls: Vec<String> = dcs.iter().map(|d| format!("{} = \"{}\"", d.id, d.db.url())).collect();
+        t += &format!(
+            "[units]\ncount = 64\nowners = {{ {} }}\n",
+            owners.join(", ")
+        );
+        let urls: Vec<String> = dcs
+            .iter()
+            .map(|d| format!("{} = \"{}\"", d.id, d.db.url()))
+            .collect();
         t += &format!(
             "[[store]]\nname = \"orders\"\nkind = \"mysql\"\ntables = [\"shop.*\"]\nunit_key = \"user_id\"\nurl = {{ {} }}\n",
             urls.join(", ")
@@ -114,7 +132,10 @@ impl Cluster {
                 .iter()
                 .map(|d| format!("{} = \"{}\"", d.id, d.redis.as_ref().unwrap().url()))
                 .collect();
-            t += &format!("[[store]]\nname = \"cache\"\nkind = \"redis\"\nurl = {{ {} }}\n", urls.join(", "));
+            t += &format!(
+                "[[store]]\nname = \"cache\"\nkind = \"redis\"\nurl = {{ {} }}\n",
+                urls.join(", ")
+            );
         }
         t += "[link]\nheartbeat_ms = 200\ndead_after_ms = 3000\nbackoff_min_ms = 50\nbackoff_max_ms = 1000\n";
         t += &opts.link_toml;
@@ -165,7 +186,12 @@ impl Cluster {
 
     /// The agent log of DC `i`.
     pub fn agent_log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("agent-{}.log", self.dcs[i].id))).unwrap_or_default()
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join(format!("agent-{}.log", self.dcs[i].id)),
+        )
+        .unwrap_or_default()
     }
 
     /// Panics with every agent's log tail if an agent process exited.
@@ -173,7 +199,11 @@ impl Cluster {
         for i in 0..self.dcs.len() {
             if let Some(c) = self.dcs[i].agent.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
-                    panic!("agent {} exited with {st}:\n{}", self.dcs[i].id, self.agent_log(i));
+                    panic!(
+                        "agent {} exited with {st}:\n{}",
+                        self.dcs[i].id,
+                        self.agent_log(i)
+                    );
                 }
             }
         }
@@ -183,7 +213,11 @@ impl Cluster {
     pub fn status(&self, i: usize, json: bool) -> String {
         let d = &self.dcs[i];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcsync"));
-        cmd.arg("status").arg("--dc").arg(&d.id).arg("--data-dir").arg(&d.data_dir);
+        cmd.arg("status")
+            .arg("--dc")
+            .arg(&d.id)
+            .arg("--data-dir")
+            .arg(&d.data_dir);
         if json {
             cmd.arg("--json");
         }
@@ -212,7 +246,11 @@ impl Cluster {
             }
             if std::time::Instant::now() > deadline {
                 for i in 0..self.dcs.len() {
-                    eprintln!("==== agent {} log ====\n{}", self.dcs[i].id, tail(&self.agent_log(i), 60));
+                    eprintln!(
+                        "==== agent {} log ====\n{}",
+                        self.dcs[i].id,
+                        tail(&self.agent_log(i), 60)
+                    );
                 }
                 panic!("DCs did not converge on {tables:?} within {secs} s");
             }
@@ -238,7 +276,10 @@ pub fn tail(s: &str, n: usize) -> String {
 /// Runs one query returning a single integer.
 pub async fn query_i64(db: &MariaDb, sql: &str) -> i64 {
     let mut c = db.conn().await;
-    let v: Option<i64> = c.query_first(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let v: Option<i64> = c
+        .query_first(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let _ = c.disconnect().await;
     v.unwrap_or(0)
 }

@@ -37,7 +37,11 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
     let Some(my_dc) = topo.dc(&me).cloned() else {
         bail!(
             "dc {me:?} is not declared in the topology (declared: {})",
-            topo.dcs.iter().map(|d| d.id.as_str()).collect::<Vec<_>>().join(", ")
+            topo.dcs
+                .iter()
+                .map(|d| d.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     };
     if let Mode::Star { .. } = topo.mode {
@@ -45,7 +49,8 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
     }
     let peers: Vec<String> = topo.peers_of(&me).iter().map(|d| d.id.clone()).collect();
     let journal = Arc::new(
-        Journal::open(&data_dir, &peers).with_context(|| format!("opening the journal in {}", data_dir.display()))?,
+        Journal::open(&data_dir, &peers)
+            .with_context(|| format!("opening the journal in {}", data_dir.display()))?,
     );
     let clock = Arc::new(HlcClock::with_floor(journal.hlc_floor()?));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -67,7 +72,12 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
         settings: topo.link.clone(),
     });
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(receiver::serve(listener, rcfg, applier, shutdown_rx.clone())));
+    tasks.push(tokio::spawn(receiver::serve(
+        listener,
+        rcfg,
+        applier,
+        shutdown_rx.clone(),
+    )));
 
     // Outbound: one sender per peer.
     for peer in topo.peers_of(&me) {
@@ -117,7 +127,12 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
         tasks.push(tokio::spawn(sup.run()));
     }
 
-    tasks.push(tokio::spawn(board.clone().run(journal.clone(), peers, topo.stores.iter().map(|s| s.name.clone()).collect(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(board.clone().run(
+        journal.clone(),
+        peers,
+        topo.stores.iter().map(|s| s.name.clone()).collect(),
+        shutdown_rx.clone(),
+    )));
 
     wait_for_signal().await;
     tracing::info!("shutting down");
@@ -234,11 +249,14 @@ impl Supervisor {
             if n == 0 {
                 break;
             }
-            self.journal_events(std::mem::take(&mut buf), &durable_tx).await?;
+            self.journal_events(std::mem::take(&mut buf), &durable_tx)
+                .await?;
         }
         match handle.await {
             Ok(r) => r,
-            Err(e) => Err(ConnectorError::Transient(format!("source task ended abnormally: {e}"))),
+            Err(e) => Err(ConnectorError::Transient(format!(
+                "source task ended abnormally: {e}"
+            ))),
         }
     }
 
@@ -252,7 +270,11 @@ impl Supervisor {
         let mut echoes = 0u64;
         for ev in events {
             match ev {
-                SourceEvent::Local { changes, commit_ts_ms, position } => {
+                SourceEvent::Local {
+                    changes,
+                    commit_ts_ms,
+                    position,
+                } => {
                     if !changes.is_empty() {
                         txs.push(Transaction {
                             origin: self.me.clone(),

@@ -6,7 +6,7 @@
 use dcsync_core::connector::{ConnectorError, Sink};
 use dcsync_core::topology::{StoreConfig, StoreKind};
 use dcsync_core::{HlcClock, Topology, Transaction};
-use dcsync_link::{ApplyError, Applier, BoxFuture};
+use dcsync_link::{Applier, ApplyError, BoxFuture};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -58,7 +58,11 @@ impl AgentApplier {
                 if let Some(url) = store.url_for(me) {
                     slots.insert(
                         (peer.id.clone(), store.name.clone()),
-                        Slot { store: store.clone(), url: url.expose().to_string(), sink: Mutex::new(None) },
+                        Slot {
+                            store: store.clone(),
+                            url: url.expose().to_string(),
+                            sink: Mutex::new(None),
+                        },
                     );
                 }
             }
@@ -81,15 +85,25 @@ fn to_apply_error(store: &str, e: ConnectorError) -> ApplyError {
 }
 
 impl Applier for AgentApplier {
-    fn applied<'a>(&'a self, origin: &'a str, store: &'a str) -> BoxFuture<'a, Result<u64, ApplyError>> {
+    fn applied<'a>(
+        &'a self,
+        origin: &'a str,
+        store: &'a str,
+    ) -> BoxFuture<'a, Result<u64, ApplyError>> {
         Box::pin(async move {
             let slot = self.slot(origin, store)?;
             let mut guard = slot.sink.lock().await;
             if guard.is_none() {
-                *guard = Some(AnySink::connect(&slot.url, &slot.store).await.map_err(|e| to_apply_error(store, e))?);
+                *guard = Some(
+                    AnySink::connect(&slot.url, &slot.store)
+                        .await
+                        .map_err(|e| to_apply_error(store, e))?,
+                );
             }
             let Some(sink) = guard.as_mut() else {
-                return Err(ApplyError::Transient(format!("store {store}: sink unavailable")));
+                return Err(ApplyError::Transient(format!(
+                    "store {store}: sink unavailable"
+                )));
             };
             match sink.applied_seq(origin).await {
                 Ok(s) => Ok(s),
@@ -114,10 +128,16 @@ impl Applier for AgentApplier {
             }
             let mut guard = slot.sink.lock().await;
             if guard.is_none() {
-                *guard = Some(AnySink::connect(&slot.url, &slot.store).await.map_err(|e| to_apply_error(store, e))?);
+                *guard = Some(
+                    AnySink::connect(&slot.url, &slot.store)
+                        .await
+                        .map_err(|e| to_apply_error(store, e))?,
+                );
             }
             let Some(sink) = guard.as_mut() else {
-                return Err(ApplyError::Transient(format!("store {store}: sink unavailable")));
+                return Err(ApplyError::Transient(format!(
+                    "store {store}: sink unavailable"
+                )));
             };
             match sink.apply(origin, &txs).await {
                 Ok(s) => Ok(s),

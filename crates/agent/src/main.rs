@@ -18,7 +18,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "dcsync", version, about = "Multi-datacenter two-way sync for MySQL/MariaDB and Redis")]
+#[command(
+    name = "dcsync",
+    version,
+    about = "Multi-datacenter two-way sync for MySQL/MariaDB and Redis"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -83,7 +87,11 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Status { dc, data_dir, json } => status::print(&data_dir_for(&dc, data_dir), json),
-        Cmd::Run { topology, dc, data_dir } => run(topology, dc, data_dir),
+        Cmd::Run {
+            topology,
+            dc,
+            data_dir,
+        } => run(topology, dc, data_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

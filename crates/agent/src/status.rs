@@ -113,7 +113,11 @@ impl StatusBoard {
         let links = self
             .links
             .lock()
-            .map(|l| l.iter().filter_map(|s| s.lock().ok().map(|g| g.clone())).collect::<Vec<_>>())
+            .map(|l| {
+                l.iter()
+                    .filter_map(|s| s.lock().ok().map(|g| g.clone()))
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         let links = links
             .into_iter()
@@ -137,9 +141,19 @@ impl StatusBoard {
         let sources = self
             .sources
             .lock()
-            .map(|v| v.iter().filter_map(|s| s.lock().ok().map(|g| g.clone())).collect())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|s| s.lock().ok().map(|g| g.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
-        Status { dc: self.dc.clone(), written_ms: now, pid: std::process::id(), links, sources }
+        Status {
+            dc: self.dc.clone(),
+            written_ms: now,
+            pid: std::process::id(),
+            links,
+            sources,
+        }
     }
 
     /// Rewrites the status file every second until shutdown.
@@ -186,24 +200,39 @@ fn ago(ms: u64, now: u64) -> String {
 /// Prints the status file of the agent whose data dir is `dir`.
 pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
     let path = dir.join("status.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {} (is the agent running with this --data-dir?)", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (is the agent running with this --data-dir?)",
+            path.display()
+        )
+    })?;
     if json {
         println!("{text}");
         return Ok(());
     }
-    let s: Status = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let s: Status =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let now = now_ms();
-    println!("dc {} (pid {}, status written {})", s.dc, s.pid, ago(s.written_ms, now));
+    println!(
+        "dc {} (pid {}, status written {})",
+        s.dc,
+        s.pid,
+        ago(s.written_ms, now)
+    );
     if now.saturating_sub(s.written_ms) > 5000 {
         println!("  warning: status is stale; the agent may not be running");
     }
-    println!("{:<8} {:<30} {:<10} {:>10} {:>10} {:>12}", "PEER", "STATE", "STORE", "BACKLOG", "ACKED", "OLDEST");
+    println!(
+        "{:<8} {:<30} {:<10} {:>10} {:>10} {:>12}",
+        "PEER", "STATE", "STORE", "BACKLOG", "ACKED", "OLDEST"
+    );
     for l in &s.links {
         let state = match &l.link.state {
             LinkState::Idle => "idle".to_string(),
             LinkState::Connected { since_ms } => format!("connected since {}", ago(*since_ms, now)),
-            LinkState::Retrying { since_ms, .. } => format!("retrying since {}", ago(*since_ms, now)),
+            LinkState::Retrying { since_ms, .. } => {
+                format!("retrying since {}", ago(*since_ms, now))
+            }
         };
         for b in &l.backlog {
             println!(
@@ -213,16 +242,24 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
                 b.store,
                 b.txns,
                 b.acked_seq,
-                b.oldest_age_ms.map(|a| format!("{:.1}s", a as f64 / 1000.0)).unwrap_or_else(|| "-".into())
+                b.oldest_age_ms
+                    .map(|a| format!("{:.1}s", a as f64 / 1000.0))
+                    .unwrap_or_else(|| "-".into())
             );
         }
         if let LinkState::Retrying { error, .. } = &l.link.state {
             println!("         last error: {error}");
         }
     }
-    println!("{:<10} {:<8} {:>10} {:>10}  POSITION", "SOURCE", "STATE", "LOCAL", "ECHOES");
+    println!(
+        "{:<10} {:<8} {:>10} {:>10}  POSITION",
+        "SOURCE", "STATE", "LOCAL", "ECHOES"
+    );
     for src in &s.sources {
-        println!("{:<10} {:<8} {:>10} {:>10}  {}", src.store, src.state, src.local_txns, src.echo_txns, src.position);
+        println!(
+            "{:<10} {:<8} {:>10} {:>10}  {}",
+            src.store, src.state, src.local_txns, src.echo_txns, src.position
+        );
         if let Some(e) = &src.error {
             println!("           error: {e}");
         }

@@ -36,7 +36,9 @@ impl Proxy {
         let (st, acc) = (state.clone(), accepted.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((client, _)) = listener.accept().await else { continue };
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
                 if st.load(Ordering::SeqCst) == CUT {
                     drop(client);
                     continue;
@@ -44,7 +46,9 @@ impl Proxy {
                 acc.fetch_add(1, Ordering::SeqCst);
                 let (st, target, mut ep) = (st.clone(), target.clone(), epoch_rx.clone());
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(&target).await else { return };
+                    let Ok(server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
                     let start_epoch = *ep.borrow_and_update();
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
@@ -58,7 +62,13 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, state, epoch, accepted, task }
+        Proxy {
+            port,
+            state,
+            epoch,
+            accepted,
+            task,
+        }
     }
 
     /// `127.0.0.1:<port>`.
@@ -88,7 +98,11 @@ impl Proxy {
     }
 }
 
-async fn pump(mut r: tokio::net::tcp::OwnedReadHalf, mut w: tokio::net::tcp::OwnedWriteHalf, st: Arc<AtomicU8>) {
+async fn pump(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    st: Arc<AtomicU8>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         while st.load(Ordering::SeqCst) == STALLED {
