@@ -112,13 +112,13 @@ async fn check_settings(conn: &mut Conn) -> Result<ServerInfo, ConnectorError> {
         )
         .await
         .map_err(|e| match e {
-            mysql_async::Error::Server(ref s) if s.code == 1193 => ConnectorError::Definite(
-                format!(
+            mysql_async::Error::Server(ref s) if s.code == 1193 => {
+                ConnectorError::Definite(format!(
                     "the server has no binlog_row_metadata setting ({}); dcsync needs MySQL \
                      8.0.1+ or MariaDB 10.5+ with binlog_row_metadata=FULL",
                     s.message
-                ),
-            ),
+                ))
+            }
             e => classify("reading server settings", e),
         })?;
     let row = row.ok_or_else(|| ConnectorError::Transient("no row for SELECT @@version".into()))?;
@@ -387,16 +387,23 @@ impl Tailer {
             }
             return Ok(Flow::Continue);
         }
-        let data = ev
-            .read_data()
-            .map_err(|e| ConnectorError::Definite(format!("undecodable binlog event at {}:{} (type {raw_type}): {e}", self.file, header.log_pos())))?;
+        let data = ev.read_data().map_err(|e| {
+            ConnectorError::Definite(format!(
+                "undecodable binlog event at {}:{} (type {raw_type}): {e}",
+                self.file,
+                header.log_pos()
+            ))
+        })?;
         let Some(data) = data else {
             return Ok(Flow::Continue);
         };
         match data {
             EventData::RotateEvent(r) => {
-                let name = r.name_raw();
-                let name = strip_checksum(name);
+                let raw = r.name_raw();
+                let name = strip_checksum(raw);
+                if name.len() != raw.len() {
+                    tracing::debug!(raw = ?String::from_utf8_lossy(raw), "mysql source: stripped checksum bytes from ROTATE file name");
+                }
                 self.file = String::from_utf8_lossy(name).into_owned();
                 if header.log_pos() != 0 && !self.tx.open {
                     // A real rotate: the next file starts at r.position().
@@ -434,12 +441,16 @@ impl Tailer {
                     // Inside a transaction; rolled-back rows are not logged.
                 } else {
                     let shown: String = trimmed.chars().take(500).collect();
-                    tracing::warn!(
-                        schema = %q.schema(),
-                        statement = %shown,
-                        position = %self.position_at(header.log_pos()),
-                        "mysql source: skipping DDL/statement event (not replicated; apply it in every DC yourself)"
-                    );
+                    if q.schema() == MARKER_SCHEMA || shown.contains("`dcsync`.`apply_marker`") {
+                        tracing::debug!(statement = %shown, "mysql source: skipping dcsync's own DDL");
+                    } else {
+                        tracing::warn!(
+                            schema = %q.schema(),
+                            statement = %shown,
+                            position = %self.position_at(header.log_pos()),
+                            "mysql source: skipping DDL/statement event (not replicated; apply it in every DC yourself)"
+                        );
+                    }
                     if self.tx.changes.is_empty() && self.tx.marker.is_none() {
                         self.tx = Tx::default();
                         return Ok(self.progress(self.position_at(header.log_pos())).await);
@@ -513,11 +524,15 @@ impl Tailer {
             )));
         };
         let kind = match rows {
-            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => RowKind::Insert,
+            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
+                RowKind::Insert
+            }
             RowsEventData::UpdateRowsEvent(_)
             | RowsEventData::UpdateRowsEventV1(_)
             | RowsEventData::PartialUpdateRowsEvent(_) => RowKind::Update,
-            RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => RowKind::Delete,
+            RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => {
+                RowKind::Delete
+            }
         };
         let table_name = format!("{}.{}", info.schema, info.table);
         for row in rows.rows(tme) {
@@ -553,7 +568,11 @@ impl Tailer {
             }
             let unit = self.unit_key.as_ref().and_then(|k| {
                 let idx = info.columns.iter().position(|c| &c.name == k)?;
-                let img = if kind == RowKind::Delete { before.as_ref() } else { after.as_ref() }?;
+                let img = if kind == RowKind::Delete {
+                    before.as_ref()
+                } else {
+                    after.as_ref()
+                }?;
                 let bytes = img.get(idx)?.unit_key_bytes()?;
                 Some(dcsync_core::unit::unit_of(&bytes, self.cx.units.count))
             });
@@ -600,7 +619,10 @@ impl Tailer {
 }
 
 /// (origin, seq) from an apply-marker row image.
-fn marker_of(columns: &[dcsync_core::ColumnMeta], img: Option<&Vec<Value>>) -> Option<(String, u64)> {
+fn marker_of(
+    columns: &[dcsync_core::ColumnMeta],
+    img: Option<&Vec<Value>>,
+) -> Option<(String, u64)> {
     let img = img?;
     let origin = columns.iter().position(|c| c.name == "origin")?;
     let seq = columns.iter().position(|c| c.name == "seq")?;
@@ -661,7 +683,10 @@ mod tests {
 
     #[test]
     fn uuid() {
-        let sid = [0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42, 0x95, 0x63];
+        let sid = [
+            0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42,
+            0x95, 0x63,
+        ];
         assert_eq!(format_uuid(&sid), "3e11fa47-71ca-11e1-9e33-c80aa9429563");
     }
 }

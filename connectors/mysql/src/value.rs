@@ -42,21 +42,11 @@ pub(crate) struct TableInfo {
     pub types: Vec<ColumnType>,
 }
 
-/// Whether the binlog signedness bitmap has a bit for a column of type `t`
-/// (numeric types, as both servers' `Table_map_log_event` count them).
+/// Whether the binlog signedness bitmap has a bit for a column of type `t`.
+/// Both servers count every numeric type *including YEAR* (verified on
+/// MariaDB 10.11: a YEAR column before an UNSIGNED one shifts the bits).
 fn has_signedness_bit(t: ColumnType) -> bool {
-    use ColumnType::*;
-    matches!(
-        t,
-        MYSQL_TYPE_TINY
-            | MYSQL_TYPE_SHORT
-            | MYSQL_TYPE_INT24
-            | MYSQL_TYPE_LONG
-            | MYSQL_TYPE_LONGLONG
-            | MYSQL_TYPE_NEWDECIMAL
-            | MYSQL_TYPE_FLOAT
-            | MYSQL_TYPE_DOUBLE
-    )
+    t.is_numeric_type()
 }
 
 /// Builds [`TableInfo`] from a TABLE_MAP event with FULL optional metadata
@@ -225,7 +215,11 @@ pub(crate) fn from_binlog(
         MYSQL_TYPE_SET => match v {
             M::Bytes(b) => {
                 if b.len() > 8 {
-                    return Err(format!("column {}: SET bitmask of {} bytes", col.name, b.len()));
+                    return Err(format!(
+                        "column {}: SET bitmask of {} bytes",
+                        col.name,
+                        b.len()
+                    ));
                 }
                 let mut x = 0u64;
                 for (i, byte) in b.iter().enumerate() {

@@ -1,0 +1,172 @@
+//! Shared helpers for the MySQL connector tests: a store config, a source
+//! run by hand with channels, and event collection with deadlines.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use dcsync_core::connector::{ConnectorError, Position, Source, SourceContext, SourceEvent};
+use dcsync_core::topology::{StoreConfig, Units};
+use dcsync_core::{Change, Hlc, Topology, Transaction};
+use dcsync_mysql::MysqlSource;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A store replicating `tables` (empty = all), and the unit table.
+pub fn store(tables: &[&str], unit_key: Option<&str>) -> (StoreConfig, Units) {
+    let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
+    let unit = unit_key
+        .map(|k| format!("unit_key = {k:?}\n"))
+        .unwrap_or_default();
+    let text = format!(
+        r#"
+cluster = "t"
+mode = "mesh"
+[[dc]]
+id = "bj"
+link = "127.0.0.1:1"
+[[dc]]
+id = "sh"
+link = "127.0.0.1:2"
+[units]
+count = 8
+owners = {{ bj = "0-3", sh = "4-7" }}
+[[store]]
+name = "orders"
+kind = "mysql"
+tables = [{}]
+{unit}url = {{ bj = "mysql://root@127.0.0.1:1", sh = "mysql://root@127.0.0.1:2" }}
+"#,
+        tables.join(",")
+    );
+    let t = Topology::parse(&text).expect("topology");
+    (t.stores[0].clone(), t.units)
+}
+
+/// A source running in a task.
+pub struct Running {
+    pub events: mpsc::Receiver<SourceEvent>,
+    pub shutdown: watch::Sender<bool>,
+    pub handle: JoinHandle<Result<(), ConnectorError>>,
+    _durable: watch::Sender<Option<Position>>,
+}
+
+pub fn start_source(
+    url: String,
+    store: StoreConfig,
+    units: Units,
+    resume: Option<Position>,
+) -> Running {
+    let (tx, rx) = mpsc::channel(16);
+    let (sd_tx, sd_rx) = watch::channel(false);
+    let (du_tx, du_rx) = watch::channel(None);
+    let cx = SourceContext {
+        dc: "bj".into(),
+        store,
+        units,
+        resume,
+        events: tx,
+        durable: du_rx,
+        shutdown: sd_rx,
+    };
+    let handle = tokio::spawn(MysqlSource::new(url).run(cx));
+    Running {
+        events: rx,
+        shutdown: sd_tx,
+        handle,
+        _durable: du_tx,
+    }
+}
+
+impl Running {
+    /// Next event, panicking after the deadline or if the source stopped.
+    pub async fn next(&mut self) -> SourceEvent {
+        match tokio::time::timeout(DEADLINE, self.events.recv()).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => {
+                let r = (&mut self.handle).await;
+                panic!("source stopped: {r:?}");
+            }
+            Err(_) => panic!("no source event within {DEADLINE:?}"),
+        }
+    }
+
+    /// Collects `n` Local events (skipping Progress), returning them with the
+    /// position after each; panics on Echo.
+    pub async fn locals(&mut self, n: usize) -> Vec<(Vec<Change>, Position)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match self.next().await {
+                SourceEvent::Local {
+                    changes, position, ..
+                } => out.push((changes, position)),
+                SourceEvent::Progress { .. } => {}
+                e @ SourceEvent::Echo { .. } => panic!("unexpected echo {e:?}"),
+            }
+        }
+        out
+    }
+
+    /// Waits for the source to end with an error and returns it.
+    pub async fn error(self) -> ConnectorError {
+        let Running { handle, events, .. } = self;
+        drop(events);
+        match tokio::time::timeout(DEADLINE, handle).await {
+            Ok(Ok(Err(e))) => e,
+            other => panic!("expected the source to fail, got {other:?}"),
+        }
+    }
+
+    /// Signals shutdown and expects a clean return.
+    pub async fn stop(self) {
+        self.shutdown.send(true).unwrap();
+        let r = tokio::time::timeout(DEADLINE, self.handle).await;
+        assert!(
+            matches!(r, Ok(Ok(Ok(())))),
+            "source did not stop cleanly: {r:?}"
+        );
+    }
+}
+
+/// Wraps Local changes as transactions from origin `bj` with seqs from 1.
+pub fn as_transactions(locals: &[(Vec<Change>, Position)], first_seq: u64) -> Vec<Transaction> {
+    locals
+        .iter()
+        .enumerate()
+        .map(|(i, (changes, pos))| Transaction {
+            origin: "bj".into(),
+            store: "orders".into(),
+            seq: first_seq + i as u64,
+            hlc: Hlc::new(1_700_000_000_000 + i as u64, 0),
+            position: pos.display.clone(),
+            commit_ts_ms: 0,
+            changes: changes.clone(),
+        })
+        .collect()
+}
+
+/// Every row of `table` as text: each column `HEX(CAST(col AS BINARY))` or
+/// NULL, ordered by the primary key `order`.
+pub async fn dump(db: &dcsync_testkit::mariadb::MariaDb, table: &str, order: &str) -> Vec<String> {
+    use mysql_async::prelude::Queryable;
+    let mut c = db.conn().await;
+    let (schema, name) = table.split_once('.').unwrap();
+    let cols: Vec<String> = c
+        .exec(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema=? AND table_name=? ORDER BY ordinal_position",
+            (schema, name),
+        )
+        .await
+        .unwrap();
+    let exprs: Vec<String> = cols
+        .iter()
+        .map(|col| format!("COALESCE(HEX(CAST(`{col}` AS BINARY)), 'NULL')"))
+        .collect();
+    let sql = format!(
+        "SELECT CONCAT_WS('|', {}) FROM {table} ORDER BY {order}",
+        exprs.join(",")
+    );
+    let rows: Vec<String> = c.query(sql).await.unwrap();
+    let _ = c.disconnect().await;
+    rows
+}
