@@ -62,7 +62,8 @@ pub struct ConsumerGroup {
     pub name: Vec<u8>,
     /// Last delivered id.
     pub last_id: StreamId,
-    /// `entries_read` counter (RDB >= 10), `None` for older files.
+    /// `entries_read` counter (RDB >= 10); `None` for older files or when
+    /// Redis marked it unknown (-1, e.g. after `XDEL`).
     pub entries_read: Option<u64>,
     /// Number of pending (delivered, unacknowledged) entries.
     pub pending: u64,
@@ -361,8 +362,8 @@ pub fn parse(data: &[u8]) -> Result<Rdb, RdbError> {
                     module_type_name(id)
                 )));
             }
-            0xF6 => rdb.functions.push(r.string()?),
-            0xF5 => {
+            0xF5 => rdb.functions.push(r.string()?),
+            0xF6 => {
                 return Err(RdbError::Unsupported(
                     "pre-GA Redis 7.0 FUNCTION opcode (re-save with Redis >= 7.0 GA)".into(),
                 ))

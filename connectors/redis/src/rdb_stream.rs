@@ -106,7 +106,8 @@ pub(crate) fn read_stream(
     for _ in 0..ngroups {
         let name = r.string()?;
         let last_id = r.stream_id_len()?;
-        let entries_read = if t >= 19 { Some(r.len()?) } else { None };
+        // -1 (stored as u64::MAX) means "unknown", e.g. after XDEL.
+        let entries_read = if t >= 19 { Some(r.len()?) } else { None }.filter(|n| *n != u64::MAX);
         let pel = r.count()?;
         for _ in 0..pel {
             r.stream_id_raw()?;
