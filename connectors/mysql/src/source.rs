@@ -218,6 +218,8 @@ struct Tx {
 struct Tailer {
     cx: SourceContext,
     file: String,
+    /// File the dump was requested from (names the artificial ROTATE).
+    start_file: String,
     gtid: Option<String>,
     tables: HashMap<u64, TableInfo>,
     tx: Tx,
@@ -237,6 +239,7 @@ impl Tailer {
         Tailer {
             cx,
             file: String::new(),
+            start_file: String::new(),
             gtid: None,
             tables: HashMap::new(),
             tx: Tx::default(),
@@ -283,6 +286,7 @@ impl Tailer {
                 .map_err(|e| classify("SET @mariadb_slave_capability", e))?;
         }
         self.file = start.file.clone();
+        self.start_file = start.file.clone();
         self.gtid = start.gtid.clone();
         let req = BinlogStreamRequest::new(server_id)
             .with_filename(start.file.as_bytes())
@@ -400,7 +404,14 @@ impl Tailer {
         match data {
             EventData::RotateEvent(r) => {
                 let raw = r.name_raw();
-                let name = strip_checksum(raw);
+                let name = if header.log_pos() == 0
+                    && raw.len() == self.start_file.len() + 4
+                    && raw.starts_with(self.start_file.as_bytes())
+                {
+                    &raw[..self.start_file.len()]
+                } else {
+                    strip_checksum(raw)
+                };
                 if name.len() != raw.len() {
                     tracing::debug!(raw = ?String::from_utf8_lossy(raw), "mysql source: stripped checksum bytes from ROTATE file name");
                 }

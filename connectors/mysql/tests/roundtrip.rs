@@ -72,8 +72,8 @@ async fn every_type_round_trips_byte_exactly_and_echoes_are_attributed() {
         .with_env_filter("dcsync_mysql=debug")
         .with_test_writer()
         .try_init();
-    let a = MariaDb::start().await;
-    let b = MariaDb::start().await;
+    let a = start_db(Default::default()).await;
+    let b = start_db(Default::default()).await;
     a.exec(TYPES_DDL).await;
     b.exec(TYPES_DDL).await;
     let (store, units) = store(&["shop.*"], Some("id"));
@@ -81,7 +81,7 @@ async fn every_type_round_trips_byte_exactly_and_echoes_are_attributed() {
     let mut src_a = start_source(a.url(), store.clone(), units.clone(), None);
     // The source starts at the current position: wait until it is running
     // (its first start-up query) by writing a marker transaction after it.
-    wait_source_ready(&a, &mut src_a).await;
+    wait_ready(&a, &mut src_a).await;
     a.exec(WORKLOAD).await;
     let locals = src_a.locals(WORKLOAD_TXNS).await;
     src_a.stop().await;
@@ -128,7 +128,7 @@ async fn every_type_round_trips_byte_exactly_and_echoes_are_attributed() {
 
     // Tail B before applying, to see the echoes.
     let mut src_b = start_source(b.url(), store.clone(), units.clone(), None);
-    wait_source_ready(&b, &mut src_b).await;
+    wait_ready(&b, &mut src_b).await;
 
     let txs = as_transactions(&locals, 1);
     let mut sink = MysqlSink::connect(&b.url(), &store).await.unwrap();
@@ -160,20 +160,4 @@ async fn every_type_round_trips_byte_exactly_and_echoes_are_attributed() {
         }
     }
     src_b.stop().await;
-}
-
-/// Writes probe rows until the source reports one, so that the workload is
-/// written after the source's start position.
-async fn wait_source_ready(db: &MariaDb, src: &mut Running) {
-    db.exec("CREATE DATABASE IF NOT EXISTS probe; CREATE TABLE IF NOT EXISTS probe.p (id INT PRIMARY KEY)")
-        .await;
-    db.exec("INSERT INTO probe.p VALUES (1) ON DUPLICATE KEY UPDATE id = id")
-        .await;
-    // probe.* is not replicated: it shows up as Progress.
-    loop {
-        match src.next().await {
-            SourceEvent::Progress { .. } => return,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 }

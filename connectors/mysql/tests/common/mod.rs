@@ -107,11 +107,21 @@ impl Running {
         out
     }
 
-    /// Waits for the source to end with an error and returns it.
-    pub async fn error(self) -> ConnectorError {
-        let Running { handle, events, .. } = self;
-        drop(events);
-        match tokio::time::timeout(DEADLINE, handle).await {
+    /// Waits for the source to end with an error and returns it (events sent
+    /// meanwhile are discarded).
+    pub async fn error(mut self) -> ConnectorError {
+        let res = tokio::time::timeout(DEADLINE, async {
+            loop {
+                tokio::select! {
+                    r = &mut self.handle => return r,
+                    ev = self.events.recv() => if ev.is_none() {
+                        return (&mut self.handle).await;
+                    },
+                }
+            }
+        })
+        .await;
+        match res {
             Ok(Ok(Err(e))) => e,
             other => panic!("expected the source to fail, got {other:?}"),
         }
@@ -169,4 +179,48 @@ pub async fn dump(db: &dcsync_testkit::mariadb::MariaDb, table: &str, order: &st
     let rows: Vec<String> = c.query(sql).await.unwrap();
     let _ = c.disconnect().await;
     rows
+}
+
+/// Writes a probe row (outside the replicated tables) until the source
+/// reports progress past it, so that later writes are after the source's
+/// start position. Probe writes that happen before the source has read its
+/// start position are simply not seen; hence the loop.
+pub async fn wait_ready(db: &dcsync_testkit::mariadb::MariaDb, src: &mut Running) {
+    db.exec("CREATE DATABASE IF NOT EXISTS probe; CREATE TABLE IF NOT EXISTS probe.p (id INT PRIMARY KEY, n INT)")
+        .await;
+    let start = std::time::Instant::now();
+    loop {
+        db.exec("INSERT INTO probe.p VALUES (1, 0) ON DUPLICATE KEY UPDATE n = n + 1")
+            .await;
+        match tokio::time::timeout(Duration::from_millis(300), src.events.recv()).await {
+            Ok(Some(SourceEvent::Progress { .. })) => break,
+            Ok(Some(other)) => panic!("unexpected event while waiting for the source: {other:?}"),
+            Ok(None) => {
+                let r = (&mut src.handle).await;
+                panic!("source stopped: {r:?}");
+            }
+            Err(_) => assert!(start.elapsed() < DEADLINE, "source never started"),
+        }
+    }
+    // Drain the progress of the remaining probe writes (throttled, flushed
+    // within PROGRESS_INTERVAL).
+    while let Ok(Some(ev)) =
+        tokio::time::timeout(Duration::from_millis(300), src.events.recv()).await
+    {
+        assert!(
+            matches!(ev, SourceEvent::Progress { .. }),
+            "unexpected {ev:?}"
+        );
+    }
+}
+
+static START_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts a server, one at a time per test binary: concurrent
+/// `mariadb-install-db` runs were seen to fail (temp table clash, segfault).
+pub async fn start_db(
+    opts: dcsync_testkit::mariadb::MariaDbOptions,
+) -> dcsync_testkit::mariadb::MariaDb {
+    let _g = START_LOCK.lock().await;
+    dcsync_testkit::mariadb::MariaDb::start_with(opts).await
 }
