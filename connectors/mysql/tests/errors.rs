@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use dcsync_core::connector::ConnectorError;
-use dcsync_testkit::mariadb::{MariaDb, MariaDbOptions};
+use dcsync_testkit::mariadb::MariaDbOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_without_primary_key_is_refused_by_name() {

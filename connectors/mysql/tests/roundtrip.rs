@@ -8,7 +8,6 @@ use common::*;
 use dcsync_core::connector::{Sink, SourceEvent};
 use dcsync_core::{Payload, Value};
 use dcsync_mysql::MysqlSink;
-use dcsync_testkit::mariadb::MariaDb;
 
 const TYPES_DDL: &str = "CREATE DATABASE IF NOT EXISTS shop;
 CREATE TABLE shop.types (
