@@ -22,19 +22,21 @@ use dcsync_core::topology::{redact_url, StoreConfig};
 use dcsync_core::{Payload, RowChange, RowKind, Transaction, Value};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Number of marker rows per (origin, store); a group's marker goes to slot
 /// `seq % MARKER_SLOTS`.
 pub const MARKER_SLOTS: u64 = 16;
 
-/// Session settings of the sink connection: utf8mb4, UTC (TIMESTAMP values
-/// are UTC), a SQL mode that stores every value the source could hold
-/// (zero dates, invalid dates, explicit 0 in AUTO_INCREMENT columns) but
-/// rejects truncation, and no foreign key checks (rows arrive in source
-/// commit order, groups may cut across the source's check points).
+/// Session settings of the sink connection: utf8mb4; UTC (TIMESTAMP values
+/// travel as UTC); a non-strict SQL mode that accepts every value the origin
+/// server accepted (zero and invalid dates, generated columns computed out
+/// of range under the origin's non-strict mode, explicit 0 in AUTO_INCREMENT
+/// columns), as MySQL's own row-based replica applier does; no foreign key
+/// checks (rows arrive in origin commit order, and a group can cut across
+/// the origin's statement boundaries).
 const SESSION_SETUP: &str = "SET NAMES utf8mb4; SET time_zone='+00:00'; \
-    SET SESSION sql_mode='STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,ALLOW_INVALID_DATES'; \
+    SET SESSION sql_mode='NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,ALLOW_INVALID_DATES'; \
     SET SESSION foreign_key_checks=0";
 
 /// Quotes an identifier with backticks, doubling embedded backticks.
@@ -84,19 +86,55 @@ pub async fn ensure_marker_table(conn: &mut Conn) -> Result<(), ConnectorError> 
 struct TableSql {
     columns: Vec<String>,
     pk: Vec<usize>,
+    /// Indexes of the columns written by the upsert (generated columns are
+    /// computed by the target and left out).
+    written: Vec<usize>,
     upsert: String,
     delete: String,
 }
 
+/// Whether a column of this binlog type code holds a byte string that is
+/// bound as `CAST(? AS BINARY)`, so that the bytes land unchanged in a
+/// column of any character set (the session charset is utf8mb4; a latin1
+/// value is not valid utf8mb4).
+fn is_string_type(type_code: u8) -> bool {
+    // VARCHAR, VAR_STRING, STRING, TINY/MEDIUM/LONG BLOB, BLOB.
+    matches!(type_code, 15 | 253 | 254 | 249 | 250 | 251 | 252)
+}
+
 impl TableSql {
-    fn build(r: &RowChange, pk: Vec<usize>) -> TableSql {
+    fn needs_rebuild(&self, r: &RowChange) -> bool {
+        self.columns.len() != r.columns.len()
+            || self
+                .columns
+                .iter()
+                .zip(&r.columns)
+                .any(|(a, b)| a != &b.name)
+            || self.pk != r.primary_key()
+    }
+
+    fn build(r: &RowChange, pk: Vec<usize>, generated: &HashSet<String>) -> TableSql {
         let table = format!("{}.{}", quote_ident(&r.schema), quote_ident(&r.table));
         let cols: Vec<String> = r.columns.iter().map(|c| quote_ident(&c.name)).collect();
-        let marks = vec!["?"; cols.len()].join(",");
-        let updates: Vec<String> = cols.iter().map(|c| format!("{c}=VALUES({c})")).collect();
+        let written: Vec<usize> = (0..r.columns.len())
+            .filter(|i| !generated.contains(&r.columns[*i].name))
+            .collect();
+        let names: Vec<&str> = written.iter().map(|i| cols[*i].as_str()).collect();
+        let marks: Vec<&str> = written
+            .iter()
+            .map(|i| {
+                if is_string_type(r.columns[*i].type_code) {
+                    "CAST(? AS BINARY)"
+                } else {
+                    "?"
+                }
+            })
+            .collect();
+        let updates: Vec<String> = names.iter().map(|c| format!("{c}=VALUES({c})")).collect();
         let upsert = format!(
-            "INSERT INTO {table} ({}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {}",
-            cols.join(","),
+            "INSERT INTO {table} ({}) VALUES ({}) ON DUPLICATE KEY UPDATE {}",
+            names.join(","),
+            marks.join(","),
             updates.join(",")
         );
         let cond: Vec<String> = pk.iter().map(|i| format!("{}=?", cols[*i])).collect();
@@ -104,6 +142,7 @@ impl TableSql {
         TableSql {
             columns: r.columns.iter().map(|c| c.name.clone()).collect(),
             pk,
+            written,
             upsert,
             delete,
         }
@@ -213,7 +252,18 @@ impl MysqlSink {
             mysql_async::Value::UInt(last.seq),
             mysql_async::Value::UInt(last.hlc.0),
         ]);
-        // Build statements first (borrowing self.sql), then execute.
+        // Look up the target tables not seen yet (or changed), then build
+        // the statements (borrowing self.sql), then execute.
+        for tx in group {
+            for change in &tx.changes {
+                if let Payload::Row(r) = &change.payload {
+                    let key = (r.schema.clone(), r.table.clone());
+                    if self.sql.get(&key).is_none_or(|t| t.needs_rebuild(r)) {
+                        self.prepare_table(r).await?;
+                    }
+                }
+            }
+        }
         let mut stmts: Vec<(String, Params, String)> = Vec::new();
         for tx in group {
             for change in &tx.changes {
@@ -245,6 +295,59 @@ impl MysqlSink {
             .map_err(|e| classify("COMMIT", e))
     }
 
+    /// Reads the target table's columns from `information_schema` and
+    /// caches the SQL for `r`'s shape. Errors name the table: it does not
+    /// exist, lacks a column of the change, or the change has no key.
+    async fn prepare_table(&mut self, r: &RowChange) -> Result<(), ConnectorError> {
+        let name = format!("{}.{}", r.schema, r.table);
+        let pk = r.primary_key();
+        if pk.is_empty() {
+            return Err(ConnectorError::Definite(format!(
+                "table {name} has no PRIMARY KEY in the change; dcsync needs one to apply \
+                 updates and deletes idempotently"
+            )));
+        }
+        let conn = self.conn().await?;
+        let rows: Vec<(String, String)> = conn
+            .exec(
+                "SELECT column_name, extra FROM information_schema.columns \
+                 WHERE table_schema=? AND table_name=?",
+                (r.schema.as_str(), r.table.as_str()),
+            )
+            .await
+            .map_err(|e| classify(&format!("reading the columns of {name}"), e))?;
+        if rows.is_empty() {
+            return Err(ConnectorError::Definite(format!(
+                "table {name} does not exist on the target store; create it with the same \
+                 schema as in the origin DC"
+            )));
+        }
+        let existing: HashSet<&str> = rows.iter().map(|(c, _)| c.as_str()).collect();
+        if let Some(missing) = r
+            .columns
+            .iter()
+            .find(|c| !existing.contains(c.name.as_str()))
+        {
+            return Err(ConnectorError::Definite(format!(
+                "table {name} on the target store has no column {}; the schemas differ between DCs",
+                missing.name
+            )));
+        }
+        let generated: HashSet<String> = rows
+            .into_iter()
+            .filter(|(_, extra)| {
+                let e = extra.to_ascii_uppercase();
+                e.contains("VIRTUAL") || e.contains("STORED") || e.contains("PERSISTENT")
+            })
+            .map(|(c, _)| c)
+            .collect();
+        self.sql.insert(
+            (r.schema.clone(), r.table.clone()),
+            TableSql::build(r, pk, &generated),
+        );
+        Ok(())
+    }
+
     /// Appends the statements that apply `r` convergently.
     fn plan_row(
         &mut self,
@@ -253,23 +356,10 @@ impl MysqlSink {
     ) -> Result<(), ConnectorError> {
         let name = format!("{}.{}", r.schema, r.table);
         let key = (r.schema.clone(), r.table.clone());
-        let fresh = match self.sql.get(&key) {
-            Some(t) => {
-                t.columns.len() != r.columns.len()
-                    || t.columns.iter().zip(&r.columns).any(|(a, b)| a != &b.name)
-                    || t.pk != r.primary_key()
-            }
-            None => true,
-        };
-        if fresh {
-            let pk = r.primary_key();
-            if pk.is_empty() {
-                return Err(ConnectorError::Definite(format!(
-                    "table {name} has no PRIMARY KEY in the change; dcsync needs one to apply \
-                     updates and deletes idempotently"
-                )));
-            }
-            self.sql.insert(key.clone(), TableSql::build(r, pk));
+        if self.sql.get(&key).is_none_or(|t| t.needs_rebuild(r)) {
+            return Err(ConnectorError::Definite(format!(
+                "no SQL prepared for {name}"
+            )));
         }
         let Some(t) = self.sql.get(&key) else {
             return Err(ConnectorError::Definite(format!("no SQL for {name}")));
@@ -286,7 +376,7 @@ impl MysqlSink {
         let upsert = |img: &[Value]| {
             (
                 t.upsert.clone(),
-                Params::Positional(img.iter().map(to_driver).collect()),
+                Params::Positional(t.written.iter().map(|i| to_driver(&img[*i])).collect()),
                 name.clone(),
             )
         };

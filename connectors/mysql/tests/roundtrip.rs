@@ -21,7 +21,9 @@ CREATE TABLE shop.types (
   dt DATE, tm TIME(6), dtm DATETIME(6), ts TIMESTAMP(6) NULL DEFAULT NULL,
   e ENUM('a','b','c'), st SET('x','y','z'),
   b1 BIT(1), b17 BIT(17), j JSON,
-  u2 INT UNSIGNED, t0 TIME, dtm0 DATETIME, ts0 TIMESTAMP NULL DEFAULT NULL
+  u2 INT UNSIGNED, t0 TIME, dtm0 DATETIME, ts0 TIMESTAMP NULL DEFAULT NULL,
+  l1 VARCHAR(20) CHARACTER SET latin1, lt TEXT CHARACTER SET latin1,
+  g INT AS (i + 1) VIRTUAL, gs VARCHAR(120) AS (CONCAT(vc, 'x')) STORED
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 CREATE TABLE shop.cpk (
   b VARCHAR(10) NOT NULL, a INT NOT NULL, v INT,
@@ -35,7 +37,8 @@ INSERT INTO shop.types VALUES (1,
   1901, '-99999999999999999999.9999999999', -1.5e38, -1.7976931348623157e308,
   'a', '', '', 0x00000000, '', '',
   '1000-01-01', '-838:59:59.000000', '1000-01-01 00:00:00.000000', '1970-01-01 00:00:01.000000',
-  'a', '', b'0', b'0', '[]', 0, '-838:59:59', '1000-01-01 00:00:00', '1970-01-01 00:00:01');
+  'a', '', b'0', b'0', '[]', 0, '-838:59:59', '1000-01-01 00:00:00', '1970-01-01 00:00:01',
+  '', '', DEFAULT, DEFAULT);
 INSERT INTO shop.types VALUES (2,
   127, 255, 32767, 65535, 8388607, 16777215, 2147483647, 4294967295,
   9223372036854775807, 18446744073709551615,
@@ -44,7 +47,8 @@ INSERT INTO shop.types VALUES (2,
   0xff00fe01, 0xff0080, 0xdeadbeef00ff,
   '9999-12-31', '838:59:59.000000', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.999999',
   'c', 'x,y,z', b'1', b'10000000000000001', '{\"a\": [1, 2.5, \"x\"], \"b\": null}',
-  4294967295, '838:59:59', '9999-12-31 23:59:59', '2038-01-19 03:14:07');
+  4294967295, '838:59:59', '9999-12-31 23:59:59', '2038-01-19 03:14:07',
+  'caf\u{e9}', '\u{e0}\u{e9}\u{ee}\u{f5}\u{fc}', DEFAULT, DEFAULT);
 INSERT INTO shop.types (id) VALUES (3);
 BEGIN;
 INSERT INTO shop.types VALUES (4,
@@ -52,7 +56,8 @@ INSERT INTO shop.types VALUES (4,
   0, '-0.0000000001', 0.1, 0.1,
   'x ', 'trailing  ', 'multi\nline', 0x41, 0x00ff, 0xc3,
   '0000-00-00', '-00:00:01.500000', '2024-02-29 12:00:00.500000', '2024-06-01 10:20:30.123456',
-  'b', 'y', b'1', b'1', '\"str\"', 1, '12:34:56', '0000-00-00 00:00:00', '0000-00-00 00:00:00');
+  'b', 'y', b'1', b'1', '\"str\"', 1, '12:34:56', '0000-00-00 00:00:00', '0000-00-00 00:00:00',
+  'x', NULL, DEFAULT, DEFAULT);
 INSERT INTO shop.cpk VALUES ('x', 1, 10), ('y', 1, 11), ('x', 2, 12);
 COMMIT;
 UPDATE shop.types SET vc = 'changed', dc = 12.5, tm = '-12:00:00.000001', st = 'x,z', b17 = b'111' WHERE id = 4;

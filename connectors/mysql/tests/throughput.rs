@@ -75,6 +75,10 @@ async fn apply_throughput() {
         store.apply_group_txns
     );
     let mut c = db.conn().await;
-    let n: i64 = c.query_first("SELECT COUNT(*) FROM shop.t").await.unwrap().unwrap();
+    let n: i64 = c
+        .query_first("SELECT COUNT(*) FROM shop.t")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n as u64, TXNS * ROWS_PER_TX);
 }
