@@ -38,6 +38,7 @@ use dcsync_core::topology::redact_url;
 use dcsync_core::{Change, Payload, RowChange, RowKind, Value};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData};
+use mysql_async::binlog::EventType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts, Row};
 use std::collections::HashMap;
@@ -47,14 +48,25 @@ use tokio::time::Instant as TokioInstant;
 /// Minimum interval between two [`SourceEvent::Progress`] events.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Heartbeat period asked of the server (`@master_heartbeat_period`, ns):
+/// an idle server sends a HEARTBEAT event this often.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
+
+/// Once the server has shown it sends heartbeats, no event at all for this
+/// long means the connection is dead (a silent network cut): Transient error.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// MariaDB binlog event type codes not known to `mysql_common`.
 const MARIADB_ANNOTATE_ROWS: u8 = 160;
 const MARIADB_GTID: u8 = 162;
+/// MySQL 8.0.26+ HEARTBEAT_LOG_EVENT_V2, not known to `mysql_common`.
+const MYSQL_HEARTBEAT_V2: u8 = 0x29;
 
 /// Binlog tailing source for MySQL 8 and MariaDB 10.5+ (see the module docs).
 pub struct MysqlSource {
     url: String,
     server_id: Option<u32>,
+    idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for MysqlSource {
@@ -74,6 +86,7 @@ impl MysqlSource {
         MysqlSource {
             url,
             server_id: None,
+            idle_timeout: IDLE_TIMEOUT,
         }
     }
 
@@ -86,13 +99,24 @@ impl MysqlSource {
     }
 }
 
+impl MysqlSource {
+    /// How long the stream may be silent (no event, no heartbeat) before the
+    /// connection is presumed dead (default [`IDLE_TIMEOUT`]; enforced only
+    /// once the server has sent a heartbeat). Values below twice
+    /// [`HEARTBEAT_PERIOD`] are raised to that.
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout.max(HEARTBEAT_PERIOD * 2);
+        self
+    }
+}
+
 impl Source for MysqlSource {
     async fn run(self, cx: SourceContext) -> Result<(), ConnectorError> {
         let server_id = self.server_id.unwrap_or_else(|| {
             let h = dcsync_core::unit::fnv1a64(format!("{}/{}", cx.dc, cx.store.name).as_bytes());
             1_000_000_000 + (h % 1_000_000_000) as u32
         });
-        let mut tailer = Tailer::new(cx);
+        let mut tailer = Tailer::new(cx, self.idle_timeout);
         tailer.run(&self.url, server_id).await
     }
 }
@@ -152,9 +176,22 @@ async fn check_settings(conn: &mut Conn) -> Result<ServerInfo, ConnectorError> {
             )));
         }
     }
-    Ok(ServerInfo {
-        mariadb: version.to_ascii_lowercase().contains("mariadb"),
-    })
+    let mariadb = version.to_ascii_lowercase().contains("mariadb");
+    if !mariadb {
+        let opts: Option<Option<String>> = conn
+            .query_first("SELECT @@binlog_row_value_options")
+            .await
+            .map_err(|e| classify("reading binlog_row_value_options", e))?;
+        if let Some(Some(o)) = opts {
+            if o.to_ascii_uppercase().contains("PARTIAL_JSON") {
+                return Err(ConnectorError::Definite(format!(
+                    "the server has binlog_row_value_options={o}; dcsync needs full JSON \
+                     images: SET GLOBAL binlog_row_value_options=''"
+                )));
+            }
+        }
+    }
+    Ok(ServerInfo { mariadb })
 }
 
 /// `SHOW MASTER STATUS` (or MySQL 8.2+'s `SHOW BINARY LOG STATUS`).
@@ -220,12 +257,15 @@ struct Tailer {
     file: String,
     /// File the dump was requested from (names the artificial ROTATE).
     start_file: String,
+    /// Last non-zero header `log_pos` seen.
+    last_log_pos: u32,
     gtid: Option<String>,
     tables: HashMap<u64, TableInfo>,
     tx: Tx,
     pending_progress: Option<BinlogPosition>,
     last_progress: Instant,
     unit_key: Option<String>,
+    idle_timeout: Duration,
 }
 
 enum Flow {
@@ -234,18 +274,20 @@ enum Flow {
 }
 
 impl Tailer {
-    fn new(cx: SourceContext) -> Self {
+    fn new(cx: SourceContext, idle_timeout: Duration) -> Self {
         let unit_key = cx.store.unit_key.clone();
         Tailer {
             cx,
             file: String::new(),
             start_file: String::new(),
+            last_log_pos: 0,
             gtid: None,
             tables: HashMap::new(),
             tx: Tx::default(),
             pending_progress: None,
             last_progress: Instant::now(),
             unit_key,
+            idle_timeout,
         }
     }
 
@@ -285,8 +327,15 @@ impl Tailer {
                 .await
                 .map_err(|e| classify("SET @mariadb_slave_capability", e))?;
         }
+        let period_ns = HEARTBEAT_PERIOD.as_nanos();
+        conn.query_drop(format!(
+            "SET @master_heartbeat_period={period_ns}, @source_heartbeat_period={period_ns}"
+        ))
+        .await
+        .map_err(|e| classify("SET @master_heartbeat_period", e))?;
         self.file = start.file.clone();
         self.start_file = start.file.clone();
+        self.last_log_pos = u32::try_from(start.pos).unwrap_or(u32::MAX);
         self.gtid = start.gtid.clone();
         let req = BinlogStreamRequest::new(server_id)
             .with_filename(start.file.as_bytes())
@@ -296,7 +345,11 @@ impl Tailer {
             .await
             .map_err(|e| classify("starting the binlog dump", e))?;
         let mut shutdown = self.cx.shutdown.clone();
+        let mut heartbeats_seen = false;
+        let mut last_event = Instant::now();
         let result = loop {
+            let idle_deadline =
+                heartbeats_seen.then(|| TokioInstant::from_std(last_event + self.idle_timeout));
             let flush_at = self
                 .pending_progress
                 .as_ref()
@@ -321,12 +374,30 @@ impl Tailer {
                         }
                     }
                 }
+                _ = async {
+                    match idle_deadline {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    break Err(ConnectorError::Transient(format!(
+                        "no binlog event or heartbeat for {:?}; the connection is presumed dead",
+                        self.idle_timeout
+                    )));
+                }
                 ev = stream.next() => {
+                    last_event = Instant::now();
                     let ev = match ev {
                         Some(Ok(ev)) => ev,
                         Some(Err(e)) => break Err(classify("reading the binlog stream", e)),
                         None => break Err(ConnectorError::Transient("the server closed the binlog stream".into())),
                     };
+                    let t = ev.header().event_type_raw();
+                    if t == EventType::HEARTBEAT_EVENT as u8 || t == MYSQL_HEARTBEAT_V2 {
+                        tracing::trace!("mysql source: heartbeat");
+                        heartbeats_seen = true;
+                        continue;
+                    }
                     match self.handle(&stream, ev).await {
                         Ok(Flow::Continue) => {}
                         Ok(Flow::Shutdown) => break Ok(()),
@@ -351,7 +422,15 @@ impl Tailer {
         }
     }
 
+    /// The position `log_pos` in the current file. Events inside a MySQL
+    /// compressed TRANSACTION_PAYLOAD carry `log_pos` 0; their transaction
+    /// ends where the payload event ends (the last non-zero `log_pos`).
     fn position_at(&self, log_pos: u32) -> BinlogPosition {
+        let log_pos = if log_pos == 0 {
+            self.last_log_pos
+        } else {
+            log_pos
+        };
         BinlogPosition {
             file: self.file.clone(),
             pos: u64::from(log_pos),
@@ -382,6 +461,9 @@ impl Tailer {
     ) -> Result<Flow, ConnectorError> {
         let header = ev.header();
         let raw_type = header.event_type_raw();
+        if header.log_pos() != 0 {
+            self.last_log_pos = header.log_pos();
+        }
         if header.event_type().is_err() {
             // MariaDB-specific or future event types.
             if raw_type == MARIADB_GTID {
@@ -416,6 +498,10 @@ impl Tailer {
                     tracing::debug!(raw = ?String::from_utf8_lossy(raw), "mysql source: stripped checksum bytes from ROTATE file name");
                 }
                 self.file = String::from_utf8_lossy(name).into_owned();
+                if header.log_pos() != 0 {
+                    // Table ids are per file.
+                    self.tables.clear();
+                }
                 if header.log_pos() != 0 && !self.tx.open {
                     // A real rotate: the next file starts at r.position().
                     let p = BinlogPosition {

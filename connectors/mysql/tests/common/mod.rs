@@ -57,6 +57,15 @@ pub fn start_source(
     units: Units,
     resume: Option<Position>,
 ) -> Running {
+    start_source_with(MysqlSource::new(url), store, units, resume)
+}
+
+pub fn start_source_with(
+    source: MysqlSource,
+    store: StoreConfig,
+    units: Units,
+    resume: Option<Position>,
+) -> Running {
     let (tx, rx) = mpsc::channel(16);
     let (sd_tx, sd_rx) = watch::channel(false);
     let (du_tx, du_rx) = watch::channel(None);
@@ -69,7 +78,7 @@ pub fn start_source(
         durable: du_rx,
         shutdown: sd_rx,
     };
-    let handle = tokio::spawn(MysqlSource::new(url).run(cx));
+    let handle = tokio::spawn(source.run(cx));
     Running {
         events: rx,
         shutdown: sd_tx,
