@@ -12,7 +12,9 @@ pub const ELEMENTS_PER_COMMAND: usize = 512;
 
 /// Upper-cased command name.
 pub fn name(args: &[Vec<u8>]) -> Vec<u8> {
-    args.first().map(|a| a.to_ascii_uppercase()).unwrap_or_default()
+    args.first()
+        .map(|a| a.to_ascii_uppercase())
+        .unwrap_or_default()
 }
 
 /// How a command's keys are laid out.
@@ -228,11 +230,19 @@ pub fn recreate(e: &RdbEntry) -> Vec<Vec<Vec<u8>>> {
         RdbValue::String(v) => out.push(vec![b("SET"), k.clone(), v.clone()]),
         RdbValue::List(v) => {
             out.push(vec![b("DEL"), k.clone()]);
-            chunked(&mut out, "RPUSH", v.iter().map(|x| vec![x.clone()]).collect());
+            chunked(
+                &mut out,
+                "RPUSH",
+                v.iter().map(|x| vec![x.clone()]).collect(),
+            );
         }
         RdbValue::Set(v) => {
             out.push(vec![b("DEL"), k.clone()]);
-            chunked(&mut out, "SADD", v.iter().map(|x| vec![x.clone()]).collect());
+            chunked(
+                &mut out,
+                "SADD",
+                v.iter().map(|x| vec![x.clone()]).collect(),
+            );
         }
         RdbValue::SortedSet(v) => {
             out.push(vec![b("DEL"), k.clone()]);
@@ -256,7 +266,11 @@ pub fn recreate(e: &RdbEntry) -> Vec<Vec<Vec<u8>>> {
             }
             if s.entries.is_empty() {
                 // Create the empty stream: add and delete a placeholder entry.
-                let id = id_text(if s.last_id == (0, 0) { (0, 1) } else { s.last_id });
+                let id = id_text(if s.last_id == (0, 0) {
+                    (0, 1)
+                } else {
+                    s.last_id
+                });
                 out.push(vec![b("XADD"), k.clone(), id.clone(), b("f"), b("v")]);
                 out.push(vec![b("XDEL"), k.clone(), id]);
             }
@@ -332,7 +346,10 @@ mod tests {
         );
         assert_eq!(f.command(0, &v(&["SET", "b:1", "x"])), Verdict::Drop);
         assert_eq!(f.command(1, &v(&["SET", "a:1", "x"])), Verdict::Drop);
-        assert_eq!(f.command(0, &v(&["SET", "dcsync:marker:bj", "1"])), Verdict::Drop);
+        assert_eq!(
+            f.command(0, &v(&["SET", "dcsync:marker:bj", "1"])),
+            Verdict::Drop
+        );
     }
 
     #[test]

@@ -53,7 +53,9 @@ pub fn listpack(b: &[u8]) -> Result<Vec<Vec<u8>>, RdbError> {
     let mut pos = 6;
     let mut out = Vec::new();
     loop {
-        let first = *b.get(pos).ok_or_else(|| corrupt("listpack without end byte"))?;
+        let first = *b
+            .get(pos)
+            .ok_or_else(|| corrupt("listpack without end byte"))?;
         if first == 0xFF {
             return Ok(out);
         }
@@ -114,7 +116,9 @@ pub fn ziplist(b: &[u8]) -> Result<Vec<Vec<u8>>, RdbError> {
     let mut pos = 10;
     let mut out = Vec::new();
     loop {
-        let first = *b.get(pos).ok_or_else(|| corrupt("ziplist without end byte"))?;
+        let first = *b
+            .get(pos)
+            .ok_or_else(|| corrupt("ziplist without end byte"))?;
         if first == 0xFF {
             return Ok(out);
         }
@@ -162,11 +166,17 @@ pub fn intset(b: &[u8]) -> Result<Vec<Vec<u8>>, RdbError> {
     let width = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
     let count = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
     if !matches!(width, 2 | 4 | 8) {
-        return Err(RdbError::Corrupt(format!("intset with element width {width}")));
+        return Err(RdbError::Corrupt(format!(
+            "intset with element width {width}"
+        )));
     }
     let mut out = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
-        out.push(le_int(take(b, &mut pos, width, W)?).to_string().into_bytes());
+        out.push(
+            le_int(take(b, &mut pos, width, W)?)
+                .to_string()
+                .into_bytes(),
+        );
     }
     Ok(out)
 }
@@ -209,7 +219,9 @@ pub fn lzf_decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, RdbError>
         i += 1;
         if ctrl < 32 {
             let n = ctrl + 1;
-            let lit = input.get(i..i + n).ok_or_else(|| corrupt("LZF literal run"))?;
+            let lit = input
+                .get(i..i + n)
+                .ok_or_else(|| corrupt("LZF literal run"))?;
             out.extend_from_slice(lit);
             i += n;
         } else {
@@ -289,7 +301,15 @@ mod tests {
         lp.extend([0xF1, 0xE8, 0x03, 0x03]);
         lp.push(0xFF);
         let v = listpack(&lp).unwrap_or_default();
-        assert_eq!(v, vec![b"5".to_vec(), b"ab".to_vec(), b"-1".to_vec(), b"1000".to_vec()]);
+        assert_eq!(
+            v,
+            vec![
+                b"5".to_vec(),
+                b"ab".to_vec(),
+                b"-1".to_vec(),
+                b"1000".to_vec()
+            ]
+        );
     }
 
     #[test]

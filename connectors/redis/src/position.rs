@@ -31,7 +31,11 @@ impl ReplPosition {
                 "redis {} offset {}{}",
                 self.replid,
                 self.offset,
-                if self.snapshot { " (full sync in progress)" } else { "" }
+                if self.snapshot {
+                    " (full sync in progress)"
+                } else {
+                    ""
+                }
             ),
         }
     }

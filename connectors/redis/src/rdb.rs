@@ -217,7 +217,9 @@ impl<'a> Reader<'a> {
         let n = self.len()?;
         // Every counted item takes at least one byte: bound allocations.
         if n > (self.b.len() - self.pos) as u64 + 1 {
-            return Err(RdbError::Corrupt(format!("count {n} exceeds the file size")));
+            return Err(RdbError::Corrupt(format!(
+                "count {n} exceeds the file size"
+            )));
         }
         Ok(n as usize)
     }
@@ -296,8 +298,7 @@ fn zset_pairs(v: Vec<Vec<u8>>, what: &str) -> Result<Vec<(Vec<u8>, f64)>, RdbErr
 /// Name of a module type from its 64-bit RDB module id (9 characters of
 /// 6 bits each, then 10 bits of encoding version; `moduleTypeNameByID`).
 pub fn module_type_name(id: u64) -> String {
-    const CHARSET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const CHARSET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut id = id >> 10;
     let mut name = [0u8; 9];
     for j in 0..9 {
@@ -319,7 +320,9 @@ pub fn parse(data: &[u8]) -> Result<Rdb, RdbError> {
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| RdbError::Corrupt("bad version digits".into()))?;
     if version == 0 || version > 12 {
-        return Err(RdbError::Unsupported(format!("RDB version {version} (supported: 1..=12)")));
+        return Err(RdbError::Unsupported(format!(
+            "RDB version {version} (supported: 1..=12)"
+        )));
     }
     let mut rdb = Rdb {
         version,
@@ -449,7 +452,10 @@ fn read_value(r: &mut Reader<'_>, t: u8, version: u32) -> Result<RdbValue, RdbEr
         9 => RdbValue::Hash(pairs(encodings::zipmap(&r.string()?)?, "zipmap")?),
         10 => RdbValue::List(encodings::ziplist(&r.string()?)?),
         11 => RdbValue::Set(encodings::intset(&r.string()?)?),
-        12 => RdbValue::SortedSet(zset_pairs(encodings::ziplist(&r.string()?)?, "zset ziplist")?),
+        12 => RdbValue::SortedSet(zset_pairs(
+            encodings::ziplist(&r.string()?)?,
+            "zset ziplist",
+        )?),
         13 => RdbValue::Hash(pairs(encodings::ziplist(&r.string()?)?, "hash ziplist")?),
         14 => {
             let n = r.count()?;

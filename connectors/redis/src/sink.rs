@@ -41,8 +41,7 @@ fn marker_key(origin: &str) -> String {
 }
 
 fn redis_err(what: &str, e: redis::RedisError) -> ConnectorError {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal()
-    {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
         ConnectorError::Transient(format!("redis sink: {what}: {e}"))
     } else {
         ConnectorError::Definite(format!("redis sink: {what}: {e}"))
@@ -123,7 +122,11 @@ impl RedisSink {
     }
 
     /// Applies one group of transactions in one round trip.
-    async fn apply_group(&mut self, origin: &str, txs: &[&Transaction]) -> Result<(), ConnectorError> {
+    async fn apply_group(
+        &mut self,
+        origin: &str,
+        txs: &[&Transaction],
+    ) -> Result<(), ConnectorError> {
         let mut p = redis::pipe();
         p.ignore_errors();
         let mut sel = self.selected;
@@ -170,7 +173,10 @@ impl RedisSink {
             layout.push(queued);
         }
         let mut c = self.conn().await?;
-        let replies: Vec<Value> = p.query_async(&mut c).await.map_err(|e| redis_err("apply", e))?;
+        let replies: Vec<Value> = p
+            .query_async(&mut c)
+            .await
+            .map_err(|e| redis_err("apply", e))?;
         let mut it = replies.into_iter();
         let mut problems: Vec<String> = Vec::new();
         for (tx, queued) in txs.iter().zip(&layout) {

@@ -145,7 +145,11 @@ fn parse_url(url: &str) -> Result<Url, ConnectorError> {
     if addr.is_empty() {
         return Err(definite("url has no host"));
     }
-    let addr = if addr.contains(':') { addr } else { format!("{addr}:6379") };
+    let addr = if addr.contains(':') {
+        addr
+    } else {
+        format!("{addr}:6379")
+    };
     let (user, password) = match userinfo {
         None => (None, None),
         Some(u) => match u.split_once(':') {
@@ -331,7 +335,9 @@ impl RedisSource {
             args.push(pw.as_bytes());
             conn.command_ok(&args, "AUTH").await?;
         }
-        let info = conn.command_ok(&[b"INFO", b"cluster"], "INFO cluster").await?;
+        let info = conn
+            .command_ok(&[b"INFO", b"cluster"], "INFO cluster")
+            .await?;
         if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
             return Err(definite("Redis Cluster is not supported yet"));
         }
@@ -437,7 +443,12 @@ async fn emit_rdb(
             unit: None,
             payload: Payload::Redis(RedisCommand {
                 db: 0,
-                args: vec![b"FUNCTION".to_vec(), b"LOAD".to_vec(), b"REPLACE".to_vec(), f.clone()],
+                args: vec![
+                    b"FUNCTION".to_vec(),
+                    b"LOAD".to_vec(),
+                    b"REPLACE".to_vec(),
+                    f.clone(),
+                ],
             }),
         });
     }

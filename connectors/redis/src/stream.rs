@@ -176,7 +176,10 @@ impl StreamState {
             }
             b"PING" => {}
             b"REPLCONF" => {
-                if args.get(1).is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK")) {
+                if args
+                    .get(1)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"))
+                {
                     self.ack(conn).await?;
                 }
             }
@@ -198,8 +201,10 @@ impl StreamState {
                         position,
                     },
                     None => {
-                        let changes: Vec<Change> =
-                            block.iter().filter_map(|(db, a)| self.change(*db, a)).collect();
+                        let changes: Vec<Change> = block
+                            .iter()
+                            .filter_map(|(db, a)| self.change(*db, a))
+                            .collect();
                         if changes.is_empty() {
                             SourceEvent::Progress { position }
                         } else {
@@ -245,9 +250,8 @@ impl StreamState {
     async fn process(&mut self, conn: &mut Conn) -> Result<(), ConnectorError> {
         let mut consumed = 0;
         loop {
-            let parsed = resp::parse_command(&conn.buf[consumed..]).map_err(|e| {
-                definite(format!("command stream at offset {}: {e}", self.offset))
-            })?;
+            let parsed = resp::parse_command(&conn.buf[consumed..])
+                .map_err(|e| definite(format!("command stream at offset {}: {e}", self.offset)))?;
             let Some((args, used)) = parsed else { break };
             let before = self.offset;
             self.offset += used as u64;
@@ -311,7 +315,11 @@ pub(crate) async fn run_stream(
 }
 
 async fn conn_read(conn: &mut Conn, chunk: &mut [u8]) -> Result<usize, ConnectorError> {
-    let n = conn.rd.read(chunk).await.map_err(|e| transient("read", e))?;
+    let n = conn
+        .rd
+        .read(chunk)
+        .await
+        .map_err(|e| transient("read", e))?;
     if n == 0 {
         return Err(transient("read", "the primary closed the connection"));
     }

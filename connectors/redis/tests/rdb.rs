@@ -14,7 +14,9 @@ async fn q(c: &mut MultiplexedConnection, args: &[&str]) -> redis::Value {
     for a in &args[1..] {
         cmd.arg(*a);
     }
-    cmd.query_async(c).await.unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    cmd.query_async(c)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
 async fn encoding(c: &mut MultiplexedConnection, key: &str) -> String {
@@ -63,22 +65,53 @@ pub async fn populate(r: &Redis) -> Vec<(&'static str, &'static str)> {
     q(&mut c, &["SET", "s:ttl", "v", "PX", "100000"]).await;
     q(&mut c, &["RPUSH", "l:tiny", "a", "b"]).await;
     let long = "y".repeat(70);
-    q(&mut c, &["RPUSH", "l:small", "a", "1", "2", "-3", "300", "70000", &long]).await;
+    q(
+        &mut c,
+        &[
+            "RPUSH", "l:small", "a", "1", "2", "-3", "300", "70000", &long,
+        ],
+    )
+    .await;
     let big: Vec<String> = (0..1000)
-        .map(|i| if i % 3 == 0 { i.to_string() } else { format!("e{i}") })
+        .map(|i| {
+            if i % 3 == 0 {
+                i.to_string()
+            } else {
+                format!("e{i}")
+            }
+        })
         .collect();
     let mut cmd = vec!["RPUSH", "l:big"];
     cmd.extend(big.iter().map(String::as_str));
     q(&mut c, &cmd).await;
     let plain = "p".repeat(5000);
     q(&mut c, &["RPUSH", "l:plain", "a", &plain, "b"]).await;
-    q(&mut c, &["SADD", "set:int", "1", "2", "3", "-100", "70000", "5000000000"]).await;
+    q(
+        &mut c,
+        &[
+            "SADD",
+            "set:int",
+            "1",
+            "2",
+            "3",
+            "-100",
+            "70000",
+            "5000000000",
+        ],
+    )
+    .await;
     q(&mut c, &["SADD", "set:ht", "a", "b", "c"]).await;
     let ints: Vec<String> = (0..100).map(|i| (i * 7).to_string()).collect();
     let mut cmd = vec!["SADD", "set:bigint"];
     cmd.extend(ints.iter().map(String::as_str));
     q(&mut c, &cmd).await;
-    q(&mut c, &["ZADD", "z:lp", "1", "a", "2.5", "b", "-inf", "c", "inf", "d", "0.1", "e"]).await;
+    q(
+        &mut c,
+        &[
+            "ZADD", "z:lp", "1", "a", "2.5", "b", "-inf", "c", "inf", "d", "0.1", "e",
+        ],
+    )
+    .await;
     let members: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
     let scores: Vec<String> = (0..50).map(|i| format!("{}", f64::from(i) / 3.0)).collect();
     let mut cmd = vec!["ZADD", "z:sk"];
@@ -88,7 +121,11 @@ pub async fn populate(r: &Redis) -> Vec<(&'static str, &'static str)> {
     }
     q(&mut c, &cmd).await;
     q(&mut c, &["ZADD", "z:sk", "-inf", "low", "inf", "high"]).await;
-    q(&mut c, &["HSET", "h:lp", "f1", "v1", "f2", "123", "f3", "-5"]).await;
+    q(
+        &mut c,
+        &["HSET", "h:lp", "f1", "v1", "f2", "123", "f3", "-5"],
+    )
+    .await;
     let fields: Vec<String> = (0..50).map(|i| format!("f{i}")).collect();
     let mut cmd = vec!["HSET", "h:ht"];
     for f in &fields {
@@ -98,7 +135,15 @@ pub async fn populate(r: &Redis) -> Vec<(&'static str, &'static str)> {
     q(&mut c, &cmd).await;
     q(&mut c, &["HSET", "h:long", "f", &"x".repeat(100)]).await;
     q(&mut c, &["HSET", "h:ttl", "a", "b"]).await;
-    q(&mut c, &["PEXPIREAT", "h:ttl", &(common::now_ms() + 3_600_000).to_string()]).await;
+    q(
+        &mut c,
+        &[
+            "PEXPIREAT",
+            "h:ttl",
+            &(common::now_ms() + 3_600_000).to_string(),
+        ],
+    )
+    .await;
     for i in 0..25 {
         let v = i.to_string();
         if i % 4 == 0 {
@@ -119,7 +164,21 @@ pub async fn populate(r: &Redis) -> Vec<(&'static str, &'static str)> {
         .collect();
     q(&mut c, &["XDEL", "x:s", &ids[3][0], &ids[11][0]]).await;
     q(&mut c, &["XGROUP", "CREATE", "x:s", "g1", "0"]).await;
-    q(&mut c, &["XREADGROUP", "GROUP", "g1", "c1", "COUNT", "3", "STREAMS", "x:s", ">"]).await;
+    q(
+        &mut c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g1",
+            "c1",
+            "COUNT",
+            "3",
+            "STREAMS",
+            "x:s",
+            ">",
+        ],
+    )
+    .await;
     q(&mut c, &["XGROUP", "CREATE", "x:s", "g2", "$"]).await;
     q(&mut c, &["XGROUP", "CREATECONSUMER", "x:s", "g2", "c9"]).await;
     q(&mut c, &["XADD", "x:empty", "5-1", "a", "b"]).await;

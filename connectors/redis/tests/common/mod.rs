@@ -1,6 +1,11 @@
 //! Shared test helpers: store config, a canonical dump of a server or an RDB
 //! for comparison, and a source->sink pump.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity
+)]
 
 use dcsync_core::connector::{Position, Sink, Source, SourceContext, SourceEvent};
 use dcsync_core::topology::StoreConfig;
@@ -19,8 +24,7 @@ pub type Canon = BTreeMap<(u32, Vec<u8>), (String, Option<u64>)>;
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_test_writer()
         .try_init();
@@ -120,7 +124,12 @@ fn score(s: f64) -> String {
 }
 
 fn canon_list(v: &[Vec<u8>]) -> String {
-    format!("{:?}", v.iter().map(|x| String::from_utf8_lossy(x)).collect::<Vec<_>>())
+    format!(
+        "{:?}",
+        v.iter()
+            .map(|x| String::from_utf8_lossy(x))
+            .collect::<Vec<_>>()
+    )
 }
 
 fn canon_set(v: &[Vec<u8>]) -> String {
@@ -198,6 +207,8 @@ pub async fn canon_server(url: &str, db: u32) -> Canon {
     }
     keys.sort();
     keys.dedup();
+    // Apply markers are dcsync's bookkeeping, not data.
+    keys.retain(|k| !k.starts_with(dcsync_redis::MARKER_PREFIX.as_bytes()));
     let mut out = Canon::new();
     for chunk in keys.chunks(500) {
         let mut p = redis::pipe();
@@ -369,7 +380,12 @@ pub fn canon_rdb(rdb: &Rdb) -> Canon {
 /// Asserts two canonical dumps are equal, expiries within `tol_ms`.
 pub fn assert_same(a: &Canon, b: &Canon, tol_ms: u64) {
     let diff = diff(a, b, tol_ms);
-    assert!(diff.is_empty(), "{} differences, first: {:?}", diff.len(), &diff[..diff.len().min(5)]);
+    assert!(
+        diff.is_empty(),
+        "{} differences, first: {:?}",
+        diff.len(),
+        &diff[..diff.len().min(5)]
+    );
 }
 
 /// Differences between two canonical dumps, expiries within `tol_ms`.
@@ -448,7 +464,12 @@ impl RunningSource {
 }
 
 /// Wraps Local events as transactions of origin `origin` with dense seqs.
-pub fn to_tx(origin: &str, seq: u64, changes: Vec<dcsync_core::Change>, pos: &Position) -> Transaction {
+pub fn to_tx(
+    origin: &str,
+    seq: u64,
+    changes: Vec<dcsync_core::Change>,
+    pos: &Position,
+) -> Transaction {
     Transaction {
         origin: origin.into(),
         store: "cache".into(),
