@@ -82,6 +82,14 @@ pub async fn ensure_marker_table(conn: &mut Conn) -> Result<(), ConnectorError> 
         .map_err(|e| classify("creating the apply marker table dcsync.apply_marker", e))
 }
 
+/// Most rows in one multi-row statement. Runs of consecutive upserts (or
+/// deletes) on one table are split greedily into statements of
+/// [`BATCH_SHAPES`] rows, so that few statement shapes are prepared.
+const BATCH_SHAPES: [usize; 4] = [64, 16, 4, 1];
+
+/// Placeholders allowed in one prepared statement (protocol limit).
+const MAX_PLACEHOLDERS: usize = 65_535;
+
 /// Cached SQL for one table shape.
 struct TableSql {
     columns: Vec<String>,
@@ -89,8 +97,17 @@ struct TableSql {
     /// Indexes of the columns written by the upsert (generated columns are
     /// computed by the target and left out).
     written: Vec<usize>,
-    upsert: String,
-    delete: String,
+    /// `` `schema`.`table` ``.
+    table: String,
+    /// Quoted names of the written columns.
+    names: Vec<String>,
+    /// Placeholder per written column (`?` or `CAST(? AS BINARY)`).
+    marks: Vec<&'static str>,
+    /// Quoted names of the key columns.
+    pk_names: Vec<String>,
+    /// Upsert / delete SQL by row count.
+    upserts: HashMap<usize, String>,
+    deletes: HashMap<usize, String>,
 }
 
 /// Whether a column of this binlog type code holds a byte string that is
@@ -119,8 +136,8 @@ impl TableSql {
         let written: Vec<usize> = (0..r.columns.len())
             .filter(|i| !generated.contains(&r.columns[*i].name))
             .collect();
-        let names: Vec<&str> = written.iter().map(|i| cols[*i].as_str()).collect();
-        let marks: Vec<&str> = written
+        let names = written.iter().map(|i| cols[*i].clone()).collect();
+        let marks = written
             .iter()
             .map(|i| {
                 if is_string_type(r.columns[*i].type_code) {
@@ -130,23 +147,87 @@ impl TableSql {
                 }
             })
             .collect();
-        let updates: Vec<String> = names.iter().map(|c| format!("{c}=VALUES({c})")).collect();
-        let upsert = format!(
-            "INSERT INTO {table} ({}) VALUES ({}) ON DUPLICATE KEY UPDATE {}",
-            names.join(","),
-            marks.join(","),
-            updates.join(",")
-        );
-        let cond: Vec<String> = pk.iter().map(|i| format!("{}=?", cols[*i])).collect();
-        let delete = format!("DELETE FROM {table} WHERE {}", cond.join(" AND "));
+        let pk_names = pk.iter().map(|i| cols[*i].clone()).collect();
         TableSql {
             columns: r.columns.iter().map(|c| c.name.clone()).collect(),
             pk,
             written,
-            upsert,
-            delete,
+            table,
+            names,
+            marks,
+            pk_names,
+            upserts: HashMap::new(),
+            deletes: HashMap::new(),
         }
     }
+
+    /// Most rows per statement for `per_row` placeholders per row.
+    fn max_rows(per_row: usize) -> usize {
+        (MAX_PLACEHOLDERS / per_row.max(1)).clamp(1, BATCH_SHAPES[0])
+    }
+
+    /// `INSERT .. VALUES (..),(..) ON DUPLICATE KEY UPDATE c=VALUES(c), ..`
+    /// for `rows` rows.
+    fn upsert_sql(&mut self, rows: usize) -> String {
+        let (table, names, marks) = (&self.table, &self.names, &self.marks);
+        self.upserts
+            .entry(rows)
+            .or_insert_with(|| {
+                let one = format!("({})", marks.join(","));
+                let updates: Vec<String> =
+                    names.iter().map(|c| format!("{c}=VALUES({c})")).collect();
+                format!(
+                    "INSERT INTO {table} ({}) VALUES {} ON DUPLICATE KEY UPDATE {}",
+                    names.join(","),
+                    vec![one; rows].join(","),
+                    updates.join(",")
+                )
+            })
+            .clone()
+    }
+
+    /// `DELETE .. WHERE pk = ?` (one row) or `WHERE (pk..) IN ((..),(..))`.
+    fn delete_sql(&mut self, rows: usize) -> String {
+        let (table, pk_names) = (&self.table, &self.pk_names);
+        self.deletes
+            .entry(rows)
+            .or_insert_with(|| {
+                if rows == 1 {
+                    let cond: Vec<String> = pk_names.iter().map(|c| format!("{c}=?")).collect();
+                    format!("DELETE FROM {table} WHERE {}", cond.join(" AND "))
+                } else if pk_names.len() == 1 {
+                    format!(
+                        "DELETE FROM {table} WHERE {} IN ({})",
+                        pk_names[0],
+                        vec!["?"; rows].join(",")
+                    )
+                } else {
+                    let one = format!("({})", vec!["?"; pk_names.len()].join(","));
+                    format!(
+                        "DELETE FROM {table} WHERE ({}) IN ({})",
+                        pk_names.join(","),
+                        vec![one; rows].join(",")
+                    )
+                }
+            })
+            .clone()
+    }
+}
+
+/// Kind of a planned statement run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Upsert,
+    Delete,
+}
+
+/// A run of consecutive same-kind row operations on one table.
+struct Op {
+    key: (String, String),
+    kind: OpKind,
+    /// Parameters of every row, row after row.
+    params: Vec<mysql_async::Value>,
+    rows: usize,
 }
 
 /// Transactional MySQL/MariaDB sink (see the module docs).
@@ -264,11 +345,11 @@ impl MysqlSink {
                 }
             }
         }
-        let mut stmts: Vec<(String, Params, String)> = Vec::new();
+        let mut ops: Vec<Op> = Vec::new();
         for tx in group {
             for change in &tx.changes {
                 match &change.payload {
-                    Payload::Row(r) => self.plan_row(r, &mut stmts)?,
+                    Payload::Row(r) => self.plan_row(r, &mut ops)?,
                     Payload::Redis(_) => {
                         return Err(ConnectorError::Definite(format!(
                             "store {}: a Redis command cannot be applied to MySQL (origin {origin} seq {})",
@@ -278,6 +359,7 @@ impl MysqlSink {
                 }
             }
         }
+        let stmts = self.statements(ops)?;
         let conn = self.conn().await?;
         conn.query_drop("BEGIN")
             .await
@@ -348,21 +430,15 @@ impl MysqlSink {
         Ok(())
     }
 
-    /// Appends the statements that apply `r` convergently.
-    fn plan_row(
-        &mut self,
-        r: &RowChange,
-        out: &mut Vec<(String, Params, String)>,
-    ) -> Result<(), ConnectorError> {
+    /// Appends the row operations that apply `r` convergently, merging
+    /// them into the previous run when it has the same table and kind.
+    fn plan_row(&mut self, r: &RowChange, out: &mut Vec<Op>) -> Result<(), ConnectorError> {
         let name = format!("{}.{}", r.schema, r.table);
         let key = (r.schema.clone(), r.table.clone());
-        if self.sql.get(&key).is_none_or(|t| t.needs_rebuild(r)) {
+        let Some(t) = self.sql.get(&key).filter(|t| !t.needs_rebuild(r)) else {
             return Err(ConnectorError::Definite(format!(
                 "no SQL prepared for {name}"
             )));
-        }
-        let Some(t) = self.sql.get(&key) else {
-            return Err(ConnectorError::Definite(format!("no SQL for {name}")));
         };
         let check = |img: &Option<Vec<Value>>, what: &str| -> Result<Vec<Value>, ConnectorError> {
             match img {
@@ -373,33 +449,75 @@ impl MysqlSink {
                 ))),
             }
         };
-        let upsert = |img: &[Value]| {
-            (
-                t.upsert.clone(),
-                Params::Positional(t.written.iter().map(|i| to_driver(&img[*i])).collect()),
-                name.clone(),
-            )
-        };
-        let delete = |img: &[Value]| {
-            (
-                t.delete.clone(),
-                Params::Positional(t.pk.iter().map(|i| to_driver(&img[*i])).collect()),
-                name.clone(),
-            )
+        let mut push = |kind: OpKind, img: &[Value]| {
+            let cols = if kind == OpKind::Upsert {
+                &t.written
+            } else {
+                &t.pk
+            };
+            let max_rows = TableSql::max_rows(cols.len());
+            let params = cols.iter().map(|i| to_driver(&img[*i]));
+            match out.last_mut() {
+                Some(op) if op.key == key && op.kind == kind && op.rows < max_rows => {
+                    op.params.extend(params);
+                    op.rows += 1;
+                }
+                _ => out.push(Op {
+                    key: key.clone(),
+                    kind,
+                    params: params.collect(),
+                    rows: 1,
+                }),
+            }
         };
         match r.kind {
-            RowKind::Insert => out.push(upsert(&check(&r.after, "after")?)),
+            RowKind::Insert => push(OpKind::Upsert, &check(&r.after, "after")?),
             RowKind::Update => {
                 let before = check(&r.before, "before")?;
                 let after = check(&r.after, "after")?;
                 if t.pk.iter().any(|i| before[*i] != after[*i]) {
-                    out.push(delete(&before));
+                    push(OpKind::Delete, &before);
                 }
-                out.push(upsert(&after));
+                push(OpKind::Upsert, &after);
             }
-            RowKind::Delete => out.push(delete(&check(&r.before, "before")?)),
+            RowKind::Delete => push(OpKind::Delete, &check(&r.before, "before")?),
         }
         Ok(())
+    }
+
+    /// Turns runs into statements of [`BATCH_SHAPES`] rows each:
+    /// `(sql, params, table name for errors)`.
+    fn statements(
+        &mut self,
+        ops: Vec<Op>,
+    ) -> Result<Vec<(String, Params, String)>, ConnectorError> {
+        let mut out = Vec::new();
+        for op in ops {
+            let name = format!("{}.{}", op.key.0, op.key.1);
+            let Some(t) = self.sql.get_mut(&op.key) else {
+                return Err(ConnectorError::Definite(format!(
+                    "no SQL prepared for {name}"
+                )));
+            };
+            let per_row = op.params.len() / op.rows.max(1);
+            let mut params = op.params.into_iter();
+            let mut left = op.rows;
+            while left > 0 {
+                let n = BATCH_SHAPES
+                    .iter()
+                    .copied()
+                    .find(|s| *s <= left && *s <= TableSql::max_rows(per_row))
+                    .unwrap_or(1);
+                let sql = match op.kind {
+                    OpKind::Upsert => t.upsert_sql(n),
+                    OpKind::Delete => t.delete_sql(n),
+                };
+                let p: Vec<mysql_async::Value> = params.by_ref().take(n * per_row).collect();
+                out.push((sql, Params::Positional(p), name.clone()));
+                left -= n;
+            }
+        }
+        Ok(out)
     }
 }
 
