@@ -212,7 +212,7 @@ pub fn zipmap(b: &[u8]) -> Result<Vec<Vec<u8>>, RdbError> {
 /// LZF decompression (liblzf format as used by Redis) into exactly
 /// `out_len` bytes.
 pub fn lzf_decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, RdbError> {
-    let mut out: Vec<u8> = Vec::with_capacity(out_len);
+    let mut out: Vec<u8> = Vec::with_capacity(out_len.min(1 << 20));
     let mut i = 0;
     while i < input.len() {
         let ctrl = usize::from(input[i]);
@@ -310,6 +310,39 @@ mod tests {
                 b"1000".to_vec()
             ]
         );
+    }
+
+    #[test]
+    fn ziplist_intset_zipmap() {
+        // header, "ab", immediate 2, int8 -5, int16 1000, end
+        let mut zl = vec![0; 10];
+        zl.extend([0x00, 0x02, b'a', b'b']);
+        zl.extend([0x04, 0xF3]);
+        zl.extend([0x02, 0xFE, 0xFB]);
+        zl.extend([0x03, 0xC0, 0xE8, 0x03]);
+        zl.push(0xFF);
+        let v = ziplist(&zl).unwrap_or_default();
+        assert_eq!(
+            v,
+            vec![
+                b"ab".to_vec(),
+                b"2".to_vec(),
+                b"-5".to_vec(),
+                b"1000".to_vec()
+            ]
+        );
+        let is = [2, 0, 0, 0, 2, 0, 0, 0, 0xFF, 0xFF, 7, 0];
+        assert_eq!(
+            intset(&is).unwrap_or_default(),
+            vec![b"-1".to_vec(), b"7".to_vec()]
+        );
+        // zmlen, key "k", value "v" with 1 free byte, end
+        let zm = [1, 1, b'k', 1, 1, b'v', 0, 0xFF];
+        assert_eq!(
+            zipmap(&zm).unwrap_or_default(),
+            vec![b"k".to_vec(), b"v".to_vec()]
+        );
+        assert!(ziplist(&zl[..zl.len() - 3]).is_err());
     }
 
     #[test]

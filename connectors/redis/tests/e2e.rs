@@ -505,3 +505,23 @@ async fn applying_twice_changes_once_and_rejections_are_reported() {
     assert!(e.to_string().contains("aborted"), "{e}");
     assert_eq!(fresh.applied_seq("sh").await.unwrap(), 3);
 }
+
+#[tokio::test]
+async fn redis_cluster_is_refused() {
+    let r = Redis::start_with(vec!["--cluster-enabled".into(), "yes".into()]).await;
+    let src = start_source(&r.url(), store(), None);
+    let res = tokio::time::timeout(DEADLINE, src.task)
+        .await
+        .expect("source ends")
+        .expect("join");
+    match res {
+        Err(e) => {
+            assert!(!e.is_transient());
+            assert!(
+                e.to_string().contains("Redis Cluster is not supported yet"),
+                "{e}"
+            );
+        }
+        Ok(()) => panic!("cluster accepted"),
+    }
+}
