@@ -43,6 +43,7 @@
 
 pub mod error;
 pub mod position;
+mod server;
 pub mod sink;
 pub mod source;
 pub mod value;

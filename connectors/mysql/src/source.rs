@@ -31,6 +31,7 @@
 
 use crate::error::classify;
 use crate::position::BinlogPosition;
+use crate::server::{check_retained, check_settings, current_position};
 use crate::value::{from_binlog, table_info, TableInfo};
 use crate::{MARKER_SCHEMA, MARKER_TABLE};
 use dcsync_core::connector::{ConnectorError, Source, SourceContext, SourceEvent};
@@ -40,7 +41,7 @@ use futures_util::StreamExt;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData};
 use mysql_async::binlog::EventType;
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStreamRequest, Conn, Opts, Row};
+use mysql_async::{BinlogStreamRequest, Conn, Opts};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::time::Instant as TokioInstant;
@@ -118,127 +119,6 @@ impl Source for MysqlSource {
         });
         let mut tailer = Tailer::new(cx, self.idle_timeout);
         tailer.run(&self.url, server_id).await
-    }
-}
-
-/// Server facts read at start-up.
-struct ServerInfo {
-    mariadb: bool,
-}
-
-/// Checks the binlog settings dcsync needs; each failure is a Definite error
-/// naming the setting and the fix.
-async fn check_settings(conn: &mut Conn) -> Result<ServerInfo, ConnectorError> {
-    let row: Option<Row> = conn
-        .query_first(
-            "SELECT @@version, @@log_bin, @@binlog_format, @@binlog_row_image, \
-             @@binlog_row_metadata",
-        )
-        .await
-        .map_err(|e| match e {
-            mysql_async::Error::Server(ref s) if s.code == 1193 => {
-                ConnectorError::Definite(format!(
-                    "the server has no binlog_row_metadata setting ({}); dcsync needs MySQL \
-                     8.0.1+ or MariaDB 10.5+ with binlog_row_metadata=FULL",
-                    s.message
-                ))
-            }
-            e => classify("reading server settings", e),
-        })?;
-    let row = row.ok_or_else(|| ConnectorError::Transient("no row for SELECT @@version".into()))?;
-    let get = |i: usize| -> String {
-        match row.as_ref(i) {
-            Some(mysql_async::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
-            Some(mysql_async::Value::Int(v)) => v.to_string(),
-            Some(mysql_async::Value::UInt(v)) => v.to_string(),
-            _ => String::new(),
-        }
-    };
-    let version = get(0);
-    let log_bin = get(1);
-    if !(log_bin == "1" || log_bin.eq_ignore_ascii_case("ON")) {
-        return Err(ConnectorError::Definite(
-            "the server's binary log is off (log_bin=OFF); start it with --log-bin and \
-             binlog_format=ROW, binlog_row_image=FULL, binlog_row_metadata=FULL"
-                .into(),
-        ));
-    }
-    for (i, name, want) in [
-        (2, "binlog_format", "ROW"),
-        (3, "binlog_row_image", "FULL"),
-        (4, "binlog_row_metadata", "FULL"),
-    ] {
-        let have = get(i);
-        if !have.eq_ignore_ascii_case(want) {
-            return Err(ConnectorError::Definite(format!(
-                "the server has {name}={have}; dcsync needs {name}={want} \
-                 (SET GLOBAL {name}='{want}' and in the server config)"
-            )));
-        }
-    }
-    let mariadb = version.to_ascii_lowercase().contains("mariadb");
-    if !mariadb {
-        let opts: Option<Option<String>> = conn
-            .query_first("SELECT @@binlog_row_value_options")
-            .await
-            .map_err(|e| classify("reading binlog_row_value_options", e))?;
-        if let Some(Some(o)) = opts {
-            if o.to_ascii_uppercase().contains("PARTIAL_JSON") {
-                return Err(ConnectorError::Definite(format!(
-                    "the server has binlog_row_value_options={o}; dcsync needs full JSON \
-                     images: SET GLOBAL binlog_row_value_options=''"
-                )));
-            }
-        }
-    }
-    Ok(ServerInfo { mariadb })
-}
-
-/// `SHOW MASTER STATUS` (or MySQL 8.2+'s `SHOW BINARY LOG STATUS`).
-async fn current_position(conn: &mut Conn) -> Result<BinlogPosition, ConnectorError> {
-    let row: Option<Row> = match conn.query_first("SHOW MASTER STATUS").await {
-        Ok(r) => r,
-        Err(mysql_async::Error::Server(_)) => conn
-            .query_first("SHOW BINARY LOG STATUS")
-            .await
-            .map_err(|e| classify("SHOW BINARY LOG STATUS", e))?,
-        Err(e) => return Err(classify("SHOW MASTER STATUS", e)),
-    };
-    let row = row.ok_or_else(|| {
-        ConnectorError::Definite("SHOW MASTER STATUS returned nothing: is log_bin on?".into())
-    })?;
-    let file: Option<String> = row.get(0);
-    let pos: Option<u64> = row.get(1);
-    match (file, pos) {
-        (Some(file), Some(pos)) => Ok(BinlogPosition {
-            file,
-            pos,
-            gtid: None,
-        }),
-        _ => Err(ConnectorError::Transient(
-            "unexpected SHOW MASTER STATUS row".into(),
-        )),
-    }
-}
-
-/// Fails with a Definite error if `file` is no longer on the server.
-async fn check_retained(conn: &mut Conn, at: &BinlogPosition) -> Result<(), ConnectorError> {
-    let rows: Vec<Row> = conn
-        .query("SHOW BINARY LOGS")
-        .await
-        .map_err(|e| classify("SHOW BINARY LOGS", e))?;
-    let present = rows
-        .iter()
-        .any(|r| r.get::<String, usize>(0).as_deref() == Some(at.file.as_str()));
-    if present {
-        Ok(())
-    } else {
-        Err(ConnectorError::Definite(format!(
-            "the binlog file {} needed to resume at {at} was purged from the server; \
-             changes after that position are lost to dcsync and this store needs a \
-             re-bootstrap (copy the data, then start the source without a resume position)",
-            at.file
-        )))
     }
 }
 
@@ -398,7 +278,10 @@ impl Tailer {
                         heartbeats_seen = true;
                         continue;
                     }
-                    match self.handle(&stream, ev).await {
+                    let handled = self.handle(&stream, ev).await;
+                    // Time blocked on a full event channel is not silence.
+                    last_event = Instant::now();
+                    match handled {
                         Ok(Flow::Continue) => {}
                         Ok(Flow::Shutdown) => break Ok(()),
                         Err(e) => break Err(e),
