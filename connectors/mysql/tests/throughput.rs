@@ -82,3 +82,47 @@ async fn apply_throughput() {
         .unwrap();
     assert_eq!(n as u64, TXNS * ROWS_PER_TX);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_throughput() {
+    const TXNS: usize = 2000;
+    const ROWS_PER_TX: usize = 5;
+    let db = start_db(Default::default()).await;
+    db.exec("CREATE DATABASE shop; CREATE TABLE shop.t (id BIGINT PRIMARY KEY, user_id BIGINT, name VARCHAR(64), amount DECIMAL(12,2), at DATETIME(6))")
+        .await;
+    let (store, units) = store(&["shop.*"], Some("user_id"));
+    // Write the binlog first, then read it from the start position.
+    let (file, pos) = db.binlog_pos().await;
+    let mut c = db.conn().await;
+    for t in 0..TXNS {
+        let rows: Vec<String> = (0..ROWS_PER_TX)
+            .map(|r| {
+                let id = t * ROWS_PER_TX + r;
+                format!("({id}, {}, 'user name {id}', 1234.56, NOW(6))", id % 97)
+            })
+            .collect();
+        c.query_drop(format!("INSERT INTO shop.t VALUES {}", rows.join(",")))
+            .await
+            .unwrap();
+    }
+    let resume = dcsync_mysql::BinlogPosition {
+        file,
+        pos,
+        gtid: None,
+    }
+    .to_position();
+    let start = Instant::now();
+    let mut src = start_source(db.url(), store, units, Some(resume));
+    let got = src.locals(TXNS).await;
+    let secs = start.elapsed().as_secs_f64();
+    src.stop().await;
+    assert_eq!(
+        got.iter().map(|(c, _)| c.len()).sum::<usize>(),
+        TXNS * ROWS_PER_TX
+    );
+    eprintln!(
+        "source throughput: {TXNS} txns x {ROWS_PER_TX} rows in {secs:.2} s = {:.0} txns/s, {:.0} rows/s",
+        TXNS as f64 / secs,
+        (TXNS * ROWS_PER_TX) as f64 / secs
+    );
+}
