@@ -64,3 +64,26 @@ async fn unreachable_server_is_transient() {
     assert!(e.is_transient(), "{e:?}");
     assert!(!e.to_string().contains("secret"), "password leaked: {e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minimal_row_image_and_metadata_are_refused_by_name() {
+    for (arg, name) in [
+        ("--binlog-row-image=MINIMAL", "binlog_row_image=MINIMAL"),
+        (
+            "--binlog-row-metadata=MINIMAL",
+            "binlog_row_metadata=MINIMAL",
+        ),
+    ] {
+        let db = start_db(MariaDbOptions {
+            extra_args: vec![arg.into()],
+            ..MariaDbOptions::default()
+        })
+        .await;
+        let (store, units) = store(&[], None);
+        let src = start_source(db.url(), store, units, None);
+        match src.error().await {
+            ConnectorError::Definite(m) => assert!(m.contains(name), "{m}"),
+            e => panic!("expected a definite error, got {e:?}"),
+        }
+    }
+}

@@ -140,3 +140,37 @@ async fn unknown_table_is_a_definite_error_naming_it_and_nothing_is_half_applied
         .unwrap();
     assert_eq!(n, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_wait_timeout_is_transient_and_the_retry_applies_once() {
+    let db = start_db(Default::default()).await;
+    db.exec(
+        "SET GLOBAL innodb_lock_wait_timeout = 1;
+         CREATE DATABASE shop;
+         CREATE TABLE shop.items (id INT PRIMARY KEY, v INT);
+         CREATE TABLE shop.counters (id INT PRIMARY KEY, n INT);
+         INSERT INTO shop.counters VALUES (1, 0);
+         CREATE TRIGGER shop.items_ins AFTER INSERT ON shop.items FOR EACH ROW UPDATE shop.counters SET n = n + 1 WHERE id = 1;
+         CREATE TRIGGER shop.items_upd AFTER UPDATE ON shop.items FOR EACH ROW UPDATE shop.counters SET n = n + 1 WHERE id = 1;",
+    )
+    .await;
+    let (store, _) = store(&["shop.*"], None);
+    let mut sink = MysqlSink::connect(&db.url(), &store).await.unwrap();
+    assert_eq!(sink.apply("bj", &[tx(1)]).await.unwrap(), 1);
+    // Another session holds the row lock: the sink's group times out.
+    let mut holder = db.conn().await;
+    holder.query_drop("BEGIN").await.unwrap();
+    holder
+        .query_drop("SELECT * FROM shop.items WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let batch: Vec<Transaction> = (1..=3).map(tx).collect();
+    match sink.apply("bj", &batch).await {
+        Err(e) => assert!(e.is_transient(), "{e:?}"),
+        Ok(s) => panic!("applied {s} through a held lock"),
+    }
+    holder.query_drop("ROLLBACK").await.unwrap();
+    // The retry re-reads the marker and applies 2 and 3 once.
+    assert_eq!(sink.apply("bj", &batch).await.unwrap(), 3);
+    assert_eq!(state(&db).await, (3, 3));
+}
