@@ -419,8 +419,12 @@ impl Tailer {
                     return Ok(self.progress(self.position_at(header.log_pos())).await);
                 } else if head.starts_with("SAVEPOINT") || head.starts_with("ROLLBACK TO") {
                     // Inside a transaction; rolled-back rows are not logged.
+                } else if head.starts_with("XA COMMIT") || head.starts_with("XA ROLLBACK") {
+                    // The XA transaction's rows were reported at XA END.
+                    self.tx = Tx::default();
+                    return Ok(self.progress(self.position_at(header.log_pos())).await);
                 } else {
-                    let shown: String = trimmed.chars().take(500).collect();
+                    let shown = loggable_statement(trimmed);
                     if q.schema() == MARKER_SCHEMA || shown.contains("`dcsync`.`apply_marker`") {
                         tracing::debug!(statement = %shown, "mysql source: skipping dcsync's own DDL");
                     } else {
@@ -598,6 +602,32 @@ impl Tailer {
     }
 }
 
+/// A statement as it may be logged: at most 500 characters, and only its
+/// first two words when it may carry credentials (`CREATE USER ..
+/// IDENTIFIED BY`, `GRANT`, `SET PASSWORD`, `CHANGE MASTER TO ..
+/// MASTER_PASSWORD`).
+fn loggable_statement(sql: &str) -> String {
+    let upper = sql.to_ascii_uppercase();
+    let sensitive = [
+        "IDENTIFIED",
+        "PASSWORD",
+        "GRANT",
+        "CHANGE MASTER",
+        "CHANGE REPLICATION",
+    ]
+    .iter()
+    .any(|w| upper.contains(w));
+    if sensitive {
+        let head: Vec<&str> = sql.split_whitespace().take(2).collect();
+        format!(
+            "{} ... (rest not logged: may contain credentials)",
+            head.join(" ")
+        )
+    } else {
+        sql.chars().take(500).collect()
+    }
+}
+
 /// (origin, seq) from an apply-marker row image.
 fn marker_of(
     columns: &[dcsync_core::ColumnMeta],
@@ -659,6 +689,15 @@ mod tests {
             strip_checksum(b"mysql-bin.000001\x8a\xff\x01z"),
             b"mysql-bin.000001"
         );
+    }
+
+    #[test]
+    fn credentials_are_not_logged() {
+        let s = loggable_statement("CREATE USER 'app'@'%' IDENTIFIED BY 's3cret'");
+        assert!(!s.contains("s3cret"), "{s}");
+        assert!(s.starts_with("CREATE USER"));
+        let s = loggable_statement("ALTER TABLE t ADD COLUMN c INT");
+        assert_eq!(s, "ALTER TABLE t ADD COLUMN c INT");
     }
 
     #[test]

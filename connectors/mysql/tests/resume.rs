@@ -122,6 +122,7 @@ async fn ddl_is_skipped_and_later_rows_arrive() {
          INSERT INTO shop.later VALUES (1, 'x');
          ALTER TABLE shop.later ADD COLUMN b INT DEFAULT 7;
          INSERT INTO shop.later VALUES (2, 'y', 8);
+         CREATE USER 'app'@'%' IDENTIFIED BY 'not-logged';
          CREATE TABLE shop.nokey_but_unused (a INT);
          DROP TABLE shop.nokey_but_unused;
          INSERT INTO shop.later VALUES (3, 'z', 9);
