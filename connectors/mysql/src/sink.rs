@@ -23,6 +23,7 @@ use dcsync_core::{Payload, RowChange, RowKind, Transaction, Value};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params};
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 /// Number of marker rows per (origin, store); a group's marker goes to slot
 /// `seq % MARKER_SLOTS`.
@@ -86,6 +87,10 @@ pub async fn ensure_marker_table(conn: &mut Conn) -> Result<(), ConnectorError> 
 /// deletes) on one table are split greedily into statements of
 /// [`BATCH_SHAPES`] rows, so that few statement shapes are prepared.
 const BATCH_SHAPES: [usize; 4] = [64, 16, 4, 1];
+
+/// How long a `ROLLBACK` after a failed group may take before the
+/// connection is given up (and with it the open transaction).
+const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Placeholders allowed in one prepared statement (protocol limit).
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -255,7 +260,9 @@ impl std::fmt::Debug for MysqlSink {
 async fn open(url: &str) -> Result<Conn, ConnectorError> {
     let opts = Opts::from_url(url)
         .map_err(|e| ConnectorError::Definite(format!("bad store URL {}: {e}", redact_url(url))))?;
-    let opts = OptsBuilder::from_opts(opts).stmt_cache_size(512);
+    let opts = OptsBuilder::from_opts(opts)
+        .stmt_cache_size(512)
+        .tcp_keepalive(Some(Duration::from_secs(10)));
     let mut conn = Conn::new(opts)
         .await
         .map_err(|e| classify(&format!("connecting to {}", redact_url(url)), e))?;
@@ -559,7 +566,10 @@ impl Sink for MysqlSink {
                     // what may be open, drop a broken connection.
                     self.applied.remove(origin);
                     let rolled_back = match self.conn.as_mut() {
-                        Some(c) => c.query_drop("ROLLBACK").await.is_ok(),
+                        Some(c) => matches!(
+                            tokio::time::timeout(ROLLBACK_TIMEOUT, c.query_drop("ROLLBACK")).await,
+                            Ok(Ok(()))
+                        ),
                         None => false,
                     };
                     if !rolled_back || e.is_transient() {
