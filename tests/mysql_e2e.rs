@@ -12,7 +12,7 @@ mod common;
 
 use common::{query_i64, Cluster, ClusterOptions};
 use mysql_async::prelude::Queryable;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -203,8 +203,16 @@ impl Conn {
             .map_err(|e| transient("write", e))
     }
 
+    /// Reads one CRLF-terminated line. Bare `\n` bytes before a line are
+    /// keep-alives: the primary sends them while it prepares the RDB
+    /// (`repl-diskless-sync-delay`, fork time), before `+FULLRESYNC` and
+    /// before the `$` of the RDB bulk; they are skipped.
     async fn line(&mut self) -> Result<Vec<u8>, ConnectorError> {
         loop {
+            let skip = self.buf.iter().take_while(|b| **b == b'\n').count();
+            if skip > 0 {
+                self.buf.drain(..skip);
+            }
             if let Some(p) = self.buf.windows(2).position(|w| w == b"\r\n") {
                 let l = self.buf[..p].to_vec();
                 self.buf.drain(..p + 2);
