@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const SCHEMA: &str = "
-CREATE DATABASE shop;
+CREATE DATABASE IF NOT EXISTS shop;
 CREATE TABLE shop.users (
   id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL,
   name VARCHAR(64) CHARACTER SET utf8mb4, balance DECIMAL(12,2), updated DATETIME(6)
@@ -31,7 +31,12 @@ CREATE TABLE shop.counters (id INT PRIMARY KEY, user_id BIGINT NOT NULL, n BIGIN
 INSERT INTO shop.counters VALUES (1,1,0),(2,2,0),(3,3,0),(11,11,0),(12,12,0),(13,13,0);
 ";
 
-const TABLES: &[&str] = &["shop.users", "shop.order_items", "shop.counters"];
+const TABLES: &[&str] = &[
+    "shop.users",
+    "shop.order_items",
+    "shop.counters",
+    "shop.warmup",
+];
 
 /// A mixed workload for DC number `k` on rows only it writes. Returns the
 /// number of successful increments per counter row.

@@ -13,6 +13,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// A replicated table the harness uses to see that the agents are up.
+const WARMUP_SQL: &str = "CREATE DATABASE IF NOT EXISTS shop;
+CREATE TABLE shop.warmup (id INT PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB;";
+
 /// One simulated datacenter.
 pub struct Dc {
     /// DC id.
@@ -74,6 +78,7 @@ impl Cluster {
         let mut dcs = Vec::new();
         for id in &opts.dcs {
             let db = MariaDb::start().await;
+            db.exec(WARMUP_SQL).await;
             if !opts.schema_sql.is_empty() {
                 db.exec(&opts.schema_sql).await;
             }
@@ -145,7 +150,47 @@ impl Cluster {
         for i in 0..c.dcs.len() {
             c.start_agent(i);
         }
+        c.wait_ready().await;
         c
+    }
+
+    /// Waits until every agent ships and applies: on a first start a source
+    /// begins at the binlog position current when it connects, so rows
+    /// written before that are (by design) not copied. Each DC bumps its own
+    /// row of `shop.warmup` until every DC holds the same rows.
+    pub async fn wait_ready(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            self.assert_agents_alive();
+            for (i, d) in self.dcs.iter().enumerate() {
+                d.db.exec(&format!(
+                    "INSERT INTO shop.warmup VALUES ({i}, 1) ON DUPLICATE KEY UPDATE n = n + 1"
+                ))
+                .await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut sums = Vec::new();
+            for d in &self.dcs {
+                let rows = query_i64(&d.db, "SELECT COUNT(*) FROM shop.warmup").await;
+                sums.push((rows, d.db.checksum("shop.warmup").await));
+            }
+            if sums
+                .iter()
+                .all(|s| s.0 == self.dcs.len() as i64 && *s == sums[0])
+            {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                for i in 0..self.dcs.len() {
+                    eprintln!(
+                        "==== agent {} log ====\n{}",
+                        self.dcs[i].id,
+                        tail(&self.agent_log(i), 60)
+                    );
+                }
+                panic!("agents not ready within 60 s: {sums:?}");
+            }
+        }
     }
 
     /// Starts (or restarts) the agent of DC `i`; its log is appended to
@@ -239,6 +284,9 @@ impl Cluster {
                 }
                 if sums.windows(2).any(|w| w[0] != w[1]) {
                     all_equal = false;
+                    if std::time::Instant::now() > deadline {
+                        eprintln!("{t}: checksums differ: {sums:?}");
+                    }
                 }
             }
             if all_equal {
@@ -250,6 +298,11 @@ impl Cluster {
                         "==== agent {} log ====\n{}",
                         self.dcs[i].id,
                         tail(&self.agent_log(i), 60)
+                    );
+                    eprintln!(
+                        "==== agent {} status ====\n{}",
+                        self.dcs[i].id,
+                        self.status(i, false)
                     );
                 }
                 panic!("DCs did not converge on {tables:?} within {secs} s");

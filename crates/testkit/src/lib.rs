@@ -35,3 +35,10 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// FNV-1a of `bytes`, for cache keys.
+pub fn short_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}

@@ -55,6 +55,49 @@ fn bin(name: &str, alt: &str) -> String {
     name.to_string()
 }
 
+/// A data directory made once by `mariadb-install-db` and copied for every
+/// server: faster than installing each time, and concurrent installs clash
+/// (shared bootstrap temp files). Cached under the system temp dir; built in
+/// a private dir and renamed into place so concurrent processes are safe.
+fn template() -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let version = Command::new(bin("mariadbd", "mysqld"))
+        .arg("--version")
+        .output()
+        .map(|o| crate::short_hash(&o.stdout))
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("dcsync-mariadb-template-{version:x}"));
+    if dir.join("mysql").exists() {
+        return dir;
+    }
+    let build = std::env::temp_dir().join(format!(
+        "dcsync-mariadb-template-build-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&build);
+    let out = Command::new(bin("mariadb-install-db", "mysql_install_db"))
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", build.display()))
+        .arg("--auth-root-authentication-method=normal")
+        .arg("--skip-test-db")
+        .arg("--user=root")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run mariadb-install-db (apt-get install mariadb-server)");
+    assert!(
+        out.status.success(),
+        "mariadb-install-db failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if std::fs::rename(&build, &dir).is_err() {
+        // Another process won the race; use theirs.
+        let _ = std::fs::remove_dir_all(&build);
+    }
+    dir
+}
+
 impl MariaDb {
     /// Starts a server with default options (ROW binlog).
     pub async fn start() -> MariaDb {
@@ -69,20 +112,17 @@ impl MariaDb {
             .tempdir()
             .expect("tempdir");
         let data = dir.path().join("data");
-        let out = Command::new(bin("mariadb-install-db", "mysql_install_db"))
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg("--auth-root-authentication-method=normal")
-            .arg("--skip-test-db")
-            .arg("--user=root")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("run mariadb-install-db (apt-get install mariadb-server)");
+        let tpl = template();
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(&tpl)
+            .arg(&data)
+            .status()
+            .expect("cp");
         assert!(
-            out.status.success(),
-            "mariadb-install-db failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            st.success(),
+            "copying the MariaDB template {} failed",
+            tpl.display()
         );
         let mut db = MariaDb {
             port: crate::free_port(),
