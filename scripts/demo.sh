@@ -40,7 +40,7 @@ start_mariadb() { # name port server_id
     --socket="$DEMO/mariadb-$1.sock" --pid-file="$DEMO/mariadb-$1.pid" --log-error="$DEMO/mariadb-$1.err" \
     --log-bin=mysql-bin --binlog-format=ROW --binlog-row-image=FULL --binlog-row-metadata=FULL \
     --server-id="$3" --skip-name-resolve --innodb-buffer-pool-size=64M \
-    --character-set-server=utf8mb4 --collation-server=utf8mb4_bin &
+    --character-set-server=utf8mb4 --collation-server=utf8mb4_bin 2>>"$DEMO/mariadb-$1.err" &
   pids+=($!)
 }
 start_redis() { # name port
@@ -58,6 +58,7 @@ for port in 13306 13307; do
   sql $port "CREATE DATABASE shop;
     CREATE TABLE shop.users (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, name VARCHAR(64), balance DECIMAL(12,2), updated DATETIME(6));
     CREATE TABLE shop.counters (id INT PRIMARY KEY, user_id BIGINT NOT NULL, n BIGINT NOT NULL);
+    CREATE TABLE shop.warmup (id INT PRIMARY KEY, n BIGINT NOT NULL);
     INSERT INTO shop.counters VALUES (1, 1, 0), (2, 2, 0);"
 done
 for port in 16379 16380; do
@@ -97,7 +98,17 @@ done
 for _ in $(seq 1 100); do
   [ -f "$DEMO/dcsync-data/bj/status.json" ] && [ -f "$DEMO/dcsync-data/sh/status.json" ] && break; sleep 0.2
 done
-sleep 1
+# On its first start a source begins at the current binlog/replication
+# position (existing rows are not copied), so wait until both agents ship:
+# each DC bumps its own warmup row until both DCs hold the same rows.
+echo "== waiting for the agents to connect"
+for _ in $(seq 1 100); do
+  sql 13306 "INSERT INTO shop.warmup VALUES (1, 1) ON DUPLICATE KEY UPDATE n = n + 1"
+  sql 13307 "INSERT INTO shop.warmup VALUES (2, 1) ON DUPLICATE KEY UPDATE n = n + 1"
+  sleep 0.3
+  a=$(sql 13306 "SELECT COUNT(*), SUM(n) FROM shop.warmup"); b=$(sql 13307 "SELECT COUNT(*), SUM(n) FROM shop.warmup")
+  [ "$a" = "$b" ] && [ "${a%%[[:space:]]*}" = 2 ] && break
+done
 
 echo "== writing in both DCs at once: 1000 rows each, updates, deletes, counters, Redis keys"
 write_dc() { # port base redisport
@@ -116,7 +127,7 @@ wait $w1 $w2
 
 # dcsync's own apply-marker keys (dcsync:*) differ per DC by design; skip them.
 keys() { redis-cli -p "$1" --scan | { grep -v '^dcsync:' || true; } | sort; }
-digest() { keys "$1" | while read -r k; do printf '%s %s\n' "$k" "$(redis-cli -p "$1" DUMP "$k" | sha1sum | cut -c1-12)"; done | sha1sum | cut -c1-16; }
+digest() { keys "$1" | sed 's/^/DUMP /' | redis-cli -p "$1" | sha1sum | cut -c1-16; }
 echo "== waiting for both DCs to converge"
 ok=0
 for _ in $(seq 1 120); do

@@ -76,3 +76,10 @@ fn run_refuses_an_undeclared_dc() {
     assert_ne!(code, 0);
     assert!(err.contains("dc \"gz\" is not declared"), "{err}");
 }
+
+#[test]
+fn check_accepts_the_docker_compose_topology() {
+    let path = format!("{}/../../deploy/docker-two-dc.toml", env!("CARGO_MANIFEST_DIR"));
+    let (code, out, err) = dcsync(&["check", "--topology", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+}
