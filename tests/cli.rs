@@ -1,5 +1,6 @@
 //! The `dcsync` command line: `check` on the documented example and on broken
 //! files, and `run` refusing what it cannot do, each with a clear message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 
@@ -79,7 +80,10 @@ fn run_refuses_an_undeclared_dc() {
 
 #[test]
 fn check_accepts_the_docker_compose_topology() {
-    let path = format!("{}/../../deploy/docker-two-dc.toml", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../deploy/docker-two-dc.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let (code, out, err) = dcsync(&["check", "--topology", &path]);
     assert_eq!(code, 0, "{out}{err}");
 }

@@ -7,6 +7,7 @@
 //!   `UPDATE counters SET n = n + 1`, which diverges on any loss or double apply;
 //! - a cut line: both DCs keep writing, the backlog shows in `dcsync status`,
 //!   and replays when the line is restored.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -51,22 +51,32 @@ async fn mysql8_roundtrip_and_echo() {
         .await
         .unwrap();
         match tokio::time::timeout(std::time::Duration::from_millis(500), src.events.recv()).await {
-            Ok(Some(SourceEvent::Local { changes, position, .. })) => break (changes, position),
+            Ok(Some(SourceEvent::Local {
+                changes, position, ..
+            })) => break (changes, position),
             Ok(Some(_)) | Err(_) => continue,
             Ok(None) => panic!("source stopped"),
         }
     };
     let before = dump(&mut c, &format!("{schema}.t")).await;
     let txs = as_transactions(&[first], 1);
-    c.query_drop(format!("DELETE FROM {schema}.t")).await.unwrap();
+    c.query_drop(format!("DELETE FROM {schema}.t"))
+        .await
+        .unwrap();
     let mut sink = MysqlSink::connect(&url, &store).await.unwrap();
     // Rows earlier than the one captured were never seen; put them back so the
     // comparison is about the captured row only.
     let captured_id = n;
     assert_eq!(sink.apply("zz", &txs).await.unwrap(), 1);
     let after = dump(&mut c, &format!("{schema}.t")).await;
-    let want: Vec<String> = before.into_iter().filter(|r| r.starts_with(&format!("{captured_id}|"))).collect();
-    assert_eq!(after, want, "row changed on its way through source and sink");
+    let want: Vec<String> = before
+        .into_iter()
+        .filter(|r| r.starts_with(&format!("{captured_id}|")))
+        .collect();
+    assert_eq!(
+        after, want,
+        "row changed on its way through source and sink"
+    );
     // The sink's transaction shows up as an echo of zz, not as local.
     loop {
         match src.next().await {
@@ -84,5 +94,7 @@ async fn mysql8_roundtrip_and_echo() {
         }
     }
     src.stop().await;
-    c.query_drop(format!("DROP DATABASE {schema}")).await.unwrap();
+    c.query_drop(format!("DROP DATABASE {schema}"))
+        .await
+        .unwrap();
 }
