@@ -1,25 +1,45 @@
-//! A controllable TCP proxy standing in for a WAN line between two agents.
+//! A controllable TCP proxy standing in for a WAN line between two agents
+//! (this kernel has no `netem`, so the line is simulated in user space).
 //!
-//! `cut()` closes every open connection and refuses new ones until
-//! `restore()`; `stall()` keeps connections open but stops moving bytes (a
-//! blackholed line), also until `restore()`. Connections are counted so
-//! tests can wait for a reconnect.
+//! - [`Proxy::set_latency`]: one-way delay plus uniform jitter per direction
+//!   (30 ms RTT = 15 ms each way). Bytes keep their order: a chunk is never
+//!   released before the one read before it.
+//! - [`Proxy::set_bandwidth`]: a byte-rate cap per direction and connection.
+//! - [`Proxy::cut`] / [`Proxy::restore`]: close every open connection and
+//!   refuse new ones until restored.
+//! - [`Proxy::stall`]: keep connections open but move no bytes (blackhole).
+//! - [`Proxy::drop_connections`]: close the open connections once; new ones
+//!   are accepted (a flapping line).
+//!
+//! Connections are counted so tests can wait for a reconnect.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 const UP: u8 = 0;
 const CUT: u8 = 1;
 const STALLED: u8 = 2;
+
+#[derive(Default)]
+struct Shape {
+    /// One-way delay, µs.
+    delay_us: AtomicU64,
+    /// Uniform jitter added on top, µs.
+    jitter_us: AtomicU64,
+    /// Bytes per second per direction; 0 = unlimited.
+    rate: AtomicU64,
+}
 
 /// A running proxy; stops when dropped.
 pub struct Proxy {
     /// Port the proxy listens on (127.0.0.1).
     pub port: u16,
     state: Arc<AtomicU8>,
+    shape: Arc<Shape>,
     epoch: watch::Sender<u64>,
     accepted: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
@@ -31,9 +51,10 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let state = Arc::new(AtomicU8::new(UP));
+        let shape = Arc::new(Shape::default());
         let (epoch, epoch_rx) = watch::channel(0u64);
         let accepted = Arc::new(AtomicU64::new(0));
-        let (st, acc) = (state.clone(), accepted.clone());
+        let (st, acc, sh) = (state.clone(), accepted.clone(), shape.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -44,16 +65,19 @@ impl Proxy {
                     continue;
                 }
                 acc.fetch_add(1, Ordering::SeqCst);
-                let (st, target, mut ep) = (st.clone(), target.clone(), epoch_rx.clone());
+                let (st, sh, target, mut ep) =
+                    (st.clone(), sh.clone(), target.clone(), epoch_rx.clone());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(&target).await else {
                         return;
                     };
+                    let _ = server.set_nodelay(true);
+                    let _ = client.set_nodelay(true);
                     let start_epoch = *ep.borrow_and_update();
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    let a = pump(cr, sw, st.clone());
-                    let b = pump(sr, cw, st.clone());
+                    let a = pipe(cr, sw, st.clone(), sh.clone());
+                    let b = pipe(sr, cw, st.clone(), sh.clone());
                     tokio::select! {
                         _ = a => {}
                         _ = b => {}
@@ -65,6 +89,7 @@ impl Proxy {
         Proxy {
             port,
             state,
+            shape,
             epoch,
             accepted,
             task,
@@ -76,9 +101,30 @@ impl Proxy {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Closes all connections and refuses new ones.
+    /// One-way `delay` plus uniform `jitter` in each direction (RTT = 2 ×
+    /// delay on average plus jitter).
+    pub fn set_latency(&self, delay: Duration, jitter: Duration) {
+        self.shape
+            .delay_us
+            .store(delay.as_micros() as u64, Ordering::SeqCst);
+        self.shape
+            .jitter_us
+            .store(jitter.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// Caps each direction of each connection at `bytes_per_sec` (0 = no cap).
+    pub fn set_bandwidth(&self, bytes_per_sec: u64) {
+        self.shape.rate.store(bytes_per_sec, Ordering::SeqCst);
+    }
+
+    /// Closes all connections and refuses new ones until [`Proxy::restore`].
     pub fn cut(&self) {
         self.state.store(CUT, Ordering::SeqCst);
+        self.epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Closes the open connections once; new ones are accepted.
+    pub fn drop_connections(&self) {
         self.epoch.send_modify(|e| *e += 1);
     }
 
@@ -98,27 +144,70 @@ impl Proxy {
     }
 }
 
-async fn pump(
+/// One direction: a reader stamps each chunk with its release time, a writer
+/// releases chunks in order once due, paced by the rate cap.
+async fn pipe(
     mut r: tokio::net::tcp::OwnedReadHalf,
     mut w: tokio::net::tcp::OwnedWriteHalf,
     st: Arc<AtomicU8>,
+    shape: Arc<Shape>,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        while st.load(Ordering::SeqCst) == STALLED {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let sh = shape.clone();
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut last_due = Instant::now();
+        loop {
+            let n = match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let delay = sh.delay_us.load(Ordering::Relaxed);
+            let jitter = sh.jitter_us.load(Ordering::Relaxed);
+            let extra = if jitter > 0 { rand_below(jitter) } else { 0 };
+            let due = (Instant::now() + Duration::from_micros(delay + extra)).max(last_due);
+            last_due = due;
+            if tx.send((due, buf[..n].to_vec())).is_err() {
+                return;
+            }
         }
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        while st.load(Ordering::SeqCst) == STALLED {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due.into()).await;
+            while st.load(Ordering::SeqCst) == STALLED {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if st.load(Ordering::SeqCst) == CUT {
+                return;
+            }
+            let rate = shape.rate.load(Ordering::Relaxed);
+            if rate > 0 {
+                for part in chunk.chunks(4096) {
+                    let t = Instant::now();
+                    if w.write_all(part).await.is_err() {
+                        return;
+                    }
+                    let budget = Duration::from_secs_f64(part.len() as f64 / rate as f64);
+                    if let Some(rest) = budget.checked_sub(t.elapsed()) {
+                        tokio::time::sleep(rest).await;
+                    }
+                }
+            } else if w.write_all(&chunk).await.is_err() {
+                return;
+            }
         }
-        if st.load(Ordering::SeqCst) == CUT || w.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
+    };
+    // The writer drains what the reader queued before the reader hit EOF, so
+    // a graceful close delivers everything, as a real line would.
+    tokio::join!(reader, writer);
+}
+
+fn rand_below(n: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish() % n.max(1)
 }
 
 impl Drop for Proxy {
