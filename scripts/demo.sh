@@ -87,8 +87,13 @@ url = { bj = "mysql://root@127.0.0.1:13306", sh = "mysql://root@127.0.0.1:13307"
 name = "cache"
 kind = "redis"
 url = { bj = "redis://127.0.0.1:16379", sh = "redis://127.0.0.1:16380" }
+[tls]
+ca = "certs/ca.crt"
+cert = "certs/{dc}.crt"
+key = "certs/{dc}.key"
 TOML
 "$DCSYNC" check --topology "$DEMO/topology.toml"
+"$DCSYNC" certs --topology "$DEMO/topology.toml" | head -3
 
 echo "== starting agents (logs: $DEMO/agent-*.log)"
 for dc in bj sh; do

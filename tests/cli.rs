@@ -87,3 +87,45 @@ fn check_accepts_the_docker_compose_topology() {
     let (code, out, err) = dcsync(&["check", "--topology", &path]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn run_refuses_a_topology_without_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(example()).unwrap();
+    let cut = text.find("[tls]").unwrap();
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, &text[..cut]).unwrap();
+    let (code, _, err) = dcsync(&[
+        "run",
+        "--topology",
+        path.to_str().unwrap(),
+        "--dc",
+        "bj",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no [tls] section") && err.contains("dcsync certs"),
+        "{err}"
+    );
+}
+
+#[test]
+fn certs_makes_a_ca_and_one_certificate_per_dc() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.toml");
+    std::fs::copy(example(), &path).unwrap();
+    let (code, out, err) = dcsync(&["certs", "--topology", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("created CA"), "{out}");
+    for f in ["ca.crt", "ca.key", "bj.crt", "bj.key", "sh.crt", "sh.key"] {
+        assert!(dir.path().join("certs").join(f).exists(), "{f} missing");
+    }
+    let (code, out, _) = dcsync(&["certs", "--topology", path.to_str().unwrap(), "--dc", "sh"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("reused CA"), "{out}");
+    let (code, _, err) = dcsync(&["certs", "--topology", path.to_str().unwrap(), "--dc", "gz"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("\"gz\" is not declared"), "{err}");
+}

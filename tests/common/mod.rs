@@ -45,6 +45,9 @@ pub struct ClusterOptions {
     pub redis: bool,
     /// Extra `[link]` keys.
     pub link_toml: String,
+    /// Mutual TLS on the links (certificates made with `dcsync certs`);
+    /// false = `[tls] plaintext = true`.
+    pub tls: bool,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +57,7 @@ impl Default for ClusterOptions {
             schema_sql: String::new(),
             redis: false,
             link_toml: String::new(),
+            tls: true,
         }
     }
 }
@@ -64,7 +68,8 @@ pub struct Cluster {
     pub dcs: Vec<Dc>,
     /// The topology file.
     pub topology: PathBuf,
-    dir: tempfile::TempDir,
+    /// The cluster's temporary directory (topology, certs, logs, data).
+    pub dir: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -144,8 +149,26 @@ impl Cluster {
         }
         t += "[link]\nheartbeat_ms = 200\ndead_after_ms = 3000\nbackoff_min_ms = 50\nbackoff_max_ms = 1000\n";
         t += &opts.link_toml;
+        if opts.tls {
+            t += "[tls]\nca = \"certs/ca.crt\"\ncert = \"certs/{dc}.crt\"\nkey = \"certs/{dc}.key\"\n";
+        } else {
+            t += "[tls]\nplaintext = true\n";
+        }
         let topology = dir.path().join("topology.toml");
         std::fs::write(&topology, t).unwrap();
+        if opts.tls {
+            let out = Command::new(env!("CARGO_BIN_EXE_dcsync"))
+                .arg("certs")
+                .arg("--topology")
+                .arg(&topology)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "dcsync certs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let mut c = Cluster { dcs, topology, dir };
         for i in 0..c.dcs.len() {
             c.start_agent(i);

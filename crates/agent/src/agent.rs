@@ -18,7 +18,7 @@ use crate::applier::AgentApplier;
 use crate::status::{SourceStatus, StatusBoard};
 use anyhow::{bail, Context};
 use dcsync_core::connector::{ConnectorError, Position, Source, SourceContext, SourceEvent};
-use dcsync_core::topology::{Mode, StoreConfig, StoreKind};
+use dcsync_core::topology::{LinkSecurity, Mode, StoreConfig, StoreKind};
 use dcsync_core::{HlcClock, Topology, Transaction};
 use dcsync_journal::Journal;
 use dcsync_link::{receiver, sender, LinkState, LinkStats};
@@ -47,6 +47,21 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
     if let Mode::Star { .. } = topo.mode {
         bail!("mode = \"star\" is not implemented yet; use mode = \"mesh\"");
     }
+    let tls = match &topo.tls {
+        LinkSecurity::Unset => bail!(
+            "the topology has no [tls] section: links carry your data across the WAN. \
+             Generate certificates with `dcsync certs --topology FILE` and add the [tls] section it prints, \
+             or set `[tls] plaintext = true` to run unencrypted on a private line"
+        ),
+        LinkSecurity::Plaintext => {
+            tracing::warn!("LINKS ARE NOT ENCRYPTED OR AUTHENTICATED ([tls] plaintext = true): anyone who can reach the link port can read and inject changes; use it only on a trusted private line or for local tests");
+            None
+        }
+        LinkSecurity::Tls { .. } => {
+            let Some((ca, cert, key)) = topo.tls.paths_for(&me) else { bail!("[tls] paths missing") };
+            Some(dcsync_link::tls::LinkTls::load(&topo.cluster, &ca, &cert, &key).context("loading the [tls] files")?)
+        }
+    };
     let peers: Vec<String> = topo.peers_of(&me).iter().map(|d| d.id.clone()).collect();
     let journal = Arc::new(
         Journal::open(&data_dir, &peers)
@@ -70,6 +85,7 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
         peers: peers.clone(),
         stores: topo.stores.iter().map(|s| s.name.clone()).collect(),
         settings: topo.link.clone(),
+        tls: tls.clone(),
     });
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(receiver::serve(
@@ -97,6 +113,7 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
             addr: peer.link.clone(),
             stores: topo.stores.iter().map(|s| s.name.clone()).collect(),
             settings: topo.link.clone(),
+            tls: tls.clone(),
         };
         tasks.push(tokio::spawn(sender::run(
             cfg,

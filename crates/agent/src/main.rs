@@ -48,6 +48,19 @@ enum Cmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Generate a cluster CA and one certificate per DC of a topology, for the
+    /// `[tls]` section (an existing ca.crt/ca.key in OUT is reused).
+    Certs {
+        /// The topology file (TOML).
+        #[arg(long)]
+        topology: PathBuf,
+        /// Output directory (default: `certs` next to the topology file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only these DCs (default: every DC of the topology).
+        #[arg(long = "dc")]
+        dcs: Vec<String>,
+    },
     /// Show link states and backlogs of a running agent.
     Status {
         /// The DC id of the agent.
@@ -86,6 +99,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        Cmd::Certs { topology, out, dcs } => certs(&topology, out, dcs),
         Cmd::Status { dc, data_dir, json } => status::print(&data_dir_for(&dc, data_dir), json),
         Cmd::Run {
             topology,
@@ -100,6 +114,48 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn certs(topology: &std::path::Path, out: Option<PathBuf>, dcs: Vec<String>) -> anyhow::Result<()> {
+    let topo = Topology::load(topology)?;
+    let out = out.unwrap_or_else(|| {
+        topology
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("certs")
+    });
+    let dcs = if dcs.is_empty() {
+        topo.dcs.iter().map(|d| d.id.clone()).collect()
+    } else {
+        dcs
+    };
+    for dc in &dcs {
+        if topo.dc(dc).is_none() {
+            anyhow::bail!("dc {dc:?} is not declared in {}", topology.display());
+        }
+    }
+    let g = dcsync_link::tls::generate(&topo.cluster, &dcs, &out)?;
+    println!(
+        "{} CA {}",
+        if g.reused_ca { "reused" } else { "created" },
+        g.ca_cert.display()
+    );
+    for (dc, cert, key) in &g.dcs {
+        println!(
+            "dc {dc}: {} {} (valid for {})",
+            cert.display(),
+            key.display(),
+            dcsync_link::tls::identity_name(dc, &topo.cluster)
+        );
+    }
+    println!(
+        "\nCopy ca.crt and each DC's own .crt/.key to that DC (keep ca.key offline), and set:\n"
+    );
+    println!(
+        "[tls]\nca = \"{0}/ca.crt\"\ncert = \"{0}/{{dc}}.crt\"\nkey = \"{0}/{{dc}}.key\"",
+        out.display()
+    );
+    Ok(())
 }
 
 fn run(topology: PathBuf, dc: String, data_dir: Option<PathBuf>) -> anyhow::Result<()> {

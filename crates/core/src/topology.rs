@@ -286,6 +286,43 @@ impl Default for LinkSettings {
     }
 }
 
+/// How links are secured (`[tls]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkSecurity {
+    /// No `[tls]` section: `dcsync run` refuses to start (links must be
+    /// secured, or plaintext chosen explicitly).
+    Unset,
+    /// `[tls] plaintext = true`: plain TCP, with a loud warning.
+    Plaintext,
+    /// Mutual TLS: every agent presents its DC certificate, signed by the
+    /// cluster CA, valid for the name `<dc>.<cluster>.dcsync`.
+    Tls {
+        /// CA certificate (PEM) that signed every DC certificate.
+        ca: std::path::PathBuf,
+        /// This DC's certificate chain (PEM); `{dc}` is replaced by the DC id.
+        cert: String,
+        /// This DC's private key (PEM); `{dc}` is replaced by the DC id.
+        key: String,
+    },
+}
+
+impl LinkSecurity {
+    /// Certificate and key paths of DC `dc` (`{dc}` substituted).
+    pub fn paths_for(
+        &self,
+        dc: &str,
+    ) -> Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+        match self {
+            LinkSecurity::Tls { ca, cert, key } => Some((
+                ca.clone(),
+                std::path::PathBuf::from(cert.replace("{dc}", dc)),
+                std::path::PathBuf::from(key.replace("{dc}", dc)),
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// A validated topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -301,6 +338,8 @@ pub struct Topology {
     pub stores: Vec<StoreConfig>,
     /// Link tuning.
     pub link: LinkSettings,
+    /// Link security (`[tls]`).
+    pub tls: LinkSecurity,
 }
 
 // ---- raw (as written) form, with spans for error locations ----
@@ -320,6 +359,18 @@ struct RawTopology {
     store: Vec<Spanned<RawStore>>,
     #[serde(default)]
     link: Option<RawLink>,
+    #[serde(default)]
+    tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    #[serde(default)]
+    plaintext: bool,
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -445,7 +496,22 @@ impl Topology {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse_named(&text, &path.display().to_string())
+        let mut t = Self::parse_named(&text, &path.display().to_string())?;
+        // Relative TLS paths are relative to the topology file.
+        if let LinkSecurity::Tls { ca, cert, key } = &mut t.tls {
+            let base = path.parent().unwrap_or(Path::new("."));
+            let abs = |p: &str| {
+                if Path::new(p).is_absolute() {
+                    p.to_string()
+                } else {
+                    base.join(p).display().to_string()
+                }
+            };
+            *ca = std::path::PathBuf::from(abs(&ca.display().to_string()));
+            *cert = abs(cert);
+            *key = abs(key);
+        }
+        Ok(t)
     }
 
     /// Parses and validates topology text; errors name `<string>` as origin.
@@ -719,6 +785,40 @@ fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topology> {
         backoff_min_ms: l.backoff_min_ms.unwrap_or(d.backoff_min_ms).max(1),
         backoff_max_ms: l.backoff_max_ms.unwrap_or(d.backoff_max_ms).max(1),
     };
+    let tls = match &raw.tls {
+        None => LinkSecurity::Unset,
+        Some(t) => {
+            let span = t.span();
+            let t = t.get_ref();
+            match (t.plaintext, &t.ca, &t.cert, &t.key) {
+                (true, None, None, None) => LinkSecurity::Plaintext,
+                (true, ..) => {
+                    c.at(
+                        span,
+                        "[tls]: plaintext = true cannot be combined with ca/cert/key",
+                    );
+                    LinkSecurity::Plaintext
+                }
+                (false, Some(ca), Some(cert), Some(key)) => {
+                    if !cert.contains("{dc}") || !key.contains("{dc}") {
+                        c.at(span, "[tls]: cert and key must contain {dc} (e.g. \"certs/{dc}.crt\"): the file is the same in every DC");
+                    }
+                    LinkSecurity::Tls {
+                        ca: std::path::PathBuf::from(ca),
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    }
+                }
+                (false, ..) => {
+                    c.at(
+                        span,
+                        "[tls]: give ca, cert and key (see `dcsync certs`), or plaintext = true",
+                    );
+                    LinkSecurity::Unset
+                }
+            }
+        }
+    };
     Some(Topology {
         cluster: raw.cluster.into_inner(),
         mode: mode?,
@@ -726,6 +826,7 @@ fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topology> {
         units: units?,
         stores,
         link,
+        tls,
     })
 }
 
@@ -915,6 +1016,35 @@ url = { bj = "mysql://root:secret@127.0.0.1:13306", sh = "mysql://root@127.0.0.1
             .replace("kind = \"mysql\"", "kind = \"oracle\"")
             .replace("count = 64", "count = 0");
         assert!(issues(&text).len() >= 3);
+    }
+
+    #[test]
+    fn tls_section() {
+        assert_eq!(Topology::parse(GOOD).unwrap().tls, LinkSecurity::Unset);
+        let t = Topology::parse(&format!("{GOOD}[tls]\nplaintext = true\n")).unwrap();
+        assert_eq!(t.tls, LinkSecurity::Plaintext);
+        let t = Topology::parse(&format!(
+            "{GOOD}[tls]\nca = \"c/ca.crt\"\ncert = \"c/{{dc}}.crt\"\nkey = \"c/{{dc}}.key\"\n"
+        ))
+        .unwrap();
+        let (_, cert, key) = t.tls.paths_for("bj").unwrap();
+        assert_eq!(
+            (cert.to_str(), key.to_str()),
+            (Some("c/bj.crt"), Some("c/bj.key"))
+        );
+        let i = issues(&format!("{GOOD}[tls]\nca = \"ca.crt\"\n"));
+        assert!(
+            i.iter()
+                .any(|i| i.message.contains("give ca, cert and key")),
+            "{i:?}"
+        );
+        let i = issues(&format!(
+            "{GOOD}[tls]\nca = \"a\"\ncert = \"same.crt\"\nkey = \"k{{dc}}\"\n"
+        ));
+        assert!(
+            i.iter().any(|i| i.message.contains("must contain {dc}")),
+            "{i:?}"
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@
 pub mod frame;
 pub mod receiver;
 pub mod sender;
+pub mod tls;
 
 use dcsync_core::Transaction;
 use std::future::Future;

@@ -29,6 +29,8 @@ pub struct ReceiverConfig {
     pub stores: Vec<String>,
     /// Link tuning.
     pub settings: LinkSettings,
+    /// Mutual TLS; `None` = plain TCP (`[tls] plaintext = true`).
+    pub tls: Option<crate::tls::LinkTls>,
 }
 
 /// Accepts connections on `listener` until `shutdown` turns true; each
@@ -75,12 +77,18 @@ pub enum InboundError {
     /// No frame within the dead-peer timeout.
     #[error("connection stalled: no frame for {0} ms")]
     Stalled(u64),
+    /// TLS handshake failed (wrong CA, no client certificate, garbage).
+    #[error("TLS handshake refused: {0}")]
+    Tls(String),
     /// Applying failed; the sender will retry.
     #[error("{0}")]
     Apply(#[from] ApplyError),
 }
 
-async fn refuse(wr: &mut tokio::net::tcp::OwnedWriteHalf, reason: String) -> InboundError {
+async fn refuse(
+    wr: &mut tokio::io::WriteHalf<crate::tls::LinkStream>,
+    reason: String,
+) -> InboundError {
     let _ = tokio::time::timeout(
         Duration::from_secs(2),
         write_frame(
@@ -104,7 +112,20 @@ async fn handle(
     let s = &cfg.settings;
     let dead = Duration::from_millis(s.dead_after_ms);
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (stream, peer_cert): (crate::tls::LinkStream, _) = match &cfg.tls {
+        None => (Box::new(stream), None),
+        Some(tls) => match tokio::time::timeout(dead, tls.accept(stream)).await {
+            Err(_) => {
+                return Err(InboundError::Tls(format!(
+                    "handshake timed out after {} ms",
+                    s.dead_after_ms
+                )))
+            }
+            Ok(Err(e)) => return Err(InboundError::Tls(e.to_string())),
+            Ok(Ok((st, cert))) => (st, cert),
+        },
+    };
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let hello = tokio::time::timeout(dead, read_frame(&mut rd, s.max_frame_bytes.min(64 << 10)))
         .await
         .map_err(|_| InboundError::Stalled(s.dead_after_ms))??;
@@ -138,6 +159,19 @@ async fn handle(
                 return Err(
                     refuse(&mut wr, format!("unknown dc {dc:?}: not in the topology")).await,
                 );
+            }
+            if let Some(tls) = &cfg.tls {
+                let ok = peer_cert.as_ref().is_some_and(|c| tls.cert_is_for(c, &dc));
+                if !ok {
+                    return Err(refuse(
+                        &mut wr,
+                        format!(
+                            "certificate is not valid for dc {dc:?} (expected a certificate for {})",
+                            crate::tls::identity_name(&dc, &cfg.cluster)
+                        ),
+                    )
+                    .await);
+                }
             }
             dc
         }

@@ -31,6 +31,8 @@ pub struct SenderConfig {
     pub stores: Vec<String>,
     /// Link tuning.
     pub settings: LinkSettings,
+    /// Mutual TLS; `None` = plain TCP (`[tls] plaintext = true`).
+    pub tls: Option<crate::tls::LinkTls>,
 }
 
 /// Why a session ended.
@@ -142,7 +144,19 @@ async fn session(
         .map_err(|_| connect_err(format!("timed out after {} ms", s.dead_after_ms)))?
         .map_err(|e| connect_err(e.to_string()))?;
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let stream: crate::tls::LinkStream = match &cfg.tls {
+        None => Box::new(stream),
+        Some(tls) => tokio::time::timeout(dead, tls.connect(&cfg.peer, stream))
+            .await
+            .map_err(|_| {
+                connect_err(format!(
+                    "TLS handshake timed out after {} ms",
+                    s.dead_after_ms
+                ))
+            })?
+            .map_err(|e| connect_err(format!("TLS handshake: {e}")))?,
+    };
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let hello = Frame::Hello {
         cluster: cfg.cluster.clone(),
         dc: cfg.me.clone(),

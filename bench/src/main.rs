@@ -1,0 +1,322 @@
+//! `dcsync-bench`: measures dcsync against native replication on this
+//! machine and prints a table (optionally written as markdown).
+//!
+//! Cases (each on fresh private `mariadbd`/`redis-server` processes from
+//! `dcsync-testkit`, agents as real `dcsync` processes behind a line proxy):
+//!
+//! 1. MySQL backlog replay: `sysbench oltp_write_only` into DC A with the line
+//!    into DC B cut (agent A journals it), then the line restored and timed
+//!    until B has applied everything; against native MariaDB replication
+//!    with the replica's SQL thread stopped during the load and then started.
+//!    Durable (`innodb_flush_log_at_trx_commit=1`, `sync_binlog=1`) and
+//!    relaxed (`2`, `0`) server settings.
+//! 2. MySQL steady-state lag at fixed sysbench rates over a 30 ms RTT line.
+//! 3. Agent RSS, sampled every 500 ms during the case-1 build-up and replay.
+//! 4. Redis: `redis-benchmark` pipelined writes end to end against
+//!    `REPLICAOF`, and steady-state lag at fixed pipelined loads.
+//!
+//! Speed and memory are measured here, never asserted in tests. Run it with
+//! `scripts/bench.sh`; see `docs/benchmarks.md`.
+
+mod cluster;
+mod mysql_cases;
+mod redis_cases;
+mod util;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(about = "dcsync benchmarks against native MariaDB and Redis replication")]
+struct Args {
+    /// Small sizes (about 5 minutes in all); the default is the full run.
+    #[arg(long)]
+    quick: bool,
+    /// sysbench transactions per backlog replay (overrides the mode's size).
+    #[arg(long)]
+    txns: Option<u64>,
+    /// redis-benchmark requests per command (four commands).
+    #[arg(long)]
+    redis_n: Option<u64>,
+    /// Seconds of offered load per lag measurement.
+    #[arg(long)]
+    lag_secs: Option<u64>,
+    /// Cases to run, comma-separated: replay, lag, redis.
+    #[arg(long, default_value = "replay,lag,redis", value_delimiter = ',')]
+    cases: Vec<String>,
+    /// Also run native replication with slave_parallel_threads=4.
+    #[arg(long)]
+    native_parallel: bool,
+    /// The `dcsync` binary (default: next to this one).
+    #[arg(long)]
+    dcsync: Option<PathBuf>,
+    /// Also write the table as markdown to this file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+/// One table row.
+struct Row {
+    case: String,
+    setting: String,
+    dcsync: String,
+    native: String,
+    ratio: String,
+    notes: String,
+}
+
+fn row(
+    case: &str,
+    setting: &str,
+    dcsync: String,
+    native: String,
+    ratio: String,
+    notes: String,
+) -> Row {
+    Row {
+        case: case.into(),
+        setting: setting.into(),
+        dcsync,
+        native,
+        ratio,
+        notes,
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.0} MiB", kib as f64 / 1024.0)
+}
+
+fn print_rows(rows: &[Row]) {
+    let head = [
+        "case",
+        "setting",
+        "dcsync",
+        "native",
+        "dcsync/native",
+        "notes",
+    ];
+    let cells: Vec<[&str; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.case.as_str(),
+                r.setting.as_str(),
+                r.dcsync.as_str(),
+                r.native.as_str(),
+                r.ratio.as_str(),
+                r.notes.as_str(),
+            ]
+        })
+        .collect();
+    let mut w = head.map(str::len);
+    for c in &cells {
+        for i in 0..6 {
+            w[i] = w[i].max(c[i].chars().count());
+        }
+    }
+    let line = |c: [&str; 6]| {
+        let parts: Vec<String> = (0..6).map(|i| format!("{:<1$}", c[i], w[i])).collect();
+        println!("{}", parts.join(" | "));
+    };
+    line(head);
+    println!(
+        "{}",
+        w.iter()
+            .map(|n| "-".repeat(*n))
+            .collect::<Vec<_>>()
+            .join("-+-")
+    );
+    for c in cells {
+        line(c);
+    }
+}
+
+fn markdown(rows: &[Row], header: &str) -> String {
+    let mut s = format!("{header}\n\n| case | setting | dcsync | native | dcsync/native | notes |\n|---|---|---|---|---|---|\n");
+    for r in rows {
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.case, r.setting, r.dcsync, r.native, r.ratio, r.notes
+        );
+    }
+    s
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    util::now_us();
+    let dcsync = match &args.dcsync {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("current_exe")?
+            .with_file_name("dcsync"),
+    };
+    anyhow::ensure!(
+        dcsync.exists(),
+        "{} not found: cargo build --release -p dcsync-agent",
+        dcsync.display()
+    );
+    let p = mysql_cases::Params {
+        txns: args
+            .txns
+            .unwrap_or(if args.quick { 20_000 } else { 250_000 }),
+        tables: 4,
+        table_size: if args.quick { 20_000 } else { 100_000 },
+        lag_secs: args.lag_secs.unwrap_or(if args.quick { 15 } else { 60 }),
+    };
+    let redis_n = args
+        .redis_n
+        .unwrap_or(if args.quick { 100_000 } else { 500_000 });
+    let mode = if args.quick { "quick" } else { "full" };
+    eprintln!("dcsync-bench ({mode}): {p:?}, redis n={redis_n}/command");
+    let has = |c: &str| args.cases.iter().any(|x| x == c);
+    let mut rows = Vec::new();
+
+    if has("replay") {
+        for durable in [true, false] {
+            let setting = if durable { "durable" } else { "relaxed" };
+            eprintln!("== MySQL backlog replay, {setting}: dcsync");
+            let d = mysql_cases::replay_dcsync(&dcsync, &p, durable).await?;
+            eprintln!("   {d:?}");
+            eprintln!("== MySQL backlog replay, {setting}: native (slave_parallel_threads=0)");
+            let n = mysql_cases::replay_native(&p, durable, 0).await?;
+            eprintln!("   {n:?}");
+            let note = format!(
+                "{} trx = {} row changes; source load {:.0} trx/s",
+                d.load.txns, d.rows, d.load.tps
+            );
+            rows.push(row(
+                "MySQL replay trx/s",
+                setting,
+                format!("{:.0}", d.tps()),
+                format!("{:.0}", n.tps()),
+                ratio(d.tps(), n.tps()),
+                note,
+            ));
+            rows.push(row(
+                "MySQL replay rows/s",
+                setting,
+                format!("{:.0}", d.rows_per_sec()),
+                format!("{:.0}", n.rows_per_sec()),
+                ratio(d.rows_per_sec(), n.rows_per_sec()),
+                format!("replay {:.1} s vs {:.1} s", d.secs, n.secs),
+            ));
+            if args.native_parallel {
+                eprintln!("== MySQL backlog replay, {setting}: native (slave_parallel_threads=4)");
+                let n4 = mysql_cases::replay_native(&p, durable, 4).await?;
+                eprintln!("   {n4:?}");
+                rows.push(row(
+                    "MySQL replay trx/s, native parallel=4",
+                    setting,
+                    format!("{:.0}", d.tps()),
+                    format!("{:.0}", n4.tps()),
+                    ratio(d.tps(), n4.tps()),
+                    format!("{} trx, native replay {:.1} s", n4.load.txns, n4.secs),
+                ));
+            }
+            for (i, r) in d.rss.iter().enumerate() {
+                rows.push(row(
+                    &format!(
+                        "agent RSS ({})",
+                        if i == 0 { "A, journals" } else { "B, applies" }
+                    ),
+                    setting,
+                    format!("max {}", mib(r.max)),
+                    "-".into(),
+                    "-".into(),
+                    format!(
+                        "at start {}; {} changes built up and replayed",
+                        mib(r.start),
+                        d.rows
+                    ),
+                ));
+            }
+        }
+    }
+
+    if has("lag") {
+        for rate in [500u32, 2000] {
+            eprintln!("== MySQL steady-state lag at {rate} trx/s, 30 ms RTT (relaxed)");
+            let l = mysql_cases::lag_dcsync(&dcsync, &p, false, rate).await?;
+            eprintln!("   {l:?}");
+            rows.push(row(
+                "MySQL lag p50/p99/max ms",
+                &format!("{rate} trx/s offered, relaxed"),
+                format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    l.summary.0, l.summary.1, l.summary.2
+                ),
+                "-".into(),
+                "-".into(),
+                format!(
+                    "achieved {:.0} trx/s; {} heartbeats; 30 ms RTT line",
+                    l.achieved, l.samples
+                ),
+            ));
+        }
+    }
+
+    if has("redis") {
+        eprintln!("== Redis end-to-end throughput: dcsync");
+        let d = redis_cases::throughput_dcsync(&dcsync, redis_n).await?;
+        eprintln!("   {d:?}");
+        eprintln!("== Redis end-to-end throughput: native REPLICAOF");
+        let n = redis_cases::throughput_native(redis_n).await?;
+        eprintln!("   {n:?}");
+        rows.push(row(
+            "Redis end-to-end ops/s",
+            "redis-benchmark -P 32",
+            format!("{:.0}", d.ops_per_sec()),
+            format!("{:.0}", n.ops_per_sec()),
+            ratio(d.ops_per_sec(), n.ops_per_sec()),
+            format!(
+                "{} ops; load alone took {:.1} s (dcsync run) / {:.1} s (native run)",
+                d.ops, d.load_secs, n.load_secs
+            ),
+        ));
+        let rates: [u64; 2] = [10_000, 50_000];
+        for rate in rates {
+            eprintln!("== Redis steady-state lag at {rate} ops/s, 30 ms RTT");
+            let l = redis_cases::lag_dcsync(&dcsync, rate, p.lag_secs).await?;
+            eprintln!("   {l:?}");
+            rows.push(row(
+                "Redis lag p50/p99/max ms",
+                &format!("{rate} ops/s offered"),
+                format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    l.summary.0, l.summary.1, l.summary.2
+                ),
+                "-".into(),
+                "-".into(),
+                format!(
+                    "achieved {:.0} ops/s; {} heartbeats; 30 ms RTT line",
+                    l.achieved, l.samples
+                ),
+            ));
+        }
+    }
+
+    println!();
+    print_rows(&rows);
+    if let Some(path) = &args.markdown {
+        let header = format!(
+            "dcsync-bench {mode}: {} trx per replay, {} tables x {} rows, lag {} s per rate, redis-benchmark -n {}",
+            p.txns, p.tables, p.table_size, p.lag_secs, redis_n
+        );
+        std::fs::write(path, markdown(&rows, &header))
+            .with_context(|| format!("write {}", path.display()))?;
+        eprintln!("markdown written to {}", path.display());
+    }
+    Ok(())
+}

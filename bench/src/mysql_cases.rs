@@ -1,0 +1,410 @@
+//! MariaDB cases: backlog replay through dcsync against native
+//! primary→replica replication (with agent RSS sampled on the way), and
+//! steady-state lag at a fixed sysbench rate over a 30 ms RTT line.
+
+use crate::cluster::Agents;
+use crate::util::{
+    lag_summary, last_seq_of, now_us, poll, read_status, source_of, sysbench, sysbench_args,
+    RssSampler, RssStats, SysbenchRun,
+};
+use anyhow::{bail, Context, Result};
+use dcsync_testkit::mariadb::{MariaDb, MariaDbOptions};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Size of a MySQL run.
+#[derive(Debug, Clone, Copy)]
+pub struct Params {
+    /// sysbench transactions in the backlog.
+    pub txns: u64,
+    /// sysbench tables.
+    pub tables: u32,
+    /// Rows per table.
+    pub table_size: u64,
+    /// Seconds of offered load per lag measurement.
+    pub lag_secs: u64,
+}
+
+/// Outcome of one backlog replay.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// The load on the source.
+    pub load: SysbenchRun,
+    /// Row changes (InnoDB inserted + updated + deleted on the source).
+    pub rows: u64,
+    /// Seconds from releasing the backlog to the target having all of it.
+    pub secs: f64,
+    /// Agent RSS (a, b) over build-up and replay; empty for native.
+    pub rss: Vec<RssStats>,
+}
+
+impl Replay {
+    /// Transactions per second of the replay.
+    pub fn tps(&self) -> f64 {
+        self.load.txns as f64 / self.secs
+    }
+    /// Row changes per second of the replay.
+    pub fn rows_per_sec(&self) -> f64 {
+        self.rows as f64 / self.secs
+    }
+}
+
+/// Outcome of one lag measurement.
+#[derive(Debug, Clone)]
+pub struct Lag {
+    /// What sysbench achieved (tps).
+    pub achieved: f64,
+    /// p50, p99, max in ms.
+    pub summary: (f64, f64, f64),
+    /// Heartbeats measured.
+    pub samples: usize,
+}
+
+const SCHEMA: &str = "CREATE DATABASE IF NOT EXISTS sbtest;
+CREATE DATABASE IF NOT EXISTS bench;
+CREATE TABLE bench.warmup (id INT PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB;
+CREATE TABLE bench.lag (id INT PRIMARY KEY, t BIGINT NOT NULL) ENGINE=InnoDB;";
+
+/// The dcsync store covering the benchmark schemas.
+fn store_toml(a: &MariaDb, b: &MariaDb) -> String {
+    format!(
+        "[[store]]\nname = \"sql\"\nkind = \"mysql\"\ntables = [\"sbtest.*\", \"bench.*\"]\nurl = {{ a = \"{}\", b = \"{}\" }}\n",
+        a.url(),
+        b.url()
+    )
+}
+
+async fn conn(db: &MariaDb) -> Result<Conn> {
+    Conn::from_url(db.url())
+        .await
+        .with_context(|| format!("connect {}", db.url()))
+}
+
+async fn start_db(durable: bool) -> MariaDb {
+    MariaDb::start_with(MariaDbOptions {
+        durable,
+        // Both the dcsync and the native runs use the same server settings;
+        // the pool holds the whole benchmark data set.
+        extra_args: vec!["--innodb-buffer-pool-size=512M".into()],
+        ..Default::default()
+    })
+    .await
+}
+
+/// Starts two servers with identical sysbench tables (prepared separately
+/// with the same seed, verified by `CHECKSUM TABLE`).
+async fn start_pair(p: &Params, durable: bool) -> Result<(MariaDb, MariaDb)> {
+    let a = start_db(durable).await;
+    let b = start_db(durable).await;
+    for db in [&a, &b] {
+        conn(db).await?.query_drop(SCHEMA).await?;
+        let base = sysbench_args(db.port, p.tables, p.table_size);
+        tokio::task::spawn_blocking(move || {
+            sysbench(
+                &base,
+                &["--rand-seed=1".into(), "--threads=1".into()],
+                "prepare",
+            )
+        })
+        .await??;
+    }
+    for t in 1..=p.tables {
+        let table = format!("sbtest.sbtest{t}");
+        if a.checksum(&table).await != b.checksum(&table).await {
+            bail!("{table} differs after identical sysbench prepare");
+        }
+    }
+    Ok((a, b))
+}
+
+/// `CHECKSUM TABLE` of every sysbench table equal on both servers.
+async fn same_tables(a: &MariaDb, b: &MariaDb, p: &Params) -> Result<()> {
+    for t in 1..=p.tables {
+        let table = format!("sbtest.sbtest{t}");
+        let (x, y) = (a.checksum(&table).await, b.checksum(&table).await);
+        if x != y {
+            bail!("{table}: checksums differ after the replay: {x:?} vs {y:?}");
+        }
+    }
+    Ok(())
+}
+
+/// InnoDB row changes (inserted + updated + deleted) so far.
+async fn rows_changed(db: &MariaDb) -> Result<u64> {
+    let mut c = conn(db).await?;
+    let rows: Vec<(String, String)> = c
+        .query(
+            "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+             WHERE VARIABLE_NAME IN ('INNODB_ROWS_INSERTED','INNODB_ROWS_UPDATED','INNODB_ROWS_DELETED')",
+        )
+        .await?;
+    let _ = c.disconnect().await;
+    Ok(rows.iter().filter_map(|(_, v)| v.parse::<u64>().ok()).sum())
+}
+
+fn run_load(
+    db: &MariaDb,
+    p: &Params,
+    extra: Vec<String>,
+) -> tokio::task::JoinHandle<Result<SysbenchRun>> {
+    let base = sysbench_args(db.port, p.tables, p.table_size);
+    tokio::task::spawn_blocking(move || sysbench(&base, &extra, "run"))
+}
+
+fn backlog_load(p: &Params) -> Vec<String> {
+    vec![
+        format!("--events={}", p.txns),
+        "--time=0".into(),
+        "--rate=0".into(),
+        "--threads=4".into(),
+        "--rand-seed=7".into(),
+    ]
+}
+
+/// Bumps `bench.warmup` on A until B shows it: the agents ship and apply
+/// (a first start begins at the binlog position current when it connects).
+async fn wait_flowing(agents: &mut Agents, a: &MariaDb, b: &MariaDb) -> Result<()> {
+    let (mut ca, mut cb) = (conn(a).await?, conn(b).await?);
+    let start = Instant::now();
+    for k in 1i64.. {
+        agents.check_alive()?;
+        ca.query_drop(format!(
+            "INSERT INTO bench.warmup VALUES (1, {k}) ON DUPLICATE KEY UPDATE n = {k}"
+        ))
+        .await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let n: Option<i64> = cb
+            .query_first("SELECT n FROM bench.warmup WHERE id = 1")
+            .await?;
+        if n == Some(k) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            bail!(
+                "agents not shipping within 90 s; agent a log:\n{}\nagent b log:\n{}",
+                agents.log_tail(0, 30),
+                agents.log_tail(1, 30)
+            );
+        }
+    }
+    unreachable!("the loop returns or fails")
+}
+
+/// dcsync: the line into B cut, the load journaled by agent A, then the line
+/// restored and timed until B applied all of it.
+pub async fn replay_dcsync(dcsync: &Path, p: &Params, durable: bool) -> Result<Replay> {
+    let (a, b) = start_pair(p, durable).await?;
+    let mut agents = Agents::start(dcsync, &store_toml(&a, &b)).await?;
+    wait_flowing(&mut agents, &a, &b).await?;
+    agents.dcs[1].proxy.cut();
+    let rss = RssSampler::start(agents.pids());
+    let rows0 = rows_changed(&a).await?;
+    let load = run_load(&a, p, backlog_load(p)).await??;
+    let rows = rows_changed(&a).await? - rows0;
+    let (file, pos) = a.binlog_pos().await;
+    let end = format!("{file}:{pos}");
+    // A's source has read up to the binlog end and journaled it.
+    let data_a = agents.dcs[0].data_dir.clone();
+    let last_seq = poll(
+        "agent a to journal the backlog",
+        Duration::from_millis(200),
+        Duration::from_secs(1800),
+        || {
+            let st = read_status(&data_a);
+            let alive = agents.check_alive();
+            let end = end.clone();
+            async move {
+                alive?;
+                let Some(st) = st else { return Ok(None) };
+                let Some((position, _)) = source_of(&st, "sql") else {
+                    return Ok(None);
+                };
+                if position.split_whitespace().next() != Some(end.as_str()) {
+                    return Ok(None);
+                }
+                Ok(last_seq_of(&st, "sql"))
+            }
+        },
+    )
+    .await?;
+    let mut cb = conn(&b).await?;
+    let t0 = Instant::now();
+    agents.dcs[1].proxy.restore();
+    loop {
+        let seq: Option<u64> = cb
+            .query_first("SELECT MAX(seq) FROM dcsync.apply_marker WHERE origin = 'a'")
+            .await?;
+        if seq.unwrap_or(0) >= last_seq {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(3600) {
+            bail!("replay not finished within an hour");
+        }
+        agents.check_alive()?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let rss = rss.finish().await;
+    same_tables(&a, &b, p).await?;
+    Ok(Replay {
+        load,
+        rows,
+        secs,
+        rss,
+    })
+}
+
+async fn slave_status(c: &mut Conn) -> Result<Row> {
+    let r: Option<Row> = c.query_first("SHOW SLAVE STATUS").await?;
+    r.context("SHOW SLAVE STATUS is empty")
+}
+
+fn field(r: &Row, name: &str) -> String {
+    r.get_opt::<String, &str>(name)
+        .and_then(|v| v.ok())
+        .unwrap_or_default()
+}
+
+/// Native MariaDB replication: B replicates A with its SQL thread stopped
+/// while the load runs; the SQL thread is then started and timed until it
+/// executed everything the IO thread received.
+pub async fn replay_native(p: &Params, durable: bool, parallel: u32) -> Result<Replay> {
+    let (a, b) = start_pair(p, durable).await?;
+    let (file, pos) = a.binlog_pos().await;
+    let mut cb = conn(&b).await?;
+    cb.query_drop(format!(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='root', \
+         MASTER_LOG_FILE='{file}', MASTER_LOG_POS={pos}; \
+         SET GLOBAL slave_parallel_threads = {parallel}; START SLAVE IO_THREAD",
+        a.port
+    ))
+    .await?;
+    let rows0 = rows_changed(&a).await?;
+    let load = run_load(&a, p, backlog_load(p)).await??;
+    let rows = rows_changed(&a).await? - rows0;
+    let (file, pos) = a.binlog_pos().await;
+    let pos_s = pos.to_string();
+    let t = Instant::now();
+    loop {
+        let r = slave_status(&mut cb).await?;
+        let err = field(&r, "Last_IO_Error");
+        if !err.is_empty() {
+            bail!("replica IO error: {err}");
+        }
+        if field(&r, "Master_Log_File") == file && field(&r, "Read_Master_Log_Pos") == pos_s {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(600) {
+            bail!("the replica's IO thread did not receive the load in 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t0 = Instant::now();
+    cb.query_drop("START SLAVE SQL_THREAD").await?;
+    loop {
+        let r = slave_status(&mut cb).await?;
+        let err = field(&r, "Last_SQL_Error");
+        if !err.is_empty() {
+            bail!("replica SQL error: {err}");
+        }
+        if field(&r, "Relay_Master_Log_File") == file && field(&r, "Exec_Master_Log_Pos") == pos_s {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(3600) {
+            bail!("native replay not finished within an hour");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    same_tables(&a, &b, p).await?;
+    Ok(Replay {
+        load,
+        rows,
+        secs,
+        rss: Vec::new(),
+    })
+}
+
+/// Steady-state lag at `rate` sysbench trx/s over a 30 ms RTT line: a
+/// heartbeat row is inserted on A every 20 ms with the bench clock, B is
+/// polled every 2 ms, lag = first seen on B − written on A.
+pub async fn lag_dcsync(dcsync: &Path, p: &Params, durable: bool, rate: u32) -> Result<Lag> {
+    let (a, b) = start_pair(p, durable).await?;
+    let mut agents = Agents::start(dcsync, &store_toml(&a, &b)).await?;
+    wait_flowing(&mut agents, &a, &b).await?;
+    for d in &agents.dcs {
+        d.proxy
+            .set_latency(Duration::from_millis(15), Duration::from_millis(3));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut ca = conn(&a).await?;
+    let st = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut id = 0i64;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while !st.load(Ordering::SeqCst) {
+            tick.tick().await;
+            id += 1;
+            ca.exec_drop(
+                "INSERT INTO bench.lag (id, t) VALUES (?, ?)",
+                (id, now_us()),
+            )
+            .await?;
+        }
+        anyhow::Ok(id)
+    });
+    let mut cb = conn(&b).await?;
+    let done = Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX));
+    let dn = done.clone();
+    let poller = tokio::spawn(async move {
+        let mut seen = 0i64;
+        let mut lags = Vec::new();
+        while seen < dn.load(Ordering::SeqCst) {
+            let rows: Vec<(i64, i64)> = cb
+                .exec(
+                    "SELECT id, t FROM bench.lag WHERE id > ? ORDER BY id",
+                    (seen,),
+                )
+                .await?;
+            let now = now_us();
+            for (id, t) in rows {
+                // The first second is the load ramping up.
+                if id > 50 {
+                    lags.push(now - t);
+                }
+                seen = id;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        anyhow::Ok(lags)
+    });
+    let load = run_load(
+        &a,
+        p,
+        vec![
+            format!("--rate={rate}"),
+            format!("--time={}", p.lag_secs),
+            "--events=0".into(),
+            "--threads=8".into(),
+        ],
+    )
+    .await??;
+    stop.store(true, Ordering::SeqCst);
+    let last = writer.await??;
+    done.store(last, Ordering::SeqCst);
+    let mut lags = tokio::time::timeout(Duration::from_secs(600), poller)
+        .await
+        .context("B never showed the last heartbeat")???;
+    agents.check_alive()?;
+    let samples = lags.len();
+    let summary = lag_summary(&mut lags).context("no heartbeat measured")?;
+    Ok(Lag {
+        achieved: load.tps,
+        summary,
+        samples,
+    })
+}
