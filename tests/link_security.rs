@@ -69,6 +69,7 @@ async fn hostile_peers_are_refused_and_service_continues() {
         cluster: cluster.into(),
         dc: dc.into(),
         version,
+        codecs: vec![],
     };
 
     // 1. A certificate from another CA: the TLS handshake fails.

@@ -49,6 +49,7 @@ pub mod source;
 pub mod value;
 
 pub use position::BinlogPosition;
+pub use server::binlog_retention;
 pub use sink::{ensure_marker_table, quote_ident, MysqlSink, MARKER_SLOTS};
 pub use source::{MysqlSource, PROGRESS_INTERVAL};
 

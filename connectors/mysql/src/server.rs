@@ -131,3 +131,21 @@ pub(crate) async fn check_retained(
         )))
     }
 }
+
+/// How long the server at `url` keeps binlog files before purging them
+/// (`binlog_expire_logs_seconds`, which both MySQL 8 and MariaDB 10.6+ have);
+/// `None` when it keeps them forever (0). A journaled backlog older than this
+/// cannot be re-read from the source, so the agent warns as it approaches.
+///
+/// Errors: transient if the server cannot be reached.
+pub async fn binlog_retention(url: &str) -> Result<Option<std::time::Duration>, ConnectorError> {
+    let opts = mysql_async::Opts::from_url(url)
+        .map_err(|e| ConnectorError::Definite(format!("bad mysql url: {e}")))?;
+    let mut conn = Conn::new(opts).await.map_err(|e| classify("connect", e))?;
+    let secs: Option<u64> = conn
+        .query_first("SELECT @@binlog_expire_logs_seconds")
+        .await
+        .map_err(|e| classify("read binlog_expire_logs_seconds", e))?;
+    let _ = conn.disconnect().await;
+    Ok(secs.filter(|s| *s > 0).map(std::time::Duration::from_secs))
+}

@@ -144,6 +144,35 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
         tasks.push(tokio::spawn(sup.run()));
     }
 
+    // Source retention (binlog expiry), refreshed every minute for the
+    // backlog-age warning.
+    {
+        let board = board.clone();
+        let stores: Vec<(String, String)> = topo
+            .stores
+            .iter()
+            .filter(|s| s.kind == StoreKind::Mysql)
+            .filter_map(|s| {
+                s.url_for(&me)
+                    .map(|u| (s.name.clone(), u.expose().to_string()))
+            })
+            .collect();
+        let mut sd = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                for (name, url) in &stores {
+                    match dcsync_mysql::binlog_retention(url).await {
+                        Ok(r) => board.set_retention(name, r.map(|d| d.as_secs())),
+                        Err(e) => tracing::debug!(store = %name, error = %e, "cannot read binlog retention"),
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    _ = sd.changed() => return,
+                }
+            }
+        }));
+    }
     tasks.push(tokio::spawn(board.clone().run(
         journal.clone(),
         peers,

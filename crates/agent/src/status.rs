@@ -7,6 +7,7 @@ use anyhow::Context;
 use dcsync_journal::Journal;
 use dcsync_link::{now_ms, LinkState, LinkStats, SharedStats};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,12 +37,17 @@ pub struct BacklogStatus {
     pub store: String,
     /// Transactions journaled but not acknowledged by the peer.
     pub txns: u64,
+    /// Encoded bytes of those transactions.
+    pub bytes: u64,
     /// Highest seq acknowledged by the peer.
     pub acked_seq: u64,
     /// Highest seq journaled.
     pub last_seq: u64,
     /// Age of the oldest unacknowledged transaction, ms.
     pub oldest_age_ms: Option<u64>,
+    /// How long the source keeps its log (binlog expiry), s; `None` if
+    /// unknown or unlimited.
+    pub source_retention_s: Option<u64>,
 }
 
 /// One link with its backlogs.
@@ -49,6 +55,9 @@ pub struct BacklogStatus {
 pub struct LinkStatus {
     /// Link counters and state.
     pub link: LinkStats,
+    /// Transactions acknowledged per second over the last status interval
+    /// (the replay rate while a backlog drains).
+    pub acked_per_sec: f64,
     /// Per-store backlog.
     pub backlog: Vec<BacklogStatus>,
 }
@@ -66,6 +75,8 @@ pub struct Status {
     pub links: Vec<LinkStatus>,
     /// Sources.
     pub sources: Vec<SourceStatus>,
+    /// Operator warnings (backlog approaching the source's retention, ...).
+    pub warnings: Vec<String>,
 }
 
 /// Collects status from the running parts.
@@ -75,6 +86,10 @@ pub struct StatusBoard {
     path: PathBuf,
     links: Arc<Mutex<Vec<SharedStats>>>,
     sources: Arc<Mutex<Vec<Arc<Mutex<SourceStatus>>>>>,
+    /// Source retention per store, s (set by the retention watcher).
+    retention: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// Previous (acked_txns, ms) per peer, for rates; last warning log, ms.
+    prev: Arc<Mutex<(BTreeMap<String, (u64, u64)>, u64)>>,
 }
 
 impl StatusBoard {
@@ -85,6 +100,8 @@ impl StatusBoard {
             path: dir.join("status.json"),
             links: Arc::default(),
             sources: Arc::default(),
+            retention: Arc::default(),
+            prev: Arc::default(),
         }
     }
 
@@ -108,8 +125,20 @@ impl StatusBoard {
         s
     }
 
+    /// Records that `store`'s source keeps its log for `secs` seconds.
+    pub fn set_retention(&self, store: &str, secs: Option<u64>) {
+        if let Ok(mut r) = self.retention.lock() {
+            match secs {
+                Some(s) => r.insert(store.to_string(), s),
+                None => r.remove(store),
+            };
+        }
+    }
+
     fn snapshot(&self, journal: &Journal, stores: &[String]) -> Status {
         let now = now_ms();
+        let retention = self.retention.lock().map(|r| r.clone()).unwrap_or_default();
+        let mut warnings = Vec::new();
         let links = self
             .links
             .lock()
@@ -119,25 +148,59 @@ impl StatusBoard {
                     .collect::<Vec<_>>()
             })
             .unwrap_or_default();
-        let links = links
-            .into_iter()
-            .map(|link| {
-                let backlog = stores
-                    .iter()
-                    .filter_map(|store| {
-                        let b = journal.backlog(&link.peer, store).ok()?;
-                        Some(BacklogStatus {
-                            store: store.clone(),
-                            txns: b.txns,
-                            acked_seq: b.acked,
-                            last_seq: b.last,
-                            oldest_age_ms: b.oldest.map(|h| now.saturating_sub(h.physical_ms())),
-                        })
-                    })
-                    .collect();
-                LinkStatus { link, backlog }
-            })
-            .collect();
+        let mut prev = match self.prev.lock() {
+            Ok(p) => p,
+            Err(p) => p.into_inner(),
+        };
+        let mut out = Vec::new();
+        for link in links {
+            let acked_per_sec = match prev.0.insert(link.peer.clone(), (link.acked_txns, now)) {
+                Some((n, t)) if now > t => {
+                    link.acked_txns.saturating_sub(n) as f64 * 1000.0 / (now - t) as f64
+                }
+                _ => 0.0,
+            };
+            let mut backlog = Vec::new();
+            for store in stores {
+                let Ok(b) = journal.backlog(&link.peer, store) else {
+                    continue;
+                };
+                let oldest_age_ms = b.oldest.map(|h| now.saturating_sub(h.physical_ms()));
+                let source_retention_s = retention.get(store).copied();
+                if let (Some(age), Some(keep)) = (oldest_age_ms, source_retention_s) {
+                    if age / 1000 >= keep * 8 / 10 {
+                        warnings.push(format!(
+                            "backlog of {store} to {} is {} s old and the source keeps its binlog for {keep} s: \
+                             restore the link soon; a backlog older than the binlog cannot be re-read after an agent restart",
+                            link.peer,
+                            age / 1000
+                        ));
+                    }
+                }
+                backlog.push(BacklogStatus {
+                    store: store.clone(),
+                    txns: b.txns,
+                    bytes: b.bytes,
+                    acked_seq: b.acked,
+                    last_seq: b.last,
+                    oldest_age_ms,
+                    source_retention_s,
+                });
+            }
+            out.push(LinkStatus {
+                link,
+                acked_per_sec,
+                backlog,
+            });
+        }
+        // Log warnings at most once a minute; the status file has them always.
+        if !warnings.is_empty() && now.saturating_sub(prev.1) >= 60_000 {
+            prev.1 = now;
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+        }
+        drop(prev);
         let sources = self
             .sources
             .lock()
@@ -151,8 +214,9 @@ impl StatusBoard {
             dc: self.dc.clone(),
             written_ms: now,
             pid: std::process::id(),
-            links,
+            links: out,
             sources,
+            warnings,
         }
     }
 
@@ -197,6 +261,15 @@ fn ago(ms: u64, now: u64) -> String {
     }
 }
 
+fn human_bytes(b: u64) -> String {
+    match b {
+        0..=9_999 => format!("{b} B"),
+        10_000..=9_999_999 => format!("{:.1} KiB", b as f64 / 1024.0),
+        10_000_000..=9_999_999_999 => format!("{:.1} MiB", b as f64 / 1_048_576.0),
+        _ => format!("{:.1} GiB", b as f64 / 1_073_741_824.0),
+    }
+}
+
 /// Prints the status file of the agent whose data dir is `dir`.
 pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
     let path = dir.join("status.json");
@@ -223,8 +296,8 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
         println!("  warning: status is stale; the agent may not be running");
     }
     println!(
-        "{:<8} {:<30} {:<10} {:>10} {:>10} {:>12}",
-        "PEER", "STATE", "STORE", "BACKLOG", "ACKED", "OLDEST"
+        "{:<8} {:<26} {:<10} {:>10} {:>11} {:>10} {:>9} {:>9}",
+        "PEER", "STATE", "STORE", "BACKLOG", "BYTES", "ACKED", "OLDEST", "REPLAY/s"
     );
     for l in &s.links {
         let state = match &l.link.state {
@@ -236,20 +309,25 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
         };
         for b in &l.backlog {
             println!(
-                "{:<8} {:<30} {:<10} {:>10} {:>10} {:>12}",
+                "{:<8} {:<26} {:<10} {:>10} {:>11} {:>10} {:>9} {:>9.0}",
                 l.link.peer,
                 state,
                 b.store,
                 b.txns,
+                human_bytes(b.bytes),
                 b.acked_seq,
                 b.oldest_age_ms
                     .map(|a| format!("{:.1}s", a as f64 / 1000.0))
-                    .unwrap_or_else(|| "-".into())
+                    .unwrap_or_else(|| "-".into()),
+                l.acked_per_sec
             );
         }
         if let LinkState::Retrying { error, .. } = &l.link.state {
             println!("         last error: {error}");
         }
+    }
+    for w in &s.warnings {
+        println!("WARNING: {w}");
     }
     println!(
         "{:<10} {:<8} {:>10} {:>10}  POSITION",

@@ -269,6 +269,12 @@ pub struct LinkSettings {
     pub backoff_min_ms: u64,
     /// Reconnect delay cap, ms (default 5000).
     pub backoff_max_ms: u64,
+    /// Offer LZ4 compression of batches (default true); used when both ends
+    /// allow it.
+    pub compression: bool,
+    /// Cap on bytes sent per second on each outbound link; 0 = no cap
+    /// (default). Keeps a backlog replay from saturating a shared line.
+    pub max_bytes_per_sec: u64,
 }
 
 impl Default for LinkSettings {
@@ -282,6 +288,8 @@ impl Default for LinkSettings {
             dead_after_ms: 10_000,
             backoff_min_ms: 100,
             backoff_max_ms: 5000,
+            compression: true,
+            max_bytes_per_sec: 0,
         }
     }
 }
@@ -422,6 +430,8 @@ struct RawLink {
     dead_after_ms: Option<u64>,
     backoff_min_ms: Option<u64>,
     backoff_max_ms: Option<u64>,
+    compression: Option<Spanned<String>>,
+    max_bytes_per_sec: Option<u64>,
 }
 
 struct Collector<'a> {
@@ -774,6 +784,21 @@ fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topology> {
         }
     }
     let l = raw.link.unwrap_or_default();
+    let compression = match l
+        .compression
+        .as_ref()
+        .map(|c| (c.get_ref().as_str(), c.span()))
+    {
+        None | Some(("lz4", _)) => true,
+        Some(("none", _)) => false,
+        Some((other, span)) => {
+            c.at(
+                span,
+                format!("link.compression {other:?}: expected \"lz4\" or \"none\""),
+            );
+            true
+        }
+    };
     let d = LinkSettings::default();
     let link = LinkSettings {
         batch_max_txns: l.batch_max_txns.unwrap_or(d.batch_max_txns).max(1),
@@ -784,6 +809,8 @@ fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topology> {
         dead_after_ms: l.dead_after_ms.unwrap_or(d.dead_after_ms).max(100),
         backoff_min_ms: l.backoff_min_ms.unwrap_or(d.backoff_min_ms).max(1),
         backoff_max_ms: l.backoff_max_ms.unwrap_or(d.backoff_max_ms).max(1),
+        compression,
+        max_bytes_per_sec: l.max_bytes_per_sec.unwrap_or(0),
     };
     let tls = match &raw.tls {
         None => LinkSecurity::Unset,

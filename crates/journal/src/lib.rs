@@ -24,11 +24,15 @@
 //! after unclean shutdown and sled 1.0 is an alpha.
 //!
 //! # Layout (redb tables)
-//! - `txs`: `(store, seq) -> bincode(Transaction)`
+//! - `txs`: `(store, seq) -> cum_bytes: u64 LE | bincode(Transaction)`, where
+//!   `cum_bytes` is the total encoded size of the store's entries up to and
+//!   including this one (backlog bytes are a subtraction, not a scan)
 //! - `last_seq`: `store -> seq`
 //! - `positions`: `store -> bincode(Position)`
 //! - `cursors`: `(peer, store) -> seq`
 //! - `meta`: `"hlc" -> u64` (highest HLC issued, the clock floor after restart)
+//! - `cum`: `store -> u64` total bytes ever appended; `removed_cum`: `store ->
+//!   u64` `cum_bytes` of the last removed entry
 
 use dcsync_core::connector::Position;
 use dcsync_core::{Hlc, Transaction};
@@ -40,6 +44,8 @@ const LAST_SEQ: TableDefinition<&str, u64> = TableDefinition::new("last_seq");
 const POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("positions");
 const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const CUM: TableDefinition<&str, u64> = TableDefinition::new("cum");
+const REMOVED_CUM: TableDefinition<&str, u64> = TableDefinition::new("removed_cum");
 
 /// Journal errors. All are fatal for the operation; none leaves a partial
 /// write behind (redb transactions are atomic).
@@ -69,6 +75,13 @@ pub enum JournalError {
     },
 }
 
+fn cum_prefix(v: &[u8]) -> u64 {
+    v.get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
 fn storage<E: std::fmt::Display>(e: E) -> JournalError {
     JournalError::Storage(e.to_string())
 }
@@ -82,6 +95,8 @@ pub struct Backlog {
     pub last: u64,
     /// Transactions waiting for the peer (`last - acked`).
     pub txns: u64,
+    /// Encoded bytes of those transactions.
+    pub bytes: u64,
     /// HLC of the oldest unacknowledged transaction, if any.
     pub oldest: Option<Hlc>,
 }
@@ -124,6 +139,8 @@ impl Journal {
             w.open_table(POSITIONS).map_err(storage)?;
             w.open_table(CURSORS).map_err(storage)?;
             w.open_table(META).map_err(storage)?;
+            w.open_table(CUM).map_err(storage)?;
+            w.open_table(REMOVED_CUM).map_err(storage)?;
         }
         w.commit().map_err(storage)?;
         Ok(Journal {
@@ -158,16 +175,28 @@ impl Journal {
                 .map(|g| g.value())
                 .unwrap_or(0);
             let mut t = w.open_table(TXS).map_err(storage)?;
+            let mut cum_t = w.open_table(CUM).map_err(storage)?;
+            let mut cum = cum_t
+                .get(store)
+                .map_err(storage)?
+                .map(|g| g.value())
+                .unwrap_or(0);
             let mut max_hlc = 0u64;
+            let mut buf = Vec::new();
             for tx in txs.iter_mut() {
                 last += 1;
                 tx.seq = last;
                 max_hlc = max_hlc.max(tx.hlc.0);
                 let bytes = encode_tx(tx)?;
-                t.insert((store, last), bytes.as_slice()).map_err(storage)?;
+                cum += bytes.len() as u64;
+                buf.clear();
+                buf.extend_from_slice(&cum.to_le_bytes());
+                buf.extend_from_slice(&bytes);
+                t.insert((store, last), buf.as_slice()).map_err(storage)?;
                 range = Some((range.map(|(f, _)| f).unwrap_or(last), last));
             }
             if !txs.is_empty() {
+                cum_t.insert(store, cum).map_err(storage)?;
                 last_t.insert(store, last).map_err(storage)?;
                 let mut m = w.open_table(META).map_err(storage)?;
                 let prev = m
@@ -249,7 +278,7 @@ impl Journal {
         {
             let (k, v) = item.map_err(storage)?;
             let (_, seq) = k.value();
-            let raw = v.value();
+            let raw = v.value().get(8..).unwrap_or_default();
             let (tx, _): (Transaction, usize) = bincode::serde::decode_from_slice(raw, BINCODE)
                 .map_err(|e| JournalError::Corrupt {
                     store: store.to_string(),
@@ -295,6 +324,16 @@ impl Journal {
             }
             if min > 0 && min != u64::MAX {
                 let mut t = w.open_table(TXS).map_err(storage)?;
+                let at_min = t
+                    .get((store, min))
+                    .map_err(storage)?
+                    .map(|g| cum_prefix(g.value()));
+                if let Some(cum) = at_min {
+                    w.open_table(REMOVED_CUM)
+                        .map_err(storage)?
+                        .insert(store, cum)
+                        .map_err(storage)?;
+                }
                 t.retain_in((store, 0u64)..=(store, min), |_, _| false)
                     .map_err(storage)?;
             }
@@ -322,9 +361,39 @@ impl Journal {
         } else {
             None
         };
+        let bytes = if last > acked {
+            let r = self.db.begin_read().map_err(storage)?;
+            let total = r
+                .open_table(CUM)
+                .map_err(storage)?
+                .get(store)
+                .map_err(storage)?
+                .map(|g| g.value())
+                .unwrap_or(0);
+            let at_cursor = match r
+                .open_table(TXS)
+                .map_err(storage)?
+                .get((store, acked))
+                .map_err(storage)?
+            {
+                Some(g) => cum_prefix(g.value()),
+                None if acked == 0 => 0,
+                None => r
+                    .open_table(REMOVED_CUM)
+                    .map_err(storage)?
+                    .get(store)
+                    .map_err(storage)?
+                    .map(|g| g.value())
+                    .unwrap_or(0),
+            };
+            total.saturating_sub(at_cursor)
+        } else {
+            0
+        };
         Ok(Backlog {
             acked,
             last,
+            bytes,
             txns: last.saturating_sub(acked),
             oldest,
         })

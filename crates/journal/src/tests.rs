@@ -81,9 +81,23 @@ fn entries_removed_only_when_every_peer_acked() {
     assert_eq!(j.backlog("gz", "s").unwrap().txns, 5);
     assert_eq!(j.backlog("gz", "s").unwrap().oldest, Some(Hlc(6)));
     assert_eq!(j.backlog("sh", "s").unwrap().txns, 2);
+    let per_tx = encode_tx(&Transaction { seq: 1, ..tx(1) }).unwrap().len() as u64;
+    let gz = j.backlog("gz", "s").unwrap();
+    assert!(
+        gz.bytes >= 5 * per_tx - 5 && gz.bytes <= 5 * per_tx + 5,
+        "{gz:?} vs {per_tx}"
+    );
+    let sh = j.backlog("sh", "s").unwrap();
+    assert!(
+        sh.bytes >= 2 * per_tx - 2 && sh.bytes <= 2 * per_tx + 2,
+        "{sh:?}"
+    );
+    j.ack("gz", "s", 10).unwrap();
+    j.ack("sh", "s", 10).unwrap();
+    assert_eq!(j.backlog("gz", "s").unwrap().bytes, 0);
     // cursors never move back
     j.ack("sh", "s", 2).unwrap();
-    assert_eq!(j.cursor("sh", "s").unwrap(), 8);
+    assert_eq!(j.cursor("sh", "s").unwrap(), 10);
 }
 
 #[test]

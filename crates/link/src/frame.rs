@@ -34,6 +34,8 @@ pub enum Frame {
         dc: String,
         /// [`PROTOCOL_VERSION`] of the dialer.
         version: u32,
+        /// Batch codecs the dialer can send, preferred first.
+        codecs: Vec<Codec>,
     },
     /// The receiver accepted the hello; `applied` is, per store, the highest
     /// seq of the dialer's changes already applied (from the apply markers):
@@ -43,6 +45,8 @@ pub enum Frame {
         dc: String,
         /// `(store, applied seq)` pairs.
         applied: Vec<(String, u64)>,
+        /// The codec the sender must use for batches.
+        codec: Codec,
     },
     /// The peer refuses the connection or a batch; the reason names the problem.
     Refused {
@@ -53,8 +57,13 @@ pub enum Frame {
     Batch {
         /// Store name.
         store: String,
-        /// The transactions.
-        txs: Vec<Transaction>,
+        /// How `data` is compressed.
+        codec: Codec,
+        /// Length of `data` once decompressed, bytes.
+        raw_len: u32,
+        /// bincode 2 (standard) encoding of `Vec<Transaction>`, compressed
+        /// with `codec`; see [`pack_batch`] / [`unpack_batch`].
+        data: Vec<u8>,
     },
     /// Everything of `store` up to `seq` is applied at the receiver.
     Ack {
@@ -65,6 +74,72 @@ pub enum Frame {
     },
     /// Liveness; carries nothing.
     Heartbeat,
+}
+
+/// Batch compression, negotiated in the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Codec {
+    /// Uncompressed.
+    None,
+    /// LZ4 block format (lz4_flex), fast enough to never be the bottleneck.
+    Lz4,
+}
+
+/// Encodes (and compresses) the transactions of a batch; returns
+/// `(raw_len, data)` for [`Frame::Batch`].
+pub fn pack_batch(txs: &[Transaction], codec: Codec) -> Result<(u32, Vec<u8>), FrameError> {
+    let raw = bincode::serde::encode_to_vec(txs, config())
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let raw_len = u32::try_from(raw.len()).map_err(|_| FrameError::Oversized {
+        len: raw.len(),
+        limit: u32::MAX as usize,
+    })?;
+    let data = match codec {
+        Codec::None => raw,
+        Codec::Lz4 => lz4_flex::block::compress(&raw),
+    };
+    Ok((raw_len, data))
+}
+
+/// Decompresses and decodes a batch, refusing a `raw_len` above `limit`
+/// bytes before allocating.
+pub fn unpack_batch(
+    codec: Codec,
+    raw_len: u32,
+    data: &[u8],
+    limit: usize,
+) -> Result<Vec<Transaction>, FrameError> {
+    let raw_len = raw_len as usize;
+    if raw_len > limit {
+        return Err(FrameError::Oversized {
+            len: raw_len,
+            limit,
+        });
+    }
+    let raw;
+    let bytes: &[u8] = match codec {
+        Codec::None => data,
+        Codec::Lz4 => {
+            raw = lz4_flex::block::decompress(data, raw_len)
+                .map_err(|e| FrameError::Malformed(format!("lz4 batch: {e}")))?;
+            &raw
+        }
+    };
+    if bytes.len() != raw_len {
+        return Err(FrameError::Malformed(format!(
+            "batch is {} bytes, header says {raw_len}",
+            bytes.len()
+        )));
+    }
+    let (txs, used) = bincode::serde::decode_from_slice::<Vec<Transaction>, _>(bytes, config())
+        .map_err(|e| FrameError::Malformed(format!("batch: {e}")))?;
+    if used != bytes.len() {
+        return Err(FrameError::Malformed(format!(
+            "{} trailing bytes after batch",
+            bytes.len() - used
+        )));
+    }
+    Ok(txs)
 }
 
 /// Frame errors: each closes the connection it happened on.
@@ -224,6 +299,23 @@ mod tests {
         assert!(matches!(decode(&buf, 1024), Err(FrameError::Malformed(_))));
     }
 
+    #[test]
+    fn lying_batch_lengths_are_refused() {
+        let (raw_len, data) = pack_batch(&[], Codec::Lz4).unwrap();
+        assert!(matches!(
+            unpack_batch(Codec::Lz4, raw_len + 7, &data, 1 << 20),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            unpack_batch(Codec::Lz4, u32::MAX, &data, 1 << 20),
+            Err(FrameError::Oversized { .. })
+        ));
+        assert!(matches!(
+            unpack_batch(Codec::None, 3, &[1, 2, 3], 1 << 20),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
     proptest::proptest! {
         #[test]
         fn any_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
@@ -232,7 +324,7 @@ mod tests {
 
         #[test]
         fn batches_roundtrip(store in "[a-z]{1,8}", seq in 0u64..u64::MAX, n in 0usize..4) {
-            let txs = (0..n).map(|i| dcsync_core::Transaction {
+            let txs: Vec<dcsync_core::Transaction> = (0..n).map(|i| dcsync_core::Transaction {
                 origin: "bj".into(), store: store.clone(), seq: seq.wrapping_add(i as u64),
                 hlc: dcsync_core::Hlc(seq), position: String::new(), commit_ts_ms: 0,
                 changes: vec![dcsync_core::Change { unit: Some(3), payload: dcsync_core::Payload::Row(dcsync_core::RowChange {
@@ -240,8 +332,14 @@ mod tests {
                     columns: vec![], before: None,
                     after: Some(vec![dcsync_core::Value::Int(-5), dcsync_core::Value::Bytes(vec![0, 255]), dcsync_core::Value::Null]) }) }],
             }).collect();
-            let f = Frame::Batch { store, txs };
-            proptest::prop_assert_eq!(decode(&encode(&f).unwrap(), usize::MAX).unwrap(), f);
+            for codec in [Codec::None, Codec::Lz4] {
+                let (raw_len, data) = pack_batch(&txs, codec).unwrap();
+                let f = Frame::Batch { store: store.clone(), codec, raw_len, data };
+                let back = decode(&encode(&f).unwrap(), usize::MAX).unwrap();
+                proptest::prop_assert_eq!(&back, &f);
+                let Frame::Batch { codec, raw_len, data, .. } = back else { unreachable!() };
+                proptest::prop_assert_eq!(unpack_batch(codec, raw_len, &data, usize::MAX).unwrap(), txs.clone());
+            }
         }
     }
 }

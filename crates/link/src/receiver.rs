@@ -6,7 +6,7 @@
 //! unknown DC, wrong protocol version) only loses its own connection, with a
 //! log line naming the reason; the listener and every other link go on.
 
-use crate::frame::{read_frame, write_frame, Frame, FrameError, PROTOCOL_VERSION};
+use crate::frame::{read_frame, write_frame, Codec, Frame, FrameError, PROTOCOL_VERSION};
 use crate::sender::frame_name;
 use crate::{Applier, ApplyError};
 use dcsync_core::topology::LinkSettings;
@@ -129,12 +129,19 @@ async fn handle(
     let hello = tokio::time::timeout(dead, read_frame(&mut rd, s.max_frame_bytes.min(64 << 10)))
         .await
         .map_err(|_| InboundError::Stalled(s.dead_after_ms))??;
+    let codec: Codec;
     let origin = match hello {
         Frame::Hello {
             cluster,
             dc,
             version,
+            codecs,
         } => {
+            codec = if s.compression && codecs.contains(&Codec::Lz4) {
+                Codec::Lz4
+            } else {
+                Codec::None
+            };
             if cluster != cfg.cluster {
                 return Err(refuse(
                     &mut wr,
@@ -196,6 +203,7 @@ async fn handle(
         &Frame::Welcome {
             dc: cfg.me.clone(),
             applied,
+            codec,
         },
     )
     .await?;
@@ -225,7 +233,30 @@ async fn handle(
             _ = shutdown.changed() => return Ok(()),
         };
         match f {
-            Frame::Batch { store, txs } => {
+            Frame::Batch {
+                store,
+                codec: batch_codec,
+                raw_len,
+                data,
+            } => {
+                let txs =
+                    crate::frame::unpack_batch(batch_codec, raw_len, &data, s.max_frame_bytes)?;
+                drop(data);
+                if let Some(pair) = txs.windows(2).find(|p| p[1].seq != p[0].seq + 1) {
+                    let reason = format!(
+                        "batch seqs are not dense: {} follows {}",
+                        pair[1].seq, pair[0].seq
+                    );
+                    send_and_close(
+                        otx,
+                        w,
+                        Frame::Refused {
+                            reason: reason.clone(),
+                        },
+                    )
+                    .await;
+                    return Err(InboundError::Refused(reason));
+                }
                 if !cfg.stores.contains(&store) {
                     let reason = format!("unknown store {store:?}");
                     send_and_close(

@@ -6,7 +6,7 @@
 //! `Retrying`, wait a capped exponential backoff with jitter, and start over
 //! from what the peer reports as applied.
 
-use crate::frame::{read_frame, write_frame, Frame, FrameError, PROTOCOL_VERSION};
+use crate::frame::{read_frame, write_frame, Codec, Frame, FrameError, PROTOCOL_VERSION};
 use crate::{now_ms, Backoff, LinkState, SharedStats};
 use dcsync_core::topology::LinkSettings;
 use dcsync_journal::Journal;
@@ -161,13 +161,24 @@ async fn session(
         cluster: cfg.cluster.clone(),
         dc: cfg.me.clone(),
         version: PROTOCOL_VERSION,
+        codecs: if s.compression {
+            vec![Codec::Lz4, Codec::None]
+        } else {
+            vec![Codec::None]
+        },
     };
     timed_write(&mut wr, &hello, dead, s.dead_after_ms).await?;
     let first = tokio::time::timeout(dead, read_frame(&mut rd, s.max_frame_bytes))
         .await
         .map_err(|_| SessionError::Stalled(s.dead_after_ms))??;
+    let codec: Codec;
     let applied: BTreeMap<String, u64> = match first {
-        Frame::Welcome { dc, applied } => {
+        Frame::Welcome {
+            dc,
+            applied,
+            codec: chosen,
+        } => {
+            codec = chosen;
             if dc != cfg.peer {
                 return Err(SessionError::Protocol(format!(
                     "dialed {} at {} but it says it is dc {dc:?}",
@@ -229,6 +240,7 @@ async fn session(
     let mut tick = tokio::time::interval(Duration::from_millis(s.heartbeat_ms.min(1000)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rr = 0usize;
+    let mut pace = Instant::now();
     loop {
         // Fill the window.
         while in_flight.len() < s.window {
@@ -252,11 +264,24 @@ async fn session(
                 }
                 let last_seq = last.seq;
                 let n = txs.len() as u64;
+                let (raw_len, data) = crate::frame::pack_batch(&txs, codec)?;
+                drop(txs);
+                // Bandwidth cap: pace batches so the average stays under the cap.
+                if s.max_bytes_per_sec > 0 {
+                    let now = Instant::now();
+                    if pace > now {
+                        tokio::time::sleep_until(pace.into()).await;
+                    }
+                    pace = pace.max(now)
+                        + Duration::from_secs_f64(data.len() as f64 / s.max_bytes_per_sec as f64);
+                }
                 let bytes = timed_write(
                     &mut wr,
                     &Frame::Batch {
                         store: store.clone(),
-                        txs,
+                        codec,
+                        raw_len,
+                        data,
                     },
                     dead,
                     s.dead_after_ms,
