@@ -16,6 +16,30 @@ pub const DCS: [&str; 2] = ["a", "b"];
 pub const LINK_TOML: &str =
     "[link]\nheartbeat_ms = 200\ndead_after_ms = 3000\nbackoff_min_ms = 50\nbackoff_max_ms = 500\n";
 
+/// Whether links use mutual TLS (the default; `--plaintext` turns it off).
+static TLS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Chooses TLS (true, certificates from `dcsync certs`) or `[tls]
+/// plaintext = true` for every cluster started afterwards.
+pub fn set_tls(on: bool) {
+    let _ = TLS.set(on);
+}
+
+/// A free port below the kernel's ephemeral range (32768+ on Linux), so
+/// the many client connections of a benchmark (sysbench, pollers) cannot
+/// take it between choosing it and the agent binding it.
+fn listen_port() -> Result<u16> {
+    for i in 0..1000u64 {
+        let r = (crate::util::now_us() as u64 ^ (i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .wrapping_mul(0x100_0000_01b3);
+        let port = 20_000 + (r % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in 20000-31999")
+}
+
 /// One agent with its line.
 pub struct Agent {
     /// DC id.
@@ -45,7 +69,7 @@ impl Agents {
             .context("tempdir")?;
         let mut dcs = Vec::new();
         for id in DCS {
-            let listen_port = dcsync_testkit::free_port();
+            let listen_port = listen_port()?;
             let proxy = Proxy::start(format!("127.0.0.1:{listen_port}")).await;
             dcs.push(Agent {
                 id,
@@ -67,8 +91,25 @@ impl Agents {
         t += "[units]\ncount = 64\nowners = { a = \"0-31\", b = \"32-63\" }\n";
         t += stores_toml;
         t += LINK_TOML;
+        let tls = *TLS.get_or_init(|| true);
+        if tls {
+            t += "[tls]\nca = \"certs/ca.crt\"\ncert = \"certs/{dc}.crt\"\nkey = \"certs/{dc}.key\"\n";
+        } else {
+            t += "[tls]\nplaintext = true\n";
+        }
         let topology = dir.path().join("topology.toml");
         std::fs::write(&topology, t).context("write topology")?;
+        if tls {
+            let out = Command::new(dcsync)
+                .arg("certs")
+                .arg("--topology")
+                .arg(&topology)
+                .output()
+                .context("dcsync certs")?;
+            if !out.status.success() {
+                bail!("dcsync certs: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
         let mut a = Agents { dcs, dir };
         for i in 0..a.dcs.len() {
             let d = &mut a.dcs[i];

@@ -48,6 +48,10 @@ struct Args {
     /// Also run native replication with slave_parallel_threads=4.
     #[arg(long)]
     native_parallel: bool,
+    /// Links without TLS (`[tls] plaintext = true`); default is mutual TLS
+    /// with certificates from `dcsync certs`.
+    #[arg(long)]
+    plaintext: bool,
     /// The `dcsync` binary (default: next to this one).
     #[arg(long)]
     dcsync: Option<PathBuf>,
@@ -156,6 +160,7 @@ fn ratio(a: f64, b: f64) -> String {
 async fn main() -> Result<()> {
     let args = Args::parse();
     util::now_us();
+    cluster::set_tls(!args.plaintext);
     let dcsync = match &args.dcsync {
         Some(p) => p.clone(),
         None => std::env::current_exe()
@@ -179,7 +184,12 @@ async fn main() -> Result<()> {
         .redis_n
         .unwrap_or(if args.quick { 100_000 } else { 500_000 });
     let mode = if args.quick { "quick" } else { "full" };
-    eprintln!("dcsync-bench ({mode}): {p:?}, redis n={redis_n}/command");
+    let links = if args.plaintext {
+        "plaintext"
+    } else {
+        "mutual TLS"
+    };
+    eprintln!("dcsync-bench ({mode}): {p:?}, redis n={redis_n}/command, links: {links}");
     let has = |c: &str| args.cases.iter().any(|x| x == c);
     let mut rows = Vec::new();
 
@@ -193,8 +203,8 @@ async fn main() -> Result<()> {
             let n = mysql_cases::replay_native(&p, durable, 0).await?;
             eprintln!("   {n:?}");
             let note = format!(
-                "{} trx = {} row changes; source load {:.0} trx/s",
-                d.load.txns, d.rows, d.load.tps
+                "{} trx = {} row changes; source load {:.0} trx/s in {:.1} s",
+                d.load.txns, d.rows, d.load.tps, d.load.secs
             );
             rows.push(row(
                 "MySQL replay trx/s",
@@ -311,7 +321,7 @@ async fn main() -> Result<()> {
     print_rows(&rows);
     if let Some(path) = &args.markdown {
         let header = format!(
-            "dcsync-bench {mode}: {} trx per replay, {} tables x {} rows, lag {} s per rate, redis-benchmark -n {}",
+            "dcsync-bench {mode} (links: {links}): {} trx per replay, {} tables x {} rows, lag {} s per rate, redis-benchmark -n {}",
             p.txns, p.tables, p.table_size, p.lag_secs, redis_n
         );
         std::fs::write(path, markdown(&rows, &header))
