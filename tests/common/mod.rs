@@ -252,6 +252,17 @@ impl Cluster {
         }
     }
 
+    /// Resident memory of DC `i`'s agent process, KiB (VmRSS).
+    pub fn agent_rss_kib(&self, i: usize) -> Option<u64> {
+        let pid = self.dcs[i].agent.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+
     /// The agent log of DC `i`.
     pub fn agent_log(&self, i: usize) -> String {
         std::fs::read_to_string(
