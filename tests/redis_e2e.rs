@@ -264,7 +264,7 @@ async fn redis_all_types_converge_without_echo() {
         repl_offset(redis_of(&c, 0)).await,
         repl_offset(redis_of(&c, 1)).await,
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let after = (
         repl_offset(redis_of(&c, 0)).await,
         repl_offset(redis_of(&c, 1)).await,

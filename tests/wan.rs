@@ -235,3 +235,43 @@ async fn long_cut_replays_a_100k_backlog_with_bounded_memory_and_survives_kill9(
         .unwrap();
     assert_eq!(dup, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_warns_when_backlog_age_nears_binlog_retention() {
+    // A 10 s binlog retention: the warning is due once the oldest
+    // unacknowledged change is 8 s old.
+    let mut o = opts();
+    o.schema_sql = format!(
+        "SET GLOBAL binlog_expire_logs_seconds = 10; {}",
+        o.schema_sql
+    );
+    let mut c = Cluster::start(o).await;
+    for d in &c.dcs {
+        d.proxy.cut();
+    }
+    c.dcs[0]
+        .db
+        .exec("INSERT INTO shop.events VALUES (1, 1, 'while cut')")
+        .await;
+    let status =
+        dcsync_testkit::wait_for("the retention warning", Duration::from_secs(60), || async {
+            let s = c.status(0, false);
+            s.contains("WARNING").then_some(s)
+        })
+        .await;
+    assert!(status.contains("keeps its binlog for 10 s"), "{status}");
+    dcsync_testkit::wait_for(
+        "the warning in the agent log",
+        Duration::from_secs(10),
+        || async {
+            c.agent_log(0)
+                .contains("keeps its binlog for 10 s")
+                .then_some(())
+        },
+    )
+    .await;
+    for d in &c.dcs {
+        d.proxy.restore();
+    }
+    c.wait_converged(TABLES, 60).await;
+}
