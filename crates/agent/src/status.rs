@@ -79,6 +79,10 @@ pub struct Status {
     pub warnings: Vec<String>,
 }
 
+/// Per peer (acked_txns, ms) at the last snapshot, and when warnings were
+/// last logged (ms).
+type RateState = (BTreeMap<String, (u64, u64)>, u64);
+
 /// Collects status from the running parts.
 #[derive(Clone)]
 pub struct StatusBoard {
@@ -89,7 +93,7 @@ pub struct StatusBoard {
     /// Source retention per store, s (set by the retention watcher).
     retention: Arc<Mutex<BTreeMap<String, u64>>>,
     /// Previous (acked_txns, ms) per peer, for rates; last warning log, ms.
-    prev: Arc<Mutex<(BTreeMap<String, (u64, u64)>, u64)>>,
+    prev: Arc<Mutex<RateState>>,
 }
 
 impl StatusBoard {
