@@ -148,6 +148,10 @@ fn markdown(rows: &[Row], header: &str) -> String {
     s
 }
 
+fn lag_cell(s: (f64, f64, f64)) -> String {
+    format!("{:.1} / {:.1} / {:.1}", s.0, s.1, s.2)
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.2}", a / b)
@@ -203,8 +207,8 @@ async fn main() -> Result<()> {
             let n = mysql_cases::replay_native(&p, durable, 0).await?;
             eprintln!("   {n:?}");
             let note = format!(
-                "{} trx = {} row changes; source load {:.0} trx/s in {:.1} s",
-                d.load.txns, d.rows, d.load.tps, d.load.secs
+                "{} trx = {} row changes; source load {:.0} trx/s in {:.1} s; journal caught up {:.1} s after it",
+                d.load.txns, d.rows, d.load.tps, d.load.secs, d.journal_wait
             );
             rows.push(row(
                 "MySQL replay trx/s",
@@ -256,22 +260,26 @@ async fn main() -> Result<()> {
     }
 
     if has("lag") {
-        for rate in [500u32, 2000] {
-            eprintln!("== MySQL steady-state lag at {rate} trx/s, 30 ms RTT (relaxed)");
-            let l = mysql_cases::lag_dcsync(&dcsync, &p, false, rate).await?;
-            eprintln!("   {l:?}");
+        for (rate, rtt) in [(500u32, 30u64), (2000, 30), (2000, 0)] {
+            eprintln!("== MySQL steady-state lag at {rate} trx/s, {rtt} ms RTT (relaxed): dcsync");
+            let d = mysql_cases::lag(Some(&dcsync), &p, false, rate, rtt).await?;
+            eprintln!("   {d:?}");
+            eprintln!("== MySQL steady-state lag at {rate} trx/s, {rtt} ms RTT (relaxed): native");
+            let n = mysql_cases::lag(None, &p, false, rate, rtt).await?;
+            eprintln!("   {n:?}");
             rows.push(row(
                 "MySQL lag p50/p99/max ms",
-                &format!("{rate} trx/s offered, relaxed"),
+                &format!("{rate} trx/s offered, {rtt} ms RTT, relaxed"),
+                lag_cell(d.summary),
+                lag_cell(n.summary),
+                ratio(d.summary.0, n.summary.0),
                 format!(
-                    "{:.1} / {:.1} / {:.1}",
-                    l.summary.0, l.summary.1, l.summary.2
-                ),
-                "-".into(),
-                "-".into(),
-                format!(
-                    "achieved {:.0} trx/s; {} heartbeats; 30 ms RTT line",
-                    l.achieved, l.samples
+                    "sysbench achieved {:.0} / {:.0} trx/s; {} / {} heartbeats; dcsync backlog at end of load: {} trx",
+                    d.achieved,
+                    n.achieved,
+                    d.samples,
+                    n.samples,
+                    d.backlog_at_end.map_or("?".into(), |v| v.to_string())
                 ),
             ));
         }
@@ -295,23 +303,23 @@ async fn main() -> Result<()> {
                 d.ops, d.load_secs, n.load_secs
             ),
         ));
-        let rates: [u64; 2] = [10_000, 50_000];
-        for rate in rates {
-            eprintln!("== Redis steady-state lag at {rate} ops/s, 30 ms RTT");
-            let l = redis_cases::lag_dcsync(&dcsync, rate, p.lag_secs).await?;
-            eprintln!("   {l:?}");
+        for rate in [10_000u64, 50_000] {
+            let rtt = 30;
+            eprintln!("== Redis steady-state lag at {rate} ops/s, {rtt} ms RTT: dcsync");
+            let d = redis_cases::lag(Some(&dcsync), rate, p.lag_secs, rtt).await?;
+            eprintln!("   {d:?}");
+            eprintln!("== Redis steady-state lag at {rate} ops/s, {rtt} ms RTT: native");
+            let n = redis_cases::lag(None, rate, p.lag_secs, rtt).await?;
+            eprintln!("   {n:?}");
             rows.push(row(
                 "Redis lag p50/p99/max ms",
-                &format!("{rate} ops/s offered"),
+                &format!("{rate} ops/s offered, {rtt} ms RTT"),
+                lag_cell(d.summary),
+                lag_cell(n.summary),
+                ratio(d.summary.0, n.summary.0),
                 format!(
-                    "{:.1} / {:.1} / {:.1}",
-                    l.summary.0, l.summary.1, l.summary.2
-                ),
-                "-".into(),
-                "-".into(),
-                format!(
-                    "achieved {:.0} ops/s; {} heartbeats; 30 ms RTT line",
-                    l.achieved, l.samples
+                    "achieved {:.0} / {:.0} ops/s; {} / {} heartbeats",
+                    d.achieved, n.achieved, d.samples, n.samples
                 ),
             ));
         }

@@ -9,6 +9,7 @@ use crate::util::{
 };
 use anyhow::{bail, Context, Result};
 use dcsync_testkit::mariadb::{MariaDb, MariaDbOptions};
+use dcsync_testkit::proxy::Proxy;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 use std::path::Path;
@@ -35,10 +36,13 @@ pub struct Params {
 pub struct Replay {
     /// The load on the source.
     pub load: SysbenchRun,
-    /// Row changes (InnoDB inserted + updated + deleted on the source).
+    /// Row changes on the source (`Handler_write/update/delete`).
     pub rows: u64,
     /// Seconds from releasing the backlog to the target having all of it.
     pub secs: f64,
+    /// dcsync: seconds from the end of the load until agent A's status
+    /// showed it all journaled (status is written once a second).
+    pub journal_wait: f64,
     /// Agent RSS (a, b) over build-up and replay; empty for native.
     pub rss: Vec<RssStats>,
 }
@@ -63,6 +67,9 @@ pub struct Lag {
     pub summary: (f64, f64, f64),
     /// Heartbeats measured.
     pub samples: usize,
+    /// dcsync: transactions journaled by A but not yet acknowledged by B
+    /// when the load stopped (from A's status, up to 1 s old).
+    pub backlog_at_end: Option<u64>,
 }
 
 const SCHEMA: &str = "CREATE DATABASE IF NOT EXISTS sbtest;
@@ -135,16 +142,17 @@ async fn same_tables(a: &MariaDb, b: &MariaDb, p: &Params) -> Result<()> {
     Ok(())
 }
 
-/// InnoDB row changes (inserted + updated + deleted) so far.
+/// Row changes so far: `Handler_write + Handler_update + Handler_delete`
+/// (MariaDB 10.11 has no `Innodb_rows_*` counters any more).
 async fn rows_changed(db: &MariaDb) -> Result<u64> {
     let mut c = conn(db).await?;
-    let rows: Vec<(String, String)> = c.query("SHOW GLOBAL STATUS LIKE 'Innodb_rows_%'").await?;
+    let rows: Vec<(String, String)> = c.query("SHOW GLOBAL STATUS LIKE 'Handler_%'").await?;
     let _ = c.disconnect().await;
     Ok(rows
         .iter()
         .filter(|(k, _)| {
             let k = k.to_ascii_lowercase();
-            k == "innodb_rows_inserted" || k == "innodb_rows_updated" || k == "innodb_rows_deleted"
+            k == "handler_write" || k == "handler_update" || k == "handler_delete"
         })
         .filter_map(|(_, v)| v.parse::<u64>().ok())
         .sum())
@@ -212,6 +220,7 @@ pub async fn replay_dcsync(dcsync: &Path, p: &Params, durable: bool) -> Result<R
     let (file, pos) = a.binlog_pos().await;
     let end = format!("{file}:{pos}");
     // A's source has read up to the binlog end and journaled it.
+    let load_end = Instant::now();
     let data_a = agents.dcs[0].data_dir.clone();
     let last_seq = poll(
         "agent a to journal the backlog",
@@ -235,6 +244,7 @@ pub async fn replay_dcsync(dcsync: &Path, p: &Params, durable: bool) -> Result<R
         },
     )
     .await?;
+    let journal_wait = load_end.elapsed().as_secs_f64();
     let mut cb = conn(&b).await?;
     let t0 = Instant::now();
     agents.dcs[1].proxy.restore();
@@ -258,6 +268,7 @@ pub async fn replay_dcsync(dcsync: &Path, p: &Params, durable: bool) -> Result<R
         load,
         rows,
         secs,
+        journal_wait,
         rss,
     })
 }
@@ -329,20 +340,57 @@ pub async fn replay_native(p: &Params, durable: bool, parallel: u32) -> Result<R
         load,
         rows,
         secs,
+        journal_wait: 0.0,
         rss: Vec::new(),
     })
 }
 
-/// Steady-state lag at `rate` sysbench trx/s over a 30 ms RTT line: a
-/// heartbeat row is inserted on A every 20 ms with the bench clock, B is
-/// polled every 2 ms, lag = first seen on B − written on A.
-pub async fn lag_dcsync(dcsync: &Path, p: &Params, durable: bool, rate: u32) -> Result<Lag> {
+/// Steady-state lag at `rate` sysbench trx/s over a line of `rtt_ms`
+/// (half each way, 3 ms jitter when non-zero): a heartbeat row is inserted
+/// on A every 20 ms with the bench clock, B is polled every 2 ms, lag =
+/// first seen on B − written on A. `dcsync: None` measures native MariaDB
+/// replication (B a replica of A through the same kind of line).
+pub async fn lag(
+    dcsync: Option<&Path>,
+    p: &Params,
+    durable: bool,
+    rate: u32,
+    rtt_ms: u64,
+) -> Result<Lag> {
     let (a, b) = start_pair(p, durable).await?;
-    let mut agents = Agents::start(dcsync, &store_toml(&a, &b)).await?;
-    wait_flowing(&mut agents, &a, &b).await?;
-    for d in &agents.dcs {
-        d.proxy
-            .set_latency(Duration::from_millis(15), Duration::from_millis(3));
+    let shape = |proxy: &Proxy| {
+        if rtt_ms > 0 {
+            proxy.set_latency(Duration::from_millis(rtt_ms / 2), Duration::from_millis(3));
+        }
+    };
+    let mut agents = None;
+    let mut _line = None;
+    if let Some(dcsync) = dcsync {
+        let mut ag = Agents::start(dcsync, &store_toml(&a, &b)).await?;
+        wait_flowing(&mut ag, &a, &b).await?;
+        for d in &ag.dcs {
+            shape(&d.proxy);
+        }
+        agents = Some(ag);
+    } else {
+        let proxy = Proxy::start(format!("127.0.0.1:{}", a.port)).await;
+        shape(&proxy);
+        let (file, pos) = a.binlog_pos().await;
+        let mut cb = conn(&b).await?;
+        cb.query_drop(format!(
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='root', \
+             MASTER_LOG_FILE='{file}', MASTER_LOG_POS={pos}; START SLAVE",
+            proxy.port
+        ))
+        .await?;
+        let t = Instant::now();
+        while field(&slave_status(&mut cb).await?, "Slave_IO_Running") != "Yes" {
+            if t.elapsed() > Duration::from_secs(60) {
+                bail!("replica IO thread not running within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        _line = Some(proxy);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mut ca = conn(&a).await?;
@@ -398,17 +446,32 @@ pub async fn lag_dcsync(dcsync: &Path, p: &Params, durable: bool, rate: u32) -> 
     )
     .await??;
     stop.store(true, Ordering::SeqCst);
+    let backlog_at_end = agents
+        .as_ref()
+        .and_then(|ag| read_status(&ag.dcs[0].data_dir))
+        .and_then(|st| {
+            st["links"].as_array()?.iter().find_map(|l| {
+                l["backlog"].as_array()?.iter().find_map(|b| {
+                    (b["store"].as_str()? == "sql")
+                        .then(|| b["txns"].as_u64())
+                        .flatten()
+                })
+            })
+        });
     let last = writer.await??;
     done.store(last, Ordering::SeqCst);
     let mut lags = tokio::time::timeout(Duration::from_secs(600), poller)
         .await
         .context("B never showed the last heartbeat")???;
-    agents.check_alive()?;
+    if let Some(ag) = agents.as_mut() {
+        ag.check_alive()?;
+    }
     let samples = lags.len();
     let summary = lag_summary(&mut lags).context("no heartbeat measured")?;
     Ok(Lag {
         achieved: load.tps,
         summary,
         samples,
+        backlog_at_end,
     })
 }

@@ -5,6 +5,7 @@
 use crate::cluster::Agents;
 use crate::util::{lag_summary, now_us};
 use anyhow::{bail, Context, Result};
+use dcsync_testkit::proxy::Proxy;
 use dcsync_testkit::redis::Redis;
 use redis::aio::MultiplexedConnection;
 use std::path::Path;
@@ -107,6 +108,22 @@ async fn wait_key(
             );
         }
     }
+}
+
+async fn wait_link_up(replica: &Redis) -> Result<()> {
+    let start = Instant::now();
+    while replica
+        .info_field("replication", "master_link_status")
+        .await
+        .as_deref()
+        != Some("up")
+    {
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("replica link not up in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 fn redis_benchmark(port: u16, n: u64) -> Result<f64> {
@@ -241,25 +258,46 @@ pub async fn throughput_native(n: u64) -> Result<Throughput> {
 }
 
 /// Steady-state lag at `rate` ops/s (pipelines of SET/HSET/INCR/LPUSH every
-/// 10 ms) through a 30 ms RTT line: a heartbeat `RPUSH bench:hb <µs>` on A
-/// every 20 ms, B polled every 2 ms.
-pub async fn lag_dcsync(dcsync: &Path, rate: u64, secs: u64) -> Result<Lag> {
+/// 10 ms) through a line of `rtt_ms` (half each way, 3 ms jitter when
+/// non-zero): a heartbeat `RPUSH bench:hb <µs>` on A every 20 ms, B polled
+/// every 2 ms. `dcsync: None` measures a native `REPLICAOF` replica through
+/// the same kind of line.
+pub async fn lag(dcsync: Option<&Path>, rate: u64, secs: u64, rtt_ms: u64) -> Result<Lag> {
     let a = Redis::start().await;
     let b = Redis::start().await;
-    let mut agents = Agents::start(dcsync, &store_toml(&a, &b)).await?;
+    let shape = |proxy: &Proxy| {
+        if rtt_ms > 0 {
+            proxy.set_latency(Duration::from_millis(rtt_ms / 2), Duration::from_millis(3));
+        }
+    };
     let (mut ca, mut cb) = (a.conn().await, b.conn().await);
-    wait_key(
-        &mut agents,
-        &mut ca,
-        &mut cb,
-        "bench:warmup",
-        true,
-        Duration::from_secs(90),
-    )
-    .await?;
-    for d in &agents.dcs {
-        d.proxy
-            .set_latency(Duration::from_millis(15), Duration::from_millis(3));
+    let mut agents = None;
+    let mut _line = None;
+    if let Some(dcsync) = dcsync {
+        let mut ag = Agents::start(dcsync, &store_toml(&a, &b)).await?;
+        wait_key(
+            &mut ag,
+            &mut ca,
+            &mut cb,
+            "bench:warmup",
+            true,
+            Duration::from_secs(90),
+        )
+        .await?;
+        for d in &ag.dcs {
+            shape(&d.proxy);
+        }
+        agents = Some(ag);
+    } else {
+        let proxy = Proxy::start(format!("127.0.0.1:{}", a.port)).await;
+        shape(&proxy);
+        redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(proxy.port)
+            .query_async::<()>(&mut cb)
+            .await?;
+        wait_link_up(&b).await?;
+        _line = Some(proxy);
     }
     let stop = Arc::new(AtomicBool::new(false));
     // The load.
@@ -337,7 +375,9 @@ pub async fn lag_dcsync(dcsync: &Path, rate: u64, secs: u64) -> Result<Lag> {
     let mut lags = tokio::time::timeout(Duration::from_secs(600), poller)
         .await
         .context("B never showed the last heartbeat")???;
-    agents.check_alive()?;
+    if let Some(ag) = agents.as_mut() {
+        ag.check_alive()?;
+    }
     let samples = lags.len();
     let summary = lag_summary(&mut lags).context("no heartbeat measured")?;
     Ok(Lag {
