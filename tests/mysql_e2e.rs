@@ -93,6 +93,28 @@ async fn workload(
     let _ = c.disconnect().await;
 }
 
+/// Every counter row equals the increments its DC issued, in every DC.
+async fn assert_counters(c: &Cluster, incs: &[Arc<[AtomicU64; 3]>]) {
+    for (k, inc) in incs.iter().enumerate() {
+        for (r, n) in inc.iter().enumerate() {
+            let id = k * 10 + 1 + r;
+            for d in &c.dcs {
+                let v = query_i64(
+                    &d.db,
+                    &format!("SELECT n FROM shop.counters WHERE id = {id}"),
+                )
+                .await;
+                assert_eq!(
+                    v as u64,
+                    n.load(Ordering::SeqCst),
+                    "counter {id} in {}",
+                    d.id
+                );
+            }
+        }
+    }
+}
+
 fn schema() -> ClusterOptions {
     ClusterOptions {
         schema_sql: SCHEMA.into(),
@@ -188,24 +210,7 @@ async fn concurrent_writes_converge_without_echo() {
 
     // Every change applied exactly once: counters equal the increments issued,
     // and each peer's apply marker reached exactly the origin's last seq.
-    for (k, inc) in incs.iter().enumerate() {
-        for (r, n) in inc.iter().enumerate() {
-            let id = k * 10 + 1 + r;
-            for d in &c.dcs {
-                let v = query_i64(
-                    &d.db,
-                    &format!("SELECT n FROM shop.counters WHERE id = {id}"),
-                )
-                .await;
-                assert_eq!(
-                    v as u64,
-                    n.load(Ordering::SeqCst),
-                    "counter {id} in {}",
-                    d.id
-                );
-            }
-        }
-    }
+    assert_counters(&c, &incs).await;
     // Wait for the status files to catch up (rewritten every second).
     for (i, j) in [(0usize, 1usize), (1, 0)] {
         let origin = c.dcs[i].id.clone();
@@ -255,24 +260,7 @@ async fn exactly_once_across_agent_kill9() {
         h.await.unwrap();
     }
     c.wait_converged(TABLES, 180).await;
-    for (k, inc) in incs.iter().enumerate() {
-        for (r, n) in inc.iter().enumerate() {
-            let id = k * 10 + 1 + r;
-            for d in &c.dcs {
-                let v = query_i64(
-                    &d.db,
-                    &format!("SELECT n FROM shop.counters WHERE id = {id}"),
-                )
-                .await;
-                assert_eq!(
-                    v as u64,
-                    n.load(Ordering::SeqCst),
-                    "counter {id} in {} after kill -9 rounds",
-                    d.id
-                );
-            }
-        }
-    }
+    assert_counters(&c, &incs).await;
     let total: u64 = incs
         .iter()
         .flat_map(|a| a.iter())
@@ -329,24 +317,7 @@ async fn link_outage_backlog_replays() {
         d.proxy.restore();
     }
     c.wait_converged(TABLES, 180).await;
-    for (k, inc) in incs.iter().enumerate() {
-        for (r, n) in inc.iter().enumerate() {
-            let id = k * 10 + 1 + r;
-            for d in &c.dcs {
-                let v = query_i64(
-                    &d.db,
-                    &format!("SELECT n FROM shop.counters WHERE id = {id}"),
-                )
-                .await;
-                assert_eq!(
-                    v as u64,
-                    n.load(Ordering::SeqCst),
-                    "counter {id} in {}",
-                    d.id
-                );
-            }
-        }
-    }
+    assert_counters(&c, &incs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

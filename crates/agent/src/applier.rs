@@ -84,6 +84,25 @@ fn to_apply_error(store: &str, e: ConnectorError) -> ApplyError {
     }
 }
 
+/// The connected sink of `slot` (connecting it first if needed), or the
+/// connect error.
+async fn connected<'g>(
+    slot: &Slot,
+    guard: &'g mut Option<AnySink>,
+    store: &str,
+) -> Result<&'g mut AnySink, ApplyError> {
+    if guard.is_none() {
+        *guard = Some(
+            AnySink::connect(&slot.url, &slot.store)
+                .await
+                .map_err(|e| to_apply_error(store, e))?,
+        );
+    }
+    guard
+        .as_mut()
+        .ok_or_else(|| ApplyError::Transient(format!("store {store}: sink unavailable")))
+}
+
 impl Applier for AgentApplier {
     fn applied<'a>(
         &'a self,
@@ -93,25 +112,14 @@ impl Applier for AgentApplier {
         Box::pin(async move {
             let slot = self.slot(origin, store)?;
             let mut guard = slot.sink.lock().await;
-            if guard.is_none() {
-                *guard = Some(
-                    AnySink::connect(&slot.url, &slot.store)
-                        .await
-                        .map_err(|e| to_apply_error(store, e))?,
-                );
-            }
-            let Some(sink) = guard.as_mut() else {
-                return Err(ApplyError::Transient(format!(
-                    "store {store}: sink unavailable"
-                )));
-            };
-            match sink.applied_seq(origin).await {
-                Ok(s) => Ok(s),
-                Err(e) => {
-                    *guard = None;
-                    Err(to_apply_error(store, e))
-                }
-            }
+            let result = connected(slot, &mut guard, store)
+                .await?
+                .applied_seq(origin)
+                .await;
+            result.map_err(|e| {
+                *guard = None;
+                to_apply_error(store, e)
+            })
         })
     }
 
@@ -127,26 +135,15 @@ impl Applier for AgentApplier {
                 self.clock.observe(max);
             }
             let mut guard = slot.sink.lock().await;
-            if guard.is_none() {
-                *guard = Some(
-                    AnySink::connect(&slot.url, &slot.store)
-                        .await
-                        .map_err(|e| to_apply_error(store, e))?,
-                );
-            }
-            let Some(sink) = guard.as_mut() else {
-                return Err(ApplyError::Transient(format!(
-                    "store {store}: sink unavailable"
-                )));
-            };
-            match sink.apply(origin, &txs).await {
-                Ok(s) => Ok(s),
-                Err(e) => {
-                    tracing::warn!(%origin, %store, error = %e, "apply failed");
-                    *guard = None;
-                    Err(to_apply_error(store, e))
-                }
-            }
+            let result = connected(slot, &mut guard, store)
+                .await?
+                .apply(origin, &txs)
+                .await;
+            result.map_err(|e| {
+                tracing::warn!(%origin, %store, error = %e, "apply failed; the sink reconnects and the sender retries");
+                *guard = None;
+                to_apply_error(store, e)
+            })
         })
     }
 }

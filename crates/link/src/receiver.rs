@@ -242,47 +242,8 @@ async fn handle(
                 let txs =
                     crate::frame::unpack_batch(batch_codec, raw_len, &data, s.max_frame_bytes)?;
                 drop(data);
-                if let Some(pair) = txs.windows(2).find(|p| p[1].seq != p[0].seq + 1) {
-                    let reason = format!(
-                        "batch seqs are not dense: {} follows {}",
-                        pair[1].seq, pair[0].seq
-                    );
-                    send_and_close(
-                        otx,
-                        w,
-                        Frame::Refused {
-                            reason: reason.clone(),
-                        },
-                    )
-                    .await;
-                    return Err(InboundError::Refused(reason));
-                }
-                if !cfg.stores.contains(&store) {
-                    let reason = format!("unknown store {store:?}");
-                    send_and_close(
-                        otx,
-                        w,
-                        Frame::Refused {
-                            reason: reason.clone(),
-                        },
-                    )
-                    .await;
-                    return Err(InboundError::Refused(reason));
-                }
-                if let Some(bad) = txs.iter().find(|t| t.origin != origin || t.store != store) {
-                    let reason = format!(
-                        "batch from {origin} for {store} holds a transaction of origin {} store {}",
-                        bad.origin, bad.store
-                    );
-                    send_and_close(
-                        otx,
-                        w,
-                        Frame::Refused {
-                            reason: reason.clone(),
-                        },
-                    )
-                    .await;
-                    return Err(InboundError::Refused(reason));
+                if let Err(reason) = check_batch(cfg, &origin, &store, &txs) {
+                    return Err(refuse_and_close(otx, w, reason).await);
                 }
                 match applier.apply(&origin, &store, txs).await {
                     Ok(seq) => {
@@ -291,14 +252,7 @@ async fn handle(
                         }
                     }
                     Err(ApplyError::Definite(reason)) => {
-                        send_and_close(
-                            otx,
-                            w,
-                            Frame::Refused {
-                                reason: reason.clone(),
-                            },
-                        )
-                        .await;
+                        let _ = refuse_and_close(otx, w, reason.clone()).await;
                         return Err(ApplyError::Definite(reason).into());
                     }
                     Err(e) => return Err(e.into()),
@@ -307,18 +261,37 @@ async fn handle(
             Frame::Heartbeat => {}
             other => {
                 let reason = format!("unexpected {} after handshake", frame_name(&other));
-                send_and_close(
-                    otx,
-                    w,
-                    Frame::Refused {
-                        reason: reason.clone(),
-                    },
-                )
-                .await;
-                return Err(InboundError::Refused(reason));
+                return Err(refuse_and_close(otx, w, reason).await);
             }
         }
     }
+}
+
+/// Why a batch from `origin` cannot be applied, if it cannot: an unknown
+/// store, a transaction of another origin or store, or seqs that are not
+/// dense and ascending (a gap would be skipped silently by the marker).
+fn check_batch(
+    cfg: &ReceiverConfig,
+    origin: &str,
+    store: &str,
+    txs: &[dcsync_core::Transaction],
+) -> Result<(), String> {
+    if !cfg.stores.iter().any(|s| s == store) {
+        return Err(format!("unknown store {store:?}"));
+    }
+    if let Some(bad) = txs.iter().find(|t| t.origin != origin || t.store != store) {
+        return Err(format!(
+            "batch from {origin} for {store} holds a transaction of origin {} store {}",
+            bad.origin, bad.store
+        ));
+    }
+    if let Some(pair) = txs.windows(2).find(|p| p[1].seq != p[0].seq + 1) {
+        return Err(format!(
+            "batch seqs are not dense: {} follows {}",
+            pair[1].seq, pair[0].seq
+        ));
+    }
+    Ok(())
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -328,10 +301,19 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Sends a last frame (a refusal) and lets the writer flush it before the
-/// connection closes.
-async fn send_and_close(otx: mpsc::Sender<Frame>, mut w: AbortOnDrop, f: Frame) {
-    let _ = otx.send(f).await;
+/// Sends `Refused{reason}` as the last frame, lets the writer flush it, and
+/// returns the error that closes the connection.
+async fn refuse_and_close(
+    otx: mpsc::Sender<Frame>,
+    mut w: AbortOnDrop,
+    reason: String,
+) -> InboundError {
+    let _ = otx
+        .send(Frame::Refused {
+            reason: reason.clone(),
+        })
+        .await;
     drop(otx);
     let _ = tokio::time::timeout(Duration::from_secs(2), &mut w.0).await;
+    InboundError::Refused(reason)
 }
