@@ -465,7 +465,7 @@ async fn emit_rdb(
         if !filter.db_passes(e.db) || !filter.key_passes(&e.key) {
             continue;
         }
-        let unit = Some(st.unit_of(&e.key));
+        let unit = st.unit_of(&e.key);
         for args in commands::recreate(e) {
             cmds.push(Change {
                 unit,

@@ -21,7 +21,7 @@ use crate::source::{
 };
 use dcsync_core::connector::{ConnectorError, Position, SourceContext, SourceEvent};
 use dcsync_core::topology::FlushPolicy;
-use dcsync_core::unit::{redis_hash_tag, unit_of};
+use dcsync_core::unit::{compile_redis_unit_key, redis_unit_key, unit_of};
 use dcsync_core::{Change, Payload, RedisCommand};
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
@@ -39,6 +39,7 @@ pub(crate) struct StreamState {
     filter: KeyFilter,
     flush: FlushPolicy,
     units: u32,
+    unit_key: Option<regex::bytes::Regex>,
     events: mpsc::Sender<SourceEvent>,
     durable: watch::Receiver<Option<Position>>,
     shutdown: watch::Receiver<bool>,
@@ -59,6 +60,11 @@ impl StreamState {
             filter: KeyFilter::new(&cx.store),
             flush: cx.store.flush,
             units: cx.units.count,
+            unit_key: cx
+                .store
+                .unit_key
+                .as_deref()
+                .and_then(|p| compile_redis_unit_key(p).ok()),
             events: cx.events.clone(),
             durable: cx.durable.clone(),
             shutdown: cx.shutdown.clone(),
@@ -66,8 +72,10 @@ impl StreamState {
         }
     }
 
-    pub(crate) fn unit_of(&self, key: &[u8]) -> u32 {
-        unit_of(redis_hash_tag(key), self.units)
+    /// Unit of `key` per the store's `unit_key` pattern (topology
+    /// validation guarantees it compiles); `None` if the key has no unit.
+    pub(crate) fn unit_of(&self, key: &[u8]) -> Option<u32> {
+        redis_unit_key(key, self.unit_key.as_ref()).map(|k| unit_of(k, self.units))
     }
 
     fn pos_at(&self, offset: u64, snapshot: bool) -> Position {
@@ -153,7 +161,7 @@ impl StreamState {
         match self.filter.command(db, args) {
             Verdict::Drop => None,
             Verdict::Keep { args, first_key } => Some(Change {
-                unit: first_key.map(|k| self.unit_of(&k)),
+                unit: first_key.and_then(|k| self.unit_of(&k)),
                 payload: Payload::Redis(RedisCommand { db, args }),
             }),
         }

@@ -39,6 +39,38 @@ pub fn redis_hash_tag(key: &[u8]) -> &[u8] {
     key
 }
 
+/// The part of a Redis key that selects its unit, given the store's
+/// `unit_key` pattern: with a pattern, its first capture group (`None` when
+/// the key does not match: the change has no unit); without one, the hash
+/// tag ([`redis_hash_tag`]).
+///
+/// `user:(\d+):` applied to `user:42:cart` gives `42`.
+pub fn redis_unit_key<'a>(
+    key: &'a [u8],
+    pattern: Option<&regex::bytes::Regex>,
+) -> Option<&'a [u8]> {
+    match pattern {
+        None => Some(redis_hash_tag(key)),
+        Some(re) => re
+            .captures(key)
+            .and_then(|c| c.get(1))
+            .map(|m| m.as_bytes()),
+    }
+}
+
+/// Compiles a Redis `unit_key` pattern (a regular expression with at least
+/// one capture group). Errors name the problem.
+pub fn compile_redis_unit_key(pattern: &str) -> Result<regex::bytes::Regex, String> {
+    let re = regex::bytes::Regex::new(pattern)
+        .map_err(|e| format!("unit_key {pattern:?} is not a regular expression: {e}"))?;
+    if re.captures_len() < 2 {
+        return Err(format!(
+            "unit_key {pattern:?} has no capture group: put the unit part in parentheses, e.g. \"^user:(\\d+):\""
+        ));
+    }
+    Ok(re)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +90,20 @@ mod tests {
             assert!(u < 64);
             assert_eq!(u, unit_of(k.to_string().as_bytes(), 64));
         }
+    }
+
+    #[test]
+    fn redis_unit_key_pattern() {
+        let re = compile_redis_unit_key(r"^user:(\d+):").unwrap();
+        assert_eq!(redis_unit_key(b"user:42:cart", Some(&re)), Some(&b"42"[..]));
+        assert_eq!(redis_unit_key(b"session:9", Some(&re)), None);
+        assert_eq!(redis_unit_key(b"a{7}b", None), Some(&b"7"[..]));
+        assert!(compile_redis_unit_key("user:")
+            .unwrap_err()
+            .contains("no capture group"));
+        assert!(compile_redis_unit_key("(")
+            .unwrap_err()
+            .contains("not a regular expression"));
     }
 
     #[test]

@@ -183,6 +183,9 @@ pub struct StoreConfig {
     /// characters. Empty means every table outside the system schemas.
     pub tables: Vec<String>,
     /// MySQL: column whose value selects the unit; `None` = no unit.
+    /// Redis: a regular expression whose first capture group is the unit
+    /// part of the key (`^user:(\d+):`); `None` = the `{hash tag}` if the
+    /// key has one, else the whole key.
     pub unit_key: Option<String>,
     /// Redis: key prefixes to replicate; empty means all keys.
     pub key_prefixes: Vec<String>,

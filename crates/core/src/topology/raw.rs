@@ -341,6 +341,11 @@ pub(super) fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topolo
                 c.at(s.name.span(), format!("store {name:?}: table pattern {t:?} must be schema.table (e.g. \"shop.*\")"));
             }
         }
+        if let (Some(StoreKind::Redis), Some(pattern)) = (kind, &s.unit_key) {
+            if let Err(e) = crate::unit::compile_redis_unit_key(pattern) {
+                c.at(s.name.span(), format!("store {name:?}: {e}"));
+            }
+        }
         if let Some(kind) = kind {
             stores.push(StoreConfig {
                 name: name.clone(),

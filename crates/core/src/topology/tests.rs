@@ -140,3 +140,18 @@ fn redaction() {
     assert_eq!(redact_url("mysql://u:p@h:1/db"), "mysql://u:***@h:1/db");
     assert_eq!(redact_url("redis://h:1"), "redis://h:1");
 }
+
+#[test]
+fn redis_unit_key_pattern_is_checked() {
+    let redis = |pattern: &str| {
+        format!(
+            "{GOOD}[[store]]\nname = \"cache\"\nkind = \"redis\"\nunit_key = '{pattern}'\nurl = {{ bj = \"redis://a:1\", sh = \"redis://b:1\" }}\n"
+        )
+    };
+    assert!(Topology::parse(&redis(r"^user:(\d+):")).is_ok());
+    let i = issues(&redis("user:"));
+    assert!(
+        i.iter().any(|i| i.message.contains("no capture group")),
+        "{i:?}"
+    );
+}
