@@ -260,7 +260,7 @@ async fn main() -> Result<()> {
     }
 
     if has("lag") {
-        for (rate, rtt) in [(500u32, 30u64), (2000, 30), (2000, 0)] {
+        for (rate, rtt) in [(500u32, 30u64), (1000, 30), (2000, 30), (2000, 0)] {
             eprintln!("== MySQL steady-state lag at {rate} trx/s, {rtt} ms RTT (relaxed): dcsync");
             let d = mysql_cases::lag(Some(&dcsync), &p, false, rate, rtt).await?;
             eprintln!("   {d:?}");
