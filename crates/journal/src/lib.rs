@@ -109,6 +109,11 @@ pub struct Journal {
     peers: Vec<String>,
 }
 
+/// redb's page cache, bytes. Its default (1 GiB) would let the agent's
+/// resident memory grow with the backlog; the backlog is read sequentially,
+/// so a small cache costs little.
+pub const CACHE_BYTES: usize = 64 << 20;
+
 const BINCODE: bincode::config::Configuration = bincode::config::standard();
 
 /// Encodes a transaction as stored in the journal and sent on the link.
@@ -128,10 +133,13 @@ impl Journal {
             path: path.clone(),
             source: Box::new(redb::DatabaseError::Storage(redb::StorageError::Io(e))),
         })?;
-        let db = Database::create(&path).map_err(|e| JournalError::Open {
-            path: path.clone(),
-            source: Box::new(e),
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| JournalError::Open {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
         let w = db.begin_write().map_err(storage)?;
         {
             w.open_table(TXS).map_err(storage)?;
