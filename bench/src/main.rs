@@ -45,6 +45,9 @@ struct Args {
     /// Cases to run, comma-separated: replay, lag, redis.
     #[arg(long, default_value = "replay,lag,redis", value_delimiter = ',')]
     cases: Vec<String>,
+    /// Server settings for the replay case, comma-separated: durable, relaxed.
+    #[arg(long, default_value = "durable,relaxed", value_delimiter = ',')]
+    settings: Vec<String>,
     /// Also run native replication with slave_parallel_threads=4.
     #[arg(long)]
     native_parallel: bool,
@@ -200,6 +203,9 @@ async fn main() -> Result<()> {
     if has("replay") {
         for durable in [true, false] {
             let setting = if durable { "durable" } else { "relaxed" };
+            if !args.settings.iter().any(|s| s == setting) {
+                continue;
+            }
             eprintln!("== MySQL backlog replay, {setting}: dcsync");
             let d = mysql_cases::replay_dcsync(&dcsync, &p, durable).await?;
             eprintln!("   {d:?}");
