@@ -93,6 +93,33 @@ async fn workload(
     let _ = c.disconnect().await;
 }
 
+/// Starts [`workload`] in every DC with `ops` operations each; returns the
+/// per-DC increment counters and the task handles.
+fn spawn_workloads(
+    c: &Cluster,
+    ops: usize,
+) -> (Vec<Arc<[AtomicU64; 3]>>, Vec<tokio::task::JoinHandle<()>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let incs: Vec<Arc<[AtomicU64; 3]>> = (0..c.dcs.len())
+        .map(|_| Arc::new(Default::default()))
+        .collect();
+    let handles = c
+        .dcs
+        .iter()
+        .enumerate()
+        .map(|(k, d)| {
+            tokio::spawn(workload(
+                d.db.url(),
+                k as i64,
+                ops,
+                stop.clone(),
+                incs[k].clone(),
+            ))
+        })
+        .collect();
+    (incs, handles)
+}
+
 /// Every counter row equals the increments its DC issued, in every DC.
 async fn assert_counters(c: &Cluster, incs: &[Arc<[AtomicU64; 3]>]) {
     for (k, inc) in incs.iter().enumerate() {
@@ -189,18 +216,7 @@ async fn wait_binlogs_quiet(c: &Cluster) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_converge_without_echo() {
     let mut c = Cluster::start(schema()).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let incs: Vec<Arc<[AtomicU64; 3]>> = (0..2).map(|_| Arc::new(Default::default())).collect();
-    let mut w = Vec::new();
-    for (k, d) in c.dcs.iter().enumerate() {
-        w.push(tokio::spawn(workload(
-            d.db.url(),
-            k as i64,
-            600,
-            stop.clone(),
-            incs[k].clone(),
-        )));
-    }
+    let (incs, w) = spawn_workloads(&c, 600);
     for h in w {
         h.await.unwrap();
     }
@@ -236,18 +252,7 @@ async fn concurrent_writes_converge_without_echo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_once_across_agent_kill9() {
     let mut c = Cluster::start(schema()).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let incs: Vec<Arc<[AtomicU64; 3]>> = (0..2).map(|_| Arc::new(Default::default())).collect();
-    let mut w = Vec::new();
-    for (k, d) in c.dcs.iter().enumerate() {
-        w.push(tokio::spawn(workload(
-            d.db.url(),
-            k as i64,
-            4000,
-            stop.clone(),
-            incs[k].clone(),
-        )));
-    }
+    let (incs, w) = spawn_workloads(&c, 4000);
     let mut rng = rand::rngs::StdRng::from_os_rng();
     for round in 0..6 {
         let i = round % 2;
@@ -281,18 +286,7 @@ async fn link_outage_backlog_replays() {
     for d in &c.dcs {
         d.proxy.cut();
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let incs: Vec<Arc<[AtomicU64; 3]>> = (0..2).map(|_| Arc::new(Default::default())).collect();
-    let mut w = Vec::new();
-    for (k, d) in c.dcs.iter().enumerate() {
-        w.push(tokio::spawn(workload(
-            d.db.url(),
-            k as i64,
-            1500,
-            stop.clone(),
-            incs[k].clone(),
-        )));
-    }
+    let (incs, w) = spawn_workloads(&c, 1500);
     for h in w {
         h.await.unwrap();
     }
