@@ -42,6 +42,7 @@
 //! [`ConnectorError::Transient`]: dcsync_core::connector::ConnectorError::Transient
 
 pub mod error;
+pub mod plan;
 pub mod position;
 mod server;
 pub mod sink;

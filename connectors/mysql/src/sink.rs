@@ -8,18 +8,20 @@
 //! `MAX(seq)` are skipped) and the echo filter (the source half sees the
 //! marker row inside the transaction).
 //!
-//! Rows are applied convergently: insert and update become
-//! `INSERT .. ON DUPLICATE KEY UPDATE` of the full after image (an update
-//! that changes the primary key first deletes the old key), delete is
-//! `DELETE .. WHERE <pk> = <before pk>`. Statements are prepared once per
-//! table and shape (the driver's statement cache) and bound with parameters.
+//! Rows are applied convergently from full row images. A group is planned
+//! first ([`crate::plan`]): every primary key's changes collapse into their
+//! net effect, applied per table as one `DELETE .. WHERE pk IN (..)` run and
+//! one multi-row `REPLACE` run. Runs are cut into statements of
+//! [`BATCH_SHAPES`] rows, prepared once per table and shape (the driver's
+//! statement cache) and bound with parameters.
 
 use crate::error::classify;
+use crate::plan::{GroupPlan, Run, RunKind};
 use crate::value::to_driver;
 use crate::{MARKER_SCHEMA, MARKER_TABLE};
 use dcsync_core::connector::{ConnectorError, Sink};
 use dcsync_core::topology::{redact_url, StoreConfig};
-use dcsync_core::{Payload, RowChange, RowKind, Transaction, Value};
+use dcsync_core::{Payload, RowChange, Transaction};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params};
 use std::collections::{HashMap, HashSet};
@@ -83,10 +85,10 @@ pub async fn ensure_marker_table(conn: &mut Conn) -> Result<(), ConnectorError> 
         .map_err(|e| classify("creating the apply marker table dcsync.apply_marker", e))
 }
 
-/// Most rows in one multi-row statement. Runs of consecutive upserts (or
-/// deletes) on one table are split greedily into statements of
-/// [`BATCH_SHAPES`] rows, so that few statement shapes are prepared.
-const BATCH_SHAPES: [usize; 4] = [64, 16, 4, 1];
+/// Rows per multi-row statement. A planned run is split greedily into
+/// statements of these sizes, so that few statement shapes are prepared
+/// per table (at most 5 per kind).
+pub const BATCH_SHAPES: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// How long a `ROLLBACK` after a failed group may take before the
 /// connection is given up (and with it the open transaction).
@@ -99,7 +101,7 @@ const MAX_PLACEHOLDERS: usize = 65_535;
 struct TableSql {
     columns: Vec<String>,
     pk: Vec<usize>,
-    /// Indexes of the columns written by the upsert (generated columns are
+    /// Indexes of the columns written by REPLACE (generated columns are
     /// computed by the target and left out).
     written: Vec<usize>,
     /// `` `schema`.`table` ``.
@@ -110,8 +112,8 @@ struct TableSql {
     marks: Vec<&'static str>,
     /// Quoted names of the key columns.
     pk_names: Vec<String>,
-    /// Upsert / delete SQL by row count.
-    upserts: HashMap<usize, String>,
+    /// Replace / delete SQL by row count.
+    replaces: HashMap<usize, String>,
     deletes: HashMap<usize, String>,
 }
 
@@ -161,7 +163,7 @@ impl TableSql {
             names,
             marks,
             pk_names,
-            upserts: HashMap::new(),
+            replaces: HashMap::new(),
             deletes: HashMap::new(),
         }
     }
@@ -171,21 +173,17 @@ impl TableSql {
         (MAX_PLACEHOLDERS / per_row.max(1)).clamp(1, BATCH_SHAPES[0])
     }
 
-    /// `INSERT .. VALUES (..),(..) ON DUPLICATE KEY UPDATE c=VALUES(c), ..`
-    /// for `rows` rows.
-    fn upsert_sql(&mut self, rows: usize) -> String {
+    /// `REPLACE INTO .. VALUES (..),(..)` for `rows` rows.
+    fn replace_sql(&mut self, rows: usize) -> String {
         let (table, names, marks) = (&self.table, &self.names, &self.marks);
-        self.upserts
+        self.replaces
             .entry(rows)
             .or_insert_with(|| {
                 let one = format!("({})", marks.join(","));
-                let updates: Vec<String> =
-                    names.iter().map(|c| format!("{c}=VALUES({c})")).collect();
                 format!(
-                    "INSERT INTO {table} ({}) VALUES {} ON DUPLICATE KEY UPDATE {}",
+                    "REPLACE INTO {table} ({}) VALUES {}",
                     names.join(","),
-                    vec![one; rows].join(","),
-                    updates.join(",")
+                    vec![one; rows].join(",")
                 )
             })
             .clone()
@@ -217,22 +215,6 @@ impl TableSql {
             })
             .clone()
     }
-}
-
-/// Kind of a planned statement run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OpKind {
-    Upsert,
-    Delete,
-}
-
-/// A run of consecutive same-kind row operations on one table.
-struct Op {
-    key: (String, String),
-    kind: OpKind,
-    /// Parameters of every row, row after row.
-    params: Vec<mysql_async::Value>,
-    rows: usize,
 }
 
 /// Transactional MySQL/MariaDB sink (see the module docs).
@@ -352,11 +334,21 @@ impl MysqlSink {
                 }
             }
         }
-        let mut ops: Vec<Op> = Vec::new();
+        let mut plan = GroupPlan::new();
         for tx in group {
             for change in &tx.changes {
                 match &change.payload {
-                    Payload::Row(r) => self.plan_row(r, &mut ops)?,
+                    Payload::Row(r) => {
+                        let key = (r.schema.clone(), r.table.clone());
+                        let Some(t) = self.sql.get(&key).filter(|t| !t.needs_rebuild(r)) else {
+                            return Err(ConnectorError::Definite(format!(
+                                "no SQL prepared for {}.{}",
+                                r.schema, r.table
+                            )));
+                        };
+                        plan.add(r, &t.pk)
+                            .map_err(|e| ConnectorError::Definite(e.to_string()))?;
+                    }
                     Payload::Redis(_) => {
                         return Err(ConnectorError::Definite(format!(
                             "store {}: a Redis command cannot be applied to MySQL (origin {origin} seq {})",
@@ -366,7 +358,7 @@ impl MysqlSink {
                 }
             }
         }
-        let stmts = self.statements(ops)?;
+        let stmts = self.statements(plan)?;
         let conn = self.conn().await?;
         conn.query_drop("BEGIN")
             .await
@@ -411,7 +403,7 @@ impl MysqlSink {
                  schema as in the origin DC"
             )));
         }
-        let existing: HashSet<&str> = rows.iter().map(|(c, _)| c.as_str()).collect();
+        let existing: HashSet<&str> = rows.iter().map(|c| c.0.as_str()).collect();
         if let Some(missing) = r
             .columns
             .iter()
@@ -424,11 +416,11 @@ impl MysqlSink {
         }
         let generated: HashSet<String> = rows
             .into_iter()
-            .filter(|(_, extra)| {
-                let e = extra.to_ascii_uppercase();
+            .filter(|c| {
+                let e = c.1.to_ascii_uppercase();
                 e.contains("VIRTUAL") || e.contains("STORED") || e.contains("PERSISTENT")
             })
-            .map(|(c, _)| c)
+            .map(|c| c.0)
             .collect();
         self.sql.insert(
             (r.schema.clone(), r.table.clone()),
@@ -437,91 +429,46 @@ impl MysqlSink {
         Ok(())
     }
 
-    /// Appends the row operations that apply `r` convergently, merging
-    /// them into the previous run when it has the same table and kind.
-    fn plan_row(&mut self, r: &RowChange, out: &mut Vec<Op>) -> Result<(), ConnectorError> {
-        let name = format!("{}.{}", r.schema, r.table);
-        let key = (r.schema.clone(), r.table.clone());
-        let Some(t) = self.sql.get(&key).filter(|t| !t.needs_rebuild(r)) else {
-            return Err(ConnectorError::Definite(format!(
-                "no SQL prepared for {name}"
-            )));
-        };
-        let check = |img: &Option<Vec<Value>>, what: &str| -> Result<Vec<Value>, ConnectorError> {
-            match img {
-                Some(v) if v.len() == r.columns.len() => Ok(v.clone()),
-                _ => Err(ConnectorError::Definite(format!(
-                    "{name}: {:?} change without a full {what} image",
-                    r.kind
-                ))),
-            }
-        };
-        let mut push = |kind: OpKind, img: &[Value]| {
-            let cols = if kind == OpKind::Upsert {
-                &t.written
-            } else {
-                &t.pk
-            };
-            let max_rows = TableSql::max_rows(cols.len());
-            let params = cols.iter().map(|i| to_driver(&img[*i]));
-            match out.last_mut() {
-                Some(op) if op.key == key && op.kind == kind && op.rows < max_rows => {
-                    op.params.extend(params);
-                    op.rows += 1;
-                }
-                _ => out.push(Op {
-                    key: key.clone(),
-                    kind,
-                    params: params.collect(),
-                    rows: 1,
-                }),
-            }
-        };
-        match r.kind {
-            RowKind::Insert => push(OpKind::Upsert, &check(&r.after, "after")?),
-            RowKind::Update => {
-                let before = check(&r.before, "before")?;
-                let after = check(&r.after, "after")?;
-                if t.pk.iter().any(|i| before[*i] != after[*i]) {
-                    push(OpKind::Delete, &before);
-                }
-                push(OpKind::Upsert, &after);
-            }
-            RowKind::Delete => push(OpKind::Delete, &check(&r.before, "before")?),
-        }
-        Ok(())
-    }
-
-    /// Turns runs into statements of [`BATCH_SHAPES`] rows each:
-    /// `(sql, params, table name for errors)`.
+    /// Turns the planned runs into statements of [`BATCH_SHAPES`] rows
+    /// each: `(sql, params, table name for errors)`.
     fn statements(
         &mut self,
-        ops: Vec<Op>,
+        plan: GroupPlan<'_>,
     ) -> Result<Vec<(String, Params, String)>, ConnectorError> {
         let mut out = Vec::new();
-        for op in ops {
-            let name = format!("{}.{}", op.key.0, op.key.1);
-            let Some(t) = self.sql.get_mut(&op.key) else {
+        for ((schema, table), runs) in plan.into_runs() {
+            let name = format!("{schema}.{table}");
+            let Some(t) = self.sql.get_mut(&(schema.to_string(), table.to_string())) else {
                 return Err(ConnectorError::Definite(format!(
                     "no SQL prepared for {name}"
                 )));
             };
-            let per_row = op.params.len() / op.rows.max(1);
-            let mut params = op.params.into_iter();
-            let mut left = op.rows;
-            while left > 0 {
-                let n = BATCH_SHAPES
-                    .iter()
-                    .copied()
-                    .find(|s| *s <= left && *s <= TableSql::max_rows(per_row))
-                    .unwrap_or(1);
-                let sql = match op.kind {
-                    OpKind::Upsert => t.upsert_sql(n),
-                    OpKind::Delete => t.delete_sql(n),
+            for Run { kind, rows } in runs {
+                let cols = if kind == RunKind::Delete {
+                    t.pk.clone()
+                } else {
+                    t.written.clone()
                 };
-                let p: Vec<mysql_async::Value> = params.by_ref().take(n * per_row).collect();
-                out.push((sql, Params::Positional(p), name.clone()));
-                left -= n;
+                let max = TableSql::max_rows(cols.len());
+                let mut rest = rows.as_slice();
+                while !rest.is_empty() {
+                    let n = BATCH_SHAPES
+                        .iter()
+                        .copied()
+                        .find(|s| *s <= rest.len() && *s <= max)
+                        .unwrap_or(1);
+                    let (chunk, tail) = rest.split_at(n);
+                    rest = tail;
+                    let sql = match kind {
+                        RunKind::Replace => t.replace_sql(n),
+                        RunKind::Delete => t.delete_sql(n),
+                    };
+                    let params = chunk
+                        .iter()
+                        .flat_map(|img| cols.iter().map(|i| to_driver(&img[*i])))
+                        .collect();
+                    out.push((sql, Params::Positional(params), name.clone()));
+                }
             }
         }
         Ok(out)
