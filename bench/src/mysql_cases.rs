@@ -247,6 +247,7 @@ pub async fn replay_dcsync(dcsync: &Path, p: &Params, durable: bool) -> Result<R
     let journal_wait = load_end.elapsed().as_secs_f64();
     let mut cb = conn(&b).await?;
     let t0 = Instant::now();
+    let wall0 = unix_secs();
     agents.dcs[1].proxy.restore();
     loop {
         let seq: Option<u64> = cb
@@ -259,9 +260,11 @@ pub async fn replay_dcsync(dcsync: &Path, p: &Params, durable: bool) -> Result<R
             bail!("replay not finished within an hour");
         }
         agents.check_alive()?;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
+    // For `perf record -k realtime` / `perf report --time start,end`.
+    eprintln!("   replay window (unix s): {wall0:.6},{:.6}", unix_secs());
     let rss = rss.finish().await;
     same_tables(&a, &b, p).await?;
     Ok(Replay {
@@ -474,4 +477,13 @@ pub async fn lag(
         samples,
         backlog_at_end,
     })
+}
+
+/// Wall-clock time in seconds since the Unix epoch (0 if the clock is
+/// before it).
+fn unix_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }

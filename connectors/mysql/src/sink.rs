@@ -1,12 +1,23 @@
 //! The applying half: transactional, idempotent apply with an apply marker.
 //!
 //! Per group of consecutive source transactions (bounded by
-//! `apply_group_txns` and `apply_group_bytes`): `BEGIN`; upsert the marker
-//! row `(origin, store, slot = seq % 16)` with the group's last seq; apply
-//! every row change; `COMMIT`. The marker and the data commit atomically, so
-//! the marker is both the idempotency checkpoint (transactions at or below
-//! `MAX(seq)` are skipped) and the echo filter (the source half sees the
-//! marker row inside the transaction).
+//! `apply_group_txns` and `apply_group_bytes`) and per partition `p` of
+//! `apply_parallel` connections: `BEGIN`; upsert the marker row `(origin,
+//! store, slot = p * 16 + seq % 16)` with the group's last seq; apply the
+//! partition's rows (those whose primary key hashes to `p`, see
+//! [`crate::plan`]); `COMMIT`. The partitions run concurrently. Each
+//! partition's marker and data commit atomically, so the markers are both
+//! the idempotency checkpoint (partition `p` skips transactions at or below
+//! its `MAX(seq)`; the sink's applied seq is the minimum over partitions)
+//! and the echo filter (the source half sees a marker row inside every
+//! transaction the sink writes). Every partition writes its marker in every
+//! group, even with no rows, so that all partitions advance together.
+//!
+//! When the marker rows of an origin do not match the configured partition
+//! count (first use, or `apply_parallel` changed), they are rewritten in one
+//! transaction to the lowest applied seq over the old partitions: keys may
+//! move between partitions, and re-applying full row images from there is
+//! convergent.
 //!
 //! Rows are applied convergently from full row images. A group is planned
 //! first ([`crate::plan`]): every primary key's changes collapse into their
@@ -16,7 +27,7 @@
 //! statement cache) and bound with parameters.
 
 use crate::error::classify;
-use crate::plan::{GroupPlan, Run, RunKind};
+use crate::plan::{GroupPlan, PartitionRuns, Run, RunKind, Spread};
 use crate::value::to_driver;
 use crate::{MARKER_SCHEMA, MARKER_TABLE};
 use dcsync_core::connector::{ConnectorError, Sink};
@@ -112,6 +123,8 @@ struct TableSql {
     marks: Vec<&'static str>,
     /// Quoted names of the key columns.
     pk_names: Vec<String>,
+    /// How the table's rows spread over apply partitions.
+    spread: Spread,
     /// Replace / delete SQL by row count.
     replaces: HashMap<usize, String>,
     deletes: HashMap<usize, String>,
@@ -137,7 +150,12 @@ impl TableSql {
             || self.pk != r.primary_key()
     }
 
-    fn build(r: &RowChange, pk: Vec<usize>, generated: &HashSet<String>) -> TableSql {
+    fn build(
+        r: &RowChange,
+        pk: Vec<usize>,
+        generated: &HashSet<String>,
+        spread: Spread,
+    ) -> TableSql {
         let table = format!("{}.{}", quote_ident(&r.schema), quote_ident(&r.table));
         let cols: Vec<String> = r.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let written: Vec<usize> = (0..r.columns.len())
@@ -163,6 +181,7 @@ impl TableSql {
             names,
             marks,
             pk_names,
+            spread,
             replaces: HashMap::new(),
             deletes: HashMap::new(),
         }
@@ -223,9 +242,12 @@ pub struct MysqlSink {
     store: String,
     group_txns: usize,
     group_bytes: usize,
-    conn: Option<Conn>,
-    /// Highest applied seq per origin, as last read from / written to the DB.
-    applied: HashMap<String, u64>,
+    /// One connection per apply partition (`apply_parallel`), opened
+    /// lazily; the first also reads markers and table metadata.
+    conns: Vec<Option<Conn>>,
+    /// Per origin: highest applied seq per partition, as last read from /
+    /// written to the DB.
+    applied: HashMap<String, Vec<u64>>,
     sql: HashMap<(String, String), TableSql>,
 }
 
@@ -254,76 +276,250 @@ async fn open(url: &str) -> Result<Conn, ConnectorError> {
     Ok(conn)
 }
 
+/// A statement to run: `(sql, params, table name for errors)`.
+type Stmt = (String, Params, String);
+
+/// One partition's transaction, not yet awaited.
+type PartitionFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PartitionResult> + Send>>;
+
+/// The partition transactions of one group, started but not awaited.
+struct Started(Vec<(usize, PartitionFuture)>);
+
+impl Started {
+    /// Awaits every partition, puts the usable connections back into
+    /// `sink`, and returns the first error with whether all failures were
+    /// deadlocks.
+    async fn await_all(self, sink: &mut MysqlSink) -> Result<(), (ConnectorError, bool)> {
+        let (parts, futures): (Vec<usize>, Vec<_>) = self.0.into_iter().unzip();
+        let results = futures_util::future::join_all(futures).await;
+        let mut first_err = None;
+        let mut all_deadlocks = true;
+        for (p, r) in parts.into_iter().zip(results) {
+            sink.conns[p] = r.conn;
+            if let Err(e) = r.result {
+                all_deadlocks &= r.deadlock;
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), |e| Err((e, all_deadlocks)))
+    }
+}
+
+/// Runs one partition's transaction on `conn`: `BEGIN`, the marker, the
+/// statements, `COMMIT`. Errors come with what was being done.
+async fn run_partition(
+    conn: &mut Conn,
+    marker: (String, Params),
+    stmts: Vec<Stmt>,
+) -> Result<(), (String, mysql_async::Error)> {
+    let at = |what: &str| {
+        let what = what.to_string();
+        move |e| (what, e)
+    };
+    conn.query_drop("BEGIN").await.map_err(at("BEGIN"))?;
+    conn.exec_drop(marker.0, marker.1)
+        .await
+        .map_err(at("writing the apply marker dcsync.apply_marker"))?;
+    for (sql, params, table) in stmts {
+        conn.exec_drop(sql, params)
+            .await
+            .map_err(at(&format!("applying to {table}")))?;
+    }
+    conn.query_drop("COMMIT").await.map_err(at("COMMIT"))
+}
+
+/// How one partition's transaction ended.
+struct PartitionResult {
+    /// The connection, if still usable.
+    conn: Option<Conn>,
+    result: Result<(), ConnectorError>,
+    /// The server chose this transaction as a deadlock victim (1213) and
+    /// rolled it back: another partition held a lock it needed (rows of
+    /// different partitions can share a secondary unique value).
+    deadlock: bool,
+}
+
+/// [`run_partition`], then after a failure a `ROLLBACK` (bounded by
+/// [`ROLLBACK_TIMEOUT`]).
+async fn run_or_roll_back(
+    mut conn: Conn,
+    marker: (String, Params),
+    stmts: Vec<Stmt>,
+) -> PartitionResult {
+    match run_partition(&mut conn, marker, stmts).await {
+        Ok(()) => PartitionResult {
+            conn: Some(conn),
+            result: Ok(()),
+            deadlock: false,
+        },
+        Err((what, e)) => {
+            let deadlock = matches!(&e, mysql_async::Error::Server(s) if s.code == 1213);
+            let e = classify(&what, e);
+            let rolled_back = matches!(
+                tokio::time::timeout(ROLLBACK_TIMEOUT, conn.query_drop("ROLLBACK")).await,
+                Ok(Ok(()))
+            );
+            let keep = rolled_back && (deadlock || !e.is_transient());
+            PartitionResult {
+                conn: keep.then_some(conn),
+                result: Err(e),
+                deadlock,
+            }
+        }
+    }
+}
+
+/// Retries of a group whose partitions deadlocked each other; every retry
+/// runs only the partitions that did not commit, so one partition alone
+/// is left at worst.
+const DEADLOCK_RETRIES: usize = 8;
+
+fn marker_table() -> String {
+    format!(
+        "{}.{}",
+        quote_ident(MARKER_SCHEMA),
+        quote_ident(MARKER_TABLE)
+    )
+}
+
 impl MysqlSink {
     /// Connects to the store at `url`, sets up the session and creates the
-    /// apply marker table if needed. Group bounds come from `store`
-    /// (`apply_group_txns`, `apply_group_bytes`).
+    /// apply marker table if needed. Group bounds and the partition count
+    /// come from `store` (`apply_group_txns`, `apply_group_bytes`,
+    /// `apply_parallel`); further connections open at the first apply.
     pub async fn connect(url: &str, store: &StoreConfig) -> Result<MysqlSink, ConnectorError> {
         let mut conn = open(url).await?;
         ensure_marker_table(&mut conn).await?;
+        let mut conns: Vec<Option<Conn>> = (0..store.apply_parallel.max(1)).map(|_| None).collect();
+        conns[0] = Some(conn);
         Ok(MysqlSink {
             url: url.to_string(),
             store: store.name.clone(),
             group_txns: store.apply_group_txns.max(1),
             group_bytes: store.apply_group_bytes.max(1),
-            conn: Some(conn),
+            conns,
             applied: HashMap::new(),
             sql: HashMap::new(),
         })
     }
 
-    async fn conn(&mut self) -> Result<&mut Conn, ConnectorError> {
-        if self.conn.is_none() {
-            self.conn = Some(open(&self.url).await?);
+    /// Connection `i`, opened if needed.
+    async fn conn(&mut self, i: usize) -> Result<&mut Conn, ConnectorError> {
+        let Some(slot) = self.conns.get_mut(i) else {
+            return Err(ConnectorError::Definite(format!("no apply connection {i}")));
+        };
+        if slot.is_none() {
+            *slot = Some(open(&self.url).await?);
         }
-        self.conn
-            .as_mut()
+        slot.as_mut()
             .ok_or_else(|| ConnectorError::Transient("no connection".into()))
     }
 
-    async fn read_applied(&mut self, origin: &str) -> Result<u64, ConnectorError> {
+    /// Reads the per-partition applied seqs of `origin`, rewriting the
+    /// marker rows first if they do not match the partition count (see the
+    /// module docs).
+    async fn read_applied(&mut self, origin: &str) -> Result<Vec<u64>, ConnectorError> {
+        let n = self.conns.len();
         let store = self.store.clone();
-        let sql = format!(
-            "SELECT COALESCE(MAX(seq), 0) FROM {}.{} WHERE origin=? AND store=?",
-            quote_ident(MARKER_SCHEMA),
-            quote_ident(MARKER_TABLE)
-        );
-        let conn = self.conn().await?;
-        let r: Result<Option<u64>, _> = conn.exec_first(sql, (origin, store)).await;
-        match r {
-            Ok(v) => Ok(v.unwrap_or(0)),
-            Err(e) => {
-                self.conn = None;
-                Err(classify("reading the apply marker", e))
+        let table = marker_table();
+        let conn = self.conn(0).await?;
+        let r = async {
+            let rows: Vec<(u64, u64)> = conn
+                .exec(
+                    format!("SELECT slot, seq FROM {table} WHERE origin=? AND store=?"),
+                    (origin, store.as_str()),
+                )
+                .await
+                .map_err(|e| classify("reading the apply marker", e))?;
+            let mut by_part: std::collections::BTreeMap<u64, u64> = Default::default();
+            for (slot, seq) in rows {
+                let m = by_part.entry(slot / MARKER_SLOTS).or_insert(0);
+                *m = (*m).max(seq);
             }
+            if by_part.keys().copied().eq(0..n as u64) {
+                return Ok(by_part.into_values().collect());
+            }
+            let low = by_part.values().copied().min().unwrap_or(0);
+            tracing::info!(
+                store = %store, origin, partitions = n, old = ?by_part, from_seq = low,
+                "mysql sink: marker rows rewritten for the partition count"
+            );
+            conn.query_drop("BEGIN")
+                .await
+                .map_err(|e| classify("BEGIN", e))?;
+            conn.exec_drop(
+                format!("DELETE FROM {table} WHERE origin=? AND store=?"),
+                (origin, store.as_str()),
+            )
+            .await
+            .map_err(|e| classify("rewriting the apply marker", e))?;
+            for p in 0..n as u64 {
+                conn.exec_drop(
+                    format!(
+                        "INSERT INTO {table} (origin, store, slot, seq, hlc, applied_at) \
+                         VALUES (?,?,?,?,0,NOW(6))"
+                    ),
+                    (
+                        origin,
+                        store.as_str(),
+                        p * MARKER_SLOTS + low % MARKER_SLOTS,
+                        low,
+                    ),
+                )
+                .await
+                .map_err(|e| classify("rewriting the apply marker", e))?;
+            }
+            conn.query_drop("COMMIT")
+                .await
+                .map_err(|e| classify("COMMIT", e))?;
+            Ok(vec![low; n])
         }
+        .await;
+        if r.is_err() {
+            self.conns[0] = None;
+        }
+        r
     }
 
-    /// Applies one group in one target transaction.
+    /// The per-partition applied seqs of `origin` (cached).
+    async fn floors(&mut self, origin: &str) -> Result<Vec<u64>, ConnectorError> {
+        if let Some(f) = self.applied.get(origin) {
+            return Ok(f.clone());
+        }
+        let f = self.read_applied(origin).await?;
+        self.applied.insert(origin.to_string(), f.clone());
+        Ok(f)
+    }
+
+    /// Applies one group: per partition that has not applied it yet, one
+    /// target transaction, all partitions concurrently. On error, some
+    /// partitions may have committed (their markers say so); the flag says
+    /// whether every failure was a deadlock between partitions.
     async fn apply_group(
         &mut self,
         origin: &str,
         group: &[&Transaction],
-    ) -> Result<(), ConnectorError> {
+        floors: &[u64],
+    ) -> Result<(), (ConnectorError, bool)> {
+        self.apply_group_inner(origin, group, floors)
+            .await
+            .map_err(|e| (e, false))?
+            .await_all(self)
+            .await
+    }
+
+    /// Prepares and plans one group and starts its partitions' transactions.
+    async fn apply_group_inner(
+        &mut self,
+        origin: &str,
+        group: &[&Transaction],
+        floors: &[u64],
+    ) -> Result<Started, ConnectorError> {
         let Some(last) = group.last() else {
-            return Ok(());
+            return Ok(Started(Vec::new()));
         };
-        let marker_sql = format!(
-            "INSERT INTO {}.{} (origin, store, slot, seq, hlc, applied_at) \
-             VALUES (?,?,?,?,?,NOW(6)) ON DUPLICATE KEY UPDATE \
-             seq=VALUES(seq), hlc=VALUES(hlc), applied_at=VALUES(applied_at)",
-            quote_ident(MARKER_SCHEMA),
-            quote_ident(MARKER_TABLE)
-        );
-        let marker_params = Params::Positional(vec![
-            mysql_async::Value::from(origin),
-            mysql_async::Value::from(self.store.as_str()),
-            mysql_async::Value::UInt(last.seq % MARKER_SLOTS),
-            mysql_async::Value::UInt(last.seq),
-            mysql_async::Value::UInt(last.hlc.0),
-        ]);
-        // Look up the target tables not seen yet (or changed), then build
-        // the statements (borrowing self.sql), then execute.
+        // Look up the target tables not seen yet (or changed), then plan
+        // (borrowing self.sql), then execute.
         for tx in group {
             for change in &tx.changes {
                 if let Payload::Row(r) = &change.payload {
@@ -334,7 +530,7 @@ impl MysqlSink {
                 }
             }
         }
-        let mut plan = GroupPlan::new();
+        let mut plan = GroupPlan::new(floors.to_vec());
         for tx in group {
             for change in &tx.changes {
                 match &change.payload {
@@ -346,7 +542,7 @@ impl MysqlSink {
                                 r.schema, r.table
                             )));
                         };
-                        plan.add(r, &t.pk)
+                        plan.add(r, &t.pk, &t.spread, tx.seq)
                             .map_err(|e| ConnectorError::Definite(e.to_string()))?;
                     }
                     Payload::Redis(_) => {
@@ -358,22 +554,36 @@ impl MysqlSink {
                 }
             }
         }
-        let stmts = self.statements(plan)?;
-        let conn = self.conn().await?;
-        conn.query_drop("BEGIN")
-            .await
-            .map_err(|e| classify("BEGIN", e))?;
-        conn.exec_drop(marker_sql, marker_params)
-            .await
-            .map_err(|e| classify("writing the apply marker dcsync.apply_marker", e))?;
-        for (sql, params, table) in stmts {
-            conn.exec_drop(sql, params)
-                .await
-                .map_err(|e| classify(&format!("applying to {table}"), e))?;
+        let marker_sql = format!(
+            "INSERT INTO {} (origin, store, slot, seq, hlc, applied_at) \
+             VALUES (?,?,?,?,?,NOW(6)) ON DUPLICATE KEY UPDATE \
+             seq=VALUES(seq), hlc=VALUES(hlc), applied_at=VALUES(applied_at)",
+            marker_table()
+        );
+        let mut work = Vec::new();
+        for (p, runs) in plan.into_runs().into_iter().enumerate() {
+            if floors.get(p).is_some_and(|f| *f >= last.seq) {
+                continue;
+            }
+            let stmts = self.statements(runs)?;
+            let marker = Params::Positional(vec![
+                mysql_async::Value::from(origin),
+                mysql_async::Value::from(self.store.as_str()),
+                mysql_async::Value::UInt(p as u64 * MARKER_SLOTS + last.seq % MARKER_SLOTS),
+                mysql_async::Value::UInt(last.seq),
+                mysql_async::Value::UInt(last.hlc.0),
+            ]);
+            self.conn(p).await?;
+            let Some(conn) = self.conns[p].take() else {
+                return Err(ConnectorError::Transient(format!(
+                    "apply connection {p} lost"
+                )));
+            };
+            let fut: PartitionFuture =
+                Box::pin(run_or_roll_back(conn, (marker_sql.clone(), marker), stmts));
+            work.push((p, fut));
         }
-        conn.query_drop("COMMIT")
-            .await
-            .map_err(|e| classify("COMMIT", e))
+        Ok(Started(work))
     }
 
     /// Reads the target table's columns from `information_schema` and
@@ -388,11 +598,12 @@ impl MysqlSink {
                  updates and deletes idempotently"
             )));
         }
-        let conn = self.conn().await?;
-        let rows: Vec<(String, String)> = conn
+        let conn = self.conn(0).await?;
+        type ColumnRow = (String, String, String, Option<String>, Option<String>);
+        let rows: Vec<ColumnRow> = conn
             .exec(
-                "SELECT column_name, extra FROM information_schema.columns \
-                 WHERE table_schema=? AND table_name=?",
+                "SELECT column_name, extra, data_type, character_set_name, collation_name \
+                 FROM information_schema.columns WHERE table_schema=? AND table_name=?",
                 (r.schema.as_str(), r.table.as_str()),
             )
             .await
@@ -414,6 +625,16 @@ impl MysqlSink {
                 missing.name
             )));
         }
+        let key_types: Vec<(String, Option<String>, Option<String>)> = pk
+            .iter()
+            .filter_map(|i| rows.iter().find(|c| c.0 == r.columns[*i].name))
+            .map(|c| (c.2.clone(), c.3.clone(), c.4.clone()))
+            .collect();
+        let spread = if key_types.len() == pk.len() {
+            Spread::for_key(&key_types)
+        } else {
+            Spread::Whole
+        };
         let generated: HashSet<String> = rows
             .into_iter()
             .filter(|c| {
@@ -424,19 +645,16 @@ impl MysqlSink {
             .collect();
         self.sql.insert(
             (r.schema.clone(), r.table.clone()),
-            TableSql::build(r, pk, &generated),
+            TableSql::build(r, pk, &generated, spread),
         );
         Ok(())
     }
 
-    /// Turns the planned runs into statements of [`BATCH_SHAPES`] rows
-    /// each: `(sql, params, table name for errors)`.
-    fn statements(
-        &mut self,
-        plan: GroupPlan<'_>,
-    ) -> Result<Vec<(String, Params, String)>, ConnectorError> {
+    /// Turns one partition's planned runs into statements of
+    /// [`BATCH_SHAPES`] rows each.
+    fn statements(&mut self, runs: PartitionRuns<'_>) -> Result<Vec<Stmt>, ConnectorError> {
         let mut out = Vec::new();
-        for ((schema, table), runs) in plan.into_runs() {
+        for ((schema, table), runs) in runs {
             let name = format!("{schema}.{table}");
             let Some(t) = self.sql.get_mut(&(schema.to_string(), table.to_string())) else {
                 return Err(ConnectorError::Definite(format!(
@@ -477,17 +695,13 @@ impl MysqlSink {
 
 impl Sink for MysqlSink {
     async fn applied_seq(&mut self, origin: &str) -> Result<u64, ConnectorError> {
-        if let Some(s) = self.applied.get(origin) {
-            return Ok(*s);
-        }
-        let s = self.read_applied(origin).await?;
-        self.applied.insert(origin.to_string(), s);
-        Ok(s)
+        Ok(self.floors(origin).await?.into_iter().min().unwrap_or(0))
     }
 
     async fn apply(&mut self, origin: &str, txs: &[Transaction]) -> Result<u64, ConnectorError> {
-        let mut applied = self.applied_seq(origin).await?;
-        let pending: Vec<&Transaction> = txs.iter().filter(|t| t.seq > applied).collect();
+        let mut floors = self.floors(origin).await?;
+        let low = floors.iter().copied().min().unwrap_or(0);
+        let pending: Vec<&Transaction> = txs.iter().filter(|t| t.seq > low).collect();
         let mut i = 0;
         while i < pending.len() {
             let mut end = i;
@@ -501,33 +715,43 @@ impl Sink for MysqlSink {
                 end += 1;
             }
             let group = &pending[i..end];
-            match self.apply_group(origin, group).await {
+            let mut result = self.apply_group(origin, group, &floors).await;
+            let mut retries = 0;
+            while let Err((e, true)) = &result {
+                if retries == DEADLOCK_RETRIES {
+                    break;
+                }
+                retries += 1;
+                tracing::debug!(store = %self.store, origin, error = %e, retries, "mysql sink: partitions deadlocked; retrying the rest of the group");
+                self.applied.remove(origin);
+                floors = match self.floors(origin).await {
+                    Ok(f) => f,
+                    Err(e) => {
+                        result = Err((e, false));
+                        break;
+                    }
+                };
+                result = self.apply_group(origin, group, &floors).await;
+            }
+            match result.map_err(|(e, _)| e) {
                 Ok(()) => {
                     if let Some(last) = group.last() {
-                        applied = applied.max(last.seq);
-                        self.applied.insert(origin.to_string(), applied);
+                        for f in &mut floors {
+                            *f = (*f).max(last.seq);
+                        }
+                        self.applied.insert(origin.to_string(), floors.clone());
                     }
                 }
                 Err(e) => {
-                    // Unknown outcome: forget the cached marker, roll back
-                    // what may be open, drop a broken connection.
+                    // Unknown outcome per partition: forget the cached
+                    // markers (the next call reads them back).
                     self.applied.remove(origin);
-                    let rolled_back = match self.conn.as_mut() {
-                        Some(c) => matches!(
-                            tokio::time::timeout(ROLLBACK_TIMEOUT, c.query_drop("ROLLBACK")).await,
-                            Ok(Ok(()))
-                        ),
-                        None => false,
-                    };
-                    if !rolled_back || e.is_transient() {
-                        self.conn = None;
-                    }
                     tracing::warn!(store = %self.store, origin, error = %e, "mysql sink: group failed");
                     return Err(e);
                 }
             }
             i = end;
         }
-        Ok(applied)
+        Ok(floors.into_iter().min().unwrap_or(0))
     }
 }

@@ -67,10 +67,12 @@ async fn merged_groups_reach_the_source_end_state_byte_for_byte() {
     let txs = as_transactions(&locals, 1);
 
     // All 20 transactions in one group, then replayed from the start in
-    // groups of 7 on a fresh copy: both reach A's state.
-    for group in [256usize, 7] {
+    // groups of 7 on a fresh copy, over 4, 1 and 3 parallel connections:
+    // each reaches A's state.
+    for (group, parallel) in [(256usize, 4usize), (7, 1), (7, 3)] {
         let mut store = store.clone();
         store.apply_group_txns = group;
+        store.apply_parallel = parallel;
         b.exec("DROP DATABASE shop").await;
         b.exec(DDL).await;
         b.exec("DROP DATABASE IF EXISTS dcsync").await;
@@ -78,7 +80,11 @@ async fn merged_groups_reach_the_source_end_state_byte_for_byte() {
         assert_eq!(sink.apply("bj", &txs).await.unwrap(), txs.len() as u64);
         for (t, order) in [("shop.u", "id"), ("shop.ci", "k"), ("shop.ck", "a, b")] {
             let on_a = dump(&a, t, order).await;
-            assert_eq!(on_a, dump(&b, t, order).await, "{t}, groups of {group}");
+            assert_eq!(
+                on_a,
+                dump(&b, t, order).await,
+                "{t}, groups of {group}, {parallel} connections"
+            );
             assert_eq!(a.checksum(t).await, b.checksum(t).await, "{t}");
         }
     }

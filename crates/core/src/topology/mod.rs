@@ -199,7 +199,16 @@ pub struct StoreConfig {
     pub apply_group_txns: usize,
     /// Sink: at most this many payload bytes per target commit.
     pub apply_group_bytes: usize,
+    /// MySQL sink: connections that apply one group in parallel, each
+    /// taking the rows whose primary key hashes to it (1..=64, default 4;
+    /// 1 applies every group as one atomic target transaction).
+    pub apply_parallel: usize,
 }
+
+/// Default of [`StoreConfig::apply_parallel`].
+pub const DEFAULT_APPLY_PARALLEL: usize = 4;
+/// Largest accepted [`StoreConfig::apply_parallel`].
+pub const MAX_APPLY_PARALLEL: usize = 64;
 
 impl StoreConfig {
     /// The URL of this store in DC `dc`.

@@ -70,6 +70,8 @@ struct RawStore {
     apply_group_txns: Option<usize>,
     #[serde(default)]
     apply_group_bytes: Option<usize>,
+    #[serde(default)]
+    apply_parallel: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -346,6 +348,22 @@ pub(super) fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topolo
                 c.at(s.name.span(), format!("store {name:?}: {e}"));
             }
         }
+        let apply_parallel = match &s.apply_parallel {
+            None => DEFAULT_APPLY_PARALLEL,
+            Some(n) if (1..=MAX_APPLY_PARALLEL as i64).contains(n.get_ref()) => {
+                *n.get_ref() as usize
+            }
+            Some(n) => {
+                c.at(
+                    n.span(),
+                    format!(
+                        "store {name:?}: apply_parallel = {}: must be between 1 and {MAX_APPLY_PARALLEL}",
+                        n.get_ref()
+                    ),
+                );
+                DEFAULT_APPLY_PARALLEL
+            }
+        };
         if let Some(kind) = kind {
             stores.push(StoreConfig {
                 name: name.clone(),
@@ -358,6 +376,7 @@ pub(super) fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topolo
                 urls,
                 apply_group_txns: s.apply_group_txns.unwrap_or(256).max(1),
                 apply_group_bytes: s.apply_group_bytes.unwrap_or(4 << 20).max(1),
+                apply_parallel,
             });
         }
     }

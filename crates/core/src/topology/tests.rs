@@ -155,3 +155,32 @@ fn redis_unit_key_pattern_is_checked() {
         "{i:?}"
     );
 }
+
+#[test]
+fn apply_parallel_defaults_to_4_and_is_range_checked() {
+    let t = Topology::parse(GOOD).unwrap();
+    assert_eq!(t.store("orders").unwrap().apply_parallel, 4);
+    let one = GOOD.replace(
+        "unit_key = \"user_id\"",
+        "unit_key = \"user_id\"\napply_parallel = 1",
+    );
+    assert_eq!(
+        Topology::parse(&one)
+            .unwrap()
+            .store("orders")
+            .unwrap()
+            .apply_parallel,
+        1
+    );
+    let bad = GOOD.replace(
+        "unit_key = \"user_id\"",
+        "unit_key = \"user_id\"\napply_parallel = 0",
+    );
+    let i = issues(&bad);
+    assert!(
+        i.iter().any(|i| i.message
+            == "store \"orders\": apply_parallel = 0: must be between 1 and 64"
+            && i.line == 18),
+        "{i:?}"
+    );
+}
