@@ -47,6 +47,7 @@ pub mod position;
 mod server;
 pub mod sink;
 pub mod source;
+pub mod sqltext;
 pub mod value;
 
 pub use position::BinlogPosition;

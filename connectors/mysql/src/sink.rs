@@ -22,19 +22,20 @@
 //! Rows are applied convergently from full row images. A group is planned
 //! first ([`crate::plan`]): every primary key's changes collapse into their
 //! net effect, applied per table as one `DELETE .. WHERE pk IN (..)` run and
-//! one multi-row `REPLACE` run. Runs are cut into statements of
-//! [`BATCH_SHAPES`] rows, prepared once per table and shape (the driver's
-//! statement cache) and bound with parameters.
+//! one multi-row `REPLACE` run. A partition's transaction goes to the server
+//! as SQL text ([`crate::sqltext`]): `BEGIN`, the marker, the statements and
+//! `COMMIT` in one multi-statement query (more only past a quarter of
+//! `max_allowed_packet`), so a group costs one round trip per partition.
 
 use crate::error::classify;
 use crate::plan::{GroupPlan, PartitionRuns, Run, RunKind, Spread};
-use crate::value::to_driver;
+use crate::sqltext::{push_literal, Chunks, TableText};
 use crate::{MARKER_SCHEMA, MARKER_TABLE};
 use dcsync_core::connector::{ConnectorError, Sink};
 use dcsync_core::topology::{redact_url, StoreConfig};
-use dcsync_core::{Payload, RowChange, Transaction};
+use dcsync_core::{Payload, RowChange, Transaction, Value};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, Params};
+use mysql_async::{Conn, Opts, OptsBuilder};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -96,44 +97,30 @@ pub async fn ensure_marker_table(conn: &mut Conn) -> Result<(), ConnectorError> 
         .map_err(|e| classify("creating the apply marker table dcsync.apply_marker", e))
 }
 
-/// Rows per multi-row statement. A planned run is split greedily into
-/// statements of these sizes, so that few statement shapes are prepared
-/// per table (at most 5 per kind).
-pub const BATCH_SHAPES: [usize; 5] = [256, 64, 16, 4, 1];
-
 /// How long a `ROLLBACK` after a failed group may take before the
 /// connection is given up (and with it the open transaction).
 const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Placeholders allowed in one prepared statement (protocol limit).
-const MAX_PLACEHOLDERS: usize = 65_535;
+/// Most bytes of one statement's text (rows are added while below).
+const STMT_BYTES: usize = 1 << 20;
+/// Most bytes of one query (a new query of the same transaction starts
+/// beyond), capped further to a quarter of the server's
+/// `max_allowed_packet`.
+const CHUNK_BYTES: usize = 4 << 20;
 
-/// Cached SQL for one table shape.
+/// Cached text for one table shape.
 struct TableSql {
     columns: Vec<String>,
     pk: Vec<usize>,
-    /// Indexes of the columns written by REPLACE (generated columns are
-    /// computed by the target and left out).
-    written: Vec<usize>,
-    /// `` `schema`.`table` ``.
-    table: String,
-    /// Quoted names of the written columns.
-    names: Vec<String>,
-    /// Placeholder per written column (`?` or `CAST(? AS BINARY)`).
-    marks: Vec<&'static str>,
-    /// Quoted names of the key columns.
-    pk_names: Vec<String>,
+    text: TableText,
     /// How the table's rows spread over apply partitions.
     spread: Spread,
-    /// Replace / delete SQL by row count.
-    replaces: HashMap<usize, String>,
-    deletes: HashMap<usize, String>,
 }
 
 /// Whether a column of this binlog type code holds a byte string that is
-/// bound as `CAST(? AS BINARY)`, so that the bytes land unchanged in a
-/// column of any character set (the session charset is utf8mb4; a latin1
-/// value is not valid utf8mb4).
+/// written as `_binary'..'`, so that the bytes land unchanged in a column
+/// of any character set (the session charset is utf8mb4; a latin1 value is
+/// not valid utf8mb4).
 fn is_string_type(type_code: u8) -> bool {
     // VARCHAR, VAR_STRING, STRING, TINY/MEDIUM/LONG BLOB, BLOB.
     matches!(type_code, 15 | 253 | 254 | 249 | 250 | 251 | 252)
@@ -161,78 +148,30 @@ impl TableSql {
         let written: Vec<usize> = (0..r.columns.len())
             .filter(|i| !generated.contains(&r.columns[*i].name))
             .collect();
-        let names = written.iter().map(|i| cols[*i].clone()).collect();
-        let marks = written
+        let names: Vec<&str> = written.iter().map(|i| cols[*i].as_str()).collect();
+        let binary = written
             .iter()
-            .map(|i| {
-                if is_string_type(r.columns[*i].type_code) {
-                    "CAST(? AS BINARY)"
-                } else {
-                    "?"
-                }
-            })
+            .map(|i| is_string_type(r.columns[*i].type_code))
             .collect();
-        let pk_names = pk.iter().map(|i| cols[*i].clone()).collect();
+        let pk_names: Vec<&str> = pk.iter().map(|i| cols[*i].as_str()).collect();
+        let pk_names = if pk_names.len() == 1 {
+            pk_names[0].to_string()
+        } else {
+            format!("({})", pk_names.join(","))
+        };
         TableSql {
             columns: r.columns.iter().map(|c| c.name.clone()).collect(),
+            text: TableText {
+                table,
+                names: format!("({})", names.join(",")),
+                written,
+                binary,
+                pk: pk.clone(),
+                pk_names,
+            },
             pk,
-            written,
-            table,
-            names,
-            marks,
-            pk_names,
             spread,
-            replaces: HashMap::new(),
-            deletes: HashMap::new(),
         }
-    }
-
-    /// Most rows per statement for `per_row` placeholders per row.
-    fn max_rows(per_row: usize) -> usize {
-        (MAX_PLACEHOLDERS / per_row.max(1)).clamp(1, BATCH_SHAPES[0])
-    }
-
-    /// `REPLACE INTO .. VALUES (..),(..)` for `rows` rows.
-    fn replace_sql(&mut self, rows: usize) -> String {
-        let (table, names, marks) = (&self.table, &self.names, &self.marks);
-        self.replaces
-            .entry(rows)
-            .or_insert_with(|| {
-                let one = format!("({})", marks.join(","));
-                format!(
-                    "REPLACE INTO {table} ({}) VALUES {}",
-                    names.join(","),
-                    vec![one; rows].join(",")
-                )
-            })
-            .clone()
-    }
-
-    /// `DELETE .. WHERE pk = ?` (one row) or `WHERE (pk..) IN ((..),(..))`.
-    fn delete_sql(&mut self, rows: usize) -> String {
-        let (table, pk_names) = (&self.table, &self.pk_names);
-        self.deletes
-            .entry(rows)
-            .or_insert_with(|| {
-                if rows == 1 {
-                    let cond: Vec<String> = pk_names.iter().map(|c| format!("{c}=?")).collect();
-                    format!("DELETE FROM {table} WHERE {}", cond.join(" AND "))
-                } else if pk_names.len() == 1 {
-                    format!(
-                        "DELETE FROM {table} WHERE {} IN ({})",
-                        pk_names[0],
-                        vec!["?"; rows].join(",")
-                    )
-                } else {
-                    let one = format!("({})", vec!["?"; pk_names.len()].join(","));
-                    format!(
-                        "DELETE FROM {table} WHERE ({}) IN ({})",
-                        pk_names.join(","),
-                        vec![one; rows].join(",")
-                    )
-                }
-            })
-            .clone()
     }
 }
 
@@ -242,6 +181,9 @@ pub struct MysqlSink {
     store: String,
     group_txns: usize,
     group_bytes: usize,
+    /// Statement / query size bounds (bytes), from `max_allowed_packet`.
+    stmt_bytes: usize,
+    chunk_bytes: usize,
     /// One connection per apply partition (`apply_parallel`), opened
     /// lazily; the first also reads markers and table metadata.
     conns: Vec<Option<Conn>>,
@@ -276,9 +218,6 @@ async fn open(url: &str) -> Result<Conn, ConnectorError> {
     Ok(conn)
 }
 
-/// A statement to run: `(sql, params, table name for errors)`.
-type Stmt = (String, Params, String);
-
 /// One partition's transaction, not yet awaited.
 type PartitionFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PartitionResult> + Send>>;
 
@@ -305,27 +244,20 @@ impl Started {
     }
 }
 
-/// Runs one partition's transaction on `conn`: `BEGIN`, the marker, the
-/// statements, `COMMIT`. Errors come with what was being done.
+/// Runs one partition's transaction on `conn`: its query chunks (the
+/// first starts with `BEGIN` and the marker, the last ends with `COMMIT`).
+/// Errors name the tables being applied.
 async fn run_partition(
     conn: &mut Conn,
-    marker: (String, Params),
-    stmts: Vec<Stmt>,
+    chunks: Vec<Vec<u8>>,
+    tables: &str,
 ) -> Result<(), (String, mysql_async::Error)> {
-    let at = |what: &str| {
-        let what = what.to_string();
-        move |e| (what, e)
-    };
-    conn.query_drop("BEGIN").await.map_err(at("BEGIN"))?;
-    conn.exec_drop(marker.0, marker.1)
-        .await
-        .map_err(at("writing the apply marker dcsync.apply_marker"))?;
-    for (sql, params, table) in stmts {
-        conn.exec_drop(sql, params)
+    for chunk in chunks {
+        conn.query_drop(chunk)
             .await
-            .map_err(at(&format!("applying to {table}")))?;
+            .map_err(|e| (format!("applying to {tables}"), e))?;
     }
-    conn.query_drop("COMMIT").await.map_err(at("COMMIT"))
+    Ok(())
 }
 
 /// How one partition's transaction ended.
@@ -341,12 +273,8 @@ struct PartitionResult {
 
 /// [`run_partition`], then after a failure a `ROLLBACK` (bounded by
 /// [`ROLLBACK_TIMEOUT`]).
-async fn run_or_roll_back(
-    mut conn: Conn,
-    marker: (String, Params),
-    stmts: Vec<Stmt>,
-) -> PartitionResult {
-    match run_partition(&mut conn, marker, stmts).await {
+async fn run_or_roll_back(mut conn: Conn, chunks: Vec<Vec<u8>>, tables: String) -> PartitionResult {
+    match run_partition(&mut conn, chunks, &tables).await {
         Ok(()) => PartitionResult {
             conn: Some(conn),
             result: Ok(()),
@@ -390,6 +318,11 @@ impl MysqlSink {
     pub async fn connect(url: &str, store: &StoreConfig) -> Result<MysqlSink, ConnectorError> {
         let mut conn = open(url).await?;
         ensure_marker_table(&mut conn).await?;
+        let max_packet: Option<u64> = conn
+            .query_first("SELECT @@max_allowed_packet")
+            .await
+            .map_err(|e| classify("reading max_allowed_packet", e))?;
+        let quarter = (max_packet.unwrap_or(4 << 20) / 4).max(16 << 10) as usize;
         let mut conns: Vec<Option<Conn>> = (0..store.apply_parallel.max(1)).map(|_| None).collect();
         conns[0] = Some(conn);
         Ok(MysqlSink {
@@ -397,6 +330,8 @@ impl MysqlSink {
             store: store.name.clone(),
             group_txns: store.apply_group_txns.max(1),
             group_bytes: store.apply_group_bytes.max(1),
+            stmt_bytes: STMT_BYTES.min(quarter),
+            chunk_bytes: CHUNK_BYTES.min(quarter),
             conns,
             applied: HashMap::new(),
             sql: HashMap::new(),
@@ -554,33 +489,37 @@ impl MysqlSink {
                 }
             }
         }
-        let marker_sql = format!(
-            "INSERT INTO {} (origin, store, slot, seq, hlc, applied_at) \
-             VALUES (?,?,?,?,?,NOW(6)) ON DUPLICATE KEY UPDATE \
-             seq=VALUES(seq), hlc=VALUES(hlc), applied_at=VALUES(applied_at)",
-            marker_table()
-        );
         let mut work = Vec::new();
         for (p, runs) in plan.into_runs().into_iter().enumerate() {
             if floors.get(p).is_some_and(|f| *f >= last.seq) {
                 continue;
             }
-            let stmts = self.statements(runs)?;
-            let marker = Params::Positional(vec![
-                mysql_async::Value::from(origin),
-                mysql_async::Value::from(self.store.as_str()),
-                mysql_async::Value::UInt(p as u64 * MARKER_SLOTS + last.seq % MARKER_SLOTS),
-                mysql_async::Value::UInt(last.seq),
-                mysql_async::Value::UInt(last.hlc.0),
-            ]);
+            let mut first = Vec::with_capacity(256);
+            first.extend_from_slice(b"BEGIN;\nINSERT INTO ");
+            first.extend_from_slice(marker_table().as_bytes());
+            first.extend_from_slice(b" (origin, store, slot, seq, hlc, applied_at) VALUES (");
+            for v in [
+                Value::Bytes(origin.as_bytes().to_vec()),
+                Value::Bytes(self.store.as_bytes().to_vec()),
+                Value::UInt(p as u64 * MARKER_SLOTS + last.seq % MARKER_SLOTS),
+                Value::UInt(last.seq),
+                Value::UInt(last.hlc.0),
+            ] {
+                push_literal(&mut first, &v, false);
+                first.push(b',');
+            }
+            first.extend_from_slice(
+                b"NOW(6)) ON DUPLICATE KEY UPDATE seq=VALUES(seq), hlc=VALUES(hlc), \
+                  applied_at=VALUES(applied_at);\n",
+            );
+            let (chunks, tables) = self.statements(first, runs)?;
             self.conn(p).await?;
             let Some(conn) = self.conns[p].take() else {
                 return Err(ConnectorError::Transient(format!(
                     "apply connection {p} lost"
                 )));
             };
-            let fut: PartitionFuture =
-                Box::pin(run_or_roll_back(conn, (marker_sql.clone(), marker), stmts));
+            let fut: PartitionFuture = Box::pin(run_or_roll_back(conn, chunks, tables));
             work.push((p, fut));
         }
         Ok(Started(work))
@@ -650,46 +589,36 @@ impl MysqlSink {
         Ok(())
     }
 
-    /// Turns one partition's planned runs into statements of
-    /// [`BATCH_SHAPES`] rows each.
-    fn statements(&mut self, runs: PartitionRuns<'_>) -> Result<Vec<Stmt>, ConnectorError> {
-        let mut out = Vec::new();
+    /// Turns one partition's planned runs into query chunks after `first`,
+    /// ending with `COMMIT`; also returns the table names (for errors).
+    fn statements(
+        &self,
+        first: Vec<u8>,
+        runs: PartitionRuns<'_>,
+    ) -> Result<(Vec<Vec<u8>>, String), ConnectorError> {
+        let mut chunks = Chunks::new(&first, self.stmt_bytes, self.chunk_bytes);
+        let mut names = Vec::new();
         for ((schema, table), runs) in runs {
             let name = format!("{schema}.{table}");
-            let Some(t) = self.sql.get_mut(&(schema.to_string(), table.to_string())) else {
+            let Some(t) = self.sql.get(&(schema.to_string(), table.to_string())) else {
                 return Err(ConnectorError::Definite(format!(
                     "no SQL prepared for {name}"
                 )));
             };
             for Run { kind, rows } in runs {
-                let cols = if kind == RunKind::Delete {
-                    t.pk.clone()
-                } else {
-                    t.written.clone()
-                };
-                let max = TableSql::max_rows(cols.len());
-                let mut rest = rows.as_slice();
-                while !rest.is_empty() {
-                    let n = BATCH_SHAPES
-                        .iter()
-                        .copied()
-                        .find(|s| *s <= rest.len() && *s <= max)
-                        .unwrap_or(1);
-                    let (chunk, tail) = rest.split_at(n);
-                    rest = tail;
-                    let sql = match kind {
-                        RunKind::Replace => t.replace_sql(n),
-                        RunKind::Delete => t.delete_sql(n),
-                    };
-                    let params = chunk
-                        .iter()
-                        .flat_map(|img| cols.iter().map(|i| to_driver(&img[*i])))
-                        .collect();
-                    out.push((sql, Params::Positional(params), name.clone()));
+                match kind {
+                    RunKind::Replace => chunks.replace(&t.text, &rows),
+                    RunKind::Delete => chunks.delete(&t.text, &rows),
                 }
             }
+            names.push(name);
         }
-        Ok(out)
+        let tables = if names.is_empty() {
+            "dcsync.apply_marker".to_string()
+        } else {
+            names.join(", ")
+        };
+        Ok((chunks.finish(b"COMMIT"), tables))
     }
 }
 
