@@ -77,10 +77,12 @@ CREATE DATABASE IF NOT EXISTS bench;
 CREATE TABLE bench.warmup (id INT PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB;
 CREATE TABLE bench.lag (id INT PRIMARY KEY, t BIGINT NOT NULL) ENGINE=InnoDB;";
 
-/// The dcsync store covering the benchmark schemas.
+/// The dcsync store covering the benchmark schemas, plus the TOML lines in
+/// `DCSYNC_BENCH_STORE_EXTRA` (e.g. `apply_parallel = 2`) to try settings.
 fn store_toml(a: &MariaDb, b: &MariaDb) -> String {
+    let extra = std::env::var("DCSYNC_BENCH_STORE_EXTRA").unwrap_or_default();
     format!(
-        "[[store]]\nname = \"sql\"\nkind = \"mysql\"\ntables = [\"sbtest.*\", \"bench.*\"]\nurl = {{ a = \"{}\", b = \"{}\" }}\n",
+        "[[store]]\nname = \"sql\"\nkind = \"mysql\"\ntables = [\"sbtest.*\", \"bench.*\"]\n{extra}\nurl = {{ a = \"{}\", b = \"{}\" }}\n",
         a.url(),
         b.url()
     )

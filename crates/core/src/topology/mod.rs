@@ -265,9 +265,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// Link tuning (`[link]`, optional; every key has a default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkSettings {
-    /// Most transactions in one batch frame (default 512).
+    /// Most transactions in one batch frame (default 2048).
     pub batch_max_txns: usize,
-    /// Most payload bytes in one batch frame (default 1 MiB).
+    /// Most payload bytes in one batch frame (default 4 MiB).
     pub batch_max_bytes: usize,
     /// Batches sent but not yet acknowledged, per link (default 8).
     pub window: usize,
@@ -292,8 +292,8 @@ pub struct LinkSettings {
 impl Default for LinkSettings {
     fn default() -> Self {
         LinkSettings {
-            batch_max_txns: 512,
-            batch_max_bytes: 1 << 20,
+            batch_max_txns: 2048,
+            batch_max_bytes: 4 << 20,
             window: 8,
             max_frame_bytes: 64 << 20,
             heartbeat_ms: 1000,

@@ -374,8 +374,8 @@ pub(super) fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topolo
                 databases: s.databases.clone(),
                 flush,
                 urls,
-                apply_group_txns: s.apply_group_txns.unwrap_or(256).max(1),
-                apply_group_bytes: s.apply_group_bytes.unwrap_or(4 << 20).max(1),
+                apply_group_txns: s.apply_group_txns.unwrap_or(2048).max(1),
+                apply_group_bytes: s.apply_group_bytes.unwrap_or(16 << 20).max(1),
                 apply_parallel,
             });
         }
