@@ -39,8 +39,8 @@ use mysql_async::{Conn, Opts, OptsBuilder};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-/// Number of marker rows per (origin, store); a group's marker goes to slot
-/// `seq % MARKER_SLOTS`.
+/// Marker rows per (origin, store, apply partition): partition `p` writes a
+/// group's marker to slot `p * MARKER_SLOTS + seq % MARKER_SLOTS`.
 pub const MARKER_SLOTS: u64 = 16;
 
 /// Session settings of the sink connection: utf8mb4; UTC (TIMESTAMP values
@@ -64,7 +64,7 @@ pub fn quote_ident(name: &str) -> String {
 /// the binlog.
 ///
 /// Columns: `origin VARCHAR(64)` (DC id), `store VARCHAR(64)` (logical
-/// store), `slot SMALLINT UNSIGNED` (`seq % 16`), `seq BIGINT UNSIGNED`,
+/// store), `slot SMALLINT UNSIGNED` (`partition * 16 + seq % 16`), `seq BIGINT UNSIGNED`,
 /// `hlc BIGINT UNSIGNED` (the group's last HLC), `applied_at TIMESTAMP(6)`;
 /// primary key `(origin, store, slot)`.
 pub async fn ensure_marker_table(conn: &mut Conn) -> Result<(), ConnectorError> {
