@@ -501,6 +501,12 @@ impl Tailer {
         if !is_marker && !self.cx.store.matches_table(&info.schema, &info.table) {
             return Ok(());
         }
+        // A transaction that wrote a marker row is an echo and none of its
+        // rows are kept (see `commit`); the sink writes the marker first,
+        // so its data rows need no decoding.
+        if !is_marker && self.tx.marker.is_some() {
+            return Ok(());
+        }
         let Some(tme) = stream.get_tme(table_id) else {
             return Err(ConnectorError::Definite(format!(
                 "rows event without a TABLE_MAP for table id {table_id} at {}:{log_pos}",

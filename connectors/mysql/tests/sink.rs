@@ -179,3 +179,110 @@ async fn lock_wait_timeout_is_transient_and_the_retry_applies_once() {
     assert_eq!(sink.apply("bj", &batch).await.unwrap(), 3);
     assert_eq!(state(&db).await, (3, 3));
 }
+
+/// Transaction `seq` of origin bj: keys 0..16 of `shop.kv` get v = seq
+/// (inserted by seq 1, updated after).
+fn kv_tx(seq: u64) -> Transaction {
+    let changes = (0..16)
+        .map(|k| Change {
+            unit: None,
+            payload: Payload::Row(RowChange {
+                schema: "shop".into(),
+                table: "kv".into(),
+                kind: if seq == 1 {
+                    RowKind::Insert
+                } else {
+                    RowKind::Update
+                },
+                columns: cols(),
+                before: (seq > 1).then(|| vec![Value::Int(k), Value::Int(seq as i64 - 1)]),
+                after: Some(vec![Value::Int(k), Value::Int(seq as i64)]),
+            }),
+        })
+        .collect();
+    Transaction {
+        origin: "bj".into(),
+        store: "orders".into(),
+        seq,
+        hlc: Hlc::new(1_700_000_000_000 + seq, 0),
+        position: format!("test:{seq}"),
+        commit_ts_ms: 0,
+        changes,
+    }
+}
+
+/// Per key: (v, number of row writes the triggers counted).
+async fn kv_state(db: &MariaDb) -> Vec<(i32, i32, i32)> {
+    let mut c = db.conn().await;
+    c.query("SELECT kv.id, kv.v, w.n FROM shop.kv JOIN shop.writes w USING (id) ORDER BY id")
+        .await
+        .unwrap()
+}
+
+async fn partitions(db: &MariaDb) -> Vec<(u16, u64)> {
+    let mut c = db.conn().await;
+    c.query("SELECT slot DIV 16, MAX(seq) FROM dcsync.apply_marker WHERE origin = 'bj' GROUP BY slot DIV 16 ORDER BY 1")
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_that_missed_a_group_finish_it_alone_and_markers_follow_apply_parallel() {
+    let db = start_db(Default::default()).await;
+    db.exec(
+        "SET GLOBAL innodb_lock_wait_timeout = 1;
+         CREATE DATABASE shop;
+         CREATE TABLE shop.kv (id INT PRIMARY KEY, v INT);
+         CREATE TABLE shop.writes (id INT PRIMARY KEY, n INT);
+         CREATE TRIGGER shop.kv_ins AFTER INSERT ON shop.kv FOR EACH ROW INSERT INTO shop.writes VALUES (NEW.id, 1) ON DUPLICATE KEY UPDATE n = n + 1;
+         CREATE TRIGGER shop.kv_upd AFTER UPDATE ON shop.kv FOR EACH ROW INSERT INTO shop.writes VALUES (NEW.id, 1) ON DUPLICATE KEY UPDATE n = n + 1;",
+    )
+    .await;
+    let (mut store, _) = store(&["shop.*"], None);
+    store.apply_parallel = 4;
+    let mut sink = MysqlSink::connect(&db.url(), &store).await.unwrap();
+    assert_eq!(sink.apply("bj", &[kv_tx(1), kv_tx(2)]).await.unwrap(), 2);
+    assert_eq!(partitions(&db).await, vec![(0, 2), (1, 2), (2, 2), (3, 2)]);
+
+    // Key 5 is locked by another session: its partition times out on group
+    // 3, the other three commit it.
+    let mut holder = db.conn().await;
+    holder.query_drop("BEGIN").await.unwrap();
+    holder
+        .query_drop("SELECT * FROM shop.kv WHERE id = 5 FOR UPDATE")
+        .await
+        .unwrap();
+    match sink.apply("bj", &[kv_tx(3)]).await {
+        Err(e) => assert!(e.is_transient(), "{e:?}"),
+        Ok(s) => panic!("applied {s} through a held lock"),
+    }
+    holder.query_drop("ROLLBACK").await.unwrap();
+    let parts = partitions(&db).await;
+    assert_eq!(
+        parts.iter().filter(|(_, s)| *s == 3).count(),
+        3,
+        "{parts:?}"
+    );
+    assert_eq!(sink.applied_seq("bj").await.unwrap(), 2);
+    // The retry applies group 3 only where it is missing: every key was
+    // written once by group {1, 2} (merged per key) and once by group 3.
+    assert_eq!(sink.apply("bj", &[kv_tx(3)]).await.unwrap(), 3);
+    let want = |v: i32, n: i32| (0..16).map(|k| (k, v, n)).collect::<Vec<_>>();
+    assert_eq!(kv_state(&db).await, want(3, 2));
+
+    // Fewer connections: the markers are rewritten to two partitions.
+    store.apply_parallel = 2;
+    let mut sink = MysqlSink::connect(&db.url(), &store).await.unwrap();
+    assert_eq!(sink.applied_seq("bj").await.unwrap(), 3);
+    assert_eq!(partitions(&db).await, vec![(0, 3), (1, 3)]);
+    assert_eq!(sink.apply("bj", &[kv_tx(3), kv_tx(4)]).await.unwrap(), 4);
+    assert_eq!(kv_state(&db).await, want(4, 3));
+
+    // One connection: an overlapping batch applies only what is new.
+    store.apply_parallel = 1;
+    let mut sink = MysqlSink::connect(&db.url(), &store).await.unwrap();
+    let batch: Vec<Transaction> = (3..=5).map(kv_tx).collect();
+    assert_eq!(sink.apply("bj", &batch).await.unwrap(), 5);
+    assert_eq!(partitions(&db).await, vec![(0, 5)]);
+    assert_eq!(kv_state(&db).await, want(5, 4));
+}
