@@ -91,6 +91,11 @@ impl Agents {
         t += "[units]\ncount = 64\nowners = { a = \"0-31\", b = \"32-63\" }\n";
         t += stores_toml;
         t += LINK_TOML;
+        // Extra `[link]` keys to try settings (e.g. `batch_max_txns = 512`).
+        if let Ok(extra) = std::env::var("DCSYNC_BENCH_LINK_EXTRA") {
+            t += &extra;
+            t.push('\n');
+        }
         let tls = *TLS.get_or_init(|| true);
         if tls {
             t += "[tls]\nca = \"certs/ca.crt\"\ncert = \"certs/{dc}.crt\"\nkey = \"certs/{dc}.key\"\n";

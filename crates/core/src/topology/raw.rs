@@ -374,8 +374,21 @@ pub(super) fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topolo
                 databases: s.databases.clone(),
                 flush,
                 urls,
-                apply_group_txns: s.apply_group_txns.unwrap_or(2048).max(1),
-                apply_group_bytes: s.apply_group_bytes.unwrap_or(16 << 20).max(1),
+                // A MySQL group is one commit per partition: larger is
+                // cheaper. A Redis group is one MULTI/EXEC, which blocks
+                // the server while it runs: keep it short.
+                apply_group_txns: s
+                    .apply_group_txns
+                    .unwrap_or(if kind == StoreKind::Mysql { 2048 } else { 256 })
+                    .max(1),
+                apply_group_bytes: s
+                    .apply_group_bytes
+                    .unwrap_or(if kind == StoreKind::Mysql {
+                        16 << 20
+                    } else {
+                        4 << 20
+                    })
+                    .max(1),
                 apply_parallel,
             });
         }
