@@ -231,10 +231,11 @@ async fn open(url: &str) -> Result<Conn, ConnectorError> {
 /// One partition's transaction, not yet awaited.
 type PartitionFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PartitionResult> + Send>>;
 
-/// The partition transactions of one group, started but not awaited.
-struct Started(Vec<(usize, PartitionFuture)>);
+/// The partition transactions of one group, built but not yet run (they run
+/// concurrently in [`Planned::await_all`]).
+struct Planned(Vec<(usize, PartitionFuture)>);
 
-impl Started {
+impl Planned {
     /// Awaits every partition, puts the usable connections back into
     /// `sink`, and returns the first error with whether all failures were
     /// deadlocks.
@@ -453,15 +454,15 @@ impl MysqlSink {
             .await
     }
 
-    /// Prepares and plans one group and starts its partitions' transactions.
+    /// Prepares and plans one group and builds its partitions' transactions.
     async fn apply_group_inner(
         &mut self,
         origin: &str,
         group: &[&Transaction],
         floors: &[u64],
-    ) -> Result<Started, ConnectorError> {
+    ) -> Result<Planned, ConnectorError> {
         let Some(last) = group.last() else {
-            return Ok(Started(Vec::new()));
+            return Ok(Planned(Vec::new()));
         };
         // Look up the target tables not seen yet (or changed), then plan
         // (borrowing self.sql), then execute.
@@ -532,7 +533,7 @@ impl MysqlSink {
             let fut: PartitionFuture = Box::pin(run_or_roll_back(conn, chunks, tables));
             work.push((p, fut));
         }
-        Ok(Started(work))
+        Ok(Planned(work))
     }
 
     /// Reads the target table's columns from `information_schema` and
