@@ -212,7 +212,9 @@ impl<'a> GroupPlan<'a> {
                 Spread::ByKey(norms) if norms.len() == pk.len() => {
                     fnv1a64(&key_bytes(pk, img, Some(norms))) % n
                 }
-                _ => fnv1a64(format!("{}.{}", r.schema, r.table).as_bytes()) % n,
+                _ => {
+                    (fnv1a64(r.schema.as_bytes()) ^ fnv1a64(r.table.as_bytes()).rotate_left(1)) % n
+                }
             } as usize;
             if seq <= self.floors[p] {
                 continue;

@@ -22,10 +22,11 @@
 //! | JSON (MySQL binary)    | `Jsonb`                           | `Bytes` JSON text                   |
 //! | JSON (MariaDB LONGTEXT)| `Bytes`                           | `Bytes`                             |
 //!
-//! **[`Value`] to driver parameter** ([`to_driver`]) is the identity mapping:
-//! the sink session runs with `time_zone='+00:00'` so a UTC `Date` lands in a
-//! TIMESTAMP column unchanged, an integer bound to ENUM/SET is the index /
-//! bitmask, and bytes bound to BIT are its big-endian value.
+//! **[`Value`] to SQL** is the sink's literal writer
+//! ([`crate::sqltext::push_literal`]): the sink session runs with
+//! `time_zone='+00:00'` so a UTC `Date` lands in a TIMESTAMP column
+//! unchanged, an integer written to ENUM/SET is the index / bitmask, and
+//! bytes written to BIT are its big-endian value.
 
 use dcsync_core::{ColumnMeta, Value};
 use mysql_async::binlog::events::{OptionalMetadataField, TableMapEvent};
@@ -298,21 +299,6 @@ pub(crate) fn unix_to_date(sec: i64, usec: u32) -> Value {
         (rem % 60) as u8,
         usec,
     )
-}
-
-/// Binds a dcsync [`Value`] as a driver parameter (see the module docs).
-pub fn to_driver(v: &Value) -> mysql_async::Value {
-    use mysql_async::Value as M;
-    match v {
-        Value::Null => M::NULL,
-        Value::Int(i) => M::Int(*i),
-        Value::UInt(u) => M::UInt(*u),
-        Value::Float(f) => M::Float(*f),
-        Value::Double(d) => M::Double(*d),
-        Value::Bytes(b) => M::Bytes(b.clone()),
-        Value::Date(y, mo, d, h, mi, s, us) => M::Date(*y, *mo, *d, *h, *mi, *s, *us),
-        Value::Time(neg, d, h, mi, s, us) => M::Time(*neg, *d, *h, *mi, *s, *us),
-    }
 }
 
 #[cfg(test)]
