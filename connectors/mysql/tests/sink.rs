@@ -56,6 +56,15 @@ fn tx(seq: u64) -> Transaction {
     }
 }
 
+/// `shop.items` with triggers that count every row write in
+/// `shop.counters` (id 1).
+const COUNTED_ITEMS: &str = "CREATE DATABASE shop;
+CREATE TABLE shop.items (id INT PRIMARY KEY, v INT);
+CREATE TABLE shop.counters (id INT PRIMARY KEY, n INT);
+INSERT INTO shop.counters VALUES (1, 0);
+CREATE TRIGGER shop.items_ins AFTER INSERT ON shop.items FOR EACH ROW UPDATE shop.counters SET n = n + 1 WHERE id = 1;
+CREATE TRIGGER shop.items_upd AFTER UPDATE ON shop.items FOR EACH ROW UPDATE shop.counters SET n = n + 1 WHERE id = 1;";
+
 async fn state(db: &MariaDb) -> (i64, i64) {
     let mut c = db.conn().await;
     let v: i64 = c
@@ -76,15 +85,7 @@ async fn batches_applied_twice_or_overlapping_change_data_once() {
     let db = start_db(Default::default()).await;
     // The trigger counts every row write the sink makes: a re-applied
     // transaction would bump the counter again.
-    db.exec(
-        "CREATE DATABASE shop;
-         CREATE TABLE shop.items (id INT PRIMARY KEY, v INT);
-         CREATE TABLE shop.counters (id INT PRIMARY KEY, n INT);
-         INSERT INTO shop.counters VALUES (1, 0);
-         CREATE TRIGGER shop.items_ins AFTER INSERT ON shop.items FOR EACH ROW UPDATE shop.counters SET n = n + 1 WHERE id = 1;
-         CREATE TRIGGER shop.items_upd AFTER UPDATE ON shop.items FOR EACH ROW UPDATE shop.counters SET n = n + 1 WHERE id = 1;",
-    )
-    .await;
+    db.exec(COUNTED_ITEMS).await;
     let (mut store, _) = store(&["shop.*"], None);
     // One transaction per group: a group writes a key once (changes merge
     // per key), so the trigger counts applied transactions.
@@ -148,16 +149,8 @@ async fn unknown_table_is_a_definite_error_naming_it_and_nothing_is_half_applied
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_wait_timeout_is_transient_and_the_retry_applies_once() {
     let db = start_db(Default::default()).await;
-    db.exec(
-        "SET GLOBAL innodb_lock_wait_timeout = 1;
-         CREATE DATABASE shop;
-         CREATE TABLE shop.items (id INT PRIMARY KEY, v INT);
-         CREATE TABLE shop.counters (id INT PRIMARY KEY, n INT);
-         INSERT INTO shop.counters VALUES (1, 0);
-         CREATE TRIGGER shop.items_ins AFTER INSERT ON shop.items FOR EACH ROW UPDATE shop.counters SET n = n + 1 WHERE id = 1;
-         CREATE TRIGGER shop.items_upd AFTER UPDATE ON shop.items FOR EACH ROW UPDATE shop.counters SET n = n + 1 WHERE id = 1;",
-    )
-    .await;
+    db.exec("SET GLOBAL innodb_lock_wait_timeout = 1").await;
+    db.exec(COUNTED_ITEMS).await;
     let (mut store, _) = store(&["shop.*"], None);
     store.apply_group_txns = 1;
     let mut sink = MysqlSink::connect(&db.url(), &store).await.unwrap();
