@@ -51,6 +51,10 @@ struct Args {
     /// Also run native replication with slave_parallel_threads=4.
     #[arg(long)]
     native_parallel: bool,
+    /// Also run native replication with log_slave_updates=ON (the replica
+    /// writes a binlog of what it applies, as dcsync's target does).
+    #[arg(long)]
+    native_log_updates: bool,
     /// Links without TLS (`[tls] plaintext = true`); default is mutual TLS
     /// with certificates from `dcsync certs`.
     #[arg(long)]
@@ -210,7 +214,7 @@ async fn main() -> Result<()> {
             let d = mysql_cases::replay_dcsync(&dcsync, &p, durable).await?;
             eprintln!("   {d:?}");
             eprintln!("== MySQL backlog replay, {setting}: native (slave_parallel_threads=0)");
-            let n = mysql_cases::replay_native(&p, durable, 0).await?;
+            let n = mysql_cases::replay_native(&p, durable, 0, false).await?;
             eprintln!("   {n:?}");
             let note = format!(
                 "{} trx = {} row changes; source load {:.0} trx/s in {:.1} s; journal caught up {:.1} s after it",
@@ -234,7 +238,7 @@ async fn main() -> Result<()> {
             ));
             if args.native_parallel {
                 eprintln!("== MySQL backlog replay, {setting}: native (slave_parallel_threads=4)");
-                let n4 = mysql_cases::replay_native(&p, durable, 4).await?;
+                let n4 = mysql_cases::replay_native(&p, durable, 4, false).await?;
                 eprintln!("   {n4:?}");
                 rows.push(row(
                     "MySQL replay trx/s, native parallel=4",
@@ -243,6 +247,19 @@ async fn main() -> Result<()> {
                     format!("{:.0}", n4.tps()),
                     ratio(d.tps(), n4.tps()),
                     format!("{} trx, native replay {:.1} s", n4.load.txns, n4.secs),
+                ));
+            }
+            if args.native_log_updates {
+                eprintln!("== MySQL backlog replay, {setting}: native (log_slave_updates=ON)");
+                let nl = mysql_cases::replay_native(&p, durable, 0, true).await?;
+                eprintln!("   {nl:?}");
+                rows.push(row(
+                    "MySQL replay trx/s, native log_slave_updates",
+                    setting,
+                    format!("{:.0}", d.tps()),
+                    format!("{:.0}", nl.tps()),
+                    ratio(d.tps(), nl.tps()),
+                    format!("{} trx, native replay {:.1} s", nl.load.txns, nl.secs),
                 ));
             }
             for (i, r) in d.rss.iter().enumerate() {

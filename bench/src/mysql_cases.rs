@@ -94,12 +94,14 @@ async fn conn(db: &MariaDb) -> Result<Conn> {
         .with_context(|| format!("connect {}", db.url()))
 }
 
-async fn start_db(durable: bool) -> MariaDb {
+async fn start_db(durable: bool, extra: &[&str]) -> MariaDb {
+    // Both the dcsync and the native runs use the same server settings; the
+    // pool holds the whole benchmark data set.
+    let mut extra_args = vec!["--innodb-buffer-pool-size=512M".to_string()];
+    extra_args.extend(extra.iter().map(|a| a.to_string()));
     MariaDb::start_with(MariaDbOptions {
         durable,
-        // Both the dcsync and the native runs use the same server settings;
-        // the pool holds the whole benchmark data set.
-        extra_args: vec!["--innodb-buffer-pool-size=512M".into()],
+        extra_args,
         ..Default::default()
     })
     .await
@@ -108,9 +110,9 @@ async fn start_db(durable: bool) -> MariaDb {
 /// Starts two servers with identical sysbench tables: prepared on A, copied
 /// to B with `mariadb-dump | mariadb` (sysbench 1.0's prepare is not
 /// deterministic even with `--rand-seed`), verified by `CHECKSUM TABLE`.
-async fn start_pair(p: &Params, durable: bool) -> Result<(MariaDb, MariaDb)> {
-    let a = start_db(durable).await;
-    let b = start_db(durable).await;
+async fn start_pair(p: &Params, durable: bool, b_extra: &[&str]) -> Result<(MariaDb, MariaDb)> {
+    let a = start_db(durable, &[]).await;
+    let b = start_db(durable, b_extra).await;
     for db in [&a, &b] {
         conn(db).await?.query_drop(SCHEMA).await?;
     }
@@ -211,7 +213,7 @@ async fn wait_flowing(agents: &mut Agents, a: &MariaDb, b: &MariaDb) -> Result<(
 /// dcsync: the line into B cut, the load journaled by agent A, then the line
 /// restored and timed until B applied all of it.
 pub async fn replay_dcsync(dcsync: &Path, p: &Params, durable: bool) -> Result<Replay> {
-    let (a, b) = start_pair(p, durable).await?;
+    let (a, b) = start_pair(p, durable, &[]).await?;
     let mut agents = Agents::start(dcsync, &store_toml(&a, &b)).await?;
     wait_flowing(&mut agents, &a, &b).await?;
     agents.dcs[1].proxy.cut();
@@ -292,8 +294,22 @@ fn field(r: &Row, name: &str) -> String {
 /// Native MariaDB replication: B replicates A with its SQL thread stopped
 /// while the load runs; the SQL thread is then started and timed until it
 /// executed everything the IO thread received.
-pub async fn replay_native(p: &Params, durable: bool, parallel: u32) -> Result<Replay> {
-    let (a, b) = start_pair(p, durable).await?;
+/// Native replication into B with `parallel` SQL worker threads; with
+/// `log_updates`, B also writes the applied rows to its own binlog
+/// (`log_slave_updates=ON`, what a replica that is itself a primary needs,
+/// and what dcsync's target always does).
+pub async fn replay_native(
+    p: &Params,
+    durable: bool,
+    parallel: u32,
+    log_updates: bool,
+) -> Result<Replay> {
+    let b_extra: &[&str] = if log_updates {
+        &["--log-slave-updates=ON"]
+    } else {
+        &[]
+    };
+    let (a, b) = start_pair(p, durable, b_extra).await?;
     let (file, pos) = a.binlog_pos().await;
     let mut cb = conn(&b).await?;
     cb.query_drop(format!(
@@ -362,7 +378,7 @@ pub async fn lag(
     rate: u32,
     rtt_ms: u64,
 ) -> Result<Lag> {
-    let (a, b) = start_pair(p, durable).await?;
+    let (a, b) = start_pair(p, durable, &[]).await?;
     let shape = |proxy: &Proxy| {
         if rtt_ms > 0 {
             proxy.set_latency(Duration::from_millis(rtt_ms / 2), Duration::from_millis(3));
