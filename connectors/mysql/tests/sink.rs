@@ -28,20 +28,26 @@ fn cols() -> Vec<ColumnMeta> {
     ]
 }
 
-/// Transaction `seq`: sets item 1 to v = seq (insert for seq 1).
-fn tx(seq: u64) -> Transaction {
-    let row = RowChange {
-        schema: "shop".into(),
-        table: "items".into(),
-        kind: if seq == 1 {
-            RowKind::Insert
-        } else {
-            RowKind::Update
-        },
-        columns: cols(),
-        before: (seq > 1).then(|| vec![Value::Int(1), Value::Int(seq as i64 - 1)]),
-        after: Some(vec![Value::Int(1), Value::Int(seq as i64)]),
-    };
+/// Transaction `seq` of origin bj: rows `keys` of `shop.<table>` get
+/// v = seq (inserted by seq 1, updated after).
+fn set_tx(table: &str, keys: std::ops::Range<i64>, seq: u64) -> Transaction {
+    let changes = keys
+        .map(|k| Change {
+            unit: None,
+            payload: Payload::Row(RowChange {
+                schema: "shop".into(),
+                table: table.into(),
+                kind: if seq == 1 {
+                    RowKind::Insert
+                } else {
+                    RowKind::Update
+                },
+                columns: cols(),
+                before: (seq > 1).then(|| vec![Value::Int(k), Value::Int(seq as i64 - 1)]),
+                after: Some(vec![Value::Int(k), Value::Int(seq as i64)]),
+            }),
+        })
+        .collect();
     Transaction {
         origin: "bj".into(),
         store: "orders".into(),
@@ -49,11 +55,13 @@ fn tx(seq: u64) -> Transaction {
         hlc: Hlc::new(1_700_000_000_000 + seq, 0),
         position: format!("test:{seq}"),
         commit_ts_ms: 0,
-        changes: vec![Change {
-            unit: None,
-            payload: Payload::Row(row),
-        }],
+        changes,
     }
+}
+
+/// Transaction `seq`: sets item 1 to v = seq (insert for seq 1).
+fn tx(seq: u64) -> Transaction {
+    set_tx("items", 1..2, seq)
 }
 
 /// `shop.items` with triggers that count every row write in
@@ -173,35 +181,9 @@ async fn lock_wait_timeout_is_transient_and_the_retry_applies_once() {
     assert_eq!(state(&db).await, (3, 3));
 }
 
-/// Transaction `seq` of origin bj: keys 0..16 of `shop.kv` get v = seq
-/// (inserted by seq 1, updated after).
+/// Transaction `seq`: keys 0..16 of `shop.kv` get v = seq.
 fn kv_tx(seq: u64) -> Transaction {
-    let changes = (0..16)
-        .map(|k| Change {
-            unit: None,
-            payload: Payload::Row(RowChange {
-                schema: "shop".into(),
-                table: "kv".into(),
-                kind: if seq == 1 {
-                    RowKind::Insert
-                } else {
-                    RowKind::Update
-                },
-                columns: cols(),
-                before: (seq > 1).then(|| vec![Value::Int(k), Value::Int(seq as i64 - 1)]),
-                after: Some(vec![Value::Int(k), Value::Int(seq as i64)]),
-            }),
-        })
-        .collect();
-    Transaction {
-        origin: "bj".into(),
-        store: "orders".into(),
-        seq,
-        hlc: Hlc::new(1_700_000_000_000 + seq, 0),
-        position: format!("test:{seq}"),
-        commit_ts_ms: 0,
-        changes,
-    }
+    set_tx("kv", 0..16, seq)
 }
 
 /// Per key: (v, number of row writes the triggers counted).
