@@ -73,6 +73,35 @@ impl HlcClock {
         self.tick(wall_ms(), Some(remote))
     }
 
+    /// The stamp of a change its source committed at `source_ms` (ms since
+    /// the Unix epoch; 0 = the source does not tell), in a stream whose
+    /// previous stamp was `prev`: `max(Hlc::new(source_ms, 0), prev + 1)`,
+    /// so stamps rise along the stream even when the source's resolution is
+    /// coarse (a binlog event time is whole seconds). A change read late —
+    /// a source catching up after downtime — keeps its commit time instead
+    /// of looking newer than it is. The stamp is merged into the clock, so
+    /// every later local event is stamped after it. With `source_ms == 0`
+    /// this is [`HlcClock::now`] (still above `prev`).
+    pub fn stamp_source(&self, source_ms: u64, prev: Hlc) -> Hlc {
+        if source_ms == 0 {
+            return self.tick(wall_ms(), Some(prev));
+        }
+        let floor = if prev.logical() == u16::MAX {
+            Hlc::new(prev.physical_ms() + 1, 0)
+        } else {
+            Hlc(prev.0 + 1)
+        };
+        let stamp = Hlc::new(source_ms, 0).max(floor);
+        let mut last = match self.last.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if stamp > *last {
+            *last = stamp;
+        }
+        stamp
+    }
+
     fn tick(&self, wall: u64, remote: Option<Hlc>) -> Hlc {
         let mut last = match self.last.lock() {
             Ok(g) => g,
@@ -116,6 +145,22 @@ mod tests {
         let s = c.tick(10, Some(r));
         assert!(s > r);
         assert_eq!(s, Hlc::new(5000, 8));
+    }
+
+    #[test]
+    fn source_stamps_keep_commit_time_and_rise_along_the_stream() {
+        let c = HlcClock::with_floor(Hlc::new(9_000, 0));
+        // Read late: an old commit keeps its old time, not the clock's.
+        let a = c.stamp_source(5_000, Hlc(0));
+        assert_eq!(a, Hlc::new(5_000, 0));
+        // Same second again: the logical part orders it after.
+        let b = c.stamp_source(5_000, a);
+        assert_eq!(b, Hlc::new(5_000, 1));
+        // A source stamp ahead of the clock is merged: later local stamps follow it.
+        let d = c.stamp_source(20_000, b);
+        assert!(c.tick(10, None) > d);
+        // Unknown source time: a fresh stamp above the stream's last.
+        assert!(c.stamp_source(0, Hlc::new(30_000, 0)) > Hlc::new(30_000, 0));
     }
 
     #[test]

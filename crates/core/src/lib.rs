@@ -2,6 +2,7 @@
 //! agent. Nothing here does I/O.
 //!
 //! - [`change`]: the change envelope ([`Transaction`], [`Change`], [`Value`]).
+//! - [`envelope`]: the versioned encoding of the envelope (journal, link).
 //! - [`hlc`]: hybrid logical clock timestamps.
 //! - [`topology`]: the topology file (TOML) and its validation.
 //! - [`unit`]: unit (shard) computation and owner-DC routing.
@@ -9,6 +10,7 @@
 
 pub mod change;
 pub mod connector;
+pub mod envelope;
 pub mod hlc;
 pub mod topology;
 pub mod unit;

@@ -1,21 +1,41 @@
 //! The journal: the agent's durable outbound log (the backlog), source
 //! checkpoints and per-peer cursors, in one embedded ACID store (redb).
 //!
+//! # Streams: origin everywhere
+//! Every entry belongs to an *origin stream* `(origin DC, store)` and is
+//! keyed by `(origin, store, origin seq)`. Only local appends
+//! ([`Journal::append`]) assign seqs (dense: 1, 2, 3, ... per store, origin =
+//! this DC); changes of other DCs that this agent forwards
+//! ([`Journal::append_relayed`]) keep their origin seq unchanged, so apply
+//! markers, idempotent apply and echo filtering work per origin wherever a
+//! change travels. Cursors and acknowledgements are keyed by
+//! `(peer, origin, store)`.
+//!
 //! # Progress tracking
 //! A source's transactions are appended *together with the source position
 //! they were read up to* in one redb write transaction committed with
 //! `Durability::Immediate` (fsync). After `kill -9` either both the changes
 //! and the position are there, or neither is; the source resumes from the
 //! stored position, so nothing is lost and nothing is read twice
-//! (DESIGN.md invariant 3). Each appended transaction gets the next origin
-//! sequence number for its store: seqs are dense (1, 2, 3, ...) per store.
+//! (docs/architecture.md, invariant 3).
 //!
 //! # Cursors and removal
-//! For every peer and store the journal records the highest seq the peer
-//! acknowledged (applied). Entries at or below the minimum cursor over all
-//! peers are removed in the same write transaction that advances the cursor.
-//! A cursor write does not need an fsync: losing it only causes a resend,
+//! For every peer and origin stream the journal records the highest seq the
+//! peer acknowledged (applied). An entry is removed once every peer that
+//! receives its origin (every peer except the origin itself) acknowledged
+//! it, in the same write transaction that advances the last such cursor. A
+//! cursor write does not need an fsync: losing it only causes a resend,
 //! which the peer's apply marker turns into a no-op.
+//!
+//! # Format version and migration
+//! `meta["format"]` holds [`FORMAT_VERSION`]. A journal written by a
+//! format-1 agent (entries keyed by `(store, seq)`, untagged bincode,
+//! cursors by `(peer, store)`) is migrated in one atomic write transaction
+//! when it is opened: every entry is decoded with the frozen version-1
+//! types and rewritten as a tagged record under its origin. A journal whose
+//! format is newer than this agent's is refused with
+//! [`JournalError::NewerFormat`] (downgrades need the journal drained first;
+//! see docs/operations.md, "Rolling upgrade").
 //!
 //! # Why redb
 //! See `docs/journal.md`: redb 4 commits are atomic and durable on
@@ -23,29 +43,54 @@
 //! duplicated or torn entries; sled 0.34 (2021) has open reports of corruption
 //! after unclean shutdown and sled 1.0 is an alpha.
 //!
-//! # Layout (redb tables)
-//! - `txs`: `(store, seq) -> cum_bytes: u64 LE | bincode(Transaction)`, where
-//!   `cum_bytes` is the total encoded size of the store's entries up to and
-//!   including this one (backlog bytes are a subtraction, not a scan)
-//! - `last_seq`: `store -> seq`
-//! - `positions`: `store -> bincode(Position)`
-//! - `cursors`: `(peer, store) -> seq`
-//! - `meta`: `"hlc" -> u64` (highest HLC issued, the clock floor after restart)
-//! - `cum`: `store -> u64` total bytes ever appended; `removed_cum`: `store ->
-//!   u64` `cum_bytes` of the last removed entry
+//! # Layout (format 2, redb tables)
+//! - `log`: `(origin, store, seq) -> cum_bytes: u64 LE | record`, where
+//!   `record` is a tagged envelope ([`dcsync_core::envelope::encode_tx`]) and
+//!   `cum_bytes` the total record bytes of the stream up to and including
+//!   this one (backlog bytes are a subtraction, not a scan)
+//! - `heads`: `(origin, store) -> (last seq, HLC of that entry)`
+//! - `stream_cum`: `(origin, store) -> u64` total bytes ever appended;
+//!   `stream_removed_cum`: `(origin, store) -> u64` `cum_bytes` of the last
+//!   removed entry
+//! - `positions`: `store -> bincode(Position)` (local source checkpoints)
+//! - `peer_cursors`: `(peer, origin, store) -> seq`
+//! - `identity`: `"dc" -> the DC id` (a journal opened as another DC is
+//!   refused)
+//! - `meta`: `"format" -> 2`, `"hlc" -> u64` (highest HLC journaled, the
+//!   clock floor after restart)
 
 use dcsync_core::connector::Position;
+use dcsync_core::envelope::{decode_tx, decode_tx_v1, encode_tx};
 use dcsync_core::{Hlc, Transaction};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
+    WriteTransaction,
+};
 use std::path::{Path, PathBuf};
 
-const TXS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("txs");
-const LAST_SEQ: TableDefinition<&str, u64> = TableDefinition::new("last_seq");
+/// The journal format this agent writes.
+pub const FORMAT_VERSION: u64 = 2;
+
+const LOG: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("log");
+const HEADS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("heads");
+const STREAM_CUM: TableDefinition<(&str, &str), u64> = TableDefinition::new("stream_cum");
+const STREAM_REMOVED_CUM: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("stream_removed_cum");
 const POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("positions");
-const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
+const PEER_CURSORS: TableDefinition<(&str, &str, &str), u64> =
+    TableDefinition::new("peer_cursors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const CUM: TableDefinition<&str, u64> = TableDefinition::new("cum");
-const REMOVED_CUM: TableDefinition<&str, u64> = TableDefinition::new("removed_cum");
+const IDENTITY: TableDefinition<&str, &str> = TableDefinition::new("identity");
+
+/// Format-1 tables, read only by the migration.
+mod v1 {
+    use redb::TableDefinition;
+    pub const TXS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("txs");
+    pub const LAST_SEQ: TableDefinition<&str, u64> = TableDefinition::new("last_seq");
+    pub const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
+    pub const CUM: TableDefinition<&str, u64> = TableDefinition::new("cum");
+    pub const REMOVED_CUM: TableDefinition<&str, u64> = TableDefinition::new("removed_cum");
+}
 
 /// Journal errors. All are fatal for the operation; none leaves a partial
 /// write behind (redb transactions are atomic).
@@ -64,14 +109,46 @@ pub enum JournalError {
     #[error("journal storage error: {0}")]
     Storage(String),
     /// A stored entry does not decode: the file is damaged.
-    #[error("journal entry {store}#{seq} is corrupt: {reason}")]
+    #[error("journal entry {origin}/{store}#{seq} is corrupt: {reason}")]
     Corrupt {
+        /// Origin DC.
+        origin: String,
         /// Store name.
         store: String,
-        /// Origin seq.
+        /// Origin seq (0 for a source position).
         seq: u64,
         /// Decoder message.
         reason: String,
+    },
+    /// The journal was written by a newer agent.
+    #[error("journal {path} has format {found}, newer than this agent's format {FORMAT_VERSION}: run the newer agent, or drain the backlog with it and move the journal aside before downgrading")]
+    NewerFormat {
+        /// Journal file path.
+        path: PathBuf,
+        /// Format found.
+        found: u64,
+    },
+    /// The journal belongs to another DC (wrong `--dc` or data directory).
+    #[error("journal {path} belongs to dc {owner:?}, not {me:?}: check --dc and --data-dir")]
+    OtherDc {
+        /// Journal file path.
+        path: PathBuf,
+        /// DC recorded in the journal.
+        owner: String,
+        /// DC this agent runs as.
+        me: String,
+    },
+    /// A relayed transaction does not continue its origin stream.
+    #[error("relayed {origin}/{store}#{seq} does not follow the journaled seq {head}: a gap would be skipped")]
+    Gap {
+        /// Origin DC.
+        origin: String,
+        /// Store.
+        store: String,
+        /// Seq offered.
+        seq: u64,
+        /// Highest seq journaled for the stream.
+        head: u64,
     },
 }
 
@@ -86,7 +163,7 @@ fn storage<E: std::fmt::Display>(e: E) -> JournalError {
     JournalError::Storage(e.to_string())
 }
 
-/// Backlog of one peer for one store.
+/// Backlog of one peer for one origin stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Backlog {
     /// Highest seq the peer acknowledged.
@@ -106,6 +183,7 @@ pub struct Backlog {
 /// `spawn_blocking` in async code when latency matters).
 pub struct Journal {
     db: Database,
+    me: String,
     peers: Vec<String>,
 }
 
@@ -116,18 +194,17 @@ pub const CACHE_BYTES: usize = 64 << 20;
 
 const BINCODE: bincode::config::Configuration = bincode::config::standard();
 
-/// Encodes a transaction as stored in the journal and sent on the link.
-pub fn encode_tx(tx: &Transaction) -> Result<Vec<u8>, JournalError> {
-    bincode::serde::encode_to_vec(tx, BINCODE).map_err(storage)
-}
-
 impl Journal {
-    /// Opens (or creates) the journal file `dir/journal.redb`. `peers` are the
-    /// DC ids whose cursors decide when an entry can be removed.
+    /// Opens (or creates) the journal file `dir/journal.redb` of DC `me`.
+    /// `peers` are the DC ids this journal ships to: their cursors decide
+    /// when an entry can be removed. A format-1 journal is migrated (see the
+    /// module docs).
     ///
     /// Errors: [`JournalError::Open`] if the directory or file cannot be
-    /// created or is locked by another process.
-    pub fn open(dir: &Path, peers: &[String]) -> Result<Journal, JournalError> {
+    /// created or is locked by another process; [`JournalError::NewerFormat`]
+    /// for a journal of a newer agent; [`JournalError::Corrupt`] if a
+    /// format-1 entry does not decode during the migration.
+    pub fn open(dir: &Path, me: &str, peers: &[String]) -> Result<Journal, JournalError> {
         let path = dir.join("journal.redb");
         std::fs::create_dir_all(dir).map_err(|e| JournalError::Open {
             path: path.clone(),
@@ -141,27 +218,76 @@ impl Journal {
                 source: Box::new(e),
             })?;
         let w = db.begin_write().map_err(storage)?;
+        let existing: Vec<String> = w
+            .list_tables()
+            .map_err(storage)?
+            .map(|t| t.name().to_string())
+            .collect();
+        let format = {
+            let m = w.open_table(META).map_err(storage)?;
+            let f = m.get("format").map_err(storage)?.map(|g| g.value());
+            f
+        };
+        match format {
+            Some(f) if f > FORMAT_VERSION => {
+                return Err(JournalError::NewerFormat { path, found: f });
+            }
+            Some(_) => {}
+            None => {
+                if existing.iter().any(|t| t == v1::TXS.name()) {
+                    migrate_v1(&w, me)?;
+                    tracing::info!(path = %path.display(), "journal migrated from format 1 to format {FORMAT_VERSION}");
+                }
+                w.open_table(META)
+                    .map_err(storage)?
+                    .insert("format", FORMAT_VERSION)
+                    .map_err(storage)?;
+            }
+        }
         {
-            w.open_table(TXS).map_err(storage)?;
-            w.open_table(LAST_SEQ).map_err(storage)?;
+            let mut id = w.open_table(IDENTITY).map_err(storage)?;
+            let owner = id.get("dc").map_err(storage)?.map(|g| g.value().to_string());
+            match owner {
+                Some(o) if o != me => {
+                    return Err(JournalError::OtherDc {
+                        path,
+                        owner: o,
+                        me: me.to_string(),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    id.insert("dc", me).map_err(storage)?;
+                }
+            }
+        }
+        {
+            w.open_table(LOG).map_err(storage)?;
+            w.open_table(HEADS).map_err(storage)?;
+            w.open_table(STREAM_CUM).map_err(storage)?;
+            w.open_table(STREAM_REMOVED_CUM).map_err(storage)?;
             w.open_table(POSITIONS).map_err(storage)?;
-            w.open_table(CURSORS).map_err(storage)?;
-            w.open_table(META).map_err(storage)?;
-            w.open_table(CUM).map_err(storage)?;
-            w.open_table(REMOVED_CUM).map_err(storage)?;
+            w.open_table(PEER_CURSORS).map_err(storage)?;
         }
         w.commit().map_err(storage)?;
         Ok(Journal {
             db,
+            me: me.to_string(),
             peers: peers.to_vec(),
         })
     }
 
-    /// Appends `txs` for `store`, assigning each the next seq (written into
-    /// `tx.seq`), and records `position` as the store's source checkpoint, all
-    /// in one durable commit. With no transactions and a position, only the
-    /// checkpoint moves; that commit is not fsynced (losing it re-reads an
-    /// echo or skipped event, which is filtered again).
+    /// This journal's DC: the origin of its local appends.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Appends local transactions of `store` (origin = this DC), assigning
+    /// each the next seq (written into `tx.seq`, and `tx.origin` is set to
+    /// this DC), and records `position` as the store's source checkpoint,
+    /// all in one durable commit. With no transactions and a position, only
+    /// the checkpoint moves; that commit is not fsynced (losing it re-reads
+    /// an echo or skipped event, which is filtered again).
     ///
     /// Returns the `(first, last)` seq assigned, `None` if `txs` was empty.
     pub fn append(
@@ -175,57 +301,64 @@ impl Journal {
             w.set_durability(Durability::None).map_err(storage)?;
         }
         let mut range = None;
-        {
-            let mut last_t = w.open_table(LAST_SEQ).map_err(storage)?;
-            let mut last = last_t
-                .get(store)
-                .map_err(storage)?
-                .map(|g| g.value())
-                .unwrap_or(0);
-            let mut t = w.open_table(TXS).map_err(storage)?;
-            let mut cum_t = w.open_table(CUM).map_err(storage)?;
-            let mut cum = cum_t
-                .get(store)
-                .map_err(storage)?
-                .map(|g| g.value())
-                .unwrap_or(0);
-            let mut max_hlc = 0u64;
-            let mut buf = Vec::new();
+        if !txs.is_empty() {
+            let (mut last, _) = head_in(&w, &self.me, store)?;
+            let first = last + 1;
             for tx in txs.iter_mut() {
                 last += 1;
                 tx.seq = last;
-                max_hlc = max_hlc.max(tx.hlc.0);
-                let bytes = encode_tx(tx)?;
-                cum += bytes.len() as u64;
-                buf.clear();
-                buf.extend_from_slice(&cum.to_le_bytes());
-                buf.extend_from_slice(&bytes);
-                t.insert((store, last), buf.as_slice()).map_err(storage)?;
-                range = Some((range.map(|(f, _)| f).unwrap_or(last), last));
+                tx.origin.clone_from(&self.me);
             }
-            if !txs.is_empty() {
-                cum_t.insert(store, cum).map_err(storage)?;
-                last_t.insert(store, last).map_err(storage)?;
-                let mut m = w.open_table(META).map_err(storage)?;
-                let prev = m
-                    .get("hlc")
-                    .map_err(storage)?
-                    .map(|g| g.value())
-                    .unwrap_or(0);
-                if max_hlc > prev {
-                    m.insert("hlc", max_hlc).map_err(storage)?;
-                }
-            }
-            if let Some(p) = position {
-                let bytes = bincode::serde::encode_to_vec(p, BINCODE).map_err(storage)?;
-                w.open_table(POSITIONS)
-                    .map_err(storage)?
-                    .insert(store, bytes.as_slice())
-                    .map_err(storage)?;
-            }
+            put_entries(&w, &self.me, store, txs)?;
+            range = Some((first, last));
+        }
+        if let Some(p) = position {
+            let bytes = bincode::serde::encode_to_vec(p, BINCODE).map_err(storage)?;
+            w.open_table(POSITIONS)
+                .map_err(storage)?
+                .insert(store, bytes.as_slice())
+                .map_err(storage)?;
         }
         w.commit().map_err(storage)?;
         Ok(range)
+    }
+
+    /// Journals transactions of another origin, unchanged (origin, seq and
+    /// HLC kept), for forwarding to other peers. `txs` are of one origin
+    /// stream, ascending; entries at or below the stream's head are skipped
+    /// (a retransmission), the rest must continue it densely. One durable
+    /// commit. Returns the stream's head after the append.
+    ///
+    /// Errors: [`JournalError::Gap`] if the first new seq does not follow the
+    /// head (nothing is written).
+    pub fn append_relayed(&self, txs: &[Transaction]) -> Result<u64, JournalError> {
+        let Some(first) = txs.first() else {
+            return Ok(0);
+        };
+        let (origin, store) = (first.origin.clone(), first.store.clone());
+        let w = self.db.begin_write().map_err(storage)?;
+        let (head, _) = head_in(&w, &origin, &store)?;
+        let fresh: Vec<Transaction> = txs.iter().filter(|t| t.seq > head).cloned().collect();
+        let mut expect = head + 1;
+        for t in &fresh {
+            if t.seq != expect || t.origin != origin || t.store != store {
+                return Err(JournalError::Gap {
+                    origin: t.origin.clone(),
+                    store: t.store.clone(),
+                    seq: t.seq,
+                    head: expect - 1,
+                });
+            }
+            expect += 1;
+        }
+        let new_head = if fresh.is_empty() {
+            head
+        } else {
+            put_entries(&w, &origin, &store, &fresh)?;
+            expect - 1
+        };
+        w.commit().map_err(storage)?;
+        Ok(new_head)
     }
 
     /// The source checkpoint of `store`: where its source resumes.
@@ -237,6 +370,7 @@ impl Journal {
             Some(g) => bincode::serde::decode_from_slice::<Position, _>(g.value(), BINCODE)
                 .map(|(p, _)| Some(p))
                 .map_err(|e| JournalError::Corrupt {
+                    origin: self.me.clone(),
                     store: store.to_string(),
                     seq: 0,
                     reason: format!("source position: {e}"),
@@ -244,14 +378,36 @@ impl Journal {
         }
     }
 
-    /// Highest seq journaled for `store` (0 if none).
-    pub fn last_seq(&self, store: &str) -> Result<u64, JournalError> {
+    /// Highest seq journaled for the stream `(origin, store)` (0 if none).
+    pub fn last_seq(&self, origin: &str, store: &str) -> Result<u64, JournalError> {
+        Ok(self.head(origin, store)?.0)
+    }
+
+    /// Highest seq journaled for `(origin, store)` and the HLC of that
+    /// entry (`(0, Hlc(0))` if none).
+    pub fn head(&self, origin: &str, store: &str) -> Result<(u64, Hlc), JournalError> {
         let r = self.db.begin_read().map_err(storage)?;
-        let t = r.open_table(LAST_SEQ).map_err(storage)?;
-        Ok(t.get(store)
+        let t = r.open_table(HEADS).map_err(storage)?;
+        Ok(t.get((origin, store))
             .map_err(storage)?
-            .map(|g| g.value())
-            .unwrap_or(0))
+            .map(|g| {
+                let (s, h) = g.value();
+                (s, Hlc(h))
+            })
+            .unwrap_or((0, Hlc(0))))
+    }
+
+    /// Every origin stream `(origin, store)` this journal has held, in order.
+    pub fn streams(&self) -> Result<Vec<(String, String)>, JournalError> {
+        let r = self.db.begin_read().map_err(storage)?;
+        let t = r.open_table(HEADS).map_err(storage)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(storage)? {
+            let (k, _) = item.map_err(storage)?;
+            let (o, s) = k.value();
+            out.push((o.to_string(), s.to_string()));
+        }
+        Ok(out)
     }
 
     /// Highest HLC ever journaled: the clock floor after a restart.
@@ -265,34 +421,35 @@ impl Journal {
             .unwrap_or(0)))
     }
 
-    /// Reads transactions of `store` with seq > `after`, in seq order, at most
-    /// `max_txns` of them and stopping once `max_bytes` encoded bytes are
-    /// reached (at least one is returned if any exists).
+    /// Reads transactions of `(origin, store)` with seq > `after`, in seq
+    /// order, at most `max_txns` of them and stopping once `max_bytes`
+    /// encoded bytes are reached (at least one is returned if any exists).
     pub fn read(
         &self,
+        origin: &str,
         store: &str,
         after: u64,
         max_txns: usize,
         max_bytes: usize,
     ) -> Result<Vec<Transaction>, JournalError> {
         let r = self.db.begin_read().map_err(storage)?;
-        let t = r.open_table(TXS).map_err(storage)?;
+        let t = r.open_table(LOG).map_err(storage)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let start = after.saturating_add(1);
         for item in t
-            .range((store, start)..=(store, u64::MAX))
+            .range((origin, store, start)..=(origin, store, u64::MAX))
             .map_err(storage)?
         {
             let (k, v) = item.map_err(storage)?;
-            let (_, seq) = k.value();
+            let (_, _, seq) = k.value();
             let raw = v.value().get(8..).unwrap_or_default();
-            let (tx, _): (Transaction, usize) = bincode::serde::decode_from_slice(raw, BINCODE)
-                .map_err(|e| JournalError::Corrupt {
-                    store: store.to_string(),
-                    seq,
-                    reason: e.to_string(),
-                })?;
+            let tx = decode_tx(raw).map_err(|e| JournalError::Corrupt {
+                origin: origin.to_string(),
+                store: store.to_string(),
+                seq,
+                reason: e.to_string(),
+            })?;
             bytes += raw.len();
             out.push(tx);
             if out.len() >= max_txns || bytes >= max_bytes {
@@ -302,28 +459,29 @@ impl Journal {
         Ok(out)
     }
 
-    /// Records that `peer` applied `store` up to `seq` (cursors only move
-    /// forward) and removes entries every peer has acknowledged.
-    pub fn ack(&self, peer: &str, store: &str, seq: u64) -> Result<(), JournalError> {
+    /// Records that `peer` applied `(origin, store)` up to `seq` (cursors
+    /// only move forward) and removes entries every receiving peer has
+    /// acknowledged.
+    pub fn ack(&self, peer: &str, origin: &str, store: &str, seq: u64) -> Result<(), JournalError> {
         let mut w = self.db.begin_write().map_err(storage)?;
         w.set_durability(Durability::None).map_err(storage)?;
         {
-            let mut c = w.open_table(CURSORS).map_err(storage)?;
+            let mut c = w.open_table(PEER_CURSORS).map_err(storage)?;
             let prev = c
-                .get((peer, store))
+                .get((peer, origin, store))
                 .map_err(storage)?
                 .map(|g| g.value())
                 .unwrap_or(0);
             if seq <= prev {
                 return Ok(());
             }
-            c.insert((peer, store), seq).map_err(storage)?;
+            c.insert((peer, origin, store), seq).map_err(storage)?;
             let mut min = u64::MAX;
-            for p in &self.peers {
+            for p in self.peers.iter().filter(|p| p.as_str() != origin) {
                 let v = if p == peer {
                     seq
                 } else {
-                    c.get((p.as_str(), store))
+                    c.get((p.as_str(), origin, store))
                         .map_err(storage)?
                         .map(|g| g.value())
                         .unwrap_or(0)
@@ -331,18 +489,18 @@ impl Journal {
                 min = min.min(v);
             }
             if min > 0 && min != u64::MAX {
-                let mut t = w.open_table(TXS).map_err(storage)?;
+                let mut t = w.open_table(LOG).map_err(storage)?;
                 let at_min = t
-                    .get((store, min))
+                    .get((origin, store, min))
                     .map_err(storage)?
                     .map(|g| cum_prefix(g.value()));
                 if let Some(cum) = at_min {
-                    w.open_table(REMOVED_CUM)
+                    w.open_table(STREAM_REMOVED_CUM)
                         .map_err(storage)?
-                        .insert(store, cum)
+                        .insert((origin, store), cum)
                         .map_err(storage)?;
                 }
-                t.retain_in((store, 0u64)..=(store, min), |_, _| false)
+                t.retain_in((origin, store, 0u64)..=(origin, store, min), |_, _| false)
                     .map_err(storage)?;
             }
         }
@@ -350,46 +508,46 @@ impl Journal {
         Ok(())
     }
 
-    /// Highest seq `peer` acknowledged for `store` (0 if none).
-    pub fn cursor(&self, peer: &str, store: &str) -> Result<u64, JournalError> {
+    /// Highest seq `peer` acknowledged for `(origin, store)` (0 if none).
+    pub fn cursor(&self, peer: &str, origin: &str, store: &str) -> Result<u64, JournalError> {
         let r = self.db.begin_read().map_err(storage)?;
-        let c = r.open_table(CURSORS).map_err(storage)?;
-        Ok(c.get((peer, store))
+        let c = r.open_table(PEER_CURSORS).map_err(storage)?;
+        Ok(c.get((peer, origin, store))
             .map_err(storage)?
             .map(|g| g.value())
             .unwrap_or(0))
     }
 
-    /// Backlog of `peer` for `store`.
-    pub fn backlog(&self, peer: &str, store: &str) -> Result<Backlog, JournalError> {
-        let acked = self.cursor(peer, store)?;
-        let last = self.last_seq(store)?;
+    /// Backlog of `peer` for the stream `(origin, store)`.
+    pub fn backlog(&self, peer: &str, origin: &str, store: &str) -> Result<Backlog, JournalError> {
+        let acked = self.cursor(peer, origin, store)?;
+        let last = self.last_seq(origin, store)?;
         let oldest = if last > acked {
-            self.read(store, acked, 1, 1)?.first().map(|t| t.hlc)
+            self.read(origin, store, acked, 1, 1)?.first().map(|t| t.hlc)
         } else {
             None
         };
         let bytes = if last > acked {
             let r = self.db.begin_read().map_err(storage)?;
             let total = r
-                .open_table(CUM)
+                .open_table(STREAM_CUM)
                 .map_err(storage)?
-                .get(store)
+                .get((origin, store))
                 .map_err(storage)?
                 .map(|g| g.value())
                 .unwrap_or(0);
             let at_cursor = match r
-                .open_table(TXS)
+                .open_table(LOG)
                 .map_err(storage)?
-                .get((store, acked))
+                .get((origin, store, acked))
                 .map_err(storage)?
             {
                 Some(g) => cum_prefix(g.value()),
                 None if acked == 0 => 0,
                 None => r
-                    .open_table(REMOVED_CUM)
+                    .open_table(STREAM_REMOVED_CUM)
                     .map_err(storage)?
-                    .get(store)
+                    .get((origin, store))
                     .map_err(storage)?
                     .map(|g| g.value())
                     .unwrap_or(0),
@@ -406,6 +564,145 @@ impl Journal {
             oldest,
         })
     }
+}
+
+/// The head `(seq, hlc)` of a stream inside a write transaction.
+fn head_in(w: &WriteTransaction, origin: &str, store: &str) -> Result<(u64, u64), JournalError> {
+    let t = w.open_table(HEADS).map_err(storage)?;
+    let v = t
+        .get((origin, store))
+        .map_err(storage)?
+        .map(|g| g.value())
+        .unwrap_or((0, 0));
+    Ok(v)
+}
+
+/// Writes `txs` (seqs already set, ascending, continuing the stream) and
+/// moves the stream's head, byte total and the HLC floor.
+fn put_entries(
+    w: &WriteTransaction,
+    origin: &str,
+    store: &str,
+    txs: &[Transaction],
+) -> Result<(), JournalError> {
+    let mut t = w.open_table(LOG).map_err(storage)?;
+    let mut cum_t = w.open_table(STREAM_CUM).map_err(storage)?;
+    let mut cum = cum_t
+        .get((origin, store))
+        .map_err(storage)?
+        .map(|g| g.value())
+        .unwrap_or(0);
+    let mut max_hlc = 0u64;
+    let mut buf = Vec::new();
+    let mut last = (0u64, 0u64);
+    for tx in txs {
+        let bytes = encode_tx(tx).map_err(|e| JournalError::Corrupt {
+            origin: origin.to_string(),
+            store: store.to_string(),
+            seq: tx.seq,
+            reason: e.to_string(),
+        })?;
+        cum += bytes.len() as u64;
+        max_hlc = max_hlc.max(tx.hlc.0);
+        buf.clear();
+        buf.extend_from_slice(&cum.to_le_bytes());
+        buf.extend_from_slice(&bytes);
+        t.insert((origin, store, tx.seq), buf.as_slice())
+            .map_err(storage)?;
+        last = (tx.seq, tx.hlc.0);
+    }
+    cum_t.insert((origin, store), cum).map_err(storage)?;
+    w.open_table(HEADS)
+        .map_err(storage)?
+        .insert((origin, store), last)
+        .map_err(storage)?;
+    let mut m = w.open_table(META).map_err(storage)?;
+    let prev = m
+        .get("hlc")
+        .map_err(storage)?
+        .map(|g| g.value())
+        .unwrap_or(0);
+    if max_hlc > prev {
+        m.insert("hlc", max_hlc).map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// Rewrites a format-1 journal as format 2 inside `w` (the caller commits).
+/// A format-1 journal only held local changes (its sender refused to ship
+/// any other origin), so every entry, head, cursor and byte total moves
+/// under origin `me`; an entry naming another origin means the data
+/// directory belongs to another DC and is refused.
+fn migrate_v1(w: &WriteTransaction, me: &str) -> Result<(), JournalError> {
+    {
+        let old = w.open_table(v1::TXS).map_err(storage)?;
+        let mut log = w.open_table(LOG).map_err(storage)?;
+        let mut heads = w.open_table(HEADS).map_err(storage)?;
+        let mut buf = Vec::new();
+        for item in old.iter().map_err(storage)? {
+            let (k, v) = item.map_err(storage)?;
+            let (store, seq) = k.value();
+            let raw = v.value();
+            let corrupt = |reason: String| JournalError::Corrupt {
+                origin: me.to_string(),
+                store: store.to_string(),
+                seq,
+                reason,
+            };
+            let tx = decode_tx_v1(raw.get(8..).unwrap_or_default())
+                .map_err(|e| corrupt(format!("format-1 entry: {e}")))?;
+            if tx.origin != me {
+                return Err(corrupt(format!(
+                    "format-1 entry of origin {:?} in the journal of dc {me:?}: is this data directory another DC's?",
+                    tx.origin
+                )));
+            }
+            let record = encode_tx(&tx).map_err(|e| corrupt(e.to_string()))?;
+            buf.clear();
+            // The cumulative byte count stays the format-1 one: backlog
+            // bytes are differences of it, and the tag byte is noise.
+            buf.extend_from_slice(&cum_prefix(raw).to_le_bytes());
+            buf.extend_from_slice(&record);
+            log.insert((me, store, seq), buf.as_slice())
+                .map_err(storage)?;
+            heads.insert((me, store), (seq, tx.hlc.0)).map_err(storage)?;
+        }
+    }
+    {
+        let last = w.open_table(v1::LAST_SEQ).map_err(storage)?;
+        let mut heads = w.open_table(HEADS).map_err(storage)?;
+        for item in last.iter().map_err(storage)? {
+            let (k, s) = item.map_err(storage)?;
+            let store = k.value();
+            let hlc = heads
+                .get((me, store))
+                .map_err(storage)?
+                .map(|g| g.value().1)
+                .unwrap_or(0);
+            heads.insert((me, store), (s.value(), hlc)).map_err(storage)?;
+        }
+        let old_c = w.open_table(v1::CURSORS).map_err(storage)?;
+        let mut cur = w.open_table(PEER_CURSORS).map_err(storage)?;
+        for item in old_c.iter().map_err(storage)? {
+            let (k, s) = item.map_err(storage)?;
+            let (peer, store) = k.value();
+            cur.insert((peer, me, store), s.value()).map_err(storage)?;
+        }
+        for (old, new) in [(v1::CUM, STREAM_CUM), (v1::REMOVED_CUM, STREAM_REMOVED_CUM)] {
+            let o_t = w.open_table(old).map_err(storage)?;
+            let mut n_t = w.open_table(new).map_err(storage)?;
+            for item in o_t.iter().map_err(storage)? {
+                let (k, v) = item.map_err(storage)?;
+                n_t.insert((me, k.value()), v.value()).map_err(storage)?;
+            }
+        }
+    }
+    w.delete_table(v1::TXS).map_err(storage)?;
+    w.delete_table(v1::LAST_SEQ).map_err(storage)?;
+    w.delete_table(v1::CURSORS).map_err(storage)?;
+    w.delete_table(v1::CUM).map_err(storage)?;
+    w.delete_table(v1::REMOVED_CUM).map_err(storage)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use dcsync_core::envelope::encode_tx;
 use dcsync_core::{Change, Payload, RedisCommand};
 
 fn tx(n: u64) -> Transaction {
@@ -29,15 +30,15 @@ fn pos(n: u64) -> Position {
 #[test]
 fn append_assigns_dense_seqs_and_position() {
     let d = tempfile::tempdir().unwrap();
-    let j = Journal::open(d.path(), &["sh".into()]).unwrap();
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
     let mut a = vec![tx(1), tx(2)];
     assert_eq!(j.append("s", &mut a, Some(&pos(2))).unwrap(), Some((1, 2)));
     let mut b = vec![tx(3)];
     assert_eq!(j.append("s", &mut b, Some(&pos(3))).unwrap(), Some((3, 3)));
     assert_eq!(j.append("other", &mut [tx(9)], None).unwrap(), Some((1, 1)));
-    assert_eq!(j.last_seq("s").unwrap(), 3);
+    assert_eq!(j.last_seq("bj", "s").unwrap(), 3);
     assert_eq!(j.position("s").unwrap(), Some(pos(3)));
-    let got = j.read("s", 0, 100, usize::MAX).unwrap();
+    let got = j.read("bj", "s", 0, 100, usize::MAX).unwrap();
     assert_eq!(got.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(got[2].position, "p3");
     assert_eq!(j.hlc_floor().unwrap(), Hlc(9));
@@ -46,72 +47,72 @@ fn append_assigns_dense_seqs_and_position() {
 #[test]
 fn progress_only_moves_position() {
     let d = tempfile::tempdir().unwrap();
-    let j = Journal::open(d.path(), &["sh".into()]).unwrap();
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
     assert_eq!(j.append("s", &mut [], Some(&pos(7))).unwrap(), None);
     assert_eq!(j.position("s").unwrap(), Some(pos(7)));
-    assert_eq!(j.last_seq("s").unwrap(), 0);
+    assert_eq!(j.last_seq("bj", "s").unwrap(), 0);
 }
 
 #[test]
 fn read_respects_limits() {
     let d = tempfile::tempdir().unwrap();
-    let j = Journal::open(d.path(), &["sh".into()]).unwrap();
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
     let mut v: Vec<_> = (1..=10).map(tx).collect();
     j.append("s", &mut v, None).unwrap();
-    assert_eq!(j.read("s", 3, 4, usize::MAX).unwrap().len(), 4);
-    assert_eq!(j.read("s", 3, 100, 1).unwrap().len(), 1);
-    assert_eq!(j.read("s", 10, 100, usize::MAX).unwrap().len(), 0);
+    assert_eq!(j.read("bj", "s", 3, 4, usize::MAX).unwrap().len(), 4);
+    assert_eq!(j.read("bj", "s", 3, 100, 1).unwrap().len(), 1);
+    assert_eq!(j.read("bj", "s", 10, 100, usize::MAX).unwrap().len(), 0);
 }
 
 #[test]
 fn entries_removed_only_when_every_peer_acked() {
     let d = tempfile::tempdir().unwrap();
-    let j = Journal::open(d.path(), &["sh".into(), "gz".into()]).unwrap();
+    let j = Journal::open(d.path(), "bj", &["sh".into(), "gz".into()]).unwrap();
     let mut v: Vec<_> = (1..=10).map(tx).collect();
     j.append("s", &mut v, None).unwrap();
-    j.ack("sh", "s", 8).unwrap();
+    j.ack("sh", "bj", "s", 8).unwrap();
     assert_eq!(
-        j.read("s", 0, 100, usize::MAX).unwrap().len(),
+        j.read("bj", "s", 0, 100, usize::MAX).unwrap().len(),
         10,
         "gz has not acked"
     );
-    j.ack("gz", "s", 5).unwrap();
-    let left = j.read("s", 0, 100, usize::MAX).unwrap();
+    j.ack("gz", "bj", "s", 5).unwrap();
+    let left = j.read("bj", "s", 0, 100, usize::MAX).unwrap();
     assert_eq!(left.first().map(|t| t.seq), Some(6));
-    assert_eq!(j.backlog("gz", "s").unwrap().txns, 5);
-    assert_eq!(j.backlog("gz", "s").unwrap().oldest, Some(Hlc(6)));
-    assert_eq!(j.backlog("sh", "s").unwrap().txns, 2);
+    assert_eq!(j.backlog("gz", "bj", "s").unwrap().txns, 5);
+    assert_eq!(j.backlog("gz", "bj", "s").unwrap().oldest, Some(Hlc(6)));
+    assert_eq!(j.backlog("sh", "bj", "s").unwrap().txns, 2);
     let per_tx = encode_tx(&Transaction { seq: 1, ..tx(1) }).unwrap().len() as u64;
-    let gz = j.backlog("gz", "s").unwrap();
+    let gz = j.backlog("gz", "bj", "s").unwrap();
     assert!(
         gz.bytes >= 5 * per_tx - 5 && gz.bytes <= 5 * per_tx + 5,
         "{gz:?} vs {per_tx}"
     );
-    let sh = j.backlog("sh", "s").unwrap();
+    let sh = j.backlog("sh", "bj", "s").unwrap();
     assert!(
         sh.bytes >= 2 * per_tx - 2 && sh.bytes <= 2 * per_tx + 2,
         "{sh:?}"
     );
-    j.ack("gz", "s", 10).unwrap();
-    j.ack("sh", "s", 10).unwrap();
-    assert_eq!(j.backlog("gz", "s").unwrap().bytes, 0);
+    j.ack("gz", "bj", "s", 10).unwrap();
+    j.ack("sh", "bj", "s", 10).unwrap();
+    assert_eq!(j.backlog("gz", "bj", "s").unwrap().bytes, 0);
     // cursors never move back
-    j.ack("sh", "s", 2).unwrap();
-    assert_eq!(j.cursor("sh", "s").unwrap(), 10);
+    j.ack("sh", "bj", "s", 2).unwrap();
+    assert_eq!(j.cursor("sh", "bj", "s").unwrap(), 10);
 }
 
 #[test]
 fn reopen_keeps_everything() {
     let d = tempfile::tempdir().unwrap();
     {
-        let j = Journal::open(d.path(), &["sh".into()]).unwrap();
+        let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
         j.append("s", &mut [tx(1), tx(2)], Some(&pos(2))).unwrap();
-        j.ack("sh", "s", 1).unwrap();
+        j.ack("sh", "bj", "s", 1).unwrap();
     }
-    let j = Journal::open(d.path(), &["sh".into()]).unwrap();
-    assert_eq!(j.last_seq("s").unwrap(), 2);
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+    assert_eq!(j.last_seq("bj", "s").unwrap(), 2);
     assert_eq!(j.position("s").unwrap(), Some(pos(2)));
-    assert_eq!(j.read("s", 0, 10, usize::MAX).unwrap().len(), 1);
+    assert_eq!(j.read("bj", "s", 0, 10, usize::MAX).unwrap().len(), 1);
 }
 
 proptest::proptest! {
@@ -120,7 +121,7 @@ proptest::proptest! {
     #[test]
     fn model(ops in proptest::collection::vec((0u8..3, 1usize..5), 1..40)) {
         let d = tempfile::tempdir().unwrap();
-        let j = Journal::open(d.path(), &["a".into(), "b".into()]).unwrap();
+        let j = Journal::open(d.path(), "bj", &["a".into(), "b".into()]).unwrap();
         let (mut last, mut ca, mut cb) = (0u64, 0u64, 0u64);
         for (op, n) in ops {
             match op {
@@ -129,12 +130,80 @@ proptest::proptest! {
                     j.append("s", &mut v, None).unwrap();
                     last += n as u64;
                 }
-                1 => { ca = (ca + n as u64).min(last); j.ack("a", "s", ca).unwrap(); }
-                _ => { cb = (cb + n as u64).min(last); j.ack("b", "s", cb).unwrap(); }
+                1 => { ca = (ca + n as u64).min(last); j.ack("a", "bj", "s", ca).unwrap(); }
+                _ => { cb = (cb + n as u64).min(last); j.ack("b", "bj", "s", cb).unwrap(); }
             }
-            let kept: Vec<u64> = j.read("s", 0, usize::MAX, usize::MAX).unwrap().iter().map(|t| t.seq).collect();
+            let kept: Vec<u64> = j.read("bj", "s", 0, usize::MAX, usize::MAX).unwrap().iter().map(|t| t.seq).collect();
             let expect: Vec<u64> = (ca.min(cb) + 1..=last).collect();
             proptest::prop_assert_eq!(kept, expect);
         }
     }
+}
+
+fn remote(origin: &str, seq: u64) -> Transaction {
+    Transaction {
+        origin: origin.into(),
+        seq,
+        ..tx(seq)
+    }
+}
+
+#[test]
+fn relayed_changes_keep_their_origin_seq_and_are_idempotent() {
+    let d = tempfile::tempdir().unwrap();
+    let j = Journal::open(d.path(), "hub", &["bj".into(), "sh".into(), "gz".into()]).unwrap();
+    // A local append next to it numbers only the local stream.
+    assert_eq!(j.append("s", &mut [tx(1)], None).unwrap(), Some((1, 1)));
+    assert_eq!(j.append_relayed(&[remote("bj", 1), remote("bj", 2)]).unwrap(), 2);
+    // A retransmission overlapping the head is skipped, the rest appended.
+    assert_eq!(j.append_relayed(&[remote("bj", 2), remote("bj", 3)]).unwrap(), 3);
+    let got = j.read("bj", "s", 0, 10, usize::MAX).unwrap();
+    assert_eq!(got.iter().map(|t| (t.origin.as_str(), t.seq)).collect::<Vec<_>>(),
+        vec![("bj", 1), ("bj", 2), ("bj", 3)]);
+    assert_eq!(j.last_seq("hub", "s").unwrap(), 1);
+    // A gap is refused and writes nothing.
+    assert!(matches!(j.append_relayed(&[remote("bj", 5)]), Err(JournalError::Gap { head: 3, .. })));
+    assert_eq!(j.last_seq("bj", "s").unwrap(), 3);
+    assert_eq!(j.streams().unwrap(), vec![("bj".to_string(), "s".to_string()), ("hub".to_string(), "s".to_string())]);
+    // bj's own changes are never sent back to bj: sh and gz decide removal.
+    j.ack("sh", "bj", "s", 3).unwrap();
+    assert_eq!(j.read("bj", "s", 0, 10, usize::MAX).unwrap().len(), 3);
+    j.ack("gz", "bj", "s", 2).unwrap();
+    assert_eq!(j.read("bj", "s", 0, 10, usize::MAX).unwrap().len(), 1);
+    // Cursors are per origin: the local stream is untouched.
+    assert_eq!(j.cursor("sh", "hub", "s").unwrap(), 0);
+    assert_eq!(j.read("hub", "s", 0, 10, usize::MAX).unwrap().len(), 1);
+}
+
+#[test]
+fn local_append_stamps_this_dc_as_origin() {
+    let d = tempfile::tempdir().unwrap();
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+    let mut v = vec![Transaction { origin: String::new(), ..tx(4) }];
+    j.append("s", &mut v, None).unwrap();
+    assert_eq!(v[0].origin, "bj");
+    assert_eq!(j.head("bj", "s").unwrap(), (1, Hlc(4)));
+}
+
+#[test]
+fn a_journal_of_another_dc_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    drop(Journal::open(d.path(), "bj", &["sh".into()]).unwrap());
+    let e = Journal::open(d.path(), "sh", &["bj".into()]).err().unwrap();
+    assert!(matches!(e, JournalError::OtherDc { .. }), "{e}");
+    assert!(e.to_string().contains("belongs to dc \"bj\""), "{e}");
+}
+
+#[test]
+fn a_journal_of_a_newer_format_is_refused_untouched() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+        let w = j.db.begin_write().unwrap();
+        w.open_table(META).unwrap().insert("format", FORMAT_VERSION + 1).unwrap();
+        w.commit().unwrap();
+    }
+    let e = Journal::open(d.path(), "bj", &["sh".into()]).err().unwrap();
+    assert!(matches!(e, JournalError::NewerFormat { found: 3, .. }), "{e}");
+    assert!(e.to_string().contains("newer than this agent's format 2"), "{e}");
 }
