@@ -14,11 +14,11 @@ fuzz_target!(|data: &[u8]| {
         let body = &data[4..];
         let _ = decode_body(crc32(body), body);
         let raw_len = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
-        let _ = unpack_batch(Codec::Lz4, raw_len, body, 1 << 20);
-        let _ = unpack_batch(Codec::None, body.len() as u32, body, 1 << 20);
+        let _ = unpack_batch(Codec::Lz4, raw_len, body, 1 << 20, 2);
+        let _ = unpack_batch(Codec::None, body.len() as u32, body, 1 << 20, 1);
     }
     if let Ok(Frame::Batch { codec, raw_len, data, .. }) = decode(data, 1 << 20) {
-        let _ = unpack_batch(codec, raw_len, &data, 1 << 20);
+        let _ = unpack_batch(codec, raw_len, &data, 1 << 20, 2);
     }
 });
 

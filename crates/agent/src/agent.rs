@@ -21,7 +21,7 @@ use dcsync_core::connector::{ConnectorError, Position, Source, SourceContext, So
 use dcsync_core::topology::{LinkSecurity, Mode, StoreConfig, StoreKind};
 use dcsync_core::{HlcClock, Topology, Transaction};
 use dcsync_journal::Journal;
-use dcsync_link::{receiver, sender, LinkState, LinkStats};
+use dcsync_link::{receiver, sender, LinkStats};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,7 +64,7 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
     };
     let peers: Vec<String> = topo.peers_of(&me).iter().map(|d| d.id.clone()).collect();
     let journal = Arc::new(
-        Journal::open(&data_dir, &peers)
+        Journal::open(&data_dir, &me, &peers)
             .with_context(|| format!("opening the journal in {}", data_dir.display()))?,
     );
     let clock = Arc::new(HlcClock::with_floor(journal.hlc_floor()?));
@@ -79,7 +79,9 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
         .await
         .with_context(|| format!("binding link listener {}", my_dc.listen))?;
     let applier = Arc::new(AgentApplier::new(&topo, &me, clock.clone()));
+    let inbound = board.inbound();
     let rcfg = Arc::new(receiver::ReceiverConfig {
+        board: inbound,
         cluster: topo.cluster.clone(),
         me: me.clone(),
         peers: peers.clone(),
@@ -99,11 +101,7 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
     for peer in topo.peers_of(&me) {
         let stats = Arc::new(Mutex::new(LinkStats {
             peer: peer.id.clone(),
-            state: LinkState::Idle,
-            sent_txns: 0,
-            acked_txns: 0,
-            sent_bytes: 0,
-            connects: 0,
+            ..Default::default()
         }));
         board.add_link(stats.clone());
         let cfg = sender::SenderConfig {
@@ -111,6 +109,8 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
             me: me.clone(),
             peer: peer.id.clone(),
             addr: peer.link.clone(),
+            // Mesh: every DC ships its own changes to every other DC.
+            origins: vec![me.clone()],
             stores: topo.stores.iter().map(|s| s.name.clone()).collect(),
             settings: topo.link.clone(),
             tls: tls.clone(),
@@ -140,6 +140,7 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
             appended: appended_tx.clone(),
             status: st,
             shutdown: shutdown_rx.clone(),
+            last_hlc: journal.head(&me, &store.name)?.1,
         };
         tasks.push(tokio::spawn(sup.run()));
     }
@@ -222,6 +223,9 @@ struct Supervisor {
     appended: Arc<watch::Sender<u64>>,
     status: Arc<Mutex<SourceStatus>>,
     shutdown: watch::Receiver<bool>,
+    /// HLC of the last transaction journaled for this store (stamps rise
+    /// along the stream).
+    last_hlc: dcsync_core::Hlc,
 }
 
 impl Supervisor {
@@ -307,7 +311,7 @@ impl Supervisor {
     }
 
     async fn journal_events(
-        &self,
+        &mut self,
         events: Vec<SourceEvent>,
         durable: &watch::Sender<Option<Position>>,
     ) -> Result<(), ConnectorError> {
@@ -322,11 +326,17 @@ impl Supervisor {
                     position,
                 } => {
                     if !changes.is_empty() {
+                        // The stamp derives from the source commit time
+                        // (rising along the stream), not from when it was
+                        // read: a source catching up does not make old
+                        // writes look new.
+                        let hlc = self.clock.stamp_source(commit_ts_ms, self.last_hlc);
+                        self.last_hlc = hlc;
                         txs.push(Transaction {
                             origin: self.me.clone(),
                             store: self.store.name.clone(),
                             seq: 0,
-                            hlc: self.clock.now(),
+                            hlc,
                             position: position.display.clone(),
                             commit_ts_ms,
                             changes,

@@ -30,9 +30,12 @@ pub struct SourceStatus {
     pub echo_txns: u64,
 }
 
-/// Backlog of one peer for one store.
+/// Backlog of one peer for one origin stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BacklogStatus {
+    /// Origin DC of the stream (this DC, or one it forwards).
+    #[serde(default)]
+    pub origin: String,
     /// Store name.
     pub store: String,
     /// Transactions journaled but not acknowledged by the peer.
@@ -62,6 +65,32 @@ pub struct LinkStatus {
     pub backlog: Vec<BacklogStatus>,
 }
 
+/// One origin stream this agent applies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboundStatus {
+    /// Origin DC.
+    pub origin: String,
+    /// Store.
+    pub store: String,
+    /// Highest origin seq applied.
+    pub applied_seq: u64,
+    /// Transactions applied since start.
+    pub applied_txns: u64,
+    /// Apply lag of the last applied transaction: when it was applied
+    /// minus its HLC (source commit time), ms; `None` before the first.
+    pub lag_ms: Option<u64>,
+    /// When the last batch applied, ms since the Unix epoch (0 = never).
+    pub applied_at_ms: u64,
+    /// `applying` or `failing`.
+    pub state: String,
+    /// Why the stream is paused, if it is.
+    pub error: Option<String>,
+    /// Whether that failure needs an operator (definite) or is transient.
+    pub definite: bool,
+    /// Since when it fails, ms since the Unix epoch.
+    pub failing_since_ms: Option<u64>,
+}
+
 /// The whole status document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
@@ -75,6 +104,9 @@ pub struct Status {
     pub links: Vec<LinkStatus>,
     /// Sources.
     pub sources: Vec<SourceStatus>,
+    /// Origin streams this agent applies (inbound), by origin and store.
+    #[serde(default)]
+    pub inbound: Vec<InboundStatus>,
     /// Operator warnings (backlog approaching the source's retention, ...).
     pub warnings: Vec<String>,
 }
@@ -94,6 +126,8 @@ pub struct StatusBoard {
     retention: Arc<Mutex<BTreeMap<String, u64>>>,
     /// Previous (acked_txns, ms) per peer, for rates; last warning log, ms.
     prev: Arc<Mutex<RateState>>,
+    /// What the link receiver applied, per origin stream.
+    inbound: dcsync_link::InboundBoard,
 }
 
 impl StatusBoard {
@@ -106,7 +140,14 @@ impl StatusBoard {
             sources: Arc::default(),
             retention: Arc::default(),
             prev: Arc::default(),
+            inbound: Arc::default(),
         }
+    }
+
+    /// The board the link receiver publishes applied positions and
+    /// failing streams on.
+    pub fn inbound(&self) -> dcsync_link::InboundBoard {
+        self.inbound.clone()
     }
 
     /// Registers a link.
@@ -165,8 +206,12 @@ impl StatusBoard {
                 _ => 0.0,
             };
             let mut backlog = Vec::new();
-            for store in stores {
-                let Ok(b) = journal.backlog(&link.peer, store) else {
+            let streams = journal.streams().unwrap_or_default();
+            for (origin, store) in streams
+                .iter()
+                .filter(|(o, s)| *o != link.peer && stores.contains(s))
+            {
+                let Ok(b) = journal.backlog(&link.peer, origin, store) else {
                     continue;
                 };
                 let oldest_age_ms = b.oldest.map(|h| now.saturating_sub(h.physical_ms()));
@@ -182,6 +227,7 @@ impl StatusBoard {
                     }
                 }
                 backlog.push(BacklogStatus {
+                    origin: origin.clone(),
                     store: store.clone(),
                     txns: b.txns,
                     bytes: b.bytes,
@@ -214,12 +260,41 @@ impl StatusBoard {
                     .collect()
             })
             .unwrap_or_default();
+        let inbound = self
+            .inbound
+            .lock()
+            .map(|b| {
+                b.values()
+                    .map(|st| InboundStatus {
+                        origin: st.origin.clone(),
+                        store: st.store.clone(),
+                        applied_seq: st.applied_seq,
+                        applied_txns: st.applied_txns,
+                        lag_ms: (st.last_hlc > 0).then(|| {
+                            st.applied_at_ms
+                                .saturating_sub(dcsync_core::Hlc(st.last_hlc).physical_ms())
+                        }),
+                        applied_at_ms: st.applied_at_ms,
+                        state: if st.failing.is_some() {
+                            "failing"
+                        } else {
+                            "applying"
+                        }
+                        .into(),
+                        error: st.failing.as_ref().map(|f| f.0.clone()),
+                        definite: st.failing.as_ref().is_some_and(|f| f.1),
+                        failing_since_ms: st.failing.as_ref().map(|f| f.2),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Status {
             dc: self.dc.clone(),
             written_ms: now,
             pid: std::process::id(),
             links: out,
             sources,
+            inbound,
             warnings,
         }
     }
@@ -300,8 +375,8 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
         println!("  warning: status is stale; the agent may not be running");
     }
     println!(
-        "{:<8} {:<26} {:<10} {:>10} {:>11} {:>10} {:>9} {:>9}",
-        "PEER", "STATE", "STORE", "BACKLOG", "BYTES", "ACKED", "OLDEST", "REPLAY/s"
+        "{:<8} {:<26} {:<14} {:>10} {:>11} {:>10} {:>9} {:>9}",
+        "PEER", "STATE", "ORIGIN/STORE", "BACKLOG", "BYTES", "ACKED", "OLDEST", "REPLAY/s"
     );
     for l in &s.links {
         let state = match &l.link.state {
@@ -313,10 +388,10 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
         };
         for b in &l.backlog {
             println!(
-                "{:<8} {:<26} {:<10} {:>10} {:>11} {:>10} {:>9} {:>9.0}",
+                "{:<8} {:<26} {:<14} {:>10} {:>11} {:>10} {:>9} {:>9.0}",
                 l.link.peer,
                 state,
-                b.store,
+                format!("{}/{}", b.origin, b.store),
                 b.txns,
                 human_bytes(b.bytes),
                 b.acked_seq,
@@ -328,6 +403,49 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
         }
         if let LinkState::Retrying { error, .. } = &l.link.state {
             println!("         last error: {error}");
+        }
+        for f in &l.link.failing {
+            println!(
+                "         PAUSED {}/{}: {} cannot apply it ({}; {} attempts, failing since {}, next retry in {:.1}s): {}",
+                f.origin,
+                f.store,
+                l.link.peer,
+                if f.definite { "needs an operator" } else { "transient" },
+                f.attempts,
+                ago(f.since_ms, now),
+                f.retry_at_ms.saturating_sub(now) as f64 / 1000.0,
+                f.reason
+            );
+        }
+    }
+    if !s.inbound.is_empty() {
+        println!(
+            "{:<8} {:<10} {:<9} {:>10} {:>10} {:>9}",
+            "ORIGIN", "STORE", "STATE", "APPLIED", "TXNS", "LAG"
+        );
+        for i in &s.inbound {
+            println!(
+                "{:<8} {:<10} {:<9} {:>10} {:>10} {:>9}",
+                i.origin,
+                i.store,
+                i.state,
+                i.applied_seq,
+                i.applied_txns,
+                i.lag_ms
+                    .map(|l| format!("{:.1}s", l as f64 / 1000.0))
+                    .unwrap_or_else(|| "-".into())
+            );
+            if let Some(e) = &i.error {
+                println!(
+                    "         error ({}, since {}): {e}",
+                    if i.definite {
+                        "needs an operator"
+                    } else {
+                        "transient"
+                    },
+                    i.failing_since_ms.map(|t| ago(t, now)).unwrap_or_default()
+                );
+            }
         }
     }
     for w in &s.warnings {

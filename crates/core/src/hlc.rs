@@ -45,7 +45,9 @@ pub struct HlcClock {
     last: Mutex<Hlc>,
 }
 
-fn wall_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before
+/// 1970). The one wall-clock reading of the code base.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -64,13 +66,13 @@ impl HlcClock {
     /// A new stamp for a local event, strictly greater than every stamp issued
     /// or observed before.
     pub fn now(&self) -> Hlc {
-        self.tick(wall_ms(), None)
+        self.tick(now_ms(), None)
     }
 
     /// Merges a stamp received from another DC and returns a local stamp
     /// greater than both.
     pub fn observe(&self, remote: Hlc) -> Hlc {
-        self.tick(wall_ms(), Some(remote))
+        self.tick(now_ms(), Some(remote))
     }
 
     /// The stamp of a change its source committed at `source_ms` (ms since
@@ -84,7 +86,7 @@ impl HlcClock {
     /// this is [`HlcClock::now`] (still above `prev`).
     pub fn stamp_source(&self, source_ms: u64, prev: Hlc) -> Hlc {
         if source_ms == 0 {
-            return self.tick(wall_ms(), Some(prev));
+            return self.tick(now_ms(), Some(prev));
         }
         let floor = if prev.logical() == u16::MAX {
             Hlc::new(prev.physical_ms() + 1, 0)

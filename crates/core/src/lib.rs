@@ -18,5 +18,5 @@ pub mod unit;
 pub use change::{
     Change, ColumnMeta, Payload, RedisCommand, RowChange, RowKind, Transaction, Value,
 };
-pub use hlc::{Hlc, HlcClock};
+pub use hlc::{now_ms, Hlc, HlcClock};
 pub use topology::{Topology, TopologyError};

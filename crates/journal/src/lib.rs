@@ -77,8 +77,7 @@ const STREAM_CUM: TableDefinition<(&str, &str), u64> = TableDefinition::new("str
 const STREAM_REMOVED_CUM: TableDefinition<(&str, &str), u64> =
     TableDefinition::new("stream_removed_cum");
 const POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("positions");
-const PEER_CURSORS: TableDefinition<(&str, &str, &str), u64> =
-    TableDefinition::new("peer_cursors");
+const PEER_CURSORS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("peer_cursors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const IDENTITY: TableDefinition<&str, &str> = TableDefinition::new("identity");
 
@@ -246,7 +245,10 @@ impl Journal {
         }
         {
             let mut id = w.open_table(IDENTITY).map_err(storage)?;
-            let owner = id.get("dc").map_err(storage)?.map(|g| g.value().to_string());
+            let owner = id
+                .get("dc")
+                .map_err(storage)?
+                .map(|g| g.value().to_string());
             match owner {
                 Some(o) if o != me => {
                     return Err(JournalError::OtherDc {
@@ -523,7 +525,9 @@ impl Journal {
         let acked = self.cursor(peer, origin, store)?;
         let last = self.last_seq(origin, store)?;
         let oldest = if last > acked {
-            self.read(origin, store, acked, 1, 1)?.first().map(|t| t.hlc)
+            self.read(origin, store, acked, 1, 1)?
+                .first()
+                .map(|t| t.hlc)
         } else {
             None
         };
@@ -665,7 +669,9 @@ fn migrate_v1(w: &WriteTransaction, me: &str) -> Result<(), JournalError> {
             buf.extend_from_slice(&record);
             log.insert((me, store, seq), buf.as_slice())
                 .map_err(storage)?;
-            heads.insert((me, store), (seq, tx.hlc.0)).map_err(storage)?;
+            heads
+                .insert((me, store), (seq, tx.hlc.0))
+                .map_err(storage)?;
         }
     }
     {
@@ -679,7 +685,9 @@ fn migrate_v1(w: &WriteTransaction, me: &str) -> Result<(), JournalError> {
                 .map_err(storage)?
                 .map(|g| g.value().1)
                 .unwrap_or(0);
-            heads.insert((me, store), (s.value(), hlc)).map_err(storage)?;
+            heads
+                .insert((me, store), (s.value(), hlc))
+                .map_err(storage)?;
         }
         let old_c = w.open_table(v1::CURSORS).map_err(storage)?;
         let mut cur = w.open_table(PEER_CURSORS).map_err(storage)?;

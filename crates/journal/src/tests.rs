@@ -154,17 +154,38 @@ fn relayed_changes_keep_their_origin_seq_and_are_idempotent() {
     let j = Journal::open(d.path(), "hub", &["bj".into(), "sh".into(), "gz".into()]).unwrap();
     // A local append next to it numbers only the local stream.
     assert_eq!(j.append("s", &mut [tx(1)], None).unwrap(), Some((1, 1)));
-    assert_eq!(j.append_relayed(&[remote("bj", 1), remote("bj", 2)]).unwrap(), 2);
+    assert_eq!(
+        j.append_relayed(&[remote("bj", 1), remote("bj", 2)])
+            .unwrap(),
+        2
+    );
     // A retransmission overlapping the head is skipped, the rest appended.
-    assert_eq!(j.append_relayed(&[remote("bj", 2), remote("bj", 3)]).unwrap(), 3);
+    assert_eq!(
+        j.append_relayed(&[remote("bj", 2), remote("bj", 3)])
+            .unwrap(),
+        3
+    );
     let got = j.read("bj", "s", 0, 10, usize::MAX).unwrap();
-    assert_eq!(got.iter().map(|t| (t.origin.as_str(), t.seq)).collect::<Vec<_>>(),
-        vec![("bj", 1), ("bj", 2), ("bj", 3)]);
+    assert_eq!(
+        got.iter()
+            .map(|t| (t.origin.as_str(), t.seq))
+            .collect::<Vec<_>>(),
+        vec![("bj", 1), ("bj", 2), ("bj", 3)]
+    );
     assert_eq!(j.last_seq("hub", "s").unwrap(), 1);
     // A gap is refused and writes nothing.
-    assert!(matches!(j.append_relayed(&[remote("bj", 5)]), Err(JournalError::Gap { head: 3, .. })));
+    assert!(matches!(
+        j.append_relayed(&[remote("bj", 5)]),
+        Err(JournalError::Gap { head: 3, .. })
+    ));
     assert_eq!(j.last_seq("bj", "s").unwrap(), 3);
-    assert_eq!(j.streams().unwrap(), vec![("bj".to_string(), "s".to_string()), ("hub".to_string(), "s".to_string())]);
+    assert_eq!(
+        j.streams().unwrap(),
+        vec![
+            ("bj".to_string(), "s".to_string()),
+            ("hub".to_string(), "s".to_string())
+        ]
+    );
     // bj's own changes are never sent back to bj: sh and gz decide removal.
     j.ack("sh", "bj", "s", 3).unwrap();
     assert_eq!(j.read("bj", "s", 0, 10, usize::MAX).unwrap().len(), 3);
@@ -179,7 +200,10 @@ fn relayed_changes_keep_their_origin_seq_and_are_idempotent() {
 fn local_append_stamps_this_dc_as_origin() {
     let d = tempfile::tempdir().unwrap();
     let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
-    let mut v = vec![Transaction { origin: String::new(), ..tx(4) }];
+    let mut v = vec![Transaction {
+        origin: String::new(),
+        ..tx(4)
+    }];
     j.append("s", &mut v, None).unwrap();
     assert_eq!(v[0].origin, "bj");
     assert_eq!(j.head("bj", "s").unwrap(), (1, Hlc(4)));
@@ -200,10 +224,19 @@ fn a_journal_of_a_newer_format_is_refused_untouched() {
     {
         let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
         let w = j.db.begin_write().unwrap();
-        w.open_table(META).unwrap().insert("format", FORMAT_VERSION + 1).unwrap();
+        w.open_table(META)
+            .unwrap()
+            .insert("format", FORMAT_VERSION + 1)
+            .unwrap();
         w.commit().unwrap();
     }
     let e = Journal::open(d.path(), "bj", &["sh".into()]).err().unwrap();
-    assert!(matches!(e, JournalError::NewerFormat { found: 3, .. }), "{e}");
-    assert!(e.to_string().contains("newer than this agent's format 2"), "{e}");
+    assert!(
+        matches!(e, JournalError::NewerFormat { found: 3, .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("newer than this agent's format 2"),
+        "{e}"
+    );
 }

@@ -8,7 +8,8 @@ use dcsync_journal::{Journal, FORMAT_VERSION};
 
 fn copy_fixture() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/journal.redb");
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/journal.redb");
     std::fs::copy(src, d.path().join("journal.redb")).unwrap();
     d
 }
@@ -29,24 +30,46 @@ fn format_one_journal_is_migrated_without_loss() {
         assert_eq!(t3.position, "mysql-bin.000001:1003");
         assert_eq!(t3.commit_ts_ms, 1_700_000_000_003);
         assert_eq!(t3.hlc, dcsync_core::Hlc::new(1_700_000_000_003, 3));
-        let Payload::Row(r) = &t3.changes[0].payload else { panic!("row expected") };
-        assert_eq!((r.schema.as_str(), r.table.as_str(), r.kind), ("shop", "items", RowKind::Insert));
-        assert_eq!(r.after.as_ref().unwrap()[1], Value::Bytes(b"note-3".to_vec()));
-        assert_eq!(r.after.as_ref().unwrap()[2], Value::Date(2024, 1, 2, 3, 4, 5, 6));
+        let Payload::Row(r) = &t3.changes[0].payload else {
+            panic!("row expected")
+        };
+        assert_eq!(
+            (r.schema.as_str(), r.table.as_str(), r.kind),
+            ("shop", "items", RowKind::Insert)
+        );
+        assert_eq!(
+            r.after.as_ref().unwrap()[1],
+            Value::Bytes(b"note-3".to_vec())
+        );
+        assert_eq!(
+            r.after.as_ref().unwrap()[2],
+            Value::Date(2024, 1, 2, 3, 4, 5, 6)
+        );
         assert!(r.columns[0].primary_key);
         assert_eq!(rows[0].changes[0].unit, Some(2));
         // cache: both entries acked by sh, gz never acked → kept for gz.
         let cache = j.read("bj", "cache", 0, 100, usize::MAX).unwrap();
         assert_eq!(cache.len(), 2);
-        let Payload::Redis(c) = &cache[1].changes[0].payload else { panic!("redis expected") };
+        let Payload::Redis(c) = &cache[1].changes[0].payload else {
+            panic!("redis expected")
+        };
         assert_eq!(c.args, vec![b"SET".to_vec(), b"k2".to_vec(), b"v".to_vec()]);
         // Cursors, positions, HLC floor and backlog bytes survive.
         assert_eq!(j.cursor("sh", "bj", "orders").unwrap(), 1);
         assert_eq!(j.cursor("gz", "bj", "orders").unwrap(), 2);
         assert_eq!(j.cursor("sh", "bj", "cache").unwrap(), 2);
-        assert_eq!(j.position("orders").unwrap().unwrap().display, "mysql-bin.000001:1003");
-        assert_eq!(j.position("cache").unwrap().unwrap().bytes, b"redis-pos-v1".to_vec());
-        assert_eq!(j.hlc_floor().unwrap(), dcsync_core::Hlc::new(1_700_000_001_002, 0));
+        assert_eq!(
+            j.position("orders").unwrap().unwrap().display,
+            "mysql-bin.000001:1003"
+        );
+        assert_eq!(
+            j.position("cache").unwrap().unwrap().bytes,
+            b"redis-pos-v1".to_vec()
+        );
+        assert_eq!(
+            j.hlc_floor().unwrap(),
+            dcsync_core::Hlc::new(1_700_000_001_002, 0)
+        );
         let b = j.backlog("sh", "bj", "orders").unwrap();
         assert_eq!((b.acked, b.last, b.txns), (1, 3, 2));
         assert!(b.bytes > 0);
@@ -61,6 +84,8 @@ fn format_one_journal_is_migrated_without_loss() {
 #[test]
 fn format_one_journal_opened_as_another_dc_is_refused() {
     let d = copy_fixture();
-    let e = Journal::open(d.path(), "sh", &["bj".to_string()]).err().expect("must refuse");
+    let e = Journal::open(d.path(), "sh", &["bj".to_string()])
+        .err()
+        .expect("must refuse");
     assert!(e.to_string().contains("another DC"), "{e}");
 }

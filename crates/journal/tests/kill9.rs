@@ -42,10 +42,10 @@ fn child_writer() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let j = Journal::open(std::path::Path::new(&dir), &["sh".into()]).unwrap();
+    let j = Journal::open(std::path::Path::new(&dir), "bj", &["sh".into()]).unwrap();
     let mut rng = rand::rng();
     loop {
-        let last = j.last_seq("s").unwrap();
+        let last = j.last_seq("bj", "s").unwrap();
         let n = rng.random_range(1..20u64);
         let mut v: Vec<_> = (last + 1..=last + n).map(tx).collect();
         let pos = Position {
@@ -54,9 +54,14 @@ fn child_writer() {
         };
         j.append("s", &mut v, Some(&pos)).unwrap();
         if rng.random_bool(0.3) {
-            let acked = j.cursor("sh", "s").unwrap();
-            j.ack("sh", "s", acked + rng.random_range(0..=(last + n - acked)))
-                .unwrap();
+            let acked = j.cursor("sh", "bj", "s").unwrap();
+            j.ack(
+                "sh",
+                "bj",
+                "s",
+                acked + rng.random_range(0..=(last + n - acked)),
+            )
+            .unwrap();
         }
     }
 }
@@ -79,16 +84,16 @@ fn kill9_never_loses_or_duplicates() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
 
-        let j = Journal::open(dir.path(), &["sh".into()]).unwrap();
-        let last = j.last_seq("s").unwrap();
+        let j = Journal::open(dir.path(), "bj", &["sh".into()]).unwrap();
+        let last = j.last_seq("bj", "s").unwrap();
         let pos = j.position("s").unwrap();
         let pos_n = pos
             .map(|p| u64::from_le_bytes(p.bytes.try_into().unwrap()))
             .unwrap_or(0);
         assert_eq!(pos_n, last, "round {round}: position and changes diverged");
         assert!(last >= last_seen, "round {round}: journal went backwards");
-        let acked = j.cursor("sh", "s").unwrap();
-        let all = j.read("s", 0, usize::MAX, usize::MAX).unwrap();
+        let acked = j.cursor("sh", "bj", "s").unwrap();
+        let all = j.read("bj", "s", 0, usize::MAX, usize::MAX).unwrap();
         let seqs: Vec<u64> = all.iter().map(|t| t.seq).collect();
         assert_eq!(
             seqs,

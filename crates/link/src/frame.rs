@@ -11,36 +11,56 @@ use dcsync_core::Transaction;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Version of this protocol; peers with another version are refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Highest protocol version this agent speaks.
+///
+/// - **1**: one origin per connection (the dialer's own changes): the
+///   [`Frame::LegacyWelcome`], [`Frame::LegacyBatch`], [`Frame::LegacyAck`]
+///   frames; batches in envelope version 1.
+/// - **2**: every batch, ack and applied position names its origin stream
+///   `(origin, store)`, so a DC can forward other DCs' changes unchanged and
+///   resume any origin's stream ([`Frame::Welcome`], [`Frame::Batch`],
+///   [`Frame::Ack`]); a store that cannot apply is reported with
+///   [`Frame::StoreFailed`] instead of closing the link; batches in envelope
+///   version 2.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Lowest protocol version this agent speaks (a rolling upgrade from a
+/// version-1 release keeps working).
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
 
 /// Upper bound on what the bincode decoder may allocate for one frame, bytes.
 const DECODE_LIMIT: usize = 1 << 30;
 
 /// A message between two agents.
 ///
-/// The dialing agent (the *sender* of its own changes) opens with
-/// [`Frame::Hello`]; the listening agent (the *receiver*, which applies them)
-/// answers [`Frame::Welcome`] or [`Frame::Refused`]. Then the sender streams
-/// [`Frame::Batch`]es and the receiver answers each with an [`Frame::Ack`]
-/// once it is applied. Either side sends [`Frame::Heartbeat`] when idle.
+/// The dialing agent (the *sender*) opens with [`Frame::Hello`] carrying the
+/// highest protocol version it speaks; the listening agent (the
+/// *receiver*, which applies) picks `min(dialer's, its own highest)`,
+/// refuses versions below its lowest, and answers [`Frame::Welcome`]
+/// (version 2 and up), [`Frame::LegacyWelcome`] (version 1) or
+/// [`Frame::Refused`]. Then the sender streams batches and the receiver
+/// answers each with an ack once it is applied. Either side sends
+/// [`Frame::Heartbeat`] when idle.
+///
+/// **The variant order is the wire format** (bincode encodes the variant
+/// index): never reorder or remove a variant; append new ones at the end,
+/// behind a protocol version bump.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
-    /// First frame of the dialer.
+    /// First frame of the dialer (every version).
     Hello {
         /// Cluster name from the topology file.
         cluster: String,
         /// The dialer's DC id.
         dc: String,
-        /// [`PROTOCOL_VERSION`] of the dialer.
+        /// The highest protocol version the dialer speaks.
         version: u32,
         /// Batch codecs the dialer can send, preferred first.
         codecs: Vec<Codec>,
     },
-    /// The receiver accepted the hello; `applied` is, per store, the highest
-    /// seq of the dialer's changes already applied (from the apply markers):
-    /// the sender resumes after it.
-    Welcome {
+    /// Protocol 1: the receiver accepted the hello; `applied` is, per store,
+    /// the highest seq of the dialer's own changes already applied.
+    LegacyWelcome {
         /// The receiver's DC id.
         dc: String,
         /// `(store, applied seq)` pairs.
@@ -48,25 +68,25 @@ pub enum Frame {
         /// The codec the sender must use for batches.
         codec: Codec,
     },
-    /// The peer refuses the connection or a batch; the reason names the problem.
+    /// The peer refuses the connection; the reason names the problem.
     Refused {
         /// Human-readable reason.
         reason: String,
     },
-    /// Consecutive transactions of one store, ascending dense seqs.
-    Batch {
+    /// Protocol 1: consecutive transactions of the dialer's own changes to
+    /// one store, ascending dense seqs.
+    LegacyBatch {
         /// Store name.
         store: String,
         /// How `data` is compressed.
         codec: Codec,
         /// Length of `data` once decompressed, bytes.
         raw_len: u32,
-        /// bincode 2 (standard) encoding of `Vec<Transaction>`, compressed
-        /// with `codec`; see [`pack_batch`] / [`unpack_batch`].
+        /// Envelope-version-1 batch, compressed with `codec`.
         data: Vec<u8>,
     },
-    /// Everything of `store` up to `seq` is applied at the receiver.
-    Ack {
+    /// Protocol 1: everything of the dialer's `store` up to `seq` is applied.
+    LegacyAck {
         /// Store name.
         store: String,
         /// Highest applied seq.
@@ -74,6 +94,99 @@ pub enum Frame {
     },
     /// Liveness; carries nothing.
     Heartbeat,
+    /// Protocol 2+: the receiver accepted the hello.
+    Welcome {
+        /// The receiver's DC id.
+        dc: String,
+        /// The negotiated protocol version.
+        version: u32,
+        /// For every origin stream the receiver applies (every other DC ×
+        /// every store), the highest origin seq already applied (from its
+        /// apply markers): the sender resumes each stream after it.
+        applied: Vec<Applied>,
+        /// The codec the sender must use for batches.
+        codec: Codec,
+    },
+    /// Protocol 2+: consecutive transactions of one origin stream,
+    /// ascending dense origin seqs.
+    Batch {
+        /// Origin DC of every transaction in it (not necessarily the
+        /// dialer: a hub forwards other DCs' changes).
+        origin: String,
+        /// Store name.
+        store: String,
+        /// How `data` is compressed.
+        codec: Codec,
+        /// Length of `data` once decompressed, bytes.
+        raw_len: u32,
+        /// Envelope batch ([`dcsync_core::envelope::encode_batch`]),
+        /// compressed with `codec`; see [`pack_batch`] / [`unpack_batch`].
+        data: Vec<u8>,
+    },
+    /// Protocol 2+: everything of `(origin, store)` up to `seq` is applied
+    /// at the receiver.
+    Ack {
+        /// Origin DC.
+        origin: String,
+        /// Store name.
+        store: String,
+        /// Highest applied origin seq.
+        seq: u64,
+    },
+    /// Protocol 2+: the receiver could not apply a batch of `(origin,
+    /// store)`. Only that stream pauses: the sender drops its unacknowledged
+    /// batches of the stream and resends from the last ack after a delay
+    /// (transient: growing backoff; definite: `backoff_max_ms`); the link
+    /// and every other stream keep flowing.
+    StoreFailed {
+        /// Origin DC.
+        origin: String,
+        /// Store name.
+        store: String,
+        /// Whether an operator is needed (schema mismatch, missing table)
+        /// rather than a retry (store unreachable, deadlock).
+        definite: bool,
+        /// What failed, naming the table or command.
+        reason: String,
+    },
+}
+
+impl Frame {
+    /// Short name of the frame, for error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "Hello",
+            Frame::LegacyWelcome { .. } => "Welcome (protocol 1)",
+            Frame::Refused { .. } => "Refused",
+            Frame::LegacyBatch { .. } => "Batch (protocol 1)",
+            Frame::LegacyAck { .. } => "Ack (protocol 1)",
+            Frame::Heartbeat => "Heartbeat",
+            Frame::Welcome { .. } => "Welcome",
+            Frame::Batch { .. } => "Batch",
+            Frame::Ack { .. } => "Ack",
+            Frame::StoreFailed { .. } => "StoreFailed",
+        }
+    }
+}
+
+/// One applied position in [`Frame::Welcome`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Origin DC.
+    pub origin: String,
+    /// Store name.
+    pub store: String,
+    /// Highest origin seq applied (0 = none).
+    pub seq: u64,
+}
+
+/// The envelope version of batches in protocol `version`.
+pub fn envelope_version(protocol: u32) -> u8 {
+    if protocol <= 1 {
+        1
+    } else {
+        dcsync_core::envelope::ENVELOPE_VERSION
+    }
 }
 
 /// Batch compression, negotiated in the handshake.
@@ -85,10 +198,15 @@ pub enum Codec {
     Lz4,
 }
 
-/// Encodes (and compresses) the transactions of a batch; returns
-/// `(raw_len, data)` for [`Frame::Batch`].
-pub fn pack_batch(txs: &[Transaction], codec: Codec) -> Result<(u32, Vec<u8>), FrameError> {
-    let raw = bincode::serde::encode_to_vec(txs, config())
+/// Encodes the transactions of a batch in the envelope of protocol
+/// `protocol` ([`envelope_version`]) and compresses them; returns
+/// `(raw_len, data)` for [`Frame::Batch`] / [`Frame::LegacyBatch`].
+pub fn pack_batch(
+    txs: &[Transaction],
+    codec: Codec,
+    protocol: u32,
+) -> Result<(u32, Vec<u8>), FrameError> {
+    let raw = dcsync_core::envelope::encode_batch(txs, envelope_version(protocol))
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
     let raw_len = u32::try_from(raw.len()).map_err(|_| FrameError::Oversized {
         len: raw.len(),
@@ -101,13 +219,14 @@ pub fn pack_batch(txs: &[Transaction], codec: Codec) -> Result<(u32, Vec<u8>), F
     Ok((raw_len, data))
 }
 
-/// Decompresses and decodes a batch, refusing a `raw_len` above `limit`
-/// bytes before allocating.
+/// Decompresses and decodes a batch sent under protocol `protocol`,
+/// refusing a `raw_len` above `limit` bytes before allocating.
 pub fn unpack_batch(
     codec: Codec,
     raw_len: u32,
     data: &[u8],
     limit: usize,
+    protocol: u32,
 ) -> Result<Vec<Transaction>, FrameError> {
     let raw_len = raw_len as usize;
     if raw_len > limit {
@@ -131,15 +250,8 @@ pub fn unpack_batch(
             bytes.len()
         )));
     }
-    let (txs, used) = bincode::serde::decode_from_slice::<Vec<Transaction>, _>(bytes, config())
-        .map_err(|e| FrameError::Malformed(format!("batch: {e}")))?;
-    if used != bytes.len() {
-        return Err(FrameError::Malformed(format!(
-            "{} trailing bytes after batch",
-            bytes.len() - used
-        )));
-    }
-    Ok(txs)
+    dcsync_core::envelope::decode_batch(bytes, envelope_version(protocol))
+        .map_err(|e| FrameError::Malformed(format!("batch: {e}")))
 }
 
 /// Frame errors: each closes the connection it happened on.

@@ -5,6 +5,7 @@ use super::*;
 #[test]
 fn roundtrip_and_rejects() {
     let f = Frame::Ack {
+        origin: "bj".into(),
         store: "orders".into(),
         seq: 42,
     };
@@ -35,17 +36,17 @@ fn garbage_with_valid_crc_is_malformed_not_a_panic() {
 
 #[test]
 fn lying_batch_lengths_are_refused() {
-    let (raw_len, data) = pack_batch(&[], Codec::Lz4).unwrap();
+    let (raw_len, data) = pack_batch(&[], Codec::Lz4, PROTOCOL_VERSION).unwrap();
     assert!(matches!(
-        unpack_batch(Codec::Lz4, raw_len + 7, &data, 1 << 20),
+        unpack_batch(Codec::Lz4, raw_len + 7, &data, 1 << 20, PROTOCOL_VERSION),
         Err(FrameError::Malformed(_))
     ));
     assert!(matches!(
-        unpack_batch(Codec::Lz4, u32::MAX, &data, 1 << 20),
+        unpack_batch(Codec::Lz4, u32::MAX, &data, 1 << 20, PROTOCOL_VERSION),
         Err(FrameError::Oversized { .. })
     ));
     assert!(matches!(
-        unpack_batch(Codec::None, 3, &[1, 2, 3], 1 << 20),
+        unpack_batch(Codec::None, 3, &[1, 2, 3], 1 << 20, PROTOCOL_VERSION),
         Err(FrameError::Malformed(_))
     ));
 }
@@ -66,13 +67,13 @@ proptest::proptest! {
                 columns: vec![], before: None,
                 after: Some(vec![dcsync_core::Value::Int(-5), dcsync_core::Value::Bytes(vec![0, 255]), dcsync_core::Value::Null]) }) }],
         }).collect();
-        for codec in [Codec::None, Codec::Lz4] {
-            let (raw_len, data) = pack_batch(&txs, codec).unwrap();
-            let f = Frame::Batch { store: store.clone(), codec, raw_len, data };
+        for (codec, protocol) in [(Codec::None, 1), (Codec::Lz4, 1), (Codec::None, 2), (Codec::Lz4, 2)] {
+            let (raw_len, data) = pack_batch(&txs, codec, protocol).unwrap();
+            let f = Frame::Batch { origin: "bj".into(), store: store.clone(), codec, raw_len, data };
             let back = decode(&encode(&f).unwrap(), usize::MAX).unwrap();
             proptest::prop_assert_eq!(&back, &f);
             let Frame::Batch { codec, raw_len, data, .. } = back else { unreachable!() };
-            proptest::prop_assert_eq!(unpack_batch(codec, raw_len, &data, usize::MAX).unwrap(), txs.clone());
+            proptest::prop_assert_eq!(unpack_batch(codec, raw_len, &data, usize::MAX, protocol).unwrap(), txs.clone());
         }
     }
 }

@@ -35,7 +35,7 @@ use dcsync_core::Transaction;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// A boxed future, for the object-safe [`Applier`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -75,9 +75,10 @@ pub trait Applier: Send + Sync + 'static {
 }
 
 /// State of one outbound link, for `dcsync status` and logs.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LinkState {
     /// Not yet attempted.
+    #[default]
     Idle,
     /// Handshake done, streaming; since when (ms since epoch).
     Connected {
@@ -94,12 +95,16 @@ pub enum LinkState {
 }
 
 /// Counters and state of one outbound link, shared with the status reporter.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct LinkStats {
     /// Peer DC id.
     pub peer: String,
     /// Connection state.
     pub state: LinkState,
+    /// Negotiated protocol version of the current (or last) session; 0
+    /// before the first handshake.
+    #[serde(default)]
+    pub version: u32,
     /// Transactions sent since start (may include resends).
     pub sent_txns: u64,
     /// Transactions acknowledged since start.
@@ -108,17 +113,72 @@ pub struct LinkStats {
     pub sent_bytes: u64,
     /// Successful connections since start.
     pub connects: u64,
+    /// Origin streams the peer reported it cannot apply (paused, retried on
+    /// a schedule), with the reason; the other streams keep flowing.
+    #[serde(default)]
+    pub failing: Vec<StreamFailure>,
 }
+
+/// A paused origin stream: the receiving DC could not apply it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StreamFailure {
+    /// Origin DC of the stream.
+    pub origin: String,
+    /// Store.
+    pub store: String,
+    /// Operator needed (true) or a transient failure (false).
+    pub definite: bool,
+    /// What failed, as the applying DC reported it.
+    pub reason: String,
+    /// First failure of this outage, ms since the Unix epoch.
+    pub since_ms: u64,
+    /// Next retry, ms since the Unix epoch.
+    pub retry_at_ms: u64,
+    /// Failed attempts in this outage.
+    pub attempts: u32,
+}
+
+/// What the receiving side knows of one origin stream it applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InboundStream {
+    /// Origin DC.
+    pub origin: String,
+    /// Store.
+    pub store: String,
+    /// Highest origin seq applied (from the markers at connect, then from
+    /// each apply).
+    pub applied_seq: u64,
+    /// Transactions applied since start (counted per batch: the number of
+    /// transactions in batches that applied, including ones the marker
+    /// skipped as already applied).
+    pub applied_txns: u64,
+    /// HLC of the last applied transaction (`(ms << 16) | logical`), 0 if
+    /// none since start.
+    pub last_hlc: u64,
+    /// When the last batch applied, ms since the Unix epoch.
+    pub applied_at_ms: u64,
+    /// The current failure, if the stream is paused: the reason, whether
+    /// it is definite, and since when (ms since the Unix epoch).
+    pub failing: Option<(String, bool, u64)>,
+}
+
+/// Inbound origin streams by `(origin, store)`, shared between the
+/// receiver (which updates it) and status/metrics (which read it).
+pub type InboundBoard = Arc<Mutex<std::collections::BTreeMap<(String, String), InboundStream>>>;
 
 /// Shared handle on [`LinkStats`].
 pub type SharedStats = Arc<Mutex<LinkStats>>;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+pub use dcsync_core::now_ms;
+
+/// Aborts a spawned task when dropped (a connection's reader or writer
+/// task must not outlive its session).
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Capped exponential backoff with full jitter (AWS architecture blog,

@@ -6,10 +6,13 @@
 //! unknown DC, wrong protocol version) only loses its own connection, with a
 //! log line naming the reason; the listener and every other link go on.
 
-use crate::frame::{read_frame, write_frame, Codec, Frame, FrameError, PROTOCOL_VERSION};
-use crate::sender::frame_name;
-use crate::{Applier, ApplyError};
+use crate::frame::{
+    read_frame, write_frame, Applied, Codec, Frame, FrameError, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+};
+use crate::{now_ms, AbortOnDrop, Applier, ApplyError, InboundBoard, InboundStream};
 use dcsync_core::topology::LinkSettings;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +34,9 @@ pub struct ReceiverConfig {
     pub settings: LinkSettings,
     /// Mutual TLS; `None` = plain TCP (`[tls] plaintext = true`).
     pub tls: Option<crate::tls::LinkTls>,
+    /// Where the receiver publishes what it applied and which streams are
+    /// failing (read by status and metrics).
+    pub board: InboundBoard,
 }
 
 /// Accepts connections on `listener` until `shutdown` turns true; each
@@ -130,6 +136,7 @@ async fn handle(
         .await
         .map_err(|_| InboundError::Stalled(s.dead_after_ms))??;
     let codec: Codec;
+    let negotiated: u32;
     let origin = match hello {
         Frame::Hello {
             cluster,
@@ -152,13 +159,14 @@ async fn handle(
                 )
                 .await);
             }
-            if version != PROTOCOL_VERSION {
+            if version < MIN_PROTOCOL_VERSION {
                 return Err(refuse(
                     &mut wr,
-                    format!("incompatible protocol version {version}: this agent speaks version {PROTOCOL_VERSION}"),
+                    format!("incompatible protocol version {version}: this agent speaks versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"),
                 )
                 .await);
             }
+            negotiated = version.min(PROTOCOL_VERSION);
             if dc == cfg.me {
                 return Err(refuse(&mut wr, format!("dc {dc:?} is this agent itself")).await);
             }
@@ -183,30 +191,64 @@ async fn handle(
             dc
         }
         other => {
-            return Err(refuse(
-                &mut wr,
-                format!("expected Hello, got {}", frame_name(&other)),
-            )
-            .await);
+            return Err(refuse(&mut wr, format!("expected Hello, got {}", other.name())).await);
         }
     };
-    let mut applied = Vec::new();
-    for store in &cfg.stores {
-        match applier.applied(&origin, store).await {
-            Ok(seq) => applied.push((store.clone(), seq)),
-            Err(e) => return Err(refuse(&mut wr, format!("store {store} not ready: {e}")).await),
+    // Applied positions: protocol 1 asks only for the dialer's own
+    // changes; protocol 2 for every origin stream this agent applies. A
+    // stream whose marker cannot be read now is left out: the sender then
+    // resumes it from its own cursor (at or below what was applied), and
+    // this side reads the marker again at its first batch.
+    let origins: Vec<String> = if negotiated == 1 {
+        vec![origin.clone()]
+    } else {
+        cfg.peers.clone()
+    };
+    let mut expected: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for o in &origins {
+        for store in &cfg.stores {
+            match applier.applied(o, store).await {
+                Ok(seq) => {
+                    expected.insert((o.clone(), store.clone()), seq + 1);
+                    publish(&cfg.board, o, store, |st| {
+                        st.applied_seq = st.applied_seq.max(seq)
+                    });
+                }
+                Err(e) if negotiated == 1 => {
+                    return Err(refuse(&mut wr, format!("store {store} not ready: {e}")).await)
+                }
+                Err(e) => {
+                    tracing::warn!(origin = %o, %store, error = %e, "cannot read the apply marker; the stream resumes from the sender's cursor")
+                }
+            }
         }
     }
-    tracing::info!(peer = %origin, %addr, ?applied, "inbound link accepted");
-    write_frame(
-        &mut wr,
-        &Frame::Welcome {
+    tracing::info!(peer = %origin, %addr, version = negotiated, "inbound link accepted");
+    let welcome = if negotiated == 1 {
+        Frame::LegacyWelcome {
             dc: cfg.me.clone(),
-            applied,
+            applied: expected
+                .iter()
+                .map(|((_, st), next)| (st.clone(), next - 1))
+                .collect(),
             codec,
-        },
-    )
-    .await?;
+        }
+    } else {
+        Frame::Welcome {
+            dc: cfg.me.clone(),
+            version: negotiated,
+            applied: expected
+                .iter()
+                .map(|((o, st), next)| Applied {
+                    origin: o.clone(),
+                    store: st.clone(),
+                    seq: next - 1,
+                })
+                .collect(),
+            codec,
+        }
+    };
+    write_frame(&mut wr, &welcome).await?;
 
     // Writer task: acks and heartbeats go out while a batch is being applied.
     let (otx, mut orx) = mpsc::channel::<Frame>(64);
@@ -232,38 +274,135 @@ async fn handle(
             }
             _ = shutdown.changed() => return Ok(()),
         };
-        match f {
+        let (batch_origin, store, batch_codec, raw_len, data) = match f {
             Frame::Batch {
+                origin: o,
                 store,
-                codec: batch_codec,
+                codec,
                 raw_len,
                 data,
-            } => {
-                let txs =
-                    crate::frame::unpack_batch(batch_codec, raw_len, &data, s.max_frame_bytes)?;
-                drop(data);
-                if let Err(reason) = check_batch(cfg, &origin, &store, &txs) {
-                    return Err(refuse_and_close(otx, w, reason).await);
-                }
-                match applier.apply(&origin, &store, txs).await {
-                    Ok(seq) => {
-                        if otx.send(Frame::Ack { store, seq }).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                    Err(ApplyError::Definite(reason)) => {
-                        let _ = refuse_and_close(otx, w, reason.clone()).await;
-                        return Err(ApplyError::Definite(reason).into());
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Frame::Heartbeat => {}
+            } if negotiated >= 2 => (o, store, codec, raw_len, data),
+            Frame::LegacyBatch {
+                store,
+                codec,
+                raw_len,
+                data,
+            } if negotiated == 1 => (origin.clone(), store, codec, raw_len, data),
+            Frame::Heartbeat => continue,
             other => {
-                let reason = format!("unexpected {} after handshake", frame_name(&other));
+                let reason = format!(
+                    "unexpected {} after handshake (protocol {negotiated})",
+                    other.name()
+                );
                 return Err(refuse_and_close(otx, w, reason).await);
             }
+        };
+        let txs =
+            crate::frame::unpack_batch(batch_codec, raw_len, &data, s.max_frame_bytes, negotiated)?;
+        drop(data);
+        if let Err(reason) = check_batch(cfg, &batch_origin, &store, &txs) {
+            return Err(refuse_and_close(otx, w, reason).await);
         }
+        let key = (batch_origin.clone(), store.clone());
+        let first = txs.first().map(|t| t.seq).unwrap_or(0);
+        // The stream's next expected seq, reading the marker if unknown.
+        let want = match expected.get(&key) {
+            Some(n) => Ok(*n),
+            None => applier.applied(&batch_origin, &store).await.map(|a| a + 1),
+        };
+        let result = match want {
+            Ok(want) if first > want => {
+                // A batch sent before this stream failed: it no longer
+                // follows what is applied; the sender resends from its ack.
+                tracing::debug!(origin = %batch_origin, %store, first, want, "dropping a batch that does not follow the applied seq");
+                continue;
+            }
+            Ok(_) => {
+                let n = txs.len() as u64;
+                let hlc = txs.iter().map(|t| t.hlc.0).max().unwrap_or(0);
+                applier
+                    .apply(&batch_origin, &store, txs)
+                    .await
+                    .map(|seq| (seq, n, hlc))
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((seq, n, hlc)) => {
+                expected.insert(key, seq + 1);
+                publish(&cfg.board, &batch_origin, &store, |st| {
+                    st.applied_seq = st.applied_seq.max(seq);
+                    st.applied_txns += n;
+                    st.last_hlc = st.last_hlc.max(hlc);
+                    st.applied_at_ms = now_ms();
+                    if st.failing.take().is_some() {
+                        tracing::info!(origin = %st.origin, store = %st.store, "store applies again");
+                    }
+                });
+                let ack = if negotiated >= 2 {
+                    Frame::Ack {
+                        origin: batch_origin,
+                        store,
+                        seq,
+                    }
+                } else {
+                    Frame::LegacyAck { store, seq }
+                };
+                if otx.send(ack).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Err(e) if negotiated == 1 => match e {
+                ApplyError::Definite(reason) => {
+                    let _ = refuse_and_close(otx, w, reason.clone()).await;
+                    return Err(ApplyError::Definite(reason).into());
+                }
+                e => return Err(e.into()),
+            },
+            Err(e) => {
+                // Protocol 2: only this stream pauses.
+                let definite = !matches!(e, ApplyError::Transient(_));
+                let reason = e.to_string();
+                expected.remove(&key);
+                publish(&cfg.board, &batch_origin, &store, |st| {
+                    let since = match &st.failing {
+                        Some((old, _, since)) if *old == reason => {
+                            tracing::debug!(origin = %batch_origin, %store, %reason, "store still cannot apply");
+                            *since
+                        }
+                        _ => {
+                            tracing::warn!(origin = %batch_origin, %store, definite, %reason,
+                                "store cannot apply this origin's changes: only this stream pauses; the sender retries it");
+                            now_ms()
+                        }
+                    };
+                    st.failing = Some((reason.clone(), definite, since));
+                });
+                let f = Frame::StoreFailed {
+                    origin: batch_origin,
+                    store,
+                    definite,
+                    reason,
+                };
+                if otx.send(f).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Updates the board entry of `(origin, store)`.
+fn publish(board: &InboundBoard, origin: &str, store: &str, f: impl FnOnce(&mut InboundStream)) {
+    if let Ok(mut b) = board.lock() {
+        let e = b
+            .entry((origin.to_string(), store.to_string()))
+            .or_insert_with(|| InboundStream {
+                origin: origin.to_string(),
+                store: store.to_string(),
+                ..Default::default()
+            });
+        f(e);
     }
 }
 
@@ -279,6 +418,14 @@ fn check_batch(
     if !cfg.stores.iter().any(|s| s == store) {
         return Err(format!("unknown store {store:?}"));
     }
+    if origin == cfg.me {
+        return Err(format!(
+            "batch of this dc's own changes ({origin}/{store}): they would echo back"
+        ));
+    }
+    if !cfg.peers.iter().any(|p| p == origin) {
+        return Err(format!("batch of unknown origin dc {origin:?}"));
+    }
     if let Some(bad) = txs.iter().find(|t| t.origin != origin || t.store != store) {
         return Err(format!(
             "batch from {origin} for {store} holds a transaction of origin {} store {}",
@@ -292,13 +439,6 @@ fn check_batch(
         ));
     }
     Ok(())
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Sends `Refused{reason}` as the last frame, lets the writer flush it, and

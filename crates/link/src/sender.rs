@@ -1,16 +1,35 @@
-//! The sending half of a link: ships this DC's journaled changes to one peer.
+//! The sending half of a link: ships journaled origin streams to one peer.
 //!
-//! Runs forever: connect, handshake, stream batches from the journal with at
-//! most `window` unacknowledged, advance the journal cursor on each ack; on
-//! any failure (refused, closed, stalled, checksum) log it, record
-//! `Retrying`, wait a capped exponential backoff with jitter, and start over
-//! from what the peer reports as applied.
+//! Runs forever: connect, handshake (negotiating the protocol version),
+//! stream batches of every origin stream `(origin, store)` it forwards to
+//! this peer from the journal with at most `window` unacknowledged, advance
+//! the journal cursor of each stream on its ack; on any link failure
+//! (refused, closed, stalled, checksum) log it, record `Retrying`, wait a
+//! capped exponential backoff with jitter, and start over from what the peer
+//! reports as applied per stream.
+//!
+//! # Per-store isolation (protocol 2)
+//! When the peer reports [`Frame::StoreFailed`] for a stream, only that
+//! stream pauses: its unacknowledged batches are forgotten (the receiver
+//! drops them, since they no longer follow what it applied) and it is
+//! resent from its last ack once the retry time comes (transient: growing
+//! backoff; definite: `backoff_max_ms`). Every other stream keeps flowing
+//! on the same connection. Paused streams are listed in
+//! [`LinkStats::failing`](crate::LinkStats) with the peer's reason.
+//!
+//! # Version negotiation
+//! The hello carries [`PROTOCOL_VERSION`]; the listener answers with the
+//! version it picked. A version-1 listener refuses any other version with
+//! "incompatible protocol version N: this agent speaks version 1"; the
+//! sender then redials at once with that version (rolling upgrade).
 
-use crate::frame::{read_frame, write_frame, Codec, Frame, FrameError, PROTOCOL_VERSION};
-use crate::{now_ms, Backoff, LinkState, SharedStats};
+use crate::frame::{
+    read_frame, write_frame, Codec, Frame, FrameError, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
+use crate::{now_ms, AbortOnDrop, Backoff, LinkState, SharedStats, StreamFailure};
 use dcsync_core::topology::LinkSettings;
 use dcsync_journal::Journal;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -27,6 +46,10 @@ pub struct SenderConfig {
     pub peer: String,
     /// Peer's link address (`host:port`).
     pub addr: String,
+    /// Origins whose streams go to this peer (mesh: this DC only; a hub
+    /// also forwards the other spokes'). The peer's own origin is never
+    /// sent back to it.
+    pub origins: Vec<String>,
     /// Stores whose changes go to this peer.
     pub stores: Vec<String>,
     /// Link tuning.
@@ -44,6 +67,9 @@ pub enum SessionError {
     /// The peer refused us; its reason.
     #[error("refused by peer: {0}")]
     Refused(String),
+    /// The peer speaks only an older protocol version: redial with it.
+    #[error("peer speaks protocol version {0}: redialing with it")]
+    Downgrade(u32),
     /// The peer broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -63,6 +89,9 @@ pub enum SessionError {
     },
 }
 
+/// One origin stream: `(origin, store)`.
+type Stream = (String, String);
+
 /// Runs the sender until `shutdown` turns true. `appended` changes whenever
 /// the journal gains entries (it wakes an idle sender).
 pub async fn run(
@@ -78,12 +107,14 @@ pub async fn run(
         Duration::from_millis(s.backoff_max_ms),
     );
     let mut failing_since: Option<u64> = None;
+    let mut version = PROTOCOL_VERSION;
     loop {
         if *shutdown.borrow() {
             return;
         }
         let result = session(
             &cfg,
+            version,
             &journal,
             &mut appended,
             &stats,
@@ -96,6 +127,11 @@ pub async fn run(
         }
         let err = match result {
             Ok(()) => return,
+            Err(SessionError::Downgrade(v)) => {
+                tracing::info!(peer = %cfg.peer, version = v, "peer speaks an older protocol version; redialing with it");
+                version = v;
+                continue;
+            }
             Err(e) => e,
         };
         let was_connected = stats
@@ -104,6 +140,8 @@ pub async fn run(
             .unwrap_or(false);
         if was_connected {
             failing_since = None;
+            // The peer may have been upgraded meanwhile.
+            version = PROTOCOL_VERSION;
         }
         let since = *failing_since.get_or_insert_with(now_ms);
         tracing::warn!(peer = %cfg.peer, addr = %cfg.addr, error = %err, "link down, retrying");
@@ -125,8 +163,26 @@ pub async fn run(
     }
 }
 
+/// The version a version-1 listener names in its refusal ("... this agent
+/// speaks version 1"), if the refusal is about the version.
+fn refused_version(reason: &str) -> Option<u32> {
+    if !reason.starts_with("incompatible protocol version") {
+        return None;
+    }
+    let tail = reason.rsplit("speaks version ").next()?;
+    tail.trim().parse().ok()
+}
+
+/// A paused stream and when it may be retried.
+struct Paused {
+    until: Instant,
+    failure: StreamFailure,
+    backoff: Backoff,
+}
+
 async fn session(
     cfg: &SenderConfig,
+    offer: u32,
     journal: &Arc<Journal>,
     appended: &mut watch::Receiver<u64>,
     stats: &SharedStats,
@@ -160,7 +216,7 @@ async fn session(
     let hello = Frame::Hello {
         cluster: cfg.cluster.clone(),
         dc: cfg.me.clone(),
-        version: PROTOCOL_VERSION,
+        version: offer,
         codecs: if s.compression {
             vec![Codec::Lz4, Codec::None]
         } else {
@@ -171,51 +227,90 @@ async fn session(
     let first = tokio::time::timeout(dead, read_frame(&mut rd, s.max_frame_bytes))
         .await
         .map_err(|_| SessionError::Stalled(s.dead_after_ms))??;
-    let codec: Codec;
-    let applied: BTreeMap<String, u64> = match first {
-        Frame::Welcome {
-            dc,
-            applied,
-            codec: chosen,
-        } => {
-            codec = chosen;
-            if dc != cfg.peer {
-                return Err(SessionError::Protocol(format!(
-                    "dialed {} at {} but it says it is dc {dc:?}",
-                    cfg.peer, cfg.addr
-                )));
+    let (version, codec, peer_dc, applied): (u32, Codec, String, BTreeMap<Stream, u64>) =
+        match first {
+            Frame::Welcome {
+                dc,
+                version,
+                applied,
+                codec,
+            } => (
+                version,
+                codec,
+                dc,
+                applied
+                    .into_iter()
+                    .map(|a| ((a.origin, a.store), a.seq))
+                    .collect(),
+            ),
+            Frame::LegacyWelcome { dc, applied, codec } => (
+                1,
+                codec,
+                dc,
+                applied
+                    .into_iter()
+                    .map(|(store, seq)| ((cfg.me.clone(), store), seq))
+                    .collect(),
+            ),
+            Frame::Refused { reason } => {
+                return Err(match refused_version(&reason) {
+                    Some(v) if (MIN_PROTOCOL_VERSION..offer).contains(&v) => {
+                        SessionError::Downgrade(v)
+                    }
+                    _ => SessionError::Refused(reason),
+                })
             }
-            applied.into_iter().collect()
-        }
-        Frame::Refused { reason } => return Err(SessionError::Refused(reason)),
-        other => {
-            return Err(SessionError::Protocol(format!(
-                "expected Welcome, got {}",
-                frame_name(&other)
-            )))
-        }
-    };
+            other => {
+                return Err(SessionError::Protocol(format!(
+                    "expected Welcome, got {}",
+                    other.name()
+                )))
+            }
+        };
+    if peer_dc != cfg.peer {
+        return Err(SessionError::Protocol(format!(
+            "dialed {} at {} but it says it is dc {peer_dc:?}",
+            cfg.peer, cfg.addr
+        )));
+    }
+    if !(MIN_PROTOCOL_VERSION..=offer).contains(&version) {
+        return Err(SessionError::Protocol(format!(
+            "peer chose protocol version {version}, outside {MIN_PROTOCOL_VERSION}..={offer}"
+        )));
+    }
+    // The streams this session ships: protocol 1 carries only our own.
+    let streams: Vec<Stream> = cfg
+        .origins
+        .iter()
+        .filter(|o| **o != cfg.peer && (version >= 2 || **o == cfg.me))
+        .flat_map(|o| cfg.stores.iter().map(move |st| (o.clone(), st.clone())))
+        .collect();
     // Resume points.
-    let mut next: BTreeMap<String, u64> = BTreeMap::new();
-    for store in &cfg.stores {
-        let peer_applied = applied.get(store).copied().unwrap_or(0);
-        let last = journal.last_seq(store)?;
+    let mut next: BTreeMap<Stream, u64> = BTreeMap::new();
+    let mut acked: BTreeMap<Stream, u64> = BTreeMap::new();
+    for key in &streams {
+        let (origin, store) = key;
+        let peer_applied = applied.get(key).copied().unwrap_or(0);
+        let last = journal.last_seq(origin, store)?;
         if peer_applied > last {
             return Err(SessionError::Protocol(format!(
-                "peer {} has applied {store} up to seq {peer_applied} but this journal only reaches seq {last}; \
+                "peer {} has applied {origin}/{store} up to seq {peer_applied} but this journal only reaches seq {last}; \
                  the journal was lost or reset: refusing to ship (restore the journal directory)",
                 cfg.peer
             )));
         }
-        if peer_applied > journal.cursor(&cfg.peer, store)? {
-            journal.ack(&cfg.peer, store, peer_applied)?;
+        if peer_applied > journal.cursor(&cfg.peer, origin, store)? {
+            journal.ack(&cfg.peer, origin, store, peer_applied)?;
         }
-        next.insert(store.clone(), peer_applied);
+        next.insert(key.clone(), peer_applied);
+        acked.insert(key.clone(), peer_applied);
     }
-    tracing::info!(peer = %cfg.peer, addr = %cfg.addr, resume = ?next, "link connected");
+    tracing::info!(peer = %cfg.peer, addr = %cfg.addr, version, resume = ?next, "link connected");
     if let Ok(mut st) = stats.lock() {
         st.state = LinkState::Connected { since_ms: now_ms() };
         st.connects += 1;
+        st.version = version;
+        st.failing.clear();
     }
     backoff.reset();
 
@@ -234,7 +329,9 @@ async fn session(
     });
     let _abort = AbortOnDrop(reader);
 
-    let mut in_flight: VecDeque<(String, u64, u64)> = VecDeque::new(); // (store, last seq, txns)
+    // Unacknowledged batches: (stream, last seq, txns).
+    let mut in_flight: Vec<(Stream, u64, u64)> = Vec::new();
+    let mut paused: BTreeMap<Stream, Paused> = BTreeMap::new();
     let mut last_rx = Instant::now();
     let mut last_tx = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(s.heartbeat_ms.min(1000)));
@@ -243,28 +340,33 @@ async fn session(
     let mut pace = Instant::now();
     loop {
         // Fill the window.
-        while in_flight.len() < s.window {
+        while in_flight.len() < s.window && !streams.is_empty() {
             let mut sent = false;
-            for i in 0..cfg.stores.len() {
-                let store = &cfg.stores[(rr + i) % cfg.stores.len()];
-                let from = next.get(store).copied().unwrap_or(0);
-                if journal.last_seq(store)? <= from {
+            let now = Instant::now();
+            for i in 0..streams.len() {
+                let key = &streams[(rr + i) % streams.len()];
+                if paused.get(key).is_some_and(|p| p.until > now) {
                     continue;
                 }
-                let txs = journal.read(store, from, s.batch_max_txns, s.batch_max_bytes)?;
+                let (origin, store) = key;
+                let from = next.get(key).copied().unwrap_or(0);
+                if journal.last_seq(origin, store)? <= from {
+                    continue;
+                }
+                let txs = journal.read(origin, store, from, s.batch_max_txns, s.batch_max_bytes)?;
                 let (Some(first), Some(last)) = (txs.first(), txs.last()) else {
                     continue;
                 };
                 if first.seq != from + 1 {
                     return Err(SessionError::Protocol(format!(
-                        "journal for {store} resumes at seq {} but the peer needs seq {}: entries were removed before every peer acknowledged them",
+                        "journal for {origin}/{store} resumes at seq {} but the peer needs seq {}: entries were removed before every peer acknowledged them",
                         first.seq,
                         from + 1
                     )));
                 }
                 let last_seq = last.seq;
                 let n = txs.len() as u64;
-                let (raw_len, data) = crate::frame::pack_batch(&txs, codec)?;
+                let (raw_len, data) = crate::frame::pack_batch(&txs, codec, version)?;
                 drop(txs);
                 // Bandwidth cap: pace batches so the average stays under the cap.
                 if s.max_bytes_per_sec > 0 {
@@ -275,26 +377,31 @@ async fn session(
                     pace = pace.max(now)
                         + Duration::from_secs_f64(data.len() as f64 / s.max_bytes_per_sec as f64);
                 }
-                let bytes = timed_write(
-                    &mut wr,
-                    &Frame::Batch {
+                let frame = if version >= 2 {
+                    Frame::Batch {
+                        origin: origin.clone(),
                         store: store.clone(),
                         codec,
                         raw_len,
                         data,
-                    },
-                    dead,
-                    s.dead_after_ms,
-                )
-                .await?;
+                    }
+                } else {
+                    Frame::LegacyBatch {
+                        store: store.clone(),
+                        codec,
+                        raw_len,
+                        data,
+                    }
+                };
+                let bytes = timed_write(&mut wr, &frame, dead, s.dead_after_ms).await?;
                 last_tx = Instant::now();
-                next.insert(store.clone(), last_seq);
-                in_flight.push_back((store.clone(), last_seq, n));
+                next.insert(key.clone(), last_seq);
+                in_flight.push((key.clone(), last_seq, n));
                 if let Ok(mut st) = stats.lock() {
                     st.sent_txns += n;
                     st.sent_bytes += bytes as u64;
                 }
-                rr = (rr + i + 1) % cfg.stores.len();
+                rr = (rr + i + 1) % streams.len();
                 sent = true;
                 break;
             }
@@ -305,27 +412,63 @@ async fn session(
         tokio::select! {
             f = frx.recv() => {
                 last_rx = Instant::now();
-                match f {
+                let frame = match f {
                     None => return Err(SessionError::Protocol("reader stopped".into())),
                     Some(Err(e)) => return Err(e.into()),
-                    Some(Ok(Frame::Ack { store, seq })) => {
-                        journal.ack(&cfg.peer, &store, seq)?;
-                        let mut acked = 0;
-                        while let Some((s0, q, n)) = in_flight.front() {
-                            if *s0 == store && *q <= seq {
-                                acked += n;
-                                in_flight.pop_front();
-                            } else {
-                                break;
-                            }
-                        }
-                        if let Ok(mut st) = stats.lock() {
-                            st.acked_txns += acked;
-                        }
+                    Some(Ok(f)) => f,
+                };
+                match frame {
+                    Frame::Ack { origin, store, seq } => {
+                        on_ack(cfg, journal, stats, &mut in_flight, &mut acked, &mut paused, (origin, store), seq)?;
                     }
-                    Some(Ok(Frame::Heartbeat)) => {}
-                    Some(Ok(Frame::Refused { reason })) => return Err(SessionError::Refused(reason)),
-                    Some(Ok(other)) => return Err(SessionError::Protocol(format!("unexpected {} from receiver", frame_name(&other)))),
+                    Frame::LegacyAck { store, seq } if version == 1 => {
+                        on_ack(cfg, journal, stats, &mut in_flight, &mut acked, &mut paused, (cfg.me.clone(), store), seq)?;
+                    }
+                    Frame::StoreFailed { origin, store, definite, reason } if version >= 2 => {
+                        let key = (origin, store);
+                        if !streams.contains(&key) {
+                            return Err(SessionError::Protocol(format!("StoreFailed for {}/{}, which this link does not ship", key.0, key.1)));
+                        }
+                        in_flight.retain(|(k, _, _)| *k != key);
+                        let resume = acked.get(&key).copied().unwrap_or(0);
+                        next.insert(key.clone(), resume);
+                        let p = paused.entry(key.clone()).or_insert_with(|| Paused {
+                            until: Instant::now(),
+                            failure: StreamFailure {
+                                origin: key.0.clone(),
+                                store: key.1.clone(),
+                                definite,
+                                reason: String::new(),
+                                since_ms: now_ms(),
+                                retry_at_ms: 0,
+                                attempts: 0,
+                            },
+                            backoff: Backoff::new(
+                                Duration::from_millis(s.backoff_min_ms),
+                                Duration::from_millis(s.backoff_max_ms),
+                            ),
+                        });
+                        let delay = if definite {
+                            Duration::from_millis(s.backoff_max_ms)
+                        } else {
+                            p.backoff.next_delay()
+                        };
+                        p.until = Instant::now() + delay;
+                        p.failure.definite = definite;
+                        p.failure.reason = reason;
+                        p.failure.attempts += 1;
+                        p.failure.retry_at_ms = now_ms() + delay.as_millis() as u64;
+                        if p.failure.attempts == 1 || p.failure.attempts.is_power_of_two() {
+                            tracing::warn!(peer = %cfg.peer, origin = %key.0, store = %key.1, definite,
+                                attempts = p.failure.attempts, reason = %p.failure.reason,
+                                retry_in_ms = delay.as_millis() as u64,
+                                "peer cannot apply this store's stream; it is paused, the other stores keep flowing");
+                        }
+                        publish_failing(stats, &paused);
+                    }
+                    Frame::Heartbeat => {}
+                    Frame::Refused { reason } => return Err(SessionError::Refused(reason)),
+                    other => return Err(SessionError::Protocol(format!("unexpected {} from receiver (protocol {version})", other.name()))),
                 }
             }
             _ = appended.changed() => {}
@@ -343,10 +486,50 @@ async fn session(
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+/// Handles an acknowledgement of `key` through `seq`: journal cursor,
+/// window, counters, and the end of a pause.
+#[allow(clippy::too_many_arguments)]
+fn on_ack(
+    cfg: &SenderConfig,
+    journal: &Journal,
+    stats: &SharedStats,
+    in_flight: &mut Vec<(Stream, u64, u64)>,
+    acked: &mut BTreeMap<Stream, u64>,
+    paused: &mut BTreeMap<Stream, Paused>,
+    key: Stream,
+    seq: u64,
+) -> Result<(), SessionError> {
+    if !acked.contains_key(&key) {
+        return Err(SessionError::Protocol(format!(
+            "ack for {}/{}, which this link does not ship",
+            key.0, key.1
+        )));
+    }
+    journal.ack(&cfg.peer, &key.0, &key.1, seq)?;
+    let mut n = 0;
+    in_flight.retain(|(k, q, c)| {
+        let done = *k == key && *q <= seq;
+        if done {
+            n += c;
+        }
+        !done
+    });
+    if let Some(a) = acked.get_mut(&key) {
+        *a = (*a).max(seq);
+    }
+    if paused.remove(&key).is_some() {
+        tracing::info!(peer = %cfg.peer, origin = %key.0, store = %key.1, "paused stream applies again");
+        publish_failing(stats, paused);
+    }
+    if let Ok(mut st) = stats.lock() {
+        st.acked_txns += n;
+    }
+    Ok(())
+}
+
+fn publish_failing(stats: &SharedStats, paused: &BTreeMap<Stream, Paused>) {
+    if let Ok(mut st) = stats.lock() {
+        st.failing = paused.values().map(|p| p.failure.clone()).collect();
     }
 }
 
@@ -362,14 +545,16 @@ async fn timed_write<W: tokio::io::AsyncWrite + Unpin>(
         .map_err(SessionError::from)
 }
 
-/// Short name of a frame for error messages.
-pub fn frame_name(f: &Frame) -> &'static str {
-    match f {
-        Frame::Hello { .. } => "Hello",
-        Frame::Welcome { .. } => "Welcome",
-        Frame::Refused { .. } => "Refused",
-        Frame::Batch { .. } => "Batch",
-        Frame::Ack { .. } => "Ack",
-        Frame::Heartbeat => "Heartbeat",
+#[cfg(test)]
+mod tests {
+    use super::refused_version;
+
+    #[test]
+    fn a_version_one_refusal_names_the_version_to_redial_with() {
+        assert_eq!(
+            refused_version("incompatible protocol version 2: this agent speaks version 1"),
+            Some(1)
+        );
+        assert_eq!(refused_version("wrong cluster \"x\""), None);
     }
 }

@@ -82,8 +82,8 @@ pub(crate) fn decode_exact<T: serde::de::DeserializeOwned>(
     version: u8,
 ) -> Result<T, EnvelopeError> {
     let malformed = |reason: String| EnvelopeError::Malformed { version, reason };
-    let (v, used) =
-        bincode::serde::decode_from_slice::<T, _>(bytes, config()).map_err(|e| malformed(e.to_string()))?;
+    let (v, used) = bincode::serde::decode_from_slice::<T, _>(bytes, config())
+        .map_err(|e| malformed(e.to_string()))?;
     if used != bytes.len() {
         return Err(malformed(format!("{} trailing bytes", bytes.len() - used)));
     }
@@ -124,7 +124,8 @@ pub fn decode_tx_v1(bytes: &[u8]) -> Result<Transaction, EnvelopeError> {
 pub fn encode_batch(txs: &[Transaction], version: u8) -> Result<Vec<u8>, EnvelopeError> {
     match version {
         1 => {
-            let old: Vec<v1::Transaction> = txs.iter().cloned().map(v1::Transaction::from).collect();
+            let old: Vec<v1::Transaction> =
+                txs.iter().cloned().map(v1::Transaction::from).collect();
             bincode::serde::encode_to_vec(&old, config())
                 .map_err(|e| EnvelopeError::Encode(e.to_string()))
         }

@@ -18,7 +18,10 @@ fn sample(seq: u64) -> Transaction {
                     kind: RowKind::Update,
                     columns: vec![],
                     before: Some(vec![Value::Int(-1), Value::Null]),
-                    after: Some(vec![Value::Date(2024, 1, 2, 3, 4, 5, 6), Value::Time(true, 1, 2, 3, 4, 5)]),
+                    after: Some(vec![
+                        Value::Date(2024, 1, 2, 3, 4, 5, 6),
+                        Value::Time(true, 1, 2, 3, 4, 5),
+                    ]),
                 }),
             },
             Change {
@@ -59,9 +62,18 @@ fn newer_and_broken_records_are_named_errors() {
         decode_tx(&b),
         Err(EnvelopeError::UnknownVersion { found: 9, .. })
     ));
-    assert!(matches!(decode_tx(&[]), Err(EnvelopeError::Malformed { .. })));
-    assert!(matches!(decode_tx(&[2, 0xff, 0xff]), Err(EnvelopeError::Malformed { .. })));
+    assert!(matches!(
+        decode_tx(&[]),
+        Err(EnvelopeError::Malformed { .. })
+    ));
+    assert!(matches!(
+        decode_tx(&[2, 0xff, 0xff]),
+        Err(EnvelopeError::Malformed { .. })
+    ));
     let mut trailing = encode_tx(&sample(1)).unwrap();
     trailing.push(0);
-    assert!(matches!(decode_tx(&trailing), Err(EnvelopeError::Malformed { .. })));
+    assert!(matches!(
+        decode_tx(&trailing),
+        Err(EnvelopeError::Malformed { .. })
+    ));
 }
