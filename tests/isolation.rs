@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 const SCHEMA: &str = "CREATE TABLE shop.t (id INT PRIMARY KEY, user_id INT, n INT) ENGINE=InnoDB;";
 
-/// Every key of a Redis server with its string value.
+/// Every data key of a Redis server (not dcsync's own `dcsync:` apply
+/// markers) with its string value.
 async fn redis_dump(c: &Cluster, i: usize) -> BTreeMap<String, String> {
     let mut conn = c.dcs[i].redis.as_ref().unwrap().conn().await;
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -22,7 +23,7 @@ async fn redis_dump(c: &Cluster, i: usize) -> BTreeMap<String, String> {
         .await
         .unwrap();
     let mut out = BTreeMap::new();
-    for k in keys {
+    for k in keys.into_iter().filter(|k| !k.starts_with("dcsync:")) {
         let v: String = redis::cmd("GET")
             .arg(&k)
             .query_async(&mut conn)
@@ -73,7 +74,7 @@ async fn a_failing_store_pauses_only_its_stream() {
     })
     .await;
     // A table that exists only in bj: sh's sink cannot apply bj's rows of
-    // it (error 1146), a definite failure of store `orders` from origin bj.
+    // it (ER_NO_SUCH_TABLE), a definite failure of store `orders` from origin bj.
     c.dcs[0]
         .db
         .exec("CREATE TABLE shop.only_bj (id INT PRIMARY KEY, v INT) ENGINE=InnoDB")
@@ -97,9 +98,7 @@ async fn a_failing_store_pauses_only_its_stream() {
                     && i["store"] == "orders"
                     && i["state"] == "failing"
                     && i["definite"] == true
-                    && i["error"]
-                        .as_str()
-                        .is_some_and(|e| e.contains("only_bj") && e.contains("1146"))
+                    && i["error"].as_str().is_some_and(|e| e.contains("only_bj"))
             })
         });
         async move { ok }
@@ -151,21 +150,23 @@ async fn a_failing_store_pauses_only_its_stream() {
         .db
         .exec("INSERT INTO shop.t VALUES (2, 2, 2)")
         .await;
-    wait_for(
-        "redis keys and sh's row arrive while orders from bj is paused",
-        60,
-        &mut c,
-        |c| {
-            let c2 = &*c;
-            async move {
-                redis_dump(c2, 0).await == redis_dump(c2, 1).await
-                    && redis_dump(c2, 1).await.len() == 200
-                    && query_i64(&c2.dcs[0].db, "SELECT COUNT(*) FROM shop.t WHERE id = 2").await
-                        == 1
-            }
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        c.assert_agents_alive();
+        let (a, b) = (redis_dump(&c, 0).await, redis_dump(&c, 1).await);
+        let back = query_i64(&c.dcs[0].db, "SELECT COUNT(*) FROM shop.t WHERE id = 2").await;
+        if a == b && b.len() == 200 && back == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cache and sh->bj did not flow while bj/orders is paused: {} vs {} keys, row 2 in bj: {back}\n{}",
+            a.len(),
+            b.len(),
+            c.status(0, false)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // bj's own row of shop.t is behind the failed transaction (order is
     // kept per origin stream): not in sh yet.
     assert_eq!(
