@@ -33,7 +33,12 @@ const APPEND_MAX_EVENTS: usize = 2048;
 const SOURCE_CHANNEL: usize = 4096;
 
 /// Runs the agent of `me` until SIGINT/SIGTERM.
-pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Result<()> {
+pub async fn run(
+    topo: Topology,
+    me: String,
+    data_dir: PathBuf,
+    admin: Option<String>,
+) -> anyhow::Result<()> {
     let Some(my_dc) = topo.dc(&me).cloned() else {
         bail!(
             "dc {me:?} is not declared in the topology (declared: {})",
@@ -73,6 +78,7 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
     let appended_tx = Arc::new(appended_tx);
     let board = StatusBoard::new(&me, &data_dir);
     tracing::info!(dc = %me, link = %my_dc.link, data_dir = %data_dir.display(), stores = topo.stores.len(), "dcsync agent starting");
+    let metrics = crate::admin::install_recorder(&me)?;
 
     // Inbound: listener + sinks.
     let listener = tokio::net::TcpListener::bind(&my_dc.listen)
@@ -90,6 +96,9 @@ pub async fn run(topo: Topology, me: String, data_dir: PathBuf) -> anyhow::Resul
         tls: tls.clone(),
     });
     let mut tasks = Vec::new();
+    if let Some(addr) = &admin {
+        tasks.push(crate::admin::serve(addr, metrics, board.clone(), shutdown_rx.clone()).await?);
+    }
     tasks.push(tokio::spawn(receiver::serve(
         listener,
         rcfg,
@@ -318,6 +327,8 @@ impl Supervisor {
         let mut txs = Vec::new();
         let mut last_pos: Option<Position> = None;
         let mut echoes = 0u64;
+        let mut changes_n = 0u64;
+        let mut last_commit_ms = 0u64;
         for ev in events {
             match ev {
                 SourceEvent::Local {
@@ -332,6 +343,8 @@ impl Supervisor {
                         // writes look new.
                         let hlc = self.clock.stamp_source(commit_ts_ms, self.last_hlc);
                         self.last_hlc = hlc;
+                        changes_n += changes.len() as u64;
+                        last_commit_ms = commit_ts_ms;
                         txs.push(Transaction {
                             origin: self.me.clone(),
                             store: self.store.name.clone(),
@@ -359,6 +372,23 @@ impl Supervisor {
             .await
             .map_err(|e| ConnectorError::Transient(e.to_string()))?
             .map_err(|e| ConnectorError::Definite(format!("journal append failed: {e}")))?;
+        if n > 0 {
+            dcsync_core::events::SourceCaptured {
+                store: &self.store.name,
+                txns: n,
+                changes: changes_n,
+                lag_ms: (last_commit_ms > 0)
+                    .then(|| dcsync_core::now_ms().saturating_sub(last_commit_ms)),
+            }
+            .emit();
+        }
+        if echoes > 0 {
+            dcsync_core::events::EchoDropped {
+                store: &self.store.name,
+                txns: echoes,
+            }
+            .emit();
+        }
         if let Some(p) = last_pos {
             let _ = durable.send(Some(p.clone()));
             if let Ok(mut st) = self.status.lock() {

@@ -7,6 +7,7 @@
 //! - `dcsync status --dc ID [--data-dir DIR]`: print the running agent's link
 //!   states and backlogs (read from `DIR/status.json`, rewritten every second).
 
+mod admin;
 mod agent;
 mod applier;
 mod status;
@@ -53,6 +54,10 @@ enum Cmd {
         /// Journal and status directory (default: ./dcsync-data/<dc>).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Serve Prometheus `/metrics` and `/status` (JSON) on this
+        /// `host:port` (overrides the DC's `admin` key in the topology).
+        #[arg(long)]
+        admin: Option<String>,
     },
     /// Generate a cluster CA and one certificate per DC of a topology, for the
     /// `[tls]` section (an existing ca.crt/ca.key in OUT is reused).
@@ -111,7 +116,8 @@ fn main() -> ExitCode {
             topology,
             dc,
             data_dir,
-        } => run(topology, dc, data_dir),
+            admin,
+        } => run(topology, dc, data_dir, admin),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,7 +170,12 @@ fn certs(topology: &std::path::Path, out: Option<PathBuf>, dcs: Vec<String>) -> 
     Ok(())
 }
 
-fn run(topology: PathBuf, dc: String, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+fn run(
+    topology: PathBuf,
+    dc: String,
+    data_dir: Option<PathBuf>,
+    admin: Option<String>,
+) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DCSYNC_LOG")
@@ -178,5 +189,5 @@ fn run(topology: PathBuf, dc: String, data_dir: Option<PathBuf>) -> anyhow::Resu
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(agent::run(topo, dc, data_dir))
+    rt.block_on(agent::run(topo, dc, data_dir, admin))
 }

@@ -128,6 +128,8 @@ pub struct StatusBoard {
     prev: Arc<Mutex<RateState>>,
     /// What the link receiver applied, per origin stream.
     inbound: dcsync_link::InboundBoard,
+    /// The last status document, as JSON (served on `/status`).
+    last: Arc<Mutex<Vec<u8>>>,
 }
 
 impl StatusBoard {
@@ -141,6 +143,15 @@ impl StatusBoard {
             retention: Arc::default(),
             prev: Arc::default(),
             inbound: Arc::default(),
+            last: Arc::default(),
+        }
+    }
+
+    /// The last status document written, as JSON (`{}` before the first).
+    pub fn last_json(&self) -> Vec<u8> {
+        match self.last.lock() {
+            Ok(l) if !l.is_empty() => l.clone(),
+            _ => b"{}".to_vec(),
         }
     }
 
@@ -215,6 +226,15 @@ impl StatusBoard {
                     continue;
                 };
                 let oldest_age_ms = b.oldest.map(|h| now.saturating_sub(h.physical_ms()));
+                dcsync_core::events::BacklogObserved {
+                    peer: &link.peer,
+                    origin,
+                    store,
+                    txns: b.txns,
+                    bytes: b.bytes,
+                    oldest_age_ms: oldest_age_ms.unwrap_or(0),
+                }
+                .emit();
                 let source_retention_s = retention.get(store).copied();
                 if let (Some(age), Some(keep)) = (oldest_age_ms, source_retention_s) {
                     if age / 1000 >= keep * 8 / 10 {
@@ -315,8 +335,11 @@ impl StatusBoard {
                 let s = board.snapshot(&j, &st);
                 if let Ok(json) = serde_json::to_vec_pretty(&s) {
                     let tmp = board.path.with_extension("json.tmp");
-                    if std::fs::write(&tmp, json).is_ok() {
+                    if std::fs::write(&tmp, &json).is_ok() {
                         let _ = std::fs::rename(&tmp, &board.path);
+                    }
+                    if let Ok(mut l) = board.last.lock() {
+                        *l = json;
                     }
                 }
             })

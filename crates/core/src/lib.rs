@@ -3,6 +3,7 @@
 //!
 //! - [`change`]: the change envelope ([`Transaction`], [`Change`], [`Value`]).
 //! - [`envelope`]: the versioned encoding of the envelope (journal, link).
+//! - [`events`]: internal events (metrics and logs from one place).
 //! - [`hlc`]: hybrid logical clock timestamps.
 //! - [`topology`]: the topology file (TOML) and its validation.
 //! - [`unit`]: unit (shard) computation and owner-DC routing.
@@ -11,6 +12,7 @@
 pub mod change;
 pub mod connector;
 pub mod envelope;
+pub mod events;
 pub mod hlc;
 pub mod topology;
 pub mod unit;

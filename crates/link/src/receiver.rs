@@ -11,6 +11,7 @@ use crate::frame::{
     PROTOCOL_VERSION,
 };
 use crate::{now_ms, AbortOnDrop, Applier, ApplyError, InboundBoard, InboundStream};
+use dcsync_core::events;
 use dcsync_core::topology::LinkSettings;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -297,6 +298,7 @@ async fn handle(
                 return Err(refuse_and_close(otx, w, reason).await);
             }
         };
+        let frame_bytes = data.len() as u64;
         let txs =
             crate::frame::unpack_batch(batch_codec, raw_len, &data, s.max_frame_bytes, negotiated)?;
         drop(data);
@@ -330,6 +332,15 @@ async fn handle(
         match result {
             Ok((seq, n, hlc)) => {
                 expected.insert(key, seq + 1);
+                events::BatchApplied {
+                    peer: &origin,
+                    origin: &batch_origin,
+                    store: &store,
+                    txns: n,
+                    bytes: frame_bytes,
+                    lag_ms: now_ms().saturating_sub(dcsync_core::Hlc(hlc).physical_ms()),
+                }
+                .emit();
                 publish(&cfg.board, &batch_origin, &store, |st| {
                     st.applied_seq = st.applied_seq.max(seq);
                     st.applied_txns += n;
@@ -363,6 +374,14 @@ async fn handle(
                 // Protocol 2: only this stream pauses.
                 let definite = !matches!(e, ApplyError::Transient(_));
                 let reason = e.to_string();
+                events::ApplyFailed {
+                    peer: &origin,
+                    origin: &batch_origin,
+                    store: &store,
+                    definite,
+                    bytes: frame_bytes,
+                }
+                .emit();
                 expected.remove(&key);
                 publish(&cfg.board, &batch_origin, &store, |st| {
                     let since = match &st.failing {

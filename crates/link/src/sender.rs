@@ -27,6 +27,7 @@ use crate::frame::{
     read_frame, write_frame, Codec, Frame, FrameError, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::{now_ms, AbortOnDrop, Backoff, LinkState, SharedStats, StreamFailure};
+use dcsync_core::events;
 use dcsync_core::topology::LinkSettings;
 use dcsync_journal::Journal;
 use std::collections::BTreeMap;
@@ -134,6 +135,7 @@ pub async fn run(
             }
             Err(e) => e,
         };
+        events::LinkFailed { peer: &cfg.peer }.emit();
         let was_connected = stats
             .lock()
             .map(|st| matches!(st.state, LinkState::Connected { .. }))
@@ -306,6 +308,11 @@ async fn session(
         acked.insert(key.clone(), peer_applied);
     }
     tracing::info!(peer = %cfg.peer, addr = %cfg.addr, version, resume = ?next, "link connected");
+    events::LinkConnected {
+        peer: &cfg.peer,
+        version,
+    }
+    .emit();
     if let Ok(mut st) = stats.lock() {
         st.state = LinkState::Connected { since_ms: now_ms() };
         st.connects += 1;
@@ -401,6 +408,12 @@ async fn session(
                     st.sent_txns += n;
                     st.sent_bytes += bytes as u64;
                 }
+                events::BatchSent {
+                    peer: &cfg.peer,
+                    txns: n,
+                    bytes: bytes as u64,
+                }
+                .emit();
                 rr = (rr + i + 1) % streams.len();
                 sent = true;
                 break;
@@ -465,6 +478,7 @@ async fn session(
                                 "peer cannot apply this store's stream; it is paused, the other stores keep flowing");
                         }
                         publish_failing(stats, &paused);
+                        events::StreamPauseChanged { peer: &cfg.peer, origin: &key.0, store: &key.1, paused: true }.emit();
                     }
                     Frame::Heartbeat => {}
                     Frame::Refused { reason } => return Err(SessionError::Refused(reason)),
@@ -520,10 +534,22 @@ fn on_ack(
     if paused.remove(&key).is_some() {
         tracing::info!(peer = %cfg.peer, origin = %key.0, store = %key.1, "paused stream applies again");
         publish_failing(stats, paused);
+        events::StreamPauseChanged {
+            peer: &cfg.peer,
+            origin: &key.0,
+            store: &key.1,
+            paused: false,
+        }
+        .emit();
     }
     if let Ok(mut st) = stats.lock() {
         st.acked_txns += n;
     }
+    events::BatchAcked {
+        peer: &cfg.peer,
+        txns: n,
+    }
+    .emit();
     Ok(())
 }
 
