@@ -442,8 +442,10 @@ impl Topology {
     }
 }
 
+mod options;
 mod raw;
 #[cfg(test)]
 mod tests;
 
+pub use options::{StoreKeys, StoreOptions};
 use raw::{line_col, validate, Collector, RawTopology};
