@@ -151,7 +151,8 @@ pub trait Sink: Send + 'static {
 /// store kind as `Box<dyn DynSink>`. Every [`Sink`] is a `DynSink`.
 pub trait DynSink: Send + 'static {
     /// See [`Sink::applied_seq`].
-    fn applied_seq<'a>(&'a mut self, origin: &'a str) -> BoxFuture<'a, Result<u64, ConnectorError>>;
+    fn applied_seq<'a>(&'a mut self, origin: &'a str)
+        -> BoxFuture<'a, Result<u64, ConnectorError>>;
 
     /// See [`Sink::apply`].
     fn apply<'a>(
@@ -162,7 +163,10 @@ pub trait DynSink: Send + 'static {
 }
 
 impl<S: Sink> DynSink for S {
-    fn applied_seq<'a>(&'a mut self, origin: &'a str) -> BoxFuture<'a, Result<u64, ConnectorError>> {
+    fn applied_seq<'a>(
+        &'a mut self,
+        origin: &'a str,
+    ) -> BoxFuture<'a, Result<u64, ConnectorError>> {
         Box::pin(Sink::applied_seq(self, origin))
     }
 
@@ -271,6 +275,24 @@ impl Registry {
             .iter()
             .copied()
             .find(|c| c.kind() == kind || c.aliases().contains(&kind))
+    }
+
+    /// The connector of `store`.
+    ///
+    /// Errors: [`ConnectorError::Definite`] if its kind is not registered
+    /// (the topology was parsed with another registry).
+    pub fn connector_for(
+        &self,
+        store: &StoreConfig,
+    ) -> Result<&'static dyn Connector, ConnectorError> {
+        self.get(&store.kind).ok_or_else(|| {
+            ConnectorError::Definite(format!(
+                "store {:?}: kind {:?} is not built into this agent (known: {})",
+                store.name,
+                store.kind,
+                self.expected_kinds()
+            ))
+        })
     }
 
     /// Every registered connector, in registration order.

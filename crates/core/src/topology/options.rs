@@ -89,8 +89,11 @@ pub struct StoreKeys<'i> {
     entries: BTreeMap<String, (Range<usize>, Spanned<DeValue<'i>>)>,
     /// Keys asked for, present or not, in the order asked.
     asked: Vec<String>,
-    issues: Vec<(Range<usize>, String)>,
+    issues: Vec<SpannedMessage>,
 }
+
+/// A problem found: where (byte range) and what.
+type SpannedMessage = (Range<usize>, String);
 
 impl<'i> StoreKeys<'i> {
     pub(super) fn new(
@@ -154,7 +157,8 @@ impl<'i> StoreKeys<'i> {
     /// Reports a problem at `span` (from a [`Spanned`] value taken here), as
     /// `store "<name>": <message>`.
     pub fn error(&mut self, span: Range<usize>, message: impl fmt::Display) {
-        self.issues.push((span, format!("{}: {message}", self.label)));
+        self.issues
+            .push((span, format!("{}: {message}", self.label)));
     }
 
     /// The label messages start with (`store "orders"`).
@@ -173,7 +177,7 @@ impl<'i> StoreKeys<'i> {
     }
 
     /// The keys not taken, with the span of each key, and the problems.
-    pub(super) fn finish(self) -> (Vec<(String, Range<usize>)>, Vec<(Range<usize>, String)>) {
+    pub(super) fn finish(self) -> (Vec<(String, Range<usize>)>, Vec<SpannedMessage>) {
         let rest = self
             .entries
             .into_iter()
