@@ -1,5 +1,7 @@
 //! MySQL 8 / MariaDB 10.5+ connector for dcsync: a binlog tailing source
-//! ([`MysqlSource`]) and a transactional sink ([`MysqlSink`]).
+//! ([`MysqlSource`]) and a transactional sink ([`MysqlSink`]), built by the
+//! factory [`CONNECTOR`] (kind `"mysql"`, alias `"mariadb"`) from a store's
+//! options ([`MysqlOptions`], the keys of [`config`]).
 //!
 //! # Progress tracking
 //! The source groups ROWS events into the source transaction they committed
@@ -41,6 +43,7 @@
 //! [`ConnectorError::Definite`]: dcsync_core::connector::ConnectorError::Definite
 //! [`ConnectorError::Transient`]: dcsync_core::connector::ConnectorError::Transient
 
+pub mod config;
 pub mod error;
 pub mod plan;
 pub mod position;
@@ -50,6 +53,7 @@ pub mod source;
 pub mod sqltext;
 pub mod value;
 
+pub use config::{MysqlOptions, DEFAULT_APPLY_PARALLEL, MAX_APPLY_PARALLEL};
 pub use position::BinlogPosition;
 pub use server::binlog_retention;
 pub use sink::{ensure_marker_table, quote_ident, MysqlSink, MARKER_SLOTS};
@@ -59,3 +63,69 @@ pub use source::{MysqlSource, PROGRESS_INTERVAL};
 pub const MARKER_SCHEMA: &str = "dcsync";
 /// Name of the apply marker table (`dcsync.apply_marker`).
 pub const MARKER_TABLE: &str = "apply_marker";
+
+use dcsync_core::connector::{
+    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Source, SourceContext,
+};
+use dcsync_core::topology::{StoreConfig, StoreKeys, StoreOptions};
+use std::time::Duration;
+
+/// The MySQL/MariaDB connector factory, listed in the agent's registry.
+pub static CONNECTOR: MysqlConnector = MysqlConnector;
+
+/// Builds MySQL/MariaDB sources and sinks (see [`CONNECTOR`]).
+#[derive(Debug)]
+pub struct MysqlConnector;
+
+impl Connector for MysqlConnector {
+    fn kind(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["mariadb"]
+    }
+
+    fn url_schemes(&self) -> &'static [&'static str] {
+        &["mysql"]
+    }
+
+    fn default_apply_group(&self) -> ApplyGroup {
+        // A MySQL group is one commit per partition: larger is cheaper.
+        // (A Redis group, by contrast, blocks its server while it runs.)
+        ApplyGroup {
+            txns: 2048,
+            bytes: 16 << 20,
+        }
+    }
+
+    fn parse_options(&self, keys: &mut StoreKeys<'_>) -> StoreOptions {
+        config::parse(keys)
+    }
+
+    fn run_source(
+        &self,
+        url: String,
+        cx: SourceContext,
+    ) -> BoxFuture<'static, Result<(), ConnectorError>> {
+        Box::pin(MysqlSource::new(url).run(cx))
+    }
+
+    fn connect_sink(
+        &self,
+        url: String,
+        store: StoreConfig,
+    ) -> BoxFuture<'static, Result<Box<dyn DynSink>, ConnectorError>> {
+        Box::pin(async move {
+            let sink: Box<dyn DynSink> = Box::new(MysqlSink::connect(&url, &store).await?);
+            Ok(sink)
+        })
+    }
+
+    fn source_retention(
+        &self,
+        url: String,
+    ) -> Option<BoxFuture<'static, Result<Option<Duration>, ConnectorError>>> {
+        Some(Box::pin(async move { binlog_retention(&url).await }))
+    }
+}

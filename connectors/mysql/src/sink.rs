@@ -27,6 +27,7 @@
 //! `COMMIT` in one multi-statement query (more only past a quarter of
 //! `max_allowed_packet`), so a group costs one round trip per partition.
 
+use crate::config::MysqlOptions;
 use crate::error::classify;
 use crate::plan::{GroupPlan, PartitionRuns, Run, RunKind, Spread};
 use crate::sqltext::{push_literal, Chunks, TableText};
@@ -324,9 +325,14 @@ fn marker_table() -> String {
 impl MysqlSink {
     /// Connects to the store at `url`, sets up the session and creates the
     /// apply marker table if needed. Group bounds and the partition count
-    /// come from `store` (`apply_group_txns`, `apply_group_bytes`,
-    /// `apply_parallel`); further connections open at the first apply.
+    /// come from `store` (`apply_group_txns`, `apply_group_bytes`, and
+    /// [`MysqlOptions::apply_parallel`]); further connections open at the
+    /// first apply.
+    ///
+    /// Errors: Definite if `store` has no [`MysqlOptions`] or the URL is
+    /// bad; Transient if the server cannot be reached.
     pub async fn connect(url: &str, store: &StoreConfig) -> Result<MysqlSink, ConnectorError> {
+        let parallel = MysqlOptions::of(store)?.apply_parallel;
         let mut conn = open(url).await?;
         ensure_marker_table(&mut conn).await?;
         let max_packet: Option<u64> = conn
@@ -334,7 +340,7 @@ impl MysqlSink {
             .await
             .map_err(|e| classify("reading max_allowed_packet", e))?;
         let quarter = (max_packet.unwrap_or(4 << 20) / 4).max(16 << 10) as usize;
-        let mut conns: Vec<Option<Conn>> = (0..store.apply_parallel.max(1)).map(|_| None).collect();
+        let mut conns: Vec<Option<Conn>> = (0..parallel.max(1)).map(|_| None).collect();
         conns[0] = Some(conn);
         Ok(MysqlSink {
             url: url.to_string(),

@@ -29,6 +29,7 @@
 //! ROTATE event sent before the FORMAT_DESCRIPTION event carries the 4 CRC32
 //! bytes after the file name, which are stripped.
 
+use crate::config::MysqlOptions;
 use crate::error::classify;
 use crate::position::BinlogPosition;
 use crate::server::{check_retained, check_settings, current_position};
@@ -117,7 +118,8 @@ impl Source for MysqlSource {
             let h = dcsync_core::unit::fnv1a64(format!("{}/{}", cx.dc, cx.store.name).as_bytes());
             1_000_000_000 + (h % 1_000_000_000) as u32
         });
-        let mut tailer = Tailer::new(cx, self.idle_timeout);
+        let options = MysqlOptions::of(&cx.store)?.clone();
+        let mut tailer = Tailer::new(cx, options, self.idle_timeout);
         tailer.run(&self.url, server_id).await
     }
 }
@@ -144,7 +146,8 @@ struct Tailer {
     tx: Tx,
     pending_progress: Option<BinlogPosition>,
     last_progress: Instant,
-    unit_key: Option<String>,
+    /// The store's MySQL options (tables, unit key).
+    options: MysqlOptions,
     idle_timeout: Duration,
 }
 
@@ -154,8 +157,7 @@ enum Flow {
 }
 
 impl Tailer {
-    fn new(cx: SourceContext, idle_timeout: Duration) -> Self {
-        let unit_key = cx.store.unit_key.clone();
+    fn new(cx: SourceContext, options: MysqlOptions, idle_timeout: Duration) -> Self {
         Tailer {
             cx,
             file: String::new(),
@@ -166,7 +168,7 @@ impl Tailer {
             tx: Tx::default(),
             pending_progress: None,
             last_progress: Instant::now(),
-            unit_key,
+            options,
             idle_timeout,
         }
     }
@@ -446,7 +448,7 @@ impl Tailer {
             }
             EventData::TableMapEvent(tme) => {
                 let info = table_info(&tme).map_err(ConnectorError::Definite)?;
-                let replicated = self.cx.store.matches_table(&info.schema, &info.table);
+                let replicated = self.options.matches_table(&info.schema, &info.table);
                 if replicated && !info.columns.iter().any(|c| c.primary_key) {
                     return Err(ConnectorError::Definite(format!(
                         "table {}.{} has no PRIMARY KEY; dcsync needs one to apply updates and \
@@ -498,7 +500,7 @@ impl Tailer {
             )));
         };
         let is_marker = info.schema == MARKER_SCHEMA && info.table == MARKER_TABLE;
-        if !is_marker && !self.cx.store.matches_table(&info.schema, &info.table) {
+        if !is_marker && !self.options.matches_table(&info.schema, &info.table) {
             return Ok(());
         }
         // A transaction that wrote a marker row is an echo and none of its
@@ -556,7 +558,7 @@ impl Tailer {
                 }
                 continue;
             }
-            let unit = self.unit_key.as_ref().and_then(|k| {
+            let unit = self.options.unit_key.as_ref().and_then(|k| {
                 let idx = info.columns.iter().position(|c| &c.name == k)?;
                 let img = if kind == RowKind::Delete {
                     before.as_ref()

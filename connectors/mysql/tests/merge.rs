@@ -72,7 +72,7 @@ async fn merged_groups_reach_the_source_end_state_byte_for_byte() {
     for (group, parallel) in [(256usize, 4usize), (7, 1), (7, 3)] {
         let mut store = store.clone();
         store.apply_group_txns = group;
-        store.apply_parallel = parallel;
+        set_apply_parallel(&mut store, parallel);
         b.exec("DROP DATABASE shop").await;
         b.exec(DDL).await;
         b.exec("DROP DATABASE IF EXISTS dcsync").await;

@@ -214,7 +214,7 @@ async fn partitions_that_missed_a_group_finish_it_alone_and_markers_follow_apply
     )
     .await;
     let (mut store, _) = store(&["shop.*"], None);
-    store.apply_parallel = 4;
+    set_apply_parallel(&mut store, 4);
     let mut sink = MysqlSink::connect(&db.url(), &store).await.unwrap();
     assert_eq!(sink.apply("bj", &[kv_tx(1), kv_tx(2)]).await.unwrap(), 2);
     assert_eq!(partitions(&db).await, vec![(0, 2), (1, 2), (2, 2), (3, 2)]);
@@ -246,7 +246,7 @@ async fn partitions_that_missed_a_group_finish_it_alone_and_markers_follow_apply
     assert_eq!(kv_state(&db).await, want(3, 2));
 
     // Fewer connections: the markers are rewritten to two partitions.
-    store.apply_parallel = 2;
+    set_apply_parallel(&mut store, 2);
     let mut sink = MysqlSink::connect(&db.url(), &store).await.unwrap();
     assert_eq!(sink.applied_seq("bj").await.unwrap(), 3);
     assert_eq!(partitions(&db).await, vec![(0, 3), (1, 3)]);
@@ -254,7 +254,7 @@ async fn partitions_that_missed_a_group_finish_it_alone_and_markers_follow_apply
     assert_eq!(kv_state(&db).await, want(4, 3));
 
     // One connection: an overlapping batch applies only what is new.
-    store.apply_parallel = 1;
+    set_apply_parallel(&mut store, 1);
     let mut sink = MysqlSink::connect(&db.url(), &store).await.unwrap();
     let batch: Vec<Transaction> = (3..=5).map(kv_tx).collect();
     assert_eq!(sink.apply("bj", &batch).await.unwrap(), 5);

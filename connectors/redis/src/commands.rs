@@ -2,9 +2,9 @@
 //! of a write command are, the key/database filter, the apply marker, and the
 //! commands that recreate an RDB key.
 
+use crate::config::RedisOptions;
 use crate::rdb::{RdbEntry, RdbValue, StreamId};
 use crate::MARKER_PREFIX;
-use dcsync_core::topology::StoreConfig;
 
 /// Largest number of elements put into one RPUSH/SADD/ZADD/HSET when
 /// recreating an RDB value.
@@ -111,15 +111,15 @@ pub struct KeyFilter {
 }
 
 impl KeyFilter {
-    /// Filter of `store`.
-    pub fn new(store: &StoreConfig) -> Self {
+    /// Filter of a store with `options`.
+    pub fn new(options: &RedisOptions) -> Self {
         KeyFilter {
-            prefixes: store
+            prefixes: options
                 .key_prefixes
                 .iter()
                 .map(|p| p.as_bytes().to_vec())
                 .collect(),
-            databases: store.databases.clone(),
+            databases: options.databases.clone(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! dcsync connector for Redis 7: a replica-protocol source and a MULTI/EXEC
-//! sink.
+//! sink, built by the factory [`CONNECTOR`] (kind `"redis"`) from a store's
+//! options ([`RedisOptions`], the keys of [`config`]).
 //!
 //! # Design
 //! - **Source** ([`RedisSource`]): connects to the local primary as a replica
@@ -23,6 +24,7 @@
 //! the limitations.
 
 pub mod commands;
+pub mod config;
 pub mod encodings;
 pub mod position;
 pub mod rdb;
@@ -31,7 +33,9 @@ pub mod resp;
 pub mod sink;
 pub mod source;
 mod stream;
+pub mod unit;
 
+pub use config::{FlushPolicy, RedisOptions};
 pub use position::ReplPosition;
 pub use sink::RedisSink;
 pub use source::{RedisSource, SyncKind, SyncStats, FULL_RESYNCS, PARTIAL_RESYNCS};
@@ -40,3 +44,58 @@ pub use source::{RedisSource, SyncKind, SyncStats, FULL_RESYNCS, PARTIAL_RESYNCS
 /// `dcsync:marker:<origin dc>` holds the last applied origin seq (decimal).
 /// Keys with this prefix are never shipped by the source.
 pub const MARKER_PREFIX: &str = "dcsync:marker:";
+
+use dcsync_core::connector::{
+    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Source, SourceContext,
+};
+use dcsync_core::topology::{StoreConfig, StoreKeys, StoreOptions};
+
+/// The Redis connector factory, listed in the agent's registry.
+pub static CONNECTOR: RedisConnector = RedisConnector;
+
+/// Builds Redis sources and sinks (see [`CONNECTOR`]).
+#[derive(Debug)]
+pub struct RedisConnector;
+
+impl Connector for RedisConnector {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn url_schemes(&self) -> &'static [&'static str] {
+        &["redis"]
+    }
+
+    fn default_apply_group(&self) -> ApplyGroup {
+        // A Redis group is one MULTI/EXEC, which blocks the server while it
+        // runs: keep it short (2048 raised the lag p99 at 50k ops/s from 26
+        // to 223 ms). A MySQL group, by contrast, is cheaper the larger.
+        ApplyGroup {
+            txns: 256,
+            bytes: 4 << 20,
+        }
+    }
+
+    fn parse_options(&self, keys: &mut StoreKeys<'_>) -> StoreOptions {
+        config::parse(keys)
+    }
+
+    fn run_source(
+        &self,
+        url: String,
+        cx: SourceContext,
+    ) -> BoxFuture<'static, Result<(), ConnectorError>> {
+        Box::pin(RedisSource::new(url).run(cx))
+    }
+
+    fn connect_sink(
+        &self,
+        url: String,
+        store: StoreConfig,
+    ) -> BoxFuture<'static, Result<Box<dyn DynSink>, ConnectorError>> {
+        Box::pin(async move {
+            let sink: Box<dyn DynSink> = Box::new(RedisSink::connect(&url, &store).await?);
+            Ok(sink)
+        })
+    }
+}

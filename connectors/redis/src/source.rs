@@ -19,12 +19,12 @@
 //! exact byte length of each frame.
 
 use crate::commands::{self, KeyFilter};
+use crate::config::{FlushPolicy, RedisOptions};
 use crate::position::ReplPosition;
 use crate::rdb;
 use crate::resp;
 use crate::stream::StreamState;
 use dcsync_core::connector::{ConnectorError, Source, SourceContext, SourceEvent};
-use dcsync_core::topology::FlushPolicy;
 use dcsync_core::{Change, Payload, RedisCommand};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -322,6 +322,7 @@ impl Source for RedisSource {
 
 impl RedisSource {
     async fn run_inner(self, cx: SourceContext) -> Result<(), ConnectorError> {
+        let options = RedisOptions::of(&cx.store)?.clone();
         let url = parse_url(&self.url)?;
         let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&url.addr))
             .await
@@ -409,8 +410,8 @@ impl RedisSource {
                     tracing::info!(replid, offset, "redis initial full sync");
                 }
                 let data = conn.read_rdb().await?;
-                let mut st = StreamState::new(&cx, replid, offset);
-                emit_rdb(&data, &cx, &mut st, &mut conn).await?;
+                let mut st = StreamState::new(&cx, &options, replid, offset);
+                emit_rdb(&data, &options, &mut st, &mut conn).await?;
                 st
             }
             Some("CONTINUE") => {
@@ -421,7 +422,7 @@ impl RedisSource {
                 PARTIAL_RESYNCS.fetch_add(1, Ordering::SeqCst);
                 self.stats.record(SyncKind::Partial);
                 tracing::info!(replid, offset = r.offset, "redis partial resync: +CONTINUE");
-                StreamState::new(&cx, replid, r.offset)
+                StreamState::new(&cx, &options, replid, r.offset)
             }
             _ => return Err(definite(format!("unexpected PSYNC reply {status:?}"))),
         };
@@ -433,7 +434,7 @@ impl RedisSource {
 /// [`RDB_COMMANDS_PER_TXN`] commands.
 async fn emit_rdb(
     data: &[u8],
-    cx: &SourceContext,
+    options: &RedisOptions,
     st: &mut StreamState,
     conn: &mut Conn,
 ) -> Result<(), ConnectorError> {
@@ -444,7 +445,7 @@ async fn emit_rdb(
         bytes = data.len(),
         "redis full sync: RDB parsed"
     );
-    let filter = KeyFilter::new(&cx.store);
+    let filter = KeyFilter::new(options);
     let mut cmds: Vec<Change> = Vec::new();
     for f in &parsed.functions {
         cmds.push(Change {

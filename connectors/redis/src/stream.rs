@@ -13,15 +13,16 @@
 //!   with the durable offset).
 
 use crate::commands::{self, KeyFilter, Verdict};
+use crate::config::{FlushPolicy, RedisOptions};
 use crate::position::ReplPosition;
 use crate::resp;
 use crate::source::{
     definite, flush_allowed, now_ms, transient, Conn, ACK_INTERVAL, READ_TIMEOUT,
     STREAM_COMMANDS_PER_TXN,
 };
+use crate::unit::{unit_key_part, UnitKeyPattern};
 use dcsync_core::connector::{ConnectorError, Position, SourceContext, SourceEvent};
-use dcsync_core::topology::FlushPolicy;
-use dcsync_core::unit::{compile_redis_unit_key, redis_unit_key, unit_of};
+use dcsync_core::unit::unit_of;
 use dcsync_core::{Change, Payload, RedisCommand};
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
@@ -39,7 +40,7 @@ pub(crate) struct StreamState {
     filter: KeyFilter,
     flush: FlushPolicy,
     units: u32,
-    unit_key: Option<regex::bytes::Regex>,
+    unit_key: Option<UnitKeyPattern>,
     events: mpsc::Sender<SourceEvent>,
     durable: watch::Receiver<Option<Position>>,
     shutdown: watch::Receiver<bool>,
@@ -47,7 +48,12 @@ pub(crate) struct StreamState {
 }
 
 impl StreamState {
-    pub(crate) fn new(cx: &SourceContext, replid: String, offset: u64) -> Self {
+    pub(crate) fn new(
+        cx: &SourceContext,
+        options: &RedisOptions,
+        replid: String,
+        offset: u64,
+    ) -> Self {
         let mut ack_tick = tokio::time::interval(ACK_INTERVAL);
         ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         StreamState {
@@ -57,14 +63,10 @@ impl StreamState {
             multi: None,
             pending: Vec::new(),
             last_emitted: offset,
-            filter: KeyFilter::new(&cx.store),
-            flush: cx.store.flush,
+            filter: KeyFilter::new(options),
+            flush: options.flush,
             units: cx.units.count,
-            unit_key: cx
-                .store
-                .unit_key
-                .as_deref()
-                .and_then(|p| compile_redis_unit_key(p).ok()),
+            unit_key: options.unit_key.clone(),
             events: cx.events.clone(),
             durable: cx.durable.clone(),
             shutdown: cx.shutdown.clone(),
@@ -72,10 +74,10 @@ impl StreamState {
         }
     }
 
-    /// Unit of `key` per the store's `unit_key` pattern (topology
-    /// validation guarantees it compiles); `None` if the key has no unit.
+    /// Unit of `key` per the store's `unit_key` pattern; `None` if the key
+    /// has no unit.
     pub(crate) fn unit_of(&self, key: &[u8]) -> Option<u32> {
-        redis_unit_key(key, self.unit_key.as_ref()).map(|k| unit_of(k, self.units))
+        unit_key_part(key, self.unit_key.as_ref()).map(|k| unit_of(k, self.units))
     }
 
     fn pos_at(&self, offset: u64, snapshot: bool) -> Position {

@@ -15,10 +15,11 @@
 //! stays on disk and is shipped after the restart.
 
 use crate::applier::AgentApplier;
+use crate::registry::REGISTRY;
 use crate::status::{SourceStatus, StatusBoard};
 use anyhow::{bail, Context};
-use dcsync_core::connector::{ConnectorError, Position, Source, SourceContext, SourceEvent};
-use dcsync_core::topology::{LinkSecurity, Mode, StoreConfig, StoreKind};
+use dcsync_core::connector::{ConnectorError, Position, SourceContext, SourceEvent};
+use dcsync_core::topology::{LinkSecurity, Mode, StoreConfig};
 use dcsync_core::{HlcClock, Topology, Transaction};
 use dcsync_journal::Journal;
 use dcsync_link::{receiver, sender, LinkStats};
@@ -154,26 +155,29 @@ pub async fn run(
         tasks.push(tokio::spawn(sup.run()));
     }
 
-    // Source retention (binlog expiry), refreshed every minute for the
-    // backlog-age warning.
+    // Source retention (e.g. binlog expiry) of the kinds that have one,
+    // refreshed every minute for the backlog-age warning.
     {
         let board = board.clone();
-        let stores: Vec<(String, String)> = topo
+        let stores: Vec<_> = topo
             .stores
             .iter()
-            .filter(|s| s.kind == StoreKind::Mysql)
             .filter_map(|s| {
-                s.url_for(&me)
-                    .map(|u| (s.name.clone(), u.expose().to_string()))
+                let connector = REGISTRY.get(&s.kind)?;
+                let url = s.url_for(&me)?.expose().to_string();
+                Some((s.name.clone(), connector, url))
             })
             .collect();
         let mut sd = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             loop {
-                for (name, url) in &stores {
-                    match dcsync_mysql::binlog_retention(url).await {
+                for (name, connector, url) in &stores {
+                    let Some(check) = connector.source_retention(url.clone()) else {
+                        continue;
+                    };
+                    match check.await {
                         Ok(r) => board.set_retention(name, r.map(|d| d.as_secs())),
-                        Err(e) => tracing::debug!(store = %name, error = %e, "cannot read binlog retention"),
+                        Err(e) => tracing::debug!(store = %name, error = %e, "cannot read the source's retention"),
                     }
                 }
                 tokio::select! {
@@ -291,11 +295,8 @@ impl Supervisor {
             durable: durable_rx,
             shutdown: self.shutdown.clone(),
         };
-        let url = self.url.clone();
-        let handle = match self.store.kind {
-            StoreKind::Mysql => tokio::spawn(dcsync_mysql::MysqlSource::new(url).run(cx)),
-            StoreKind::Redis => tokio::spawn(dcsync_redis::RedisSource::new(url).run(cx)),
-        };
+        let connector = REGISTRY.connector_for(&self.store)?;
+        let handle = tokio::spawn(connector.run_source(self.url.clone(), cx));
         if let Ok(mut st) = self.status.lock() {
             st.state = "running".into();
             st.error = None;

@@ -3,44 +3,19 @@
 //! are serialised by a mutex, so per-origin commit order holds even while an
 //! old connection of that origin is still draining.
 
-use dcsync_core::connector::{ConnectorError, Sink};
-use dcsync_core::topology::{StoreConfig, StoreKind};
+use crate::registry::REGISTRY;
+use dcsync_core::connector::{ConnectorError, DynSink};
+use dcsync_core::topology::StoreConfig;
 use dcsync_core::{HlcClock, Topology, Transaction};
 use dcsync_link::{Applier, ApplyError, BoxFuture};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
-enum AnySink {
-    Mysql(dcsync_mysql::MysqlSink),
-    Redis(dcsync_redis::RedisSink),
-}
-
-impl AnySink {
-    async fn connect(url: &str, store: &StoreConfig) -> Result<AnySink, ConnectorError> {
-        Ok(match store.kind {
-            StoreKind::Mysql => AnySink::Mysql(dcsync_mysql::MysqlSink::connect(url, store).await?),
-            StoreKind::Redis => AnySink::Redis(dcsync_redis::RedisSink::connect(url, store).await?),
-        })
-    }
-    async fn applied_seq(&mut self, origin: &str) -> Result<u64, ConnectorError> {
-        match self {
-            AnySink::Mysql(s) => s.applied_seq(origin).await,
-            AnySink::Redis(s) => s.applied_seq(origin).await,
-        }
-    }
-    async fn apply(&mut self, origin: &str, txs: &[Transaction]) -> Result<u64, ConnectorError> {
-        match self {
-            AnySink::Mysql(s) => s.apply(origin, txs).await,
-            AnySink::Redis(s) => s.apply(origin, txs).await,
-        }
-    }
-}
-
 struct Slot {
     store: StoreConfig,
     url: String,
-    sink: Mutex<Option<AnySink>>,
+    sink: Mutex<Option<Box<dyn DynSink>>>,
 }
 
 /// Sinks of this agent, by (origin, store).
@@ -88,12 +63,16 @@ fn to_apply_error(store: &str, e: ConnectorError) -> ApplyError {
 /// connect error.
 async fn connected<'g>(
     slot: &Slot,
-    guard: &'g mut Option<AnySink>,
+    guard: &'g mut Option<Box<dyn DynSink>>,
     store: &str,
-) -> Result<&'g mut AnySink, ApplyError> {
+) -> Result<&'g mut Box<dyn DynSink>, ApplyError> {
     if guard.is_none() {
+        let connector = REGISTRY
+            .connector_for(&slot.store)
+            .map_err(|e| to_apply_error(store, e))?;
         *guard = Some(
-            AnySink::connect(&slot.url, &slot.store)
+            connector
+                .connect_sink(slot.url.clone(), slot.store.clone())
                 .await
                 .map_err(|e| to_apply_error(store, e))?,
         );

@@ -10,6 +10,7 @@
 mod admin;
 mod agent;
 mod applier;
+mod registry;
 mod status;
 
 /// mimalloc instead of glibc malloc: the agent allocates and frees many
@@ -19,17 +20,13 @@ mod status;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dcsync_core::Topology;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "dcsync",
-    version,
-    about = "Multi-datacenter two-way sync for MySQL/MariaDB and Redis"
-)]
+#[command(name = "dcsync", version)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -91,9 +88,11 @@ fn data_dir_for(dc: &str, given: Option<PathBuf>) -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let about = format!("Multi-datacenter two-way sync for {}", registry::kinds());
+    let cli = Cli::from_arg_matches(&Cli::command().about(about).get_matches())
+        .unwrap_or_else(|e| e.exit());
     let result = match cli.cmd {
-        Cmd::Check { topology } => match Topology::load(&topology) {
+        Cmd::Check { topology } => match Topology::load(&topology, &registry::REGISTRY) {
             Ok(t) => {
                 println!(
                     "{}: ok (cluster {}, {} dcs, {} units, {} stores)",
@@ -129,7 +128,7 @@ fn main() -> ExitCode {
 }
 
 fn certs(topology: &std::path::Path, out: Option<PathBuf>, dcs: Vec<String>) -> anyhow::Result<()> {
-    let topo = Topology::load(topology)?;
+    let topo = Topology::load(topology, &registry::REGISTRY)?;
     let out = out.unwrap_or_else(|| {
         topology
             .parent()
@@ -183,7 +182,7 @@ fn run(
         )
         .with_writer(std::io::stderr)
         .init();
-    let topo = Topology::load(&topology)?;
+    let topo = Topology::load(&topology, &registry::REGISTRY)?;
     let data_dir = data_dir_for(&dc, data_dir);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -16,11 +16,26 @@
 //!
 //! Errors are split by what to do about them ([`ConnectorError`]): transient
 //! ones are retried with backoff, definite ones are surfaced to the operator.
+//!
+//! # Registration
+//! Each store kind is one [`Connector`]: a factory that names the kind,
+//! validates the kind's own keys of a `[[store]]` table (pure, no I/O) and
+//! builds running sources and sinks. The agent lists its connectors in one
+//! [`Registry`]; the topology loader and the agent look a store's kind up
+//! there and never match on a kind themselves (see `docs/architecture.md`,
+//! "Adding a connector").
 
 use crate::change::{Change, Transaction};
-use crate::topology::{StoreConfig, Units};
+use crate::topology::{StoreConfig, StoreKeys, StoreOptions, Units};
+use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+
+/// A boxed future that can move between threads: what the object-safe
+/// connector methods ([`Connector`], [`DynSink`]) return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// An opaque, connector-defined source position (binlog file+offset and GTID,
 /// Redis replication id and offset), plus a human-readable form for logs and
@@ -130,4 +145,180 @@ pub trait Sink: Send + 'static {
         origin: &str,
         txs: &[Transaction],
     ) -> impl Future<Output = Result<u64, ConnectorError>> + Send;
+}
+
+/// [`Sink`] in object-safe form, so the agent can hold the sinks of every
+/// store kind as `Box<dyn DynSink>`. Every [`Sink`] is a `DynSink`.
+pub trait DynSink: Send + 'static {
+    /// See [`Sink::applied_seq`].
+    fn applied_seq<'a>(&'a mut self, origin: &'a str)
+        -> BoxFuture<'a, Result<u64, ConnectorError>>;
+
+    /// See [`Sink::apply`].
+    fn apply<'a>(
+        &'a mut self,
+        origin: &'a str,
+        txs: &'a [Transaction],
+    ) -> BoxFuture<'a, Result<u64, ConnectorError>>;
+}
+
+impl<S: Sink> DynSink for S {
+    fn applied_seq<'a>(
+        &'a mut self,
+        origin: &'a str,
+    ) -> BoxFuture<'a, Result<u64, ConnectorError>> {
+        Box::pin(Sink::applied_seq(self, origin))
+    }
+
+    fn apply<'a>(
+        &'a mut self,
+        origin: &'a str,
+        txs: &'a [Transaction],
+    ) -> BoxFuture<'a, Result<u64, ConnectorError>> {
+        Box::pin(Sink::apply(self, origin, txs))
+    }
+}
+
+/// Default bounds of one sink commit group of a store kind
+/// (`apply_group_txns` / `apply_group_bytes` when the topology omits them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyGroup {
+    /// Most source transactions per target commit (at least 1).
+    pub txns: usize,
+    /// Most payload bytes per target commit (at least 1).
+    pub bytes: usize,
+}
+
+/// The factory of one store kind: implemented once per connector crate and
+/// exposed as a `static`, listed in the agent's [`Registry`].
+///
+/// Object-safe: the registry holds `&'static dyn Connector`. Futures are
+/// `'static` (they own their arguments) so the agent can spawn them.
+pub trait Connector: Send + Sync + 'static {
+    /// The kind name written in `kind = "..."` (`"mysql"`); also the name
+    /// stores of this kind carry in [`StoreConfig::kind`].
+    fn kind(&self) -> &'static str;
+
+    /// Other names accepted for the kind (`"mariadb"`); none by default.
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// URL schemes accepted in a store's `url` table, without `://`
+    /// (`["mysql"]`); a URL with another scheme is a topology error.
+    fn url_schemes(&self) -> &'static [&'static str];
+
+    /// Group bounds used when a store omits `apply_group_txns` /
+    /// `apply_group_bytes`.
+    fn default_apply_group(&self) -> ApplyGroup;
+
+    /// Parses and validates this kind's own keys of one `[[store]]` table:
+    /// pure, no I/O. Every problem goes to [`StoreKeys::error`] with the
+    /// location of the value at fault, and parsing continues so that all
+    /// problems are reported in one pass (the returned options are then
+    /// discarded). Keys the connector does not [`StoreKeys::take`] are
+    /// reported as unknown by the caller.
+    fn parse_options(&self, keys: &mut StoreKeys<'_>) -> StoreOptions;
+
+    /// The tailing half for the store at `url` (credentials included; never
+    /// log it unredacted). The future runs until `cx.shutdown` or an error,
+    /// as [`Source::run`].
+    fn run_source(
+        &self,
+        url: String,
+        cx: SourceContext,
+    ) -> BoxFuture<'static, Result<(), ConnectorError>>;
+
+    /// Connects the applying half for `store` at `url`.
+    ///
+    /// Errors: [`ConnectorError::Definite`] for a bad URL or options that
+    /// were not parsed by this connector, [`ConnectorError::Transient`] when
+    /// the server cannot be reached.
+    fn connect_sink(
+        &self,
+        url: String,
+        store: StoreConfig,
+    ) -> BoxFuture<'static, Result<Box<dyn DynSink>, ConnectorError>>;
+
+    /// Optional capability: how long the source server at `url` keeps the
+    /// log the source tails before discarding it (MySQL binlog expiry),
+    /// `Ok(None)` if forever. A journaled backlog older than this cannot be
+    /// re-read from the source, so the agent warns as it approaches.
+    /// `None` (the default) when the kind has no such limit to report.
+    fn source_retention(
+        &self,
+        url: String,
+    ) -> Option<BoxFuture<'static, Result<Option<Duration>, ConnectorError>>> {
+        let _ = url;
+        None
+    }
+}
+
+/// The connectors an agent is built with, looked up by kind name or alias.
+///
+/// A plain static table: `static R: Registry = Registry::new(&[&A, &B]);`.
+#[derive(Clone, Copy)]
+pub struct Registry {
+    connectors: &'static [&'static dyn Connector],
+}
+
+impl Registry {
+    /// A registry of `connectors`. Kind names and aliases should be unique;
+    /// the first match wins.
+    pub const fn new(connectors: &'static [&'static dyn Connector]) -> Registry {
+        Registry { connectors }
+    }
+
+    /// The connector whose kind name or alias is `kind` (exact match).
+    pub fn get(&self, kind: &str) -> Option<&'static dyn Connector> {
+        self.connectors
+            .iter()
+            .copied()
+            .find(|c| c.kind() == kind || c.aliases().contains(&kind))
+    }
+
+    /// The connector of `store`.
+    ///
+    /// Errors: [`ConnectorError::Definite`] if its kind is not registered
+    /// (the topology was parsed with another registry).
+    pub fn connector_for(
+        &self,
+        store: &StoreConfig,
+    ) -> Result<&'static dyn Connector, ConnectorError> {
+        self.get(&store.kind).ok_or_else(|| {
+            ConnectorError::Definite(format!(
+                "store {:?}: kind {:?} is not built into this agent (known: {})",
+                store.name,
+                store.kind,
+                self.expected_kinds()
+            ))
+        })
+    }
+
+    /// Every registered connector, in registration order.
+    pub fn connectors(&self) -> &'static [&'static dyn Connector] {
+        self.connectors
+    }
+
+    /// The kind names, quoted, for messages: `"mysql" or "redis"`.
+    pub fn expected_kinds(&self) -> String {
+        let names: Vec<String> = self
+            .connectors
+            .iter()
+            .map(|c| format!("{:?}", c.kind()))
+            .collect();
+        match names.split_last() {
+            None => "no store kind (none is registered)".to_string(),
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        }
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.connectors.iter().map(|c| c.kind()))
+            .finish()
+    }
 }

@@ -7,7 +7,8 @@
 //! - [`hlc`]: hybrid logical clock timestamps.
 //! - [`topology`]: the topology file (TOML) and its validation.
 //! - [`unit`]: unit (shard) computation and owner-DC routing.
-//! - [`connector`]: the traits a store connector implements (source and sink).
+//! - [`connector`]: what a store connector implements (the [`connector::Connector`]
+//!   factory, source and sink) and the [`connector::Registry`] of connectors.
 
 pub mod change;
 pub mod connector;

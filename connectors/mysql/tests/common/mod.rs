@@ -2,10 +2,12 @@
 //! run by hand with channels, and event collection with deadlines.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use dcsync_core::connector::{ConnectorError, Position, Source, SourceContext, SourceEvent};
+use dcsync_core::connector::{
+    ConnectorError, Position, Registry, Source, SourceContext, SourceEvent,
+};
 use dcsync_core::topology::{StoreConfig, Units};
 use dcsync_core::{Change, Hlc, Topology, Transaction};
-use dcsync_mysql::MysqlSource;
+use dcsync_mysql::{MysqlOptions, MysqlSource};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -39,8 +41,18 @@ tables = [{}]
 "#,
         tables.join(",")
     );
-    let t = Topology::parse(&text).expect("topology");
+    let t = Topology::parse(&text, &REGISTRY).expect("topology");
     (t.stores[0].clone(), t.units)
+}
+
+/// The registry the test topologies are parsed with.
+pub static REGISTRY: Registry = Registry::new(&[&dcsync_mysql::CONNECTOR]);
+
+/// Changes the sink's `apply_parallel` of a parsed `store`.
+pub fn set_apply_parallel(store: &mut StoreConfig, n: usize) {
+    let mut o = MysqlOptions::of(store).unwrap().clone();
+    o.apply_parallel = n;
+    store.set_options(o);
 }
 
 /// A source running in a task.

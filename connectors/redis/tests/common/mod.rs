@@ -7,7 +7,7 @@
     clippy::type_complexity
 )]
 
-use dcsync_core::connector::{Position, Sink, Source, SourceContext, SourceEvent};
+use dcsync_core::connector::{Position, Registry, Sink, Source, SourceContext, SourceEvent};
 use dcsync_core::topology::StoreConfig;
 use dcsync_core::{Hlc, Topology, Transaction};
 use dcsync_redis::rdb::{Rdb, RdbValue};
@@ -31,8 +31,9 @@ pub fn init_tracing() {
 }
 
 pub fn topology(prefixes: &str, flush: &str) -> Topology {
-    Topology::parse(&format!(
-        r#"
+    Topology::parse(
+        &format!(
+            r#"
 cluster = "t"
 mode = "mesh"
 [[dc]]
@@ -51,9 +52,14 @@ key_prefixes = [{prefixes}]
 flush = "{flush}"
 url = {{ bj = "redis://127.0.0.1:1", sh = "redis://127.0.0.1:2" }}
 "#
-    ))
+        ),
+        &REGISTRY,
+    )
     .unwrap()
 }
+
+/// The registry the test topologies are parsed with.
+pub static REGISTRY: Registry = Registry::new(&[&dcsync_redis::CONNECTOR]);
 
 pub fn store() -> StoreConfig {
     topology("", "refuse").stores[0].clone()

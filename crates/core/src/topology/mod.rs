@@ -2,11 +2,16 @@
 //!
 //! It names the cluster, the DCs and their link addresses, the unit routing
 //! table, and the replicated stores with their per-DC URLs. Every key is
-//! documented in `docs/topology.md`. Parsing is strict (`deny_unknown_fields`)
-//! and validation collects *every* problem, each with its line and column, so
-//! an operator fixes a file in one pass.
+//! documented in `docs/topology.md`. Parsing is strict (unknown keys are
+//! errors) and validation collects *every* problem, each with its line and
+//! column, so an operator fixes a file in one pass.
+//!
+//! Core knows the keys every store has; the keys of one store kind belong
+//! to its connector, looked up in the [`Registry`] passed in (see
+//! [`StoreKeys`] and `docs/architecture.md`, "Adding a connector").
 //!
 //! ```
+//! use dcsync_core::connector::Registry;
 //! let t = dcsync_core::Topology::parse(r#"
 //! cluster = "shop"
 //! mode = "mesh"
@@ -19,15 +24,15 @@
 //! [units]
 //! count = 4
 //! owners = { bj = "0-1", sh = "2-3" }
-//! "#).unwrap();
+//! "#, &Registry::new(&[])).unwrap();
 //! assert_eq!(t.units.owner_of(3), Some("sh"));
 //! ```
 
+use crate::connector::Registry;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
-use toml::Spanned;
 
 /// One problem found in a topology file, with its location (1-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,24 +86,6 @@ pub enum Mode {
     },
 }
 
-/// Kind of store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    /// MySQL 8 / MariaDB 10.11+: binlog source, transactional sink.
-    Mysql,
-    /// Redis 7: replica (PSYNC) source, MULTI/EXEC sink.
-    Redis,
-}
-
-/// What to do with `FLUSHDB`/`FLUSHALL` seen on a Redis replication stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlushPolicy {
-    /// Ship it to the other DCs like any command.
-    Replicate,
-    /// Do not ship it; log an error naming the command (default).
-    Refuse,
-}
-
 /// A datacenter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DcConfig {
@@ -109,6 +96,9 @@ pub struct DcConfig {
     /// `host:port` the agent binds its link listener to; defaults to `link`
     /// (differs behind NAT, a load balancer or a test proxy).
     pub listen: String,
+    /// `host:port` of the agent's HTTP admin endpoint (Prometheus
+    /// `/metrics`, `/status`); `None` = no admin endpoint.
+    pub admin: Option<String>,
 }
 
 /// The unit routing table.
@@ -173,42 +163,27 @@ impl fmt::Display for StoreUrl {
 }
 
 /// A replicated store.
+///
+/// Core holds the keys every store has; the keys of its kind were parsed by
+/// the kind's connector into [`StoreConfig::options`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     /// Logical name, the same in every DC.
     pub name: String,
-    /// Store kind.
-    pub kind: StoreKind,
-    /// MySQL: `schema.table` patterns to replicate; `*` matches any run of
-    /// characters. Empty means every table outside the system schemas.
-    pub tables: Vec<String>,
-    /// MySQL: column whose value selects the unit; `None` = no unit.
-    /// Redis: a regular expression whose first capture group is the unit
-    /// part of the key (`^user:(\d+):`); `None` = the `{hash tag}` if the
-    /// key has one, else the whole key.
-    pub unit_key: Option<String>,
-    /// Redis: key prefixes to replicate; empty means all keys.
-    pub key_prefixes: Vec<String>,
-    /// Redis: database indexes to replicate; empty means all.
-    pub databases: Vec<u32>,
-    /// Redis: `FLUSHDB`/`FLUSHALL` handling.
-    pub flush: FlushPolicy,
+    /// Kind name as registered by its connector (`kind = "..."`; an alias
+    /// is replaced by the connector's kind name).
+    pub kind: String,
     /// URL of the store in each DC, by DC id.
     pub urls: BTreeMap<String, StoreUrl>,
-    /// Sink: at most this many source transactions per target commit.
+    /// Sink: at most this many source transactions per target commit
+    /// (at least 1; default from the connector).
     pub apply_group_txns: usize,
-    /// Sink: at most this many payload bytes per target commit.
+    /// Sink: at most this many payload bytes per target commit (at least
+    /// 1; default from the connector).
     pub apply_group_bytes: usize,
-    /// MySQL sink: connections that apply one group in parallel, each
-    /// taking the rows whose primary key hashes to it (1..=64, default 4;
-    /// 1 applies every group as one atomic target transaction).
-    pub apply_parallel: usize,
+    /// The connector's parsed options (opaque here).
+    options: StoreOptions,
 }
-
-/// Default of [`StoreConfig::apply_parallel`].
-pub const DEFAULT_APPLY_PARALLEL: usize = 4;
-/// Largest accepted [`StoreConfig::apply_parallel`].
-pub const MAX_APPLY_PARALLEL: usize = 64;
 
 impl StoreConfig {
     /// The URL of this store in DC `dc`.
@@ -216,50 +191,20 @@ impl StoreConfig {
         self.urls.get(dc)
     }
 
-    /// Whether `schema.table` is replicated by this store. System schemas
-    /// (`mysql`, `sys`, `information_schema`, `performance_schema`, `dcsync`)
-    /// never are.
-    pub fn matches_table(&self, schema: &str, table: &str) -> bool {
-        if matches!(
-            schema,
-            "mysql" | "sys" | "information_schema" | "performance_schema" | "dcsync"
-        ) {
-            return false;
-        }
-        if self.tables.is_empty() {
-            return true;
-        }
-        let full = format!("{schema}.{table}");
-        self.tables.iter().any(|p| glob_match(p, &full))
+    /// The connector's options of this store, as `T` (`MysqlOptions`);
+    /// `None` if they are of another type (another kind's store).
+    pub fn options<T: std::any::Any>(&self) -> Option<&T> {
+        self.options.get::<T>()
     }
-}
 
-/// `*`-only glob match (`shop.*`, `*.orders`, `shop.order_*`).
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p = pattern.as_bytes();
-    let t = text.as_bytes();
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let (mut star, mut mark) = (None::<usize>, 0usize);
-    while ti < t.len() {
-        if pi < p.len() && p[pi] != b'*' && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
+    /// Replaces the connector's options (tests change a parsed store this
+    /// way); nothing validates them here.
+    pub fn set_options<T: std::any::Any + fmt::Debug + PartialEq + Send + Sync>(
+        &mut self,
+        options: T,
+    ) {
+        self.options = StoreOptions::new(options);
     }
-    while pi < p.len() && p[pi] == b'*' {
-        pi += 1;
-    }
-    pi == p.len()
 }
 
 /// Link tuning (`[link]`, optional; every key has a default).
@@ -363,16 +308,17 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Reads and validates a topology file.
+    /// Reads and validates a topology file; store kinds are looked up in
+    /// `registry`.
     ///
     /// Errors: [`TopologyError::Read`] if the file cannot be read,
     /// [`TopologyError::Invalid`] listing every problem with `path:line:col`.
-    pub fn load(path: &Path) -> Result<Topology, TopologyError> {
+    pub fn load(path: &Path, registry: &Registry) -> Result<Topology, TopologyError> {
         let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        let mut t = Self::parse_named(&text, &path.display().to_string())?;
+        let mut t = Self::parse_named(&text, &path.display().to_string(), registry)?;
         // Relative TLS paths are relative to the topology file.
         if let LinkSecurity::Tls { ca, cert, key } = &mut t.tls {
             let base = path.parent().unwrap_or(Path::new("."));
@@ -391,32 +337,40 @@ impl Topology {
     }
 
     /// Parses and validates topology text; errors name `<string>` as origin.
-    pub fn parse(text: &str) -> Result<Topology, TopologyError> {
-        Self::parse_named(text, "<string>")
+    pub fn parse(text: &str, registry: &Registry) -> Result<Topology, TopologyError> {
+        Self::parse_named(text, "<string>", registry)
     }
 
-    /// Parses and validates topology text; `origin` names it in errors.
-    pub fn parse_named(text: &str, origin: &str) -> Result<Topology, TopologyError> {
+    /// Parses and validates topology text; `origin` names it in errors and
+    /// store kinds are looked up in `registry`.
+    pub fn parse_named(
+        text: &str,
+        origin: &str,
+        registry: &Registry,
+    ) -> Result<Topology, TopologyError> {
         let invalid = |issues| TopologyError::Invalid {
             origin: origin.to_string(),
             issues,
         };
-        let raw: RawTopology = match toml::from_str(text) {
-            Ok(r) => r,
-            Err(e) => {
-                let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-                return Err(invalid(vec![TopologyIssue {
-                    line,
-                    col,
-                    message: e.message().trim().to_string(),
-                }]));
-            }
+        let syntax = |e: toml::de::Error| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            invalid(vec![TopologyIssue {
+                line,
+                col,
+                message: e.message().trim().to_string(),
+            }])
         };
+        // The store tables go to their connectors with every key's
+        // location, so they are split off the parsed document before the
+        // rest is deserialized (serde `flatten` would lose the locations).
+        let mut doc = toml::de::DeTable::parse(text).map_err(syntax)?;
+        let stores = doc.get_mut().remove("store");
+        let raw = RawTopology::deserialize(toml::de::Deserializer::from(doc)).map_err(syntax)?;
         let mut c = Collector {
             text,
             issues: Vec::new(),
         };
-        let topo = validate(raw, &mut c);
+        let topo = validate(raw, stores, registry, &mut c);
         if c.issues.is_empty() {
             if let Some(t) = topo {
                 return Ok(t);
@@ -442,8 +396,14 @@ impl Topology {
     }
 }
 
+mod options;
 mod raw;
 #[cfg(test)]
 mod tests;
 
+pub use options::{StoreKeys, StoreOptions};
 use raw::{line_col, validate, Collector, RawTopology};
+/// A value with its byte range in the topology text, as
+/// [`StoreKeys::take`] returns it (re-exported so connectors need no
+/// `toml` dependency of their own).
+pub use toml::Spanned;

@@ -2,6 +2,8 @@
 //! validation into a [`Topology`].
 
 use super::*;
+use crate::connector::Connector;
+use toml::de::DeValue;
 
 // ---- raw (as written) form, with spans for error locations ----
 
@@ -16,8 +18,7 @@ pub(super) struct RawTopology {
     #[serde(default)]
     dc: Vec<Spanned<RawDc>>,
     units: Option<Spanned<RawUnits>>,
-    #[serde(default)]
-    store: Vec<Spanned<RawStore>>,
+    // `store` is split off before deserializing: see `Topology::parse_named`.
     #[serde(default)]
     link: Option<RawLink>,
     #[serde(default)]
@@ -41,6 +42,8 @@ struct RawDc {
     link: Spanned<String>,
     #[serde(default)]
     listen: Option<String>,
+    #[serde(default)]
+    admin: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -48,30 +51,6 @@ struct RawDc {
 struct RawUnits {
     count: Spanned<i64>,
     owners: Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStore {
-    name: Spanned<String>,
-    kind: Spanned<String>,
-    #[serde(default)]
-    tables: Vec<String>,
-    #[serde(default)]
-    unit_key: Option<String>,
-    #[serde(default)]
-    key_prefixes: Vec<String>,
-    #[serde(default)]
-    databases: Vec<u32>,
-    #[serde(default)]
-    flush: Option<Spanned<String>>,
-    url: Spanned<BTreeMap<Spanned<String>, String>>,
-    #[serde(default)]
-    apply_group_txns: Option<usize>,
-    #[serde(default)]
-    apply_group_bytes: Option<usize>,
-    #[serde(default)]
-    apply_parallel: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -144,6 +123,11 @@ fn parse_ranges(s: &str, count: u32) -> Result<Vec<(u32, u32)>, String> {
     Ok(out)
 }
 
+/// Whether `s` is `host:port` (non-empty host, port a u16).
+fn is_host_port(s: &str) -> bool {
+    matches!(s.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
 fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
@@ -151,7 +135,12 @@ fn is_valid_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-pub(super) fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topology> {
+pub(super) fn validate<'i>(
+    raw: RawTopology,
+    stores: Option<Spanned<DeValue<'i>>>,
+    registry: &Registry,
+    c: &mut Collector<'_>,
+) -> Option<Topology> {
     if !is_valid_id(raw.cluster.get_ref()) {
         c.at(
             raw.cluster.span(),
@@ -175,12 +164,11 @@ pub(super) fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topolo
             c.at(d.id.span(), format!("duplicate dc id {id:?}"));
         }
         let link = d.link.get_ref();
-        match link.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-            _ => c.at(
+        if !is_host_port(link) {
+            c.at(
                 d.link.span(),
                 format!("dc {id:?}: link {link:?} is not host:port (e.g. \"10.0.0.5:7701\")"),
-            ),
+            );
         }
         if !links.insert(link.clone()) {
             c.at(
@@ -189,10 +177,25 @@ pub(super) fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topolo
             );
         }
         let listen = d.listen.clone().unwrap_or_else(|| link.clone());
+        if let Some(admin) = &d.admin {
+            let a = admin.get_ref();
+            if !is_host_port(a) {
+                c.at(
+                    admin.span(),
+                    format!("dc {id:?}: admin {a:?} is not host:port (e.g. \"127.0.0.1:9101\")"),
+                );
+            } else if *a == listen {
+                c.at(
+                    admin.span(),
+                    format!("dc {id:?}: admin {a:?} is also the link listen address"),
+                );
+            }
+        }
         dcs.push(DcConfig {
             id: id.clone(),
             link: link.clone(),
             listen,
+            admin: d.admin.as_ref().map(|a| a.get_ref().clone()),
         });
     }
     if dcs.len() < 2 {
@@ -245,154 +248,14 @@ pub(super) fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topolo
         Some(u) => validate_units(u, &seen, c),
     };
     // stores
-    let mut stores = Vec::new();
+    let mut stores_out = Vec::new();
     let mut names = BTreeSet::new();
-    for s in &raw.store {
-        let s = s.get_ref();
-        let name = s.name.get_ref();
-        if !is_valid_id(name) {
-            c.at(
-                s.name.span(),
-                format!("store name {name:?} must be 1-32 characters of [A-Za-z0-9_-]"),
-            );
-        }
-        if !names.insert(name.clone()) {
-            c.at(s.name.span(), format!("duplicate store name {name:?}"));
-        }
-        let kind = match s.kind.get_ref().as_str() {
-            "mysql" | "mariadb" => Some(StoreKind::Mysql),
-            "redis" => Some(StoreKind::Redis),
-            other => {
-                c.at(
-                    s.kind.span(),
-                    format!(
-                        "store {name:?}: unknown kind {other:?}: expected \"mysql\" or \"redis\""
-                    ),
-                );
-                None
-            }
-        };
-        let flush = match s.flush.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
-            None | Some(("refuse", _)) => FlushPolicy::Refuse,
-            Some(("replicate", _)) => FlushPolicy::Replicate,
-            Some((other, span)) => {
-                c.at(
-                    span,
-                    format!(
-                        "store {name:?}: flush {other:?}: expected \"replicate\" or \"refuse\""
-                    ),
-                );
-                FlushPolicy::Refuse
-            }
-        };
-        let mut urls = BTreeMap::new();
-        for (dc, url) in s.url.get_ref() {
-            if !seen.contains(dc.get_ref()) {
-                c.at(
-                    dc.span(),
-                    format!(
-                        "store {name:?}: url given for unknown dc {:?}",
-                        dc.get_ref()
-                    ),
-                );
-            }
-            let scheme_ok = match kind {
-                Some(StoreKind::Mysql) => url.starts_with("mysql://"),
-                Some(StoreKind::Redis) => url.starts_with("redis://"),
-                None => true,
-            };
-            if !scheme_ok {
-                c.at(
-                    dc.span(),
-                    format!(
-                        "store {name:?}: url for dc {:?} must start with {}",
-                        dc.get_ref(),
-                        if kind == Some(StoreKind::Mysql) {
-                            "mysql://"
-                        } else {
-                            "redis://"
-                        }
-                    ),
-                );
-            }
-            urls.insert(dc.get_ref().clone(), StoreUrl(url.clone()));
-        }
-        for d in &dcs {
-            if !urls.contains_key(&d.id) {
-                c.at(
-                    s.url.span(),
-                    format!("store {name:?}: no url for dc {:?}", d.id),
-                );
-            }
-        }
-        if kind == Some(StoreKind::Mysql) && (!s.key_prefixes.is_empty() || !s.databases.is_empty())
-        {
-            c.at(
-                s.name.span(),
-                format!("store {name:?}: key_prefixes/databases apply to redis stores only"),
-            );
-        }
-        if kind == Some(StoreKind::Redis) && !s.tables.is_empty() {
-            c.at(
-                s.name.span(),
-                format!("store {name:?}: tables applies to mysql stores only"),
-            );
-        }
-        for t in &s.tables {
-            if !t.contains('.') {
-                c.at(s.name.span(), format!("store {name:?}: table pattern {t:?} must be schema.table (e.g. \"shop.*\")"));
-            }
-        }
-        if let (Some(StoreKind::Redis), Some(pattern)) = (kind, &s.unit_key) {
-            if let Err(e) = crate::unit::compile_redis_unit_key(pattern) {
-                c.at(s.name.span(), format!("store {name:?}: {e}"));
-            }
-        }
-        let apply_parallel = match &s.apply_parallel {
-            None => DEFAULT_APPLY_PARALLEL,
-            Some(n) if (1..=MAX_APPLY_PARALLEL as i64).contains(n.get_ref()) => {
-                *n.get_ref() as usize
-            }
-            Some(n) => {
-                c.at(
-                    n.span(),
-                    format!(
-                        "store {name:?}: apply_parallel = {}: must be between 1 and {MAX_APPLY_PARALLEL}",
-                        n.get_ref()
-                    ),
-                );
-                DEFAULT_APPLY_PARALLEL
-            }
-        };
-        if let Some(kind) = kind {
-            stores.push(StoreConfig {
-                name: name.clone(),
-                kind,
-                tables: s.tables.clone(),
-                unit_key: s.unit_key.clone(),
-                key_prefixes: s.key_prefixes.clone(),
-                databases: s.databases.clone(),
-                flush,
-                urls,
-                // A MySQL group is one commit per partition: larger is
-                // cheaper. A Redis group is one MULTI/EXEC, which blocks
-                // the server while it runs: keep it short.
-                apply_group_txns: s
-                    .apply_group_txns
-                    .unwrap_or(if kind == StoreKind::Mysql { 2048 } else { 256 })
-                    .max(1),
-                apply_group_bytes: s
-                    .apply_group_bytes
-                    .unwrap_or(if kind == StoreKind::Mysql {
-                        16 << 20
-                    } else {
-                        4 << 20
-                    })
-                    .max(1),
-                apply_parallel,
-            });
+    for (index, table) in store_tables(stores, c).into_iter().enumerate() {
+        if let Some(s) = validate_store(index, table, &dcs, registry, &mut names, c) {
+            stores_out.push(s);
         }
     }
+    let stores = stores_out;
     let l = raw.link.unwrap_or_default();
     let compression = match l
         .compression
@@ -465,6 +328,209 @@ pub(super) fn validate(raw: RawTopology, c: &mut Collector<'_>) -> Option<Topolo
         link,
         tls,
     })
+}
+
+/// The `[[store]]` tables of the document, each with its span.
+fn store_tables<'i>(
+    stores: Option<Spanned<DeValue<'i>>>,
+    c: &mut Collector<'_>,
+) -> Vec<Spanned<DeValue<'i>>> {
+    let Some(stores) = stores else {
+        return Vec::new();
+    };
+    let span = stores.span();
+    match stores.into_inner() {
+        DeValue::Array(a) => a
+            .into_iter()
+            .filter(|t| {
+                let ok = t.get_ref().is_table();
+                if !ok {
+                    c.at(t.span(), "each store must be a table ([[store]])");
+                }
+                ok
+            })
+            .collect(),
+        _ => {
+            c.at(span, "store must be an array of tables ([[store]])");
+            Vec::new()
+        }
+    }
+}
+
+/// Keys every `[[store]]` table may have, whatever its kind.
+const GENERIC_STORE_KEYS: [&str; 5] = [
+    "name",
+    "kind",
+    "url",
+    "apply_group_txns",
+    "apply_group_bytes",
+];
+
+/// Validates one `[[store]]` table: the generic keys here, the rest by the
+/// kind's connector; untaken keys are reported as unknown.
+fn validate_store<'i>(
+    index: usize,
+    table: Spanned<DeValue<'i>>,
+    dcs: &[DcConfig],
+    registry: &Registry,
+    names: &mut BTreeSet<String>,
+    c: &mut Collector<'_>,
+) -> Option<StoreConfig> {
+    let span = table.span();
+    let DeValue::Table(t) = table.into_inner() else {
+        return None;
+    };
+    let entries = t
+        .into_iter()
+        .map(|(k, v)| {
+            let key_span = k.span();
+            (k.into_inner().into_owned(), (key_span, v))
+        })
+        .collect();
+    let mut keys = StoreKeys::new(format!("[[store]] #{}", index + 1), span, entries);
+    let name = keys.require::<String>("name", "the store's logical name");
+    if let Some(name) = &name {
+        let n = name.get_ref();
+        if !is_valid_id(n) {
+            c.at(
+                name.span(),
+                format!("store name {n:?} must be 1-32 characters of [A-Za-z0-9_-]"),
+            );
+        }
+        if !names.insert(n.clone()) {
+            c.at(name.span(), format!("duplicate store name {n:?}"));
+        }
+        keys.set_label(format!("store {n:?}"));
+    }
+    let expected = registry.expected_kinds();
+    let kind = keys.require::<String>("kind", &format!("expected {expected}"));
+    let url = keys.require::<BTreeMap<Spanned<String>, Spanned<String>>>(
+        "url",
+        "the store's url in each dc: url = { <dc> = \"...\" }",
+    );
+    let group_txns = keys.take::<usize>("apply_group_txns");
+    let group_bytes = keys.take::<usize>("apply_group_bytes");
+    let connector = kind.as_ref().and_then(|k| {
+        let found = registry.get(k.get_ref());
+        if found.is_none() {
+            keys.error(
+                k.span(),
+                format!("unknown kind {:?}: expected {expected}", k.get_ref()),
+            );
+        }
+        found
+    });
+    let mut urls = BTreeMap::new();
+    if let Some(url) = &url {
+        for (dc, u) in url.get_ref() {
+            if !dcs.iter().any(|d| &d.id == dc.get_ref()) {
+                keys.error(
+                    dc.span(),
+                    format!("url given for unknown dc {:?}", dc.get_ref()),
+                );
+            }
+            if let Some(conn) = connector {
+                let schemes = conn.url_schemes();
+                if !schemes.iter().any(|s| {
+                    u.get_ref()
+                        .strip_prefix(s)
+                        .is_some_and(|r| r.starts_with("://"))
+                }) {
+                    let wanted: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+                    keys.error(
+                        dc.span(),
+                        format!(
+                            "url for dc {:?} must start with {}",
+                            dc.get_ref(),
+                            wanted.join(" or ")
+                        ),
+                    );
+                }
+            }
+            urls.insert(dc.get_ref().clone(), StoreUrl(u.get_ref().clone()));
+        }
+        for d in dcs {
+            if !urls.contains_key(&d.id) {
+                keys.error(url.span(), format!("no url for dc {:?}", d.id));
+            }
+        }
+    }
+    let options = match connector {
+        Some(conn) => Some(conn.parse_options(&mut keys)),
+        None => {
+            // Without a kind the other keys cannot be judged.
+            keys.discard_rest();
+            None
+        }
+    };
+    let label = keys.label().to_string();
+    let taken: Vec<String> = keys.asked().to_vec();
+    let (rest, issues) = keys.finish();
+    for (span, message) in issues {
+        c.at(span, message);
+    }
+    if let Some(conn) = connector {
+        for (key, span) in rest {
+            c.at(
+                span,
+                unknown_store_key(&label, &key, conn, &taken, registry),
+            );
+        }
+    }
+    let conn = connector?;
+    let defaults = conn.default_apply_group();
+    Some(StoreConfig {
+        name: name?.into_inner(),
+        kind: conn.kind().to_string(),
+        urls: url.map(|_| urls)?,
+        apply_group_txns: group_txns
+            .map(Spanned::into_inner)
+            .unwrap_or(defaults.txns)
+            .max(1),
+        apply_group_bytes: group_bytes
+            .map(Spanned::into_inner)
+            .unwrap_or(defaults.bytes)
+            .max(1),
+        options: options?,
+    })
+}
+
+/// `store "orders": unknown key "key_prefixes" (a key of "redis" stores); a
+/// "mysql" store takes name, kind, ...`.
+fn unknown_store_key(
+    label: &str,
+    key: &str,
+    conn: &dyn Connector,
+    taken: &[String],
+    registry: &Registry,
+) -> String {
+    let elsewhere: Vec<String> = registry
+        .connectors()
+        .iter()
+        .filter(|other| other.kind() != conn.kind())
+        .filter(|other| {
+            let mut probe = StoreKeys::empty();
+            let _ = other.parse_options(&mut probe);
+            probe.asked().iter().any(|k| k == key)
+        })
+        .map(|other| format!("{:?}", other.kind()))
+        .collect();
+    let hint = if elsewhere.is_empty() {
+        String::new()
+    } else {
+        format!(" (a key of {} stores)", elsewhere.join(" and "))
+    };
+    let mut known: Vec<&str> = GENERIC_STORE_KEYS.to_vec();
+    for k in taken {
+        if !known.contains(&k.as_str()) {
+            known.push(k);
+        }
+    }
+    format!(
+        "{label}: unknown key {key:?}{hint}; a {:?} store takes {}",
+        conn.kind(),
+        known.join(", ")
+    )
 }
 
 fn validate_units(

@@ -1,4 +1,133 @@
 use super::*;
+use crate::connector::{
+    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Registry, SourceContext,
+};
+
+/// A row-store kind for these tests: `tables` (`schema.table` patterns),
+/// `unit_key` (a column) and `parallel` (1..=8).
+struct Rows;
+
+#[derive(Debug, Clone, PartialEq)]
+struct RowOptions {
+    tables: Vec<String>,
+    unit_key: Option<String>,
+    parallel: usize,
+}
+
+/// A key-value kind for these tests: `prefixes`.
+struct Kv;
+
+#[derive(Debug, Clone, PartialEq)]
+struct KvOptions {
+    prefixes: Vec<String>,
+}
+
+impl Connector for Rows {
+    fn kind(&self) -> &'static str {
+        "rows"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["rowz"]
+    }
+    fn url_schemes(&self) -> &'static [&'static str] {
+        &["rows"]
+    }
+    fn default_apply_group(&self) -> ApplyGroup {
+        ApplyGroup {
+            txns: 100,
+            bytes: 1000,
+        }
+    }
+    fn parse_options(&self, keys: &mut StoreKeys<'_>) -> StoreOptions {
+        let mut tables = Vec::new();
+        for t in keys
+            .take::<Vec<Spanned<String>>>("tables")
+            .map(Spanned::into_inner)
+            .unwrap_or_default()
+        {
+            if !t.get_ref().contains('.') {
+                keys.error(
+                    t.span(),
+                    format!("table pattern {:?} must be schema.table", t.get_ref()),
+                );
+            }
+            tables.push(t.into_inner());
+        }
+        let unit_key = keys.take::<String>("unit_key").map(Spanned::into_inner);
+        let parallel = match keys.take::<i64>("parallel") {
+            None => 4,
+            Some(n) if (1..=8).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                keys.error(
+                    n.span(),
+                    format!("parallel = {}: must be between 1 and 8", n.get_ref()),
+                );
+                4
+            }
+        };
+        StoreOptions::new(RowOptions {
+            tables,
+            unit_key,
+            parallel,
+        })
+    }
+    fn run_source(
+        &self,
+        _url: String,
+        _cx: SourceContext,
+    ) -> BoxFuture<'static, Result<(), ConnectorError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn connect_sink(
+        &self,
+        _url: String,
+        _store: StoreConfig,
+    ) -> BoxFuture<'static, Result<Box<dyn DynSink>, ConnectorError>> {
+        Box::pin(async { Err(ConnectorError::Definite("test connector".into())) })
+    }
+}
+
+impl Connector for Kv {
+    fn kind(&self) -> &'static str {
+        "kv"
+    }
+    fn url_schemes(&self) -> &'static [&'static str] {
+        &["kv", "kvs"]
+    }
+    fn default_apply_group(&self) -> ApplyGroup {
+        ApplyGroup {
+            txns: 10,
+            bytes: 99,
+        }
+    }
+    fn parse_options(&self, keys: &mut StoreKeys<'_>) -> StoreOptions {
+        let prefixes = keys
+            .take::<Vec<String>>("prefixes")
+            .map(Spanned::into_inner)
+            .unwrap_or_default();
+        StoreOptions::new(KvOptions { prefixes })
+    }
+    fn run_source(
+        &self,
+        _url: String,
+        _cx: SourceContext,
+    ) -> BoxFuture<'static, Result<(), ConnectorError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn connect_sink(
+        &self,
+        _url: String,
+        _store: StoreConfig,
+    ) -> BoxFuture<'static, Result<Box<dyn DynSink>, ConnectorError>> {
+        Box::pin(async { Err(ConnectorError::Definite("test connector".into())) })
+    }
+}
+
+static REGISTRY: Registry = Registry::new(&[&Rows, &Kv]);
+
+fn parse(text: &str) -> Result<Topology, TopologyError> {
+    Topology::parse(text, &REGISTRY)
+}
 
 const GOOD: &str = r#"
 cluster = "shop"
@@ -14,14 +143,14 @@ count = 64
 owners = { bj = "0-31", sh = "32-63" }
 [[store]]
 name = "orders"
-kind = "mysql"
+kind = "rows"
 tables = ["shop.*"]
 unit_key = "user_id"
-url = { bj = "mysql://root:secret@127.0.0.1:13306", sh = "mysql://root@127.0.0.1:13307" }
+url = { bj = "rows://root:secret@127.0.0.1:13306", sh = "rows://root@127.0.0.1:13307" }
 "#;
 
 fn issues(text: &str) -> Vec<TopologyIssue> {
-    match Topology::parse(text) {
+    match parse(text) {
         Err(TopologyError::Invalid { issues, .. }) => issues,
         other => panic!("expected invalid, got {other:?}"),
     }
@@ -29,13 +158,26 @@ fn issues(text: &str) -> Vec<TopologyIssue> {
 
 #[test]
 fn good_file_parses() {
-    let t = Topology::parse(GOOD).unwrap();
+    let t = parse(GOOD).unwrap();
     assert_eq!(t.dcs.len(), 2);
     assert_eq!(t.units.owner_of(0), Some("bj"));
     assert_eq!(t.units.owner_of(63), Some("sh"));
     let s = t.store("orders").unwrap();
-    assert!(s.matches_table("shop", "users"));
-    assert!(!s.matches_table("other", "users"));
+    assert_eq!(s.kind, "rows");
+    assert_eq!(
+        s.url_for("sh").unwrap().expose(),
+        "rows://root@127.0.0.1:13307"
+    );
+    assert_eq!(
+        s.options::<RowOptions>(),
+        Some(&RowOptions {
+            tables: vec!["shop.*".into()],
+            unit_key: Some("user_id".into()),
+            parallel: 4
+        })
+    );
+    // The connector's defaults.
+    assert_eq!((s.apply_group_txns, s.apply_group_bytes), (100, 1000));
     assert!(
         !format!("{t:?}").contains("secret"),
         "password leaked in Debug"
@@ -80,7 +222,7 @@ fn unowned_and_overlapping_units() {
 
 #[test]
 fn missing_store_url() {
-    let text = GOOD.replace(", sh = \"mysql://root@127.0.0.1:13307\"", "");
+    let text = GOOD.replace(", sh = \"rows://root@127.0.0.1:13307\"", "");
     let i = issues(&text);
     assert!(
         i.iter()
@@ -93,17 +235,17 @@ fn missing_store_url() {
 fn every_problem_is_reported() {
     let text = GOOD
         .replace("id = \"sh\"", "id = \"bj\"")
-        .replace("kind = \"mysql\"", "kind = \"oracle\"")
+        .replace("kind = \"rows\"", "kind = \"oracle\"")
         .replace("count = 64", "count = 0");
     assert!(issues(&text).len() >= 3);
 }
 
 #[test]
 fn tls_section() {
-    assert_eq!(Topology::parse(GOOD).unwrap().tls, LinkSecurity::Unset);
-    let t = Topology::parse(&format!("{GOOD}[tls]\nplaintext = true\n")).unwrap();
+    assert_eq!(parse(GOOD).unwrap().tls, LinkSecurity::Unset);
+    let t = parse(&format!("{GOOD}[tls]\nplaintext = true\n")).unwrap();
     assert_eq!(t.tls, LinkSecurity::Plaintext);
-    let t = Topology::parse(&format!(
+    let t = parse(&format!(
         "{GOOD}[tls]\nca = \"c/ca.crt\"\ncert = \"c/{{dc}}.crt\"\nkey = \"c/{{dc}}.key\"\n"
     ))
     .unwrap();
@@ -128,59 +270,306 @@ fn tls_section() {
 }
 
 #[test]
-fn globs() {
-    assert!(glob_match("shop.*", "shop.orders"));
-    assert!(glob_match("*.orders", "x.orders"));
-    assert!(glob_match("shop.ord*s", "shop.orders"));
-    assert!(!glob_match("shop.ord*x", "shop.orders"));
-}
-
-#[test]
 fn redaction() {
-    assert_eq!(redact_url("mysql://u:p@h:1/db"), "mysql://u:***@h:1/db");
-    assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+    assert_eq!(redact_url("rows://u:p@h:1/db"), "rows://u:***@h:1/db");
+    assert_eq!(redact_url("kv://h:1"), "kv://h:1");
 }
 
-#[test]
-fn redis_unit_key_pattern_is_checked() {
-    let redis = |pattern: &str| {
-        format!(
-            "{GOOD}[[store]]\nname = \"cache\"\nkind = \"redis\"\nunit_key = '{pattern}'\nurl = {{ bj = \"redis://a:1\", sh = \"redis://b:1\" }}\n"
-        )
-    };
-    assert!(Topology::parse(&redis(r"^user:(\d+):")).is_ok());
-    let i = issues(&redis("user:"));
-    assert!(
-        i.iter().any(|i| i.message.contains("no capture group")),
-        "{i:?}"
-    );
+/// `(line, col, message)` of every issue, in report order.
+fn located(text: &str) -> Vec<(usize, usize, String)> {
+    issues(text)
+        .into_iter()
+        .map(|i| (i.line, i.col, i.message))
+        .collect()
 }
 
+const KV_STORE: &str = "[[store]]\nname = \"cache\"\nkind = \"kv\"\nprefixes = [\"s:\"]\nurl = { bj = \"kv://a:1\", sh = \"kvs://b:1\" }\n";
+
 #[test]
-fn apply_parallel_defaults_to_4_and_is_range_checked() {
-    let t = Topology::parse(GOOD).unwrap();
-    assert_eq!(t.store("orders").unwrap().apply_parallel, 4);
-    let one = GOOD.replace(
-        "unit_key = \"user_id\"",
-        "unit_key = \"user_id\"\napply_parallel = 1",
-    );
-    assert_eq!(
-        Topology::parse(&one)
-            .unwrap()
-            .store("orders")
-            .unwrap()
-            .apply_parallel,
-        1
-    );
+fn connector_key_error_is_located_at_its_value() {
     let bad = GOOD.replace(
         "unit_key = \"user_id\"",
-        "unit_key = \"user_id\"\napply_parallel = 0",
+        "unit_key = \"user_id\"\nparallel = 0",
     );
-    let i = issues(&bad);
+    assert_eq!(
+        located(&bad),
+        [(
+            18,
+            12,
+            "store \"orders\": parallel = 0: must be between 1 and 8".to_string()
+        )]
+    );
+    // An element of an array is located at the element.
+    let bad = GOOD.replace("[\"shop.*\"]", "[\"shop.*\", \"orders\"]");
+    assert_eq!(
+        located(&bad),
+        [(
+            16,
+            21,
+            "store \"orders\": table pattern \"orders\" must be schema.table".to_string()
+        )]
+    );
+    // A value of the wrong type is located at the value, naming the key.
+    let bad = GOOD.replace("[\"shop.*\"]", "\"shop.*\"");
+    let i = located(&bad);
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert_eq!((i[0].0, i[0].1), (16, 10), "{i:?}");
     assert!(
-        i.iter().any(|i| i.message
-            == "store \"orders\": apply_parallel = 0: must be between 1 and 64"
-            && i.line == 18),
+        i[0].2
+            .starts_with("store \"orders\": tables: invalid type: string \"shop.*\""),
         "{i:?}"
+    );
+}
+
+#[test]
+fn unknown_connector_key_is_located_at_the_key_and_names_its_kind() {
+    let bad = GOOD.replace(
+        "unit_key = \"user_id\"",
+        "unit_key = \"user_id\"\n  prefixes = [\"a\"]",
+    );
+    assert_eq!(
+        located(&bad),
+        [(
+            18,
+            3,
+            "store \"orders\": unknown key \"prefixes\" (a key of \"kv\" stores); a \"rows\" \
+             store takes name, kind, url, apply_group_txns, apply_group_bytes, tables, \
+             unit_key, parallel"
+                .to_string()
+        )]
+    );
+    let bad = GOOD.replace("unit_key = \"user_id\"", "colour = 1");
+    let i = located(&bad);
+    assert_eq!((i[0].0, i[0].1), (17, 1), "{i:?}");
+    assert!(
+        i[0].2
+            .starts_with("store \"orders\": unknown key \"colour\"; a \"rows\" store takes name,"),
+        "{i:?}"
+    );
+}
+
+#[test]
+fn unknown_kind_lists_the_registered_kinds() {
+    // The kind's own keys are not judged (nor reported as unknown).
+    let bad = GOOD.replace("kind = \"rows\"", "kind = \"oracle\"");
+    assert_eq!(
+        located(&bad),
+        [(
+            15,
+            8,
+            "store \"orders\": unknown kind \"oracle\": expected \"rows\" or \"kv\"".to_string()
+        )]
+    );
+    let i = located(&GOOD.replace("kind = \"rows\"\n", ""));
+    assert_eq!(
+        i,
+        [(
+            13,
+            1,
+            "store \"orders\": missing key \"kind\" (expected \"rows\" or \"kv\")".to_string()
+        )]
+    );
+}
+
+#[test]
+fn an_alias_becomes_the_kind_name() {
+    let t = parse(&GOOD.replace("kind = \"rows\"", "kind = \"rowz\"")).unwrap();
+    assert_eq!(t.store("orders").unwrap().kind, "rows");
+}
+
+#[test]
+fn url_scheme_is_the_connectors() {
+    let bad = GOOD.replace("bj = \"rows://root:secret", "bj = \"kv://root:secret");
+    assert_eq!(
+        located(&bad),
+        [(
+            18,
+            9,
+            "store \"orders\": url for dc \"bj\" must start with rows://".to_string()
+        )]
+    );
+    let t = parse(&format!("{GOOD}{KV_STORE}")).unwrap();
+    let kv = t.store("cache").unwrap();
+    assert_eq!(kv.kind, "kv");
+    assert_eq!((kv.apply_group_txns, kv.apply_group_bytes), (10, 99));
+    let i = located(&format!("{GOOD}{}", KV_STORE.replace("kvs://", "http://")));
+    assert_eq!(
+        i,
+        [(
+            23,
+            26,
+            "store \"cache\": url for dc \"sh\" must start with kv:// or kvs://".to_string()
+        )]
+    );
+}
+
+#[test]
+fn several_problems_are_reported_at_once_in_file_order() {
+    let text = format!(
+        "{}{}[[store]]\nname = \"x\"\nkind = \"oracle\"\nurl = {{ bj = \"o://\", sh = \"o://\" }}\n",
+        GOOD.replace("link = \"127.0.0.1:7702\"", "link = \"127.0.0.1:7702\"\nadmin = \"nowhere\"")
+            .replace("unit_key = \"user_id\"", "unit_key = \"user_id\"\nparallel = 99"),
+        KV_STORE.replace("prefixes", "tables").replace("kvs://", "rows://"),
+    );
+    let i = located(&text);
+    let expect: &[(usize, usize, &str)] = &[
+        (10, 9, "dc \"sh\": admin \"nowhere\" is not host:port"),
+        (
+            19,
+            12,
+            "store \"orders\": parallel = 99: must be between 1 and 8",
+        ),
+        (
+            24,
+            1,
+            "store \"cache\": unknown key \"tables\" (a key of \"rows\" stores)",
+        ),
+        (
+            25,
+            26,
+            "store \"cache\": url for dc \"sh\" must start with kv:// or kvs://",
+        ),
+        (28, 8, "store \"x\": unknown kind \"oracle\""),
+    ];
+    assert_eq!(i.len(), expect.len(), "{i:?}");
+    for ((line, col, msg), (el, ec, em)) in i.iter().zip(expect) {
+        assert_eq!((line, col), (el, ec), "{msg}");
+        assert!(msg.starts_with(em), "{msg:?} should start with {em:?}");
+    }
+}
+
+#[test]
+fn generic_store_keys() {
+    let t = parse(&GOOD.replace(
+        "unit_key = \"user_id\"",
+        "unit_key = \"user_id\"\napply_group_txns = 5\napply_group_bytes = 0",
+    ))
+    .unwrap();
+    let s = t.store("orders").unwrap();
+    // Zero is raised to one, as before.
+    assert_eq!((s.apply_group_txns, s.apply_group_bytes), (5, 1));
+    let i = located(&GOOD.replace(
+        "unit_key = \"user_id\"",
+        "unit_key = \"user_id\"\napply_group_txns = -1",
+    ));
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert_eq!((i[0].0, i[0].1), (18, 20), "{i:?}");
+    assert!(
+        i[0].2
+            .starts_with("store \"orders\": apply_group_txns: invalid value"),
+        "{i:?}"
+    );
+    let i = located(
+        &GOOD
+            .replace("name = \"orders\"\n", "")
+            .replace("url = {", "url = 7 #{"),
+    );
+    assert!(
+        i.iter()
+            .any(|i| i.2 == "[[store]] #1: missing key \"name\" (the store's logical name)"),
+        "{i:?}"
+    );
+    assert!(
+        i.iter().any(|i| i
+            .2
+            .starts_with("[[store]] #1: url: invalid type: integer `7`")),
+        "{i:?}"
+    );
+    let i = located(&GOOD.replace("url = {", "#url = {"));
+    assert!(
+        i.iter()
+            .any(|i| i.2.starts_with("store \"orders\": missing key \"url\"")),
+        "{i:?}"
+    );
+    let i = located(&GOOD.replace("}\n", ", gz = \"rows://x\" }\n"));
+    assert!(
+        i.iter()
+            .any(|i| i.2 == "store \"orders\": url given for unknown dc \"gz\""),
+        "{i:?}"
+    );
+}
+
+#[test]
+fn store_must_be_an_array_of_tables() {
+    let cut = GOOD.find("[[store]]").unwrap();
+    let top = |line: &str| {
+        GOOD[..cut].replace("mode = \"mesh\"\n", &format!("mode = \"mesh\"\n{line}\n"))
+    };
+    assert_eq!(
+        located(&top("store = 1")),
+        [(
+            4,
+            9,
+            "store must be an array of tables ([[store]])".to_string()
+        )]
+    );
+    assert_eq!(
+        located(&top("store = [1]")),
+        [(4, 10, "each store must be a table ([[store]])".to_string())]
+    );
+}
+
+#[test]
+fn admin_address() {
+    let t = parse(&GOOD.replace(
+        "link = \"127.0.0.1:7701\"",
+        "link = \"127.0.0.1:7701\"\nadmin = \"127.0.0.1:9101\"",
+    ))
+    .unwrap();
+    assert_eq!(t.dc("bj").unwrap().admin.as_deref(), Some("127.0.0.1:9101"));
+    assert_eq!(t.dc("sh").unwrap().admin, None);
+    let i = located(&GOOD.replace(
+        "link = \"127.0.0.1:7701\"",
+        "link = \"127.0.0.1:7701\"\nadmin = \"127.0.0.1:http\"",
+    ));
+    assert_eq!(
+        i,
+        [(
+            7,
+            9,
+            "dc \"bj\": admin \"127.0.0.1:http\" is not host:port (e.g. \"127.0.0.1:9101\")"
+                .to_string()
+        )]
+    );
+    let i = located(&GOOD.replace(
+        "link = \"127.0.0.1:7701\"",
+        "link = \"127.0.0.1:7701\"\nadmin = \"127.0.0.1:7701\"",
+    ));
+    assert_eq!(
+        i,
+        [(
+            7,
+            9,
+            "dc \"bj\": admin \"127.0.0.1:7701\" is also the link listen address".to_string()
+        )]
+    );
+}
+
+#[test]
+fn options_are_typed_and_replaceable() {
+    let t = parse(GOOD).unwrap();
+    let mut s = t.store("orders").unwrap().clone();
+    assert!(s.options::<KvOptions>().is_none());
+    let mut o = s.options::<RowOptions>().unwrap().clone();
+    o.parallel = 1;
+    s.set_options(o);
+    assert_ne!(&s, t.store("orders").unwrap());
+    assert_eq!(s.options::<RowOptions>().unwrap().parallel, 1);
+    // Options compare by value: two parses of one file are equal.
+    assert_eq!(parse(GOOD).unwrap(), t);
+}
+
+#[test]
+fn a_registry_finds_kinds_by_name_and_alias() {
+    assert_eq!(REGISTRY.get("rowz").map(|c| c.kind()), Some("rows"));
+    assert!(REGISTRY.get("ROWS").is_none());
+    assert_eq!(format!("{REGISTRY:?}"), "[\"rows\", \"kv\"]");
+    let t = parse(GOOD).unwrap();
+    let s = t.store("orders").unwrap();
+    assert_eq!(REGISTRY.connector_for(s).unwrap().kind(), "rows");
+    let err = Registry::new(&[&Kv]).connector_for(s).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "store \"orders\": kind \"rows\" is not built into this agent (known: \"kv\")"
     );
 }

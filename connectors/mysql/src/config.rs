@@ -1,0 +1,154 @@
+//! The MySQL keys of a `[[store]]` table (`kind = "mysql"`), parsed and
+//! validated without I/O; see `docs/topology.md`.
+//!
+//! | key | meaning |
+//! |---|---|
+//! | `tables` | `schema.table` patterns to replicate (`*` globs); empty = all |
+//! | `unit_key` | column whose value selects the unit |
+//! | `apply_parallel` | sink connections per group, 1..=[`MAX_APPLY_PARALLEL`] |
+
+use dcsync_core::connector::ConnectorError;
+use dcsync_core::topology::{Spanned, StoreConfig, StoreKeys, StoreOptions};
+
+/// Default of [`MysqlOptions::apply_parallel`].
+pub const DEFAULT_APPLY_PARALLEL: usize = 4;
+/// Largest accepted [`MysqlOptions::apply_parallel`].
+pub const MAX_APPLY_PARALLEL: usize = 64;
+
+/// Schemas that never replicate: the server's own and dcsync's marker
+/// schema.
+const SYSTEM_SCHEMAS: [&str; 5] = [
+    "mysql",
+    "sys",
+    "information_schema",
+    "performance_schema",
+    crate::MARKER_SCHEMA,
+];
+
+/// The MySQL options of one store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlOptions {
+    /// `schema.table` patterns to replicate; `*` matches any run of
+    /// characters. Empty means every table outside the system schemas.
+    pub tables: Vec<String>,
+    /// Column whose value selects the unit; `None` = no unit.
+    pub unit_key: Option<String>,
+    /// Sink: connections that apply one group in parallel, each taking the
+    /// rows whose primary key hashes to it (1..=[`MAX_APPLY_PARALLEL`],
+    /// default [`DEFAULT_APPLY_PARALLEL`]; 1 applies every group as one
+    /// atomic target transaction).
+    pub apply_parallel: usize,
+}
+
+impl Default for MysqlOptions {
+    fn default() -> Self {
+        MysqlOptions {
+            tables: Vec::new(),
+            unit_key: None,
+            apply_parallel: DEFAULT_APPLY_PARALLEL,
+        }
+    }
+}
+
+impl MysqlOptions {
+    /// The MySQL options of `store`.
+    ///
+    /// Errors: [`ConnectorError::Definite`] if `store` was not parsed by
+    /// this connector (another kind's store).
+    pub fn of(store: &StoreConfig) -> Result<&MysqlOptions, ConnectorError> {
+        store.options::<MysqlOptions>().ok_or_else(|| {
+            ConnectorError::Definite(format!(
+                "store {:?} (kind {:?}) has no mysql options",
+                store.name, store.kind
+            ))
+        })
+    }
+
+    /// Whether `schema.table` is replicated by this store. System schemas
+    /// (`mysql`, `sys`, `information_schema`, `performance_schema`, `dcsync`)
+    /// never are.
+    pub fn matches_table(&self, schema: &str, table: &str) -> bool {
+        if SYSTEM_SCHEMAS.contains(&schema) {
+            return false;
+        }
+        if self.tables.is_empty() {
+            return true;
+        }
+        let full = format!("{schema}.{table}");
+        self.tables.iter().any(|p| glob_match(p, &full))
+    }
+}
+
+/// Parses the MySQL keys of a `[[store]]` table; every problem goes to
+/// `keys` at the value at fault.
+pub(crate) fn parse(keys: &mut StoreKeys<'_>) -> StoreOptions {
+    let mut tables = Vec::new();
+    for t in keys
+        .take::<Vec<Spanned<String>>>("tables")
+        .map(Spanned::into_inner)
+        .unwrap_or_default()
+    {
+        if !t.get_ref().contains('.') {
+            keys.error(
+                t.span(),
+                format!(
+                    "table pattern {:?} must be schema.table (e.g. \"shop.*\")",
+                    t.get_ref()
+                ),
+            );
+        }
+        tables.push(t.into_inner());
+    }
+    let unit_key = keys.take::<String>("unit_key").map(Spanned::into_inner);
+    let apply_parallel = match keys.take::<i64>("apply_parallel") {
+        None => DEFAULT_APPLY_PARALLEL,
+        Some(n) if (1..=MAX_APPLY_PARALLEL as i64).contains(n.get_ref()) => *n.get_ref() as usize,
+        Some(n) => {
+            keys.error(
+                n.span(),
+                format!(
+                    "apply_parallel = {}: must be between 1 and {MAX_APPLY_PARALLEL}",
+                    n.get_ref()
+                ),
+            );
+            DEFAULT_APPLY_PARALLEL
+        }
+    };
+    StoreOptions::new(MysqlOptions {
+        tables,
+        unit_key,
+        apply_parallel,
+    })
+}
+
+/// `*`-only glob match (`shop.*`, `*.orders`, `shop.order_*`).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p = pattern.as_bytes();
+    let t = text.as_bytes();
+    let (mut pi, mut ti) = (0usize, 0usize);
+    let (mut star, mut mark) = (None::<usize>, 0usize);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] != b'*' && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

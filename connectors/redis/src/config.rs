@@ -1,0 +1,95 @@
+//! The Redis keys of a `[[store]]` table (`kind = "redis"`), parsed and
+//! validated without I/O; see `docs/topology.md`.
+//!
+//! | key | meaning |
+//! |---|---|
+//! | `unit_key` | regular expression whose first capture group is the unit part of a key |
+//! | `key_prefixes` | only keys with one of these prefixes replicate; empty = all |
+//! | `databases` | only these database indexes replicate; empty = all |
+//! | `flush` | `"refuse"` (default) or `"replicate"` `FLUSHDB`/`FLUSHALL` |
+
+use crate::unit::UnitKeyPattern;
+use dcsync_core::connector::ConnectorError;
+use dcsync_core::topology::{Spanned, StoreConfig, StoreKeys, StoreOptions};
+
+/// What to do with `FLUSHDB`/`FLUSHALL` seen on the replication stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlushPolicy {
+    /// Ship it to the other DCs like any command.
+    Replicate,
+    /// Do not ship it; log an error naming the command (default).
+    #[default]
+    Refuse,
+}
+
+/// The Redis options of one store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RedisOptions {
+    /// The part of a key that selects its unit; `None` = the key's
+    /// `{hash tag}` if it has one, else the whole key
+    /// (see [`crate::unit::unit_key_part`]).
+    pub unit_key: Option<UnitKeyPattern>,
+    /// Key prefixes to replicate; empty means all keys.
+    pub key_prefixes: Vec<String>,
+    /// Database indexes to replicate; empty means all.
+    pub databases: Vec<u32>,
+    /// `FLUSHDB`/`FLUSHALL` handling.
+    pub flush: FlushPolicy,
+}
+
+impl RedisOptions {
+    /// The Redis options of `store`.
+    ///
+    /// Errors: [`ConnectorError::Definite`] if `store` was not parsed by
+    /// this connector (another kind's store).
+    pub fn of(store: &StoreConfig) -> Result<&RedisOptions, ConnectorError> {
+        store.options::<RedisOptions>().ok_or_else(|| {
+            ConnectorError::Definite(format!(
+                "store {:?} (kind {:?}) has no redis options",
+                store.name, store.kind
+            ))
+        })
+    }
+}
+
+/// Parses the Redis keys of a `[[store]]` table; every problem goes to
+/// `keys` at the value at fault.
+pub(crate) fn parse(keys: &mut StoreKeys<'_>) -> StoreOptions {
+    let unit_key = keys.take::<String>("unit_key").and_then(|p| {
+        UnitKeyPattern::compile(p.get_ref())
+            .map_err(|e| keys.error(p.span(), e))
+            .ok()
+    });
+    let key_prefixes = keys
+        .take::<Vec<String>>("key_prefixes")
+        .map(Spanned::into_inner)
+        .unwrap_or_default();
+    let databases = keys
+        .take::<Vec<u32>>("databases")
+        .map(Spanned::into_inner)
+        .unwrap_or_default();
+    let flush = match keys.take::<String>("flush") {
+        None => FlushPolicy::Refuse,
+        Some(f) => match f.get_ref().as_str() {
+            "refuse" => FlushPolicy::Refuse,
+            "replicate" => FlushPolicy::Replicate,
+            other => {
+                keys.error(
+                    f.span(),
+                    format!("flush {other:?}: expected \"replicate\" or \"refuse\""),
+                );
+                FlushPolicy::Refuse
+            }
+        },
+    };
+    StoreOptions::new(RedisOptions {
+        unit_key,
+        key_prefixes,
+        databases,
+        flush,
+    })
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;
