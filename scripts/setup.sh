@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what dcsync's demo and tests need on Debian/Ubuntu: MariaDB and
-# Redis server binaries (their system services are not used or changed: the
+# Redis server binaries, promtool (package prometheus) (their system services are not used or changed: the
 # demo and the tests start private instances on other ports), a C toolchain,
 # and Rust (via rustup) if cargo is missing. Safe to run again.
 set -euo pipefail
@@ -13,6 +13,8 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+# promtool (Debian's prometheus package) validates the /metrics exposition in the tests.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -68,3 +68,7 @@ pub async fn serve(
         }
     }))
 }
+
+#[cfg(test)]
+#[path = "admin_tests.rs"]
+mod tests;

@@ -97,7 +97,8 @@ pub async fn run(
         tls: tls.clone(),
     });
     let mut tasks = Vec::new();
-    if let Some(addr) = &admin {
+    // The admin endpoint: `--admin` wins over the DC's `admin` key.
+    if let Some(addr) = admin.as_ref().or(my_dc.admin.as_ref()) {
         tasks.push(crate::admin::serve(addr, metrics, board.clone(), shutdown_rx.clone()).await?);
     }
     tasks.push(tokio::spawn(receiver::serve(

@@ -119,7 +119,7 @@ impl Applier for AgentApplier {
                 .apply(origin, &txs)
                 .await;
             result.map_err(|e| {
-                tracing::warn!(%origin, %store, error = %e, "apply failed; the sink reconnects and the sender retries");
+                tracing::debug!(%origin, %store, error = %e, "apply failed; the sink reconnects (the receiver reports the failure and the sender retries the stream)");
                 *guard = None;
                 to_apply_error(store, e)
             })

@@ -62,6 +62,30 @@ pub mod names {
     pub const LINK_SENT_TRANSACTIONS: &str = "dcsync_link_sent_transactions_total";
     /// Counter: transactions a peer acknowledged.
     pub const LINK_ACKED_TRANSACTIONS: &str = "dcsync_link_acked_transactions_total";
+
+    /// Every metric name above.
+    pub const ALL: &[&str] = &[
+        SOURCE_TRANSACTIONS,
+        SOURCE_CHANGES,
+        ECHO_DROPPED,
+        SOURCE_LAG,
+        FULL_RESYNCS,
+        APPLIED,
+        APPLY_LAG,
+        APPLY_ERRORS,
+        STREAM_PAUSED,
+        BACKLOG_TRANSACTIONS,
+        BACKLOG_BYTES,
+        BACKLOG_OLDEST_AGE,
+        LINK_UP,
+        LINK_PROTOCOL,
+        LINK_CONNECTS,
+        LINK_FAILURES,
+        LINK_SENT_BYTES,
+        LINK_RECEIVED_BYTES,
+        LINK_SENT_TRANSACTIONS,
+        LINK_ACKED_TRANSACTIONS,
+    ];
 }
 
 use names::*;
