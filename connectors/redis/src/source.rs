@@ -397,6 +397,10 @@ impl RedisSource {
                     .ok_or_else(|| definite(format!("bad FULLRESYNC reply {status:?}")))?;
                 if resume.is_some() {
                     FULL_RESYNCS.fetch_add(1, Ordering::SeqCst);
+                    dcsync_core::events::FullResync {
+                        store: &cx.store.name,
+                    }
+                    .emit();
                     self.stats.record(SyncKind::FullResync);
                     tracing::warn!(
                         resume = ?cx.resume.as_ref().map(|p| &p.display),

@@ -226,14 +226,11 @@ impl EchoDropped<'_> {
 pub struct FullResync<'a> {
     /// Store.
     pub store: &'a str,
-    /// Why (logged).
-    pub reason: &'a str,
 }
 
 impl FullResync<'_> {
-    /// Logs a warning and counts it.
+    /// Counts it (the source logs the details it knows).
     pub fn emit(&self) {
-        tracing::warn!(store = %self.store, reason = %self.reason, "full resynchronisation");
         counter!(FULL_RESYNCS, "store" => self.store.to_string()).increment(1);
     }
 }
