@@ -1,4 +1,4 @@
-//! Untrusted input on the link port (DESIGN.md invariant 7): a certificate
+//! Untrusted input on the link port (docs/architecture.md, invariant 7): a certificate
 //! from another CA, a DC not in the topology, a certificate that belongs to
 //! another DC, another cluster, another protocol version, garbage bytes and an
 //! oversized frame. Each is refused with a log line naming the reason; the

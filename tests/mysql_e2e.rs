@@ -1,6 +1,6 @@
 //! Two DCs, two-way MariaDB sync through real `dcsync` agents.
 //!
-//! Scenarios (DESIGN.md invariants 1-5):
+//! Scenarios (docs/architecture.md, invariants 1-5):
 //! - concurrent inserts/updates/deletes on disjoint rows converge, and
 //!   nothing echoes (both binlogs stop growing once writes stop);
 //! - exactly-once across `kill -9` of either agent at random moments, with

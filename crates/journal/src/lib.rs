@@ -7,7 +7,7 @@
 //! `Durability::Immediate` (fsync). After `kill -9` either both the changes
 //! and the position are there, or neither is; the source resumes from the
 //! stored position, so nothing is lost and nothing is read twice
-//! (DESIGN.md invariant 3). Each appended transaction gets the next origin
+//! (docs/architecture.md, invariant 3). Each appended transaction gets the next origin
 //! sequence number for its store: seqs are dense (1, 2, 3, ...) per store.
 //!
 //! # Cursors and removal
