@@ -1,6 +1,12 @@
 //! Test harness for dcsync: starts real `mariadbd` and `redis-server`
 //! processes on free loopback ports with temporary data directories, and
 //! stops and removes them on drop. Test-only: panics on setup failure.
+//!
+//! The servers are a prerequisite, not an option: `scripts/setup.sh`
+//! installs them, and a test that cannot start one fails with the reason
+//! (it is never skipped or reported as passed). Tests that need a server
+//! which cannot be installed here (MySQL 8) are `#[ignore]`d with a reason
+//! and fail when run with `--ignored` but without their server address.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,6 +40,14 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The panic message for a server binary that could not be started.
+fn missing(binary: &str, e: &std::io::Error) -> String {
+    format!(
+        "cannot run {binary} ({e}): the tests need MariaDB and Redis server binaries; \
+         install them with scripts/setup.sh (apt-get install mariadb-server redis-server)"
+    )
 }
 
 /// FNV-1a of `bytes`, for cache keys.

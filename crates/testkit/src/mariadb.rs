@@ -85,7 +85,7 @@ fn template() -> PathBuf {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .expect("run mariadb-install-db (apt-get install mariadb-server)");
+        .unwrap_or_else(|e| panic!("{}", crate::missing("mariadb-install-db", &e)));
     assert!(
         out.status.success(),
         "mariadb-install-db failed: {}",
@@ -177,7 +177,7 @@ impl MariaDb {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn mariadbd");
+            .unwrap_or_else(|e| panic!("{}", crate::missing("mariadbd", &e)));
         self.child = Some(child);
         let start = Instant::now();
         loop {
