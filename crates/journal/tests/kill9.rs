@@ -13,6 +13,7 @@
 //! `DCSYNC_JOURNAL_KILL9_DIR` set: in that mode the test is the writer and
 //! never returns. There is no separate "child" test that would report
 //! success without asserting anything.
+#![allow(clippy::unwrap_used)]
 
 use dcsync_core::connector::Position;
 use dcsync_core::{Change, Hlc, Payload, RedisCommand, Transaction};
