@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{query_i64, Cluster, ClusterOptions};
+use common::{options, Cluster, ClusterOptions, MYSQL_STORE};
 use mysql_async::prelude::Queryable;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -126,11 +126,9 @@ async fn assert_counters(c: &Cluster, incs: &[Arc<[AtomicU64; 3]>]) {
         for (r, n) in inc.iter().enumerate() {
             let id = k * 10 + 1 + r;
             for d in &c.dcs {
-                let v = query_i64(
-                    &d.db,
-                    &format!("SELECT n FROM shop.counters WHERE id = {id}"),
-                )
-                .await;
+                let v =
+                    d.db.query_i64(&format!("SELECT n FROM shop.counters WHERE id = {id}"))
+                        .await;
                 assert_eq!(
                     v as u64,
                     n.load(Ordering::SeqCst),
@@ -145,47 +143,22 @@ async fn assert_counters(c: &Cluster, incs: &[Arc<[AtomicU64; 3]>]) {
 fn schema() -> ClusterOptions {
     ClusterOptions {
         schema_sql: SCHEMA.into(),
-        ..Default::default()
+        ..options()
     }
 }
 
 /// Max origin seq applied at `db` for `origin`.
 async fn marker_seq(db: &dcsync_testkit::mariadb::MariaDb, origin: &str) -> i64 {
-    query_i64(
-        db,
-        &format!("SELECT CAST(COALESCE(MAX(seq),0) AS SIGNED) FROM dcsync.apply_marker WHERE origin = '{origin}'"),
-    )
+    db.query_i64(&format!(
+        "SELECT CAST(COALESCE(MAX(seq),0) AS SIGNED) FROM dcsync.apply_marker WHERE origin = '{origin}'"
+    ))
     .await
 }
 
-/// Highest seq the agent of DC `i` journaled (from `dcsync status --json`).
+/// Highest seq the agent of DC `i` journaled (from its `status.json`).
 fn journaled_seq(c: &Cluster, i: usize) -> Option<i64> {
-    let s = c.status(i, true);
-    let v: serde_json_lite::Value = serde_json_lite::from_str(&s)?;
-    v.last_seq()
-}
-
-/// Tiny JSON probe for the status document (keeps the test crate free of a
-/// serde_json dependency): finds the first `"last_seq": N`.
-mod serde_json_lite {
-    pub struct Value(String);
-    pub fn from_str(s: &str) -> Option<Value> {
-        if s.trim_start().starts_with('{') {
-            Some(Value(s.to_string()))
-        } else {
-            None
-        }
-    }
-    impl Value {
-        pub fn last_seq(&self) -> Option<i64> {
-            let i = self.0.find("\"last_seq\":")?;
-            let rest = self.0[i + 11..].trim_start();
-            let end = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            rest[..end].parse().ok()
-        }
-    }
+    let seq = c.agents.status(i)?.last_seq(MYSQL_STORE)?;
+    i64::try_from(seq).ok()
 }
 
 async fn wait_binlogs_quiet(c: &Cluster) {
@@ -242,7 +215,10 @@ async fn concurrent_writes_converge_without_echo() {
             .await;
         assert_eq!(journaled, applied);
     }
-    let bj_users = query_i64(&c.dcs[0].db, "SELECT COUNT(*) FROM shop.users").await;
+    let bj_users = c.dcs[0]
+        .db
+        .query_i64("SELECT COUNT(*) FROM shop.users")
+        .await;
     assert!(
         bj_users > 100,
         "workload wrote too little: {bj_users} users"
@@ -257,9 +233,9 @@ async fn exactly_once_across_agent_kill9() {
     for round in 0..6 {
         let i = round % 2;
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
-        c.kill_agent(i);
+        c.agents.kill_agent(i);
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..800))).await;
-        c.start_agent(i);
+        c.agents.start_agent(i);
     }
     for h in w {
         h.await.unwrap();
@@ -283,32 +259,31 @@ async fn link_outage_backlog_replays() {
         .exec("INSERT INTO shop.users VALUES (-1, 1, 'warmup', 0, NOW(6))")
         .await;
     c.wait_converged(TABLES, 60).await;
-    for d in &c.dcs {
-        d.proxy.cut();
+    for a in &c.agents.dcs {
+        a.proxy.cut();
     }
     let (incs, w) = spawn_workloads(&c, 1500);
     for h in w {
         h.await.unwrap();
     }
     // While cut, the peer has none of the other's rows and the backlog shows.
-    let sh_has_bj = query_i64(
-        &c.dcs[1].db,
-        "SELECT COUNT(*) FROM shop.users WHERE id BETWEEN 0 AND 999999",
-    )
-    .await;
+    let sh_has_bj = c.dcs[1]
+        .db
+        .query_i64("SELECT COUNT(*) FROM shop.users WHERE id BETWEEN 0 AND 999999")
+        .await;
     assert_eq!(sh_has_bj, 0, "rows crossed a cut line");
     let status = dcsync_testkit::wait_for(
         "backlog in dcsync status",
         Duration::from_secs(20),
         || async {
-            let s = c.status(0, false);
+            let s = c.agents.status_text(0, false);
             (s.contains("retrying since") && journaled_seq(&c, 0).unwrap_or(0) > 500).then_some(s)
         },
     )
     .await;
     println!("{status}");
-    for d in &c.dcs {
-        d.proxy.restore();
+    for a in &c.agents.dcs {
+        a.proxy.restore();
     }
     c.wait_converged(TABLES, 180).await;
     assert_counters(&c, &incs).await;
@@ -322,10 +297,10 @@ async fn stalled_line_is_detected_and_replaced() {
         .exec("INSERT INTO shop.users VALUES (-1, 1, 'warmup', 0, NOW(6))")
         .await;
     c.wait_converged(TABLES, 60).await;
-    let before = c.dcs[1].proxy.accepted();
+    let before = c.agents.dcs[1].proxy.accepted();
     // Blackhole the line into sh without closing it: bj must notice through
     // missing heartbeats (dead_after_ms = 3000) and dial again.
-    c.dcs[1].proxy.stall();
+    c.agents.dcs[1].proxy.stall();
     c.dcs[0]
         .db
         .exec("INSERT INTO shop.users VALUES (-2, 1, 'during stall', 0, NOW(6))")
@@ -333,13 +308,13 @@ async fn stalled_line_is_detected_and_replaced() {
     dcsync_testkit::wait_for(
         "a stalled link to be noticed",
         Duration::from_secs(30),
-        || async { c.agent_log(0).contains("connection stalled").then_some(()) },
+        || async { c.agents.log(0).contains("connection stalled").then_some(()) },
     )
     .await;
-    c.dcs[1].proxy.restore();
+    c.agents.dcs[1].proxy.restore();
     c.wait_converged(TABLES, 60).await;
     assert!(
-        c.dcs[1].proxy.accepted() > before,
+        c.agents.dcs[1].proxy.accepted() > before,
         "bj never reconnected to sh"
     );
     let mut conn = c.dcs[1].db.conn().await;

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Cluster, ClusterOptions};
+use common::{options, Cluster, ClusterOptions};
 use dcsync_testkit::redis::Redis;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ use std::time::Duration;
 fn opts() -> ClusterOptions {
     ClusterOptions {
         redis: true,
-        ..Default::default()
+        ..options()
     }
 }
 
@@ -123,7 +123,7 @@ async fn snapshot(r: &Redis) -> BTreeMap<Vec<u8>, (Vec<u8>, i64)> {
 async fn wait_redis_converged(c: &mut Cluster, secs: u64) -> usize {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        c.assert_agents_alive();
+        c.agents.assert_alive();
         let a = snapshot(redis_of(c, 0)).await;
         let b = snapshot(redis_of(c, 1)).await;
         let same = a.len() == b.len()
@@ -167,13 +167,7 @@ async fn wait_redis_converged(c: &mut Cluster, secs: u64) -> usize {
                 })
                 .collect();
             eprintln!("keys whose value differs (key, ttl bj, ttl sh): {differ:?}");
-            for i in 0..2 {
-                eprintln!(
-                    "==== agent {} ====\n{}",
-                    c.dcs[i].id,
-                    common::tail(&c.agent_log(i), 40)
-                );
-            }
+            c.agents.dump();
             panic!("redis did not converge in {secs} s: {} vs {} keys; only in bj {only_a:?}; only in sh {only_b:?}", a.len(), b.len());
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -317,9 +311,9 @@ async fn redis_incr_exactly_once_across_kill9_with_continue() {
     let mut rng = rand::rngs::StdRng::from_os_rng();
     for round in 0..4 {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..900))).await;
-        c.kill_agent(round % 2);
+        c.agents.kill_agent(round % 2);
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..500))).await;
-        c.start_agent(round % 2);
+        c.agents.start_agent(round % 2);
     }
     for w in writers {
         w.await.unwrap();
@@ -346,7 +340,7 @@ async fn redis_incr_exactly_once_across_kill9_with_continue() {
         }
     }
     for i in 0..2 {
-        let log = c.agent_log(i);
+        let log = c.agents.log(i);
         assert!(
             log.contains("+CONTINUE"),
             "agent {} never resumed with +CONTINUE:\n{}",
@@ -381,7 +375,7 @@ async fn redis_full_resync_when_backlog_exceeded_still_converges() {
             .unwrap();
     }
     wait_redis_converged(&mut c, 60).await;
-    c.kill_agent(0);
+    c.agents.kill_agent(0);
     {
         let mut bj = redis_of(&c, 0).conn().await;
         let big = "x".repeat(200);
@@ -394,10 +388,10 @@ async fn redis_full_resync_when_backlog_exceeded_still_converges() {
                 .unwrap();
         }
     }
-    c.start_agent(0);
+    c.agents.start_agent(0);
     let n = wait_redis_converged(&mut c, 120).await;
     assert!(n >= 1001, "{n} keys");
-    let log = c.agent_log(0);
+    let log = c.agents.log(0);
     assert!(
         log.contains("full resync"),
         "the full resync was not reported:\n{}",

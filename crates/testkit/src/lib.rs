@@ -10,6 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
 pub mod mariadb;
 pub mod proxy;
 pub mod redis;
@@ -21,6 +22,23 @@ use std::time::{Duration, Instant};
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
+}
+
+/// A free TCP port on 127.0.0.1 below the kernel's ephemeral range (32768+
+/// on Linux), for a listener that binds later: the many client connections
+/// of a test or benchmark take their ports from the ephemeral range, so they
+/// cannot take this one between choosing it and binding it.
+pub fn listen_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    for i in 0..1000u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999")
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics with `what`

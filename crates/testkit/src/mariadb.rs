@@ -225,6 +225,17 @@ impl MariaDb {
         let _ = c.disconnect().await;
     }
 
+    /// Runs one query returning a single integer (0 for no row or NULL).
+    pub async fn query_i64(&self, sql: &str) -> i64 {
+        let mut c = self.conn().await;
+        let v: Option<Option<i64>> = c
+            .query_first(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = c.disconnect().await;
+        v.flatten().unwrap_or(0)
+    }
+
     /// `CHECKSUM TABLE` of `schema.table`; `None` if it does not exist.
     pub async fn checksum(&self, table: &str) -> Option<i64> {
         let mut c = self.conn().await;
