@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{options, Cluster, ClusterOptions};
+use common::{options, Cluster, ClusterOptions, MYSQL_STORE};
 use dcsync_link::frame::{read_frame, write_frame, Frame, PROTOCOL_VERSION};
 use dcsync_link::tls::{generate, LinkStream, LinkTls};
 use std::path::Path;
@@ -164,4 +164,6 @@ async fn hostile_peers_are_refused_and_service_continues() {
     c.wait_converged(&["shop.t", "shop.warmup"], 60).await;
     assert_eq!(c.dcs[0].db.query_i64("SELECT SUM(n) FROM shop.t").await, 50);
     c.agents.assert_alive();
+    // 50 inserts and 50 updates in sh, nothing in bj; nothing echoed.
+    c.assert_no_echo(MYSQL_STORE, &[0, 100]).await;
 }

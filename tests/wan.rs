@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{options, Cluster, ClusterOptions};
+use common::{options, Cluster, ClusterOptions, MYSQL_STORE};
 use mysql_async::prelude::Queryable;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -153,6 +153,8 @@ async fn delayed_jittery_flapping_line_converges_exactly_once() {
             c.agents.dcs[i].proxy.accepted()
         );
     }
+    // One transaction per increment; resends after the drops did not echo.
+    c.assert_no_echo(MYSQL_STORE, &incs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -272,4 +274,5 @@ async fn status_warns_when_backlog_age_nears_binlog_retention() {
         a.proxy.restore();
     }
     c.wait_converged(TABLES, 60).await;
+    c.assert_no_echo(MYSQL_STORE, &[1, 0]).await;
 }

@@ -8,8 +8,8 @@
 //!   evenly, the caller's stores), makes certificates with `dcsync certs`
 //!   and starts, kills and restarts agents. The caller owns the servers.
 //! - [`Cluster`]: the end-to-end tests' cluster: a private `mariadbd` (and
-//!   optionally `redis-server`) per DC plus [`Agents`], a readiness wait and
-//!   convergence waits.
+//!   optionally `redis-server`) per DC plus [`Agents`], a readiness wait,
+//!   convergence waits, and the no-echo check on the sources' counters.
 //! - [`Status`]: an agent's `status.json`, read as plain JSON (no dependency
 //!   on the agent's types).
 //!
@@ -19,9 +19,10 @@
 use crate::mariadb::MariaDb;
 use crate::proxy::Proxy;
 use crate::redis::Redis;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// `[link]` keys of every harness topology: heartbeats every 200 ms, a
 /// stalled line noticed after 3 s, redials from 50 ms on (add
@@ -332,6 +333,14 @@ pub fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Milliseconds since the Unix epoch (the clock `status.json` uses).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// An agent's `status.json` (rewritten every second), read as plain JSON.
 #[derive(Debug, Clone)]
 pub struct Status(pub serde_json::Value);
@@ -474,6 +483,11 @@ pub struct Dc {
     pub redis: Option<Redis>,
 }
 
+/// The counters of one store's source at every DC, as of a moment when
+/// everything was shipped, applied and read back (see
+/// [`Cluster::settled_sources`]).
+pub type Counters = Vec<SourceStatus>;
+
 /// A running multi-DC end-to-end cluster.
 pub struct Cluster {
     /// The agents and their lines (declared first: dropped, i.e. killed,
@@ -481,11 +495,14 @@ pub struct Cluster {
     pub agents: Agents,
     /// The DCs' stores, in topology order.
     pub dcs: Vec<Dc>,
+    /// Source counters per store right after [`Cluster::start`]'s warm-up.
+    baseline: BTreeMap<&'static str, Counters>,
 }
 
 impl Cluster {
     /// Starts the servers, applies the schema, writes the topology, starts
-    /// one agent per DC and waits until they ship and apply.
+    /// one agent per DC, waits until they ship and apply, and records the
+    /// sources' counters as the baseline of [`Cluster::assert_no_echo`].
     pub async fn start(opts: ClusterOptions) -> Cluster {
         let mut dcs = Vec::new();
         for id in &opts.dcs {
@@ -533,9 +550,26 @@ impl Cluster {
             dir_prefix: "dcsync-e2e-".into(),
         })
         .await;
-        let mut c = Cluster { agents, dcs };
+        let mut c = Cluster {
+            agents,
+            dcs,
+            baseline: BTreeMap::new(),
+        };
         c.wait_ready().await;
+        for store in c.stores() {
+            let counters = c.settled_sources(store, 60).await;
+            c.baseline.insert(store, counters);
+        }
         c
+    }
+
+    /// The cluster's stores.
+    pub fn stores(&self) -> Vec<&'static str> {
+        let mut v = vec![MYSQL_STORE];
+        if self.dcs.iter().any(|d| d.redis.is_some()) {
+            v.push(REDIS_STORE);
+        }
+        v
     }
 
     /// Waits until every agent ships and applies: on a first start a source
@@ -598,6 +632,147 @@ impl Cluster {
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Where `store`'s data ends at DC `i` now, in the form its source
+    /// reports positions: MariaDB `file:pos`, Redis `master_repl_offset`.
+    async fn store_end(&self, store: &str, i: usize) -> String {
+        let d = &self.dcs[i];
+        if store == REDIS_STORE {
+            let r = d.redis.as_ref().expect("cluster without redis");
+            r.info_field("replication", "master_repl_offset")
+                .await
+                .unwrap_or_default()
+        } else {
+            let (file, pos) = d.db.binlog_pos().await;
+            format!("{file}:{pos}")
+        }
+    }
+
+    /// The `store_end` part of a source position: MariaDB positions read
+    /// `mysql-bin.000001:4711 gtid=...`, Redis ones `redis <replid> offset
+    /// <n>` (with a suffix while a full sync is in progress).
+    fn position_end(store: &str, position: &str) -> Option<String> {
+        let mut words = position.split_whitespace();
+        if store == REDIS_STORE {
+            match (words.next(), words.next(), words.next(), words.next()) {
+                (Some("redis"), Some(_), Some("offset"), Some(n)) if words.next().is_none() => {
+                    Some(n.to_string())
+                }
+                _ => None,
+            }
+        } else {
+            words.next().map(str::to_string)
+        }
+    }
+
+    /// DC `i`'s status as written after `since` (ms since the epoch); the
+    /// agent rewrites it every second.
+    async fn fresh_status(&self, i: usize, since: u64) -> Option<Status> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(st) = self.agents.status(i).filter(|s| s.written_ms() > since) {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (deadline `secs`) until, in one status snapshot per DC written
+    /// after the stores' ends were read, every link has every journaled
+    /// transaction of `store` acknowledged (so applied at the peer) and
+    /// every DC's source of `store` has read its store to the end (so has
+    /// classified every transaction there, the applied ones included, as
+    /// local or echo). Returns the sources' counters at that moment. Call
+    /// it only while nothing writes to the stores.
+    pub async fn settled_sources(&mut self, store: &str, secs: u64) -> Counters {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            self.agents.assert_alive();
+            let since = now_ms();
+            let mut ends = Vec::new();
+            for i in 0..self.dcs.len() {
+                ends.push(self.store_end(store, i).await);
+            }
+            let mut why = Vec::new();
+            let mut counters = Vec::new();
+            for (i, end) in ends.iter().enumerate() {
+                let id = &self.dcs[i].id;
+                let Some(st) = self.fresh_status(i, since).await else {
+                    why.push(format!("{id}: status.json not rewritten within 5 s"));
+                    continue;
+                };
+                for (peer, b) in st.backlogs(store) {
+                    if b.acked_seq != b.last_seq {
+                        why.push(format!("{id}: {peer} acked {store} up to {b:?}"));
+                    }
+                }
+                let src = st.source(store).unwrap_or_default();
+                if Self::position_end(store, &src.position).as_ref() != Some(end) {
+                    why.push(format!(
+                        "{id}: source of {store} at {:?}, store ends at {end}",
+                        src.position
+                    ));
+                }
+                counters.push(src);
+            }
+            if why.is_empty() {
+                return counters;
+            }
+            if Instant::now() > deadline {
+                self.agents.dump();
+                panic!("{store} not settled within {secs} s:\n{}", why.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Checks by counters that nothing echoed: `written[i]` is the number of
+    /// transactions the test wrote to `store` in DC `i` since
+    /// [`Cluster::start`] (transactions that changed something; a statement
+    /// that changed nothing leaves no transaction in the store's log). The
+    /// agents must not have been restarted (the counters are per process).
+    ///
+    /// Once [`Cluster::settled_sources`] holds:
+    /// - every DC's source journaled exactly `written[i]` local
+    ///   transactions: a transaction that dcsync applied there and that the
+    ///   source failed to recognise would have been journaled as local too;
+    /// - a DC that applied transactions from its peers saw at least one of
+    ///   the sink's commits as an echo, and one that applied none saw none.
+    ///   The echo count is not the number of applied transactions: the sink
+    ///   commits groups of consecutive transactions (up to
+    ///   `apply_group_txns`), and the MySQL sink one commit per
+    ///   `apply_parallel` partition per group, so the count depends on
+    ///   timing.
+    pub async fn assert_no_echo(&mut self, store: &str, written: &[u64]) {
+        assert_eq!(written.len(), self.dcs.len(), "one count per DC");
+        let now = self.settled_sources(store, 120).await;
+        let base = self.baseline.get(store).cloned().unwrap_or_default();
+        let total: u64 = written.iter().sum();
+        for (i, d) in self.dcs.iter().enumerate() {
+            let b = base.get(i).cloned().unwrap_or_default();
+            let local = now[i].local_txns - b.local_txns;
+            let echo = now[i].echo_txns - b.echo_txns;
+            assert_eq!(
+                local, written[i],
+                "{}: the source of {store} journaled {local} local transactions, the test wrote {} \
+                 (more means applied transactions came back as local: an echo)",
+                d.id, written[i]
+            );
+            let applied = total - written[i];
+            if applied > 0 {
+                assert!(
+                    echo > 0,
+                    "{}: {applied} transactions of {store} applied from peers, no echo seen",
+                    d.id
+                );
+            } else {
+                assert_eq!(echo, 0, "{}: echoes of {store} with nothing applied", d.id);
+            }
         }
     }
 }
