@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{query_i64, Cluster, ClusterOptions};
+use common::{options, Cluster, ClusterOptions};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -41,17 +41,21 @@ where
 {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        c.assert_agents_alive();
+        c.agents.assert_alive();
         if f(c).await {
             return;
         }
         if Instant::now() > deadline {
             for i in 0..c.dcs.len() {
-                eprintln!("==== {} status ====\n{}", c.dcs[i].id, c.status(i, false));
+                eprintln!(
+                    "==== {} status ====\n{}",
+                    c.agents.dcs[i].id,
+                    c.agents.status_text(i, false)
+                );
                 eprintln!(
                     "==== {} log ====\n{}",
-                    c.dcs[i].id,
-                    common::tail(&c.agent_log(i), 40)
+                    c.agents.dcs[i].id,
+                    c.agents.log_tail(i, 40)
                 );
             }
             panic!("timed out after {secs} s waiting for: {what}");
@@ -61,7 +65,7 @@ where
 }
 
 fn json(c: &Cluster, i: usize) -> serde_json::Value {
-    serde_json::from_str(&c.status(i, true)).unwrap_or(serde_json::Value::Null)
+    serde_json::from_str(&c.agents.status_text(i, true)).unwrap_or(serde_json::Value::Null)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -69,8 +73,7 @@ async fn a_failing_store_pauses_only_its_stream() {
     let mut c = Cluster::start(ClusterOptions {
         schema_sql: format!("CREATE DATABASE IF NOT EXISTS shop; {SCHEMA}"),
         redis: true,
-        link_toml: String::new(),
-        ..Default::default()
+        ..options()
     })
     .await;
     // A table that exists only in bj: sh's sink cannot apply bj's rows of
@@ -128,9 +131,9 @@ async fn a_failing_store_pauses_only_its_stream() {
     )
     .await;
     assert!(
-        c.status(0, false).contains("PAUSED bj/orders"),
+        c.agents.status_text(0, false).contains("PAUSED bj/orders"),
         "{}",
-        c.status(0, false)
+        c.agents.status_text(0, false)
     );
 
     // Meanwhile the other store on the same link flows from bj to sh, and
@@ -152,9 +155,12 @@ async fn a_failing_store_pauses_only_its_stream() {
         .await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        c.assert_agents_alive();
+        c.agents.assert_alive();
         let (a, b) = (redis_dump(&c, 0).await, redis_dump(&c, 1).await);
-        let back = query_i64(&c.dcs[0].db, "SELECT COUNT(*) FROM shop.t WHERE id = 2").await;
+        let back = c.dcs[0]
+            .db
+            .query_i64("SELECT COUNT(*) FROM shop.t WHERE id = 2")
+            .await;
         if a == b && b.len() == 200 && back == 1 {
             break;
         }
@@ -163,14 +169,17 @@ async fn a_failing_store_pauses_only_its_stream() {
             "cache and sh->bj did not flow while bj/orders is paused: {} vs {} keys, row 2 in bj: {back}\n{}",
             a.len(),
             b.len(),
-            c.status(0, false)
+            c.agents.status_text(0, false)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // bj's own row of shop.t is behind the failed transaction (order is
     // kept per origin stream): not in sh yet.
     assert_eq!(
-        query_i64(&c.dcs[1].db, "SELECT COUNT(*) FROM shop.t WHERE id = 1").await,
+        c.dcs[1]
+            .db
+            .query_i64("SELECT COUNT(*) FROM shop.t WHERE id = 1")
+            .await,
         0
     );
 
@@ -195,8 +204,11 @@ async fn a_failing_store_pauses_only_its_stream() {
     .await;
     assert_eq!(redis_dump(&c, 0).await, redis_dump(&c, 1).await);
     assert_eq!(
-        query_i64(&c.dcs[1].db, "SELECT COUNT(*) FROM shop.only_bj").await,
+        c.dcs[1]
+            .db
+            .query_i64("SELECT COUNT(*) FROM shop.only_bj")
+            .await,
         1
     );
-    c.assert_agents_alive();
+    c.agents.assert_alive();
 }

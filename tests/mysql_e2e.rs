@@ -1,8 +1,9 @@
 //! Two DCs, two-way MariaDB sync through real `dcsync` agents.
 //!
-//! Scenarios (DESIGN.md invariants 1-5):
+//! Scenarios (docs/architecture.md, invariants 1-5):
 //! - concurrent inserts/updates/deletes on disjoint rows converge, and
-//!   nothing echoes (both binlogs stop growing once writes stop);
+//!   nothing echoes (each DC's source journaled exactly the transactions
+//!   written in that DC);
 //! - exactly-once across `kill -9` of either agent at random moments, with
 //!   `UPDATE counters SET n = n + 1`, which diverges on any loss or double apply;
 //! - a cut line: both DCs keep writing, the backlog shows in `dcsync status`,
@@ -11,7 +12,7 @@
 
 mod common;
 
-use common::{query_i64, Cluster, ClusterOptions};
+use common::{options, Cluster, ClusterOptions, MYSQL_STORE};
 use mysql_async::prelude::Queryable;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,14 +40,17 @@ const TABLES: &[&str] = &[
     "shop.warmup",
 ];
 
-/// A mixed workload for DC number `k` on rows only it writes. Returns the
-/// number of successful increments per counter row.
+/// A mixed workload for DC number `k` on rows only it writes. Counts the
+/// successful increments per counter row in `incs`, and in `txns` the
+/// transactions that changed a row (an UPDATE or DELETE of a row deleted
+/// before changes nothing and leaves no transaction in the binlog).
 async fn workload(
     db_url: String,
     k: i64,
     ops: usize,
     stop: Arc<AtomicBool>,
     incs: Arc<[AtomicU64; 3]>,
+    txns: Arc<AtomicU64>,
 ) {
     let mut c = mysql_async::Conn::from_url(db_url).await.unwrap();
     c.query_drop("SET NAMES utf8mb4").await.unwrap();
@@ -89,20 +93,40 @@ async fn workload(
             _ => c.exec_drop("DELETE FROM shop.users WHERE id = ?", (base + rng.random_range(0..=i),)).await,
         };
         r.unwrap();
+        if c.affected_rows() > 0 {
+            txns.fetch_add(1, Ordering::SeqCst);
+        }
     }
     let _ = c.disconnect().await;
 }
 
-/// Starts [`workload`] in every DC with `ops` operations each; returns the
-/// per-DC increment counters and the task handles.
-fn spawn_workloads(
-    c: &Cluster,
-    ops: usize,
-) -> (Vec<Arc<[AtomicU64; 3]>>, Vec<tokio::task::JoinHandle<()>>) {
+/// The workloads of all DCs.
+struct Workloads {
+    /// Per DC, successful increments per counter row.
+    incs: Vec<Arc<[AtomicU64; 3]>>,
+    /// Per DC, transactions that changed something.
+    txns: Vec<Arc<AtomicU64>>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workloads {
+    /// Waits for the end of every workload; returns the transactions each
+    /// DC wrote.
+    async fn finish(&mut self) -> Vec<u64> {
+        for h in self.handles.drain(..) {
+            h.await.unwrap();
+        }
+        self.txns.iter().map(|t| t.load(Ordering::SeqCst)).collect()
+    }
+}
+
+/// Starts [`workload`] in every DC with `ops` operations each.
+fn spawn_workloads(c: &Cluster, ops: usize) -> Workloads {
     let stop = Arc::new(AtomicBool::new(false));
     let incs: Vec<Arc<[AtomicU64; 3]>> = (0..c.dcs.len())
         .map(|_| Arc::new(Default::default()))
         .collect();
+    let txns: Vec<Arc<AtomicU64>> = (0..c.dcs.len()).map(|_| Arc::default()).collect();
     let handles = c
         .dcs
         .iter()
@@ -114,10 +138,15 @@ fn spawn_workloads(
                 ops,
                 stop.clone(),
                 incs[k].clone(),
+                txns[k].clone(),
             ))
         })
         .collect();
-    (incs, handles)
+    Workloads {
+        incs,
+        txns,
+        handles,
+    }
 }
 
 /// Every counter row equals the increments its DC issued, in every DC.
@@ -126,11 +155,9 @@ async fn assert_counters(c: &Cluster, incs: &[Arc<[AtomicU64; 3]>]) {
         for (r, n) in inc.iter().enumerate() {
             let id = k * 10 + 1 + r;
             for d in &c.dcs {
-                let v = query_i64(
-                    &d.db,
-                    &format!("SELECT n FROM shop.counters WHERE id = {id}"),
-                )
-                .await;
+                let v =
+                    d.db.query_i64(&format!("SELECT n FROM shop.counters WHERE id = {id}"))
+                        .await;
                 assert_eq!(
                     v as u64,
                     n.load(Ordering::SeqCst),
@@ -145,88 +172,36 @@ async fn assert_counters(c: &Cluster, incs: &[Arc<[AtomicU64; 3]>]) {
 fn schema() -> ClusterOptions {
     ClusterOptions {
         schema_sql: SCHEMA.into(),
-        ..Default::default()
+        ..options()
     }
 }
 
 /// Max origin seq applied at `db` for `origin`.
 async fn marker_seq(db: &dcsync_testkit::mariadb::MariaDb, origin: &str) -> i64 {
-    query_i64(
-        db,
-        &format!("SELECT CAST(COALESCE(MAX(seq),0) AS SIGNED) FROM dcsync.apply_marker WHERE origin = '{origin}'"),
-    )
+    db.query_i64(&format!(
+        "SELECT CAST(COALESCE(MAX(seq),0) AS SIGNED) FROM dcsync.apply_marker WHERE origin = '{origin}'"
+    ))
     .await
 }
 
-/// Highest seq the agent of DC `i` journaled (from `dcsync status --json`).
+/// Highest seq the agent of DC `i` journaled (from its `status.json`).
 fn journaled_seq(c: &Cluster, i: usize) -> Option<i64> {
-    let s = c.status(i, true);
-    let v: serde_json_lite::Value = serde_json_lite::from_str(&s)?;
-    v.last_seq()
-}
-
-/// Tiny JSON probe for the status document (keeps the test crate free of a
-/// serde_json dependency): finds the first `"last_seq": N`.
-mod serde_json_lite {
-    pub struct Value(String);
-    pub fn from_str(s: &str) -> Option<Value> {
-        if s.trim_start().starts_with('{') {
-            Some(Value(s.to_string()))
-        } else {
-            None
-        }
-    }
-    impl Value {
-        pub fn last_seq(&self) -> Option<i64> {
-            let i = self.0.find("\"last_seq\":")?;
-            let rest = self.0[i + 11..].trim_start();
-            let end = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            rest[..end].parse().ok()
-        }
-    }
-}
-
-async fn wait_binlogs_quiet(c: &Cluster) {
-    // Echo would make the DCs ping-pong the same rows forever, so the binlogs
-    // would never stop growing. Wait (bounded) for 2 s without any growth.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut prev = Vec::new();
-    for d in &c.dcs {
-        prev.push(d.db.binlog_pos().await);
-    }
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let mut now = Vec::new();
-        for d in &c.dcs {
-            now.push(d.db.binlog_pos().await);
-        }
-        if now == prev {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "binlogs still growing after 30 s: echo loop? {prev:?} -> {now:?}"
-        );
-        prev = now;
-    }
+    let seq = c.agents.status(i)?.last_seq(MYSQL_STORE)?;
+    i64::try_from(seq).ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_converge_without_echo() {
     let mut c = Cluster::start(schema()).await;
-    let (incs, w) = spawn_workloads(&c, 600);
-    for h in w {
-        h.await.unwrap();
-    }
+    let mut w = spawn_workloads(&c, 600);
+    let txns = w.finish().await;
     c.wait_converged(TABLES, 120).await;
-    wait_binlogs_quiet(&c).await;
-    c.wait_converged(TABLES, 10).await;
+    // No echo: each DC journaled exactly what was written there.
+    c.assert_no_echo(MYSQL_STORE, &txns).await;
 
     // Every change applied exactly once: counters equal the increments issued,
     // and each peer's apply marker reached exactly the origin's last seq.
-    assert_counters(&c, &incs).await;
+    assert_counters(&c, &w.incs).await;
     // Wait for the status files to catch up (rewritten every second).
     for (i, j) in [(0usize, 1usize), (1, 0)] {
         let origin = c.dcs[i].id.clone();
@@ -242,7 +217,10 @@ async fn concurrent_writes_converge_without_echo() {
             .await;
         assert_eq!(journaled, applied);
     }
-    let bj_users = query_i64(&c.dcs[0].db, "SELECT COUNT(*) FROM shop.users").await;
+    let bj_users = c.dcs[0]
+        .db
+        .query_i64("SELECT COUNT(*) FROM shop.users")
+        .await;
     assert!(
         bj_users > 100,
         "workload wrote too little: {bj_users} users"
@@ -252,21 +230,20 @@ async fn concurrent_writes_converge_without_echo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_once_across_agent_kill9() {
     let mut c = Cluster::start(schema()).await;
-    let (incs, w) = spawn_workloads(&c, 4000);
+    let mut w = spawn_workloads(&c, 4000);
     let mut rng = rand::rngs::StdRng::from_os_rng();
     for round in 0..6 {
         let i = round % 2;
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
-        c.kill_agent(i);
+        c.agents.kill_agent(i);
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..800))).await;
-        c.start_agent(i);
+        c.agents.start_agent(i);
     }
-    for h in w {
-        h.await.unwrap();
-    }
+    w.finish().await;
     c.wait_converged(TABLES, 180).await;
-    assert_counters(&c, &incs).await;
-    let total: u64 = incs
+    assert_counters(&c, &w.incs).await;
+    let total: u64 = w
+        .incs
         .iter()
         .flat_map(|a| a.iter())
         .map(|n| n.load(Ordering::SeqCst))
@@ -283,35 +260,34 @@ async fn link_outage_backlog_replays() {
         .exec("INSERT INTO shop.users VALUES (-1, 1, 'warmup', 0, NOW(6))")
         .await;
     c.wait_converged(TABLES, 60).await;
-    for d in &c.dcs {
-        d.proxy.cut();
+    for a in &c.agents.dcs {
+        a.proxy.cut();
     }
-    let (incs, w) = spawn_workloads(&c, 1500);
-    for h in w {
-        h.await.unwrap();
-    }
+    let mut w = spawn_workloads(&c, 1500);
+    let txns = w.finish().await;
     // While cut, the peer has none of the other's rows and the backlog shows.
-    let sh_has_bj = query_i64(
-        &c.dcs[1].db,
-        "SELECT COUNT(*) FROM shop.users WHERE id BETWEEN 0 AND 999999",
-    )
-    .await;
+    let sh_has_bj = c.dcs[1]
+        .db
+        .query_i64("SELECT COUNT(*) FROM shop.users WHERE id BETWEEN 0 AND 999999")
+        .await;
     assert_eq!(sh_has_bj, 0, "rows crossed a cut line");
     let status = dcsync_testkit::wait_for(
         "backlog in dcsync status",
         Duration::from_secs(20),
         || async {
-            let s = c.status(0, false);
+            let s = c.agents.status_text(0, false);
             (s.contains("retrying since") && journaled_seq(&c, 0).unwrap_or(0) > 500).then_some(s)
         },
     )
     .await;
     println!("{status}");
-    for d in &c.dcs {
-        d.proxy.restore();
+    for a in &c.agents.dcs {
+        a.proxy.restore();
     }
     c.wait_converged(TABLES, 180).await;
-    assert_counters(&c, &incs).await;
+    assert_counters(&c, &w.incs).await;
+    // The warm-up row in bj, then the workloads; nothing echoed on replay.
+    c.assert_no_echo(MYSQL_STORE, &[1 + txns[0], txns[1]]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -322,10 +298,10 @@ async fn stalled_line_is_detected_and_replaced() {
         .exec("INSERT INTO shop.users VALUES (-1, 1, 'warmup', 0, NOW(6))")
         .await;
     c.wait_converged(TABLES, 60).await;
-    let before = c.dcs[1].proxy.accepted();
+    let before = c.agents.dcs[1].proxy.accepted();
     // Blackhole the line into sh without closing it: bj must notice through
     // missing heartbeats (dead_after_ms = 3000) and dial again.
-    c.dcs[1].proxy.stall();
+    c.agents.dcs[1].proxy.stall();
     c.dcs[0]
         .db
         .exec("INSERT INTO shop.users VALUES (-2, 1, 'during stall', 0, NOW(6))")
@@ -333,13 +309,13 @@ async fn stalled_line_is_detected_and_replaced() {
     dcsync_testkit::wait_for(
         "a stalled link to be noticed",
         Duration::from_secs(30),
-        || async { c.agent_log(0).contains("connection stalled").then_some(()) },
+        || async { c.agents.log(0).contains("connection stalled").then_some(()) },
     )
     .await;
-    c.dcs[1].proxy.restore();
+    c.agents.dcs[1].proxy.restore();
     c.wait_converged(TABLES, 60).await;
     assert!(
-        c.dcs[1].proxy.accepted() > before,
+        c.agents.dcs[1].proxy.accepted() > before,
         "bj never reconnected to sh"
     );
     let mut conn = c.dcs[1].db.conn().await;
@@ -348,4 +324,5 @@ async fn stalled_line_is_detected_and_replaced() {
         .await
         .unwrap();
     assert_eq!(name.as_deref(), Some("during stall"));
+    c.assert_no_echo(MYSQL_STORE, &[2, 0]).await;
 }

@@ -2,8 +2,8 @@
 //! in the same agents and topology).
 //!
 //! - every data type with TTLs, written concurrently in both DCs on disjoint
-//!   keys, plus an application MULTI/EXEC, converges; afterwards neither
-//!   server's `master_repl_offset` keeps growing (no echo);
+//!   keys, one `MULTI`/`EXEC` per round, converges, and nothing echoes (each
+//!   DC's source journaled exactly the transactions written in that DC);
 //! - `INCR` counters stay exact while the agents are killed with SIGKILL and
 //!   restarted, and the restarts resume with `+CONTINUE` (no full resync);
 //! - when the server's backlog no longer holds the restart offset, the agent
@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Cluster, ClusterOptions};
+use common::{options, Cluster, ClusterOptions, MYSQL_STORE, REDIS_STORE};
 use dcsync_testkit::redis::Redis;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ use std::time::Duration;
 fn opts() -> ClusterOptions {
     ClusterOptions {
         redis: true,
-        ..Default::default()
+        ..options()
     }
 }
 
@@ -123,7 +123,7 @@ async fn snapshot(r: &Redis) -> BTreeMap<Vec<u8>, (Vec<u8>, i64)> {
 async fn wait_redis_converged(c: &mut Cluster, secs: u64) -> usize {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        c.assert_agents_alive();
+        c.agents.assert_alive();
         let a = snapshot(redis_of(c, 0)).await;
         let b = snapshot(redis_of(c, 1)).await;
         let same = a.len() == b.len()
@@ -167,24 +167,23 @@ async fn wait_redis_converged(c: &mut Cluster, secs: u64) -> usize {
                 })
                 .collect();
             eprintln!("keys whose value differs (key, ttl bj, ttl sh): {differ:?}");
-            for i in 0..2 {
-                eprintln!(
-                    "==== agent {} ====\n{}",
-                    c.dcs[i].id,
-                    common::tail(&c.agent_log(i), 40)
-                );
-            }
+            c.agents.dump();
             panic!("redis did not converge in {secs} s: {} vs {} keys; only in bj {only_a:?}; only in sh {only_b:?}", a.len(), b.len());
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
-async fn write_all_types(r: String, dc: &'static str, n: usize) {
+/// Writes `n` rounds of every data type in DC `dc`, each round one
+/// `MULTI`/`EXEC` (so one transaction on the replication stream, which the
+/// no-echo check counts), then one more application transaction. Returns
+/// the number of transactions written.
+async fn write_all_types(r: String, dc: &'static str, n: usize) -> u64 {
     let client = redis::Client::open(r).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     for i in 0..n {
         let mut p = redis::pipe();
+        p.atomic();
         p.cmd("SET")
             .arg(format!("{dc}:s:{i}"))
             .arg(format!("value {i} ✓"))
@@ -240,13 +239,7 @@ async fn write_all_types(r: String, dc: &'static str, n: usize) {
         .query_async(&mut c)
         .await
         .unwrap();
-}
-
-async fn repl_offset(r: &Redis) -> i64 {
-    r.info_field("replication", "master_repl_offset")
-        .await
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    n as u64 + 1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -254,25 +247,12 @@ async fn redis_all_types_converge_without_echo() {
     let mut c = Cluster::start(opts()).await;
     let a = tokio::spawn(write_all_types(redis_of(&c, 0).url(), "bj", 400));
     let b = tokio::spawn(write_all_types(redis_of(&c, 1).url(), "sh", 400));
-    a.await.unwrap();
-    b.await.unwrap();
+    let written = [a.await.unwrap(), b.await.unwrap()];
     let keys = wait_redis_converged(&mut c, 120).await;
     assert!(keys > 500, "too few keys to mean anything: {keys}");
-    // No echo: once converged, the offsets only move by the primary's
-    // periodic PING to its replicas (14 bytes each, every 10 s).
-    let before = (
-        repl_offset(redis_of(&c, 0)).await,
-        repl_offset(redis_of(&c, 1)).await,
-    );
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let after = (
-        repl_offset(redis_of(&c, 0)).await,
-        repl_offset(redis_of(&c, 1)).await,
-    );
-    assert!(
-        after.0 - before.0 <= 64 && after.1 - before.1 <= 64,
-        "replication offsets still growing (echo?): {before:?} -> {after:?}"
-    );
+    // No echo: each DC journaled exactly the transactions written there.
+    c.assert_no_echo(REDIS_STORE, &written).await;
+    c.assert_no_echo(MYSQL_STORE, &[0, 0]).await;
     // The application MULTI/EXEC arrived whole.
     let mut sh = redis_of(&c, 1).conn().await;
     let v: (Option<i64>, Option<i64>, Vec<String>) = redis::pipe()
@@ -288,6 +268,7 @@ async fn redis_all_types_converge_without_echo() {
         .await
         .unwrap();
     assert_eq!(v, (Some(1), Some(2), vec!["x".to_string()]));
+    c.wait_converged(&["shop.warmup"], 60).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -317,9 +298,9 @@ async fn redis_incr_exactly_once_across_kill9_with_continue() {
     let mut rng = rand::rngs::StdRng::from_os_rng();
     for round in 0..4 {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..900))).await;
-        c.kill_agent(round % 2);
+        c.agents.kill_agent(round % 2);
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..500))).await;
-        c.start_agent(round % 2);
+        c.agents.start_agent(round % 2);
     }
     for w in writers {
         w.await.unwrap();
@@ -346,7 +327,7 @@ async fn redis_incr_exactly_once_across_kill9_with_continue() {
         }
     }
     for i in 0..2 {
-        let log = c.agent_log(i);
+        let log = c.agents.log(i);
         assert!(
             log.contains("+CONTINUE"),
             "agent {} never resumed with +CONTINUE:\n{}",
@@ -359,6 +340,7 @@ async fn redis_incr_exactly_once_across_kill9_with_continue() {
             c.dcs[i].id
         );
     }
+    c.wait_converged(&["shop.warmup"], 60).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -381,7 +363,7 @@ async fn redis_full_resync_when_backlog_exceeded_still_converges() {
             .unwrap();
     }
     wait_redis_converged(&mut c, 60).await;
-    c.kill_agent(0);
+    c.agents.kill_agent(0);
     {
         let mut bj = redis_of(&c, 0).conn().await;
         let big = "x".repeat(200);
@@ -394,10 +376,11 @@ async fn redis_full_resync_when_backlog_exceeded_still_converges() {
                 .unwrap();
         }
     }
-    c.start_agent(0);
+    c.agents.start_agent(0);
     let n = wait_redis_converged(&mut c, 120).await;
     assert!(n >= 1001, "{n} keys");
-    let log = c.agent_log(0);
+    c.wait_converged(&["shop.warmup"], 60).await;
+    let log = c.agents.log(0);
     assert!(
         log.contains("full resync"),
         "the full resync was not reported:\n{}",

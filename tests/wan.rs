@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{query_i64, Cluster, ClusterOptions};
+use common::{options, Cluster, ClusterOptions, MYSQL_STORE};
 use mysql_async::prelude::Queryable;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ const TABLES: &[&str] = &["shop.counters", "shop.events", "shop.warmup"];
 fn opts() -> ClusterOptions {
     ClusterOptions {
         schema_sql: format!("CREATE DATABASE IF NOT EXISTS shop; {SCHEMA}"),
-        ..Default::default()
+        ..options()
     }
 }
 
@@ -118,11 +118,9 @@ impl Load {
 async fn assert_counters(c: &Cluster, incs: &[u64]) {
     for (k, n) in incs.iter().enumerate() {
         for d in &c.dcs {
-            let v = query_i64(
-                &d.db,
-                &format!("SELECT n FROM shop.counters WHERE id = {}", k + 1),
-            )
-            .await;
+            let v =
+                d.db.query_i64(&format!("SELECT n FROM shop.counters WHERE id = {}", k + 1))
+                    .await;
             assert_eq!(v as u64, *n, "counter of dc {k} in {}", d.id);
         }
     }
@@ -131,17 +129,17 @@ async fn assert_counters(c: &Cluster, incs: &[u64]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delayed_jittery_flapping_line_converges_exactly_once() {
     let mut c = Cluster::start(opts()).await;
-    for d in &c.dcs {
-        d.proxy
+    for a in &c.agents.dcs {
+        a.proxy
             .set_latency(Duration::from_millis(15), Duration::from_millis(10));
     }
     let load = start_load(&c, 3);
     // Drop the connections a few times while the load runs.
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(800)).await;
-        c.dcs[0].proxy.drop_connections();
+        c.agents.dcs[0].proxy.drop_connections();
         tokio::time::sleep(Duration::from_millis(400)).await;
-        c.dcs[1].proxy.drop_connections();
+        c.agents.dcs[1].proxy.drop_connections();
     }
     let (incs, _) = load.stop().await;
     c.wait_converged(TABLES, 180).await;
@@ -150,20 +148,22 @@ async fn delayed_jittery_flapping_line_converges_exactly_once() {
     // Both directions reconnected after the drops.
     for i in 0..2 {
         assert!(
-            c.dcs[i].proxy.accepted() >= 3,
+            c.agents.dcs[i].proxy.accepted() >= 3,
             "dc {i} line never redialed: {}",
-            c.dcs[i].proxy.accepted()
+            c.agents.dcs[i].proxy.accepted()
         );
     }
+    // One transaction per increment; resends after the drops did not echo.
+    c.assert_no_echo(MYSQL_STORE, &incs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn long_cut_replays_a_100k_backlog_with_bounded_memory_and_survives_kill9() {
     let mut c = Cluster::start(opts()).await;
-    for d in &c.dcs {
-        d.proxy
+    for a in &c.agents.dcs {
+        a.proxy
             .set_latency(Duration::from_millis(15), Duration::from_millis(5));
-        d.proxy.cut();
+        a.proxy.cut();
     }
     let load = start_load(&c, 50);
     // Keep writing until bj holds a backlog of at least 100,000 row changes.
@@ -178,33 +178,32 @@ async fn long_cut_replays_a_100k_backlog_with_bounded_memory_and_survives_kill9(
     )
     .await;
     let (incs, rows) = load.stop().await;
-    let backlog_status = c.status(0, false);
+    let backlog_status = c.agents.status_text(0, false);
     println!("during the cut:\n{backlog_status}");
     assert!(
         backlog_status.contains("retrying since"),
         "{backlog_status}"
     );
-    let rss_before = c.agent_rss_kib(0).unwrap_or(0);
+    let rss_before = c.agents.rss_kib(0).unwrap_or(0);
 
     // Restore, sample memory while replaying, and kill -9 bj once mid-replay.
-    for d in &c.dcs {
-        d.proxy.restore();
+    for a in &c.agents.dcs {
+        a.proxy.restore();
     }
     let mut max_rss = rss_before;
     let mut killed = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     loop {
         max_rss = max_rss
-            .max(c.agent_rss_kib(0).unwrap_or(0))
-            .max(c.agent_rss_kib(1).unwrap_or(0));
-        let sh_rows = query_i64(
-            &c.dcs[1].db,
-            "SELECT COUNT(*) FROM shop.events WHERE id < 1000000000",
-        )
-        .await;
+            .max(c.agents.rss_kib(0).unwrap_or(0))
+            .max(c.agents.rss_kib(1).unwrap_or(0));
+        let sh_rows = c.dcs[1]
+            .db
+            .query_i64("SELECT COUNT(*) FROM shop.events WHERE id < 1000000000")
+            .await;
         if !killed && sh_rows > 5_000 {
-            c.kill_agent(0);
-            c.start_agent(0);
+            c.agents.kill_agent(0);
+            c.agents.start_agent(0);
             killed = true;
         }
         if killed && sh_rows as u64 >= rows[0] / 51 * 50 {
@@ -246,8 +245,8 @@ async fn status_warns_when_backlog_age_nears_binlog_retention() {
         o.schema_sql
     );
     let mut c = Cluster::start(o).await;
-    for d in &c.dcs {
-        d.proxy.cut();
+    for a in &c.agents.dcs {
+        a.proxy.cut();
     }
     c.dcs[0]
         .db
@@ -255,7 +254,7 @@ async fn status_warns_when_backlog_age_nears_binlog_retention() {
         .await;
     let status =
         dcsync_testkit::wait_for("the retention warning", Duration::from_secs(60), || async {
-            let s = c.status(0, false);
+            let s = c.agents.status_text(0, false);
             s.contains("WARNING").then_some(s)
         })
         .await;
@@ -264,14 +263,16 @@ async fn status_warns_when_backlog_age_nears_binlog_retention() {
         "the warning in the agent log",
         Duration::from_secs(10),
         || async {
-            c.agent_log(0)
+            c.agents
+                .log(0)
                 .contains("keeps its binlog for 10 s")
                 .then_some(())
         },
     )
     .await;
-    for d in &c.dcs {
-        d.proxy.restore();
+    for a in &c.agents.dcs {
+        a.proxy.restore();
     }
     c.wait_converged(TABLES, 60).await;
+    c.assert_no_echo(MYSQL_STORE, &[1, 0]).await;
 }

@@ -2,12 +2,12 @@
 //! primary→replica replication (with agent RSS sampled on the way), and
 //! steady-state lag at a fixed sysbench rate over a 30 ms RTT line.
 
-use crate::cluster::Agents;
+use crate::cluster;
 use crate::util::{
-    lag_summary, last_seq_of, now_us, poll, read_status, source_of, sysbench, sysbench_args,
-    RssSampler, RssStats, SysbenchRun,
+    lag_summary, now_us, poll, sysbench, sysbench_args, RssSampler, RssStats, SysbenchRun,
 };
 use anyhow::{bail, Context, Result};
+use dcsync_testkit::cluster::{Agents, Status};
 use dcsync_testkit::mariadb::{MariaDb, MariaDbOptions};
 use dcsync_testkit::proxy::Proxy;
 use mysql_async::prelude::Queryable;
@@ -214,7 +214,7 @@ async fn wait_flowing(agents: &mut Agents, a: &MariaDb, b: &MariaDb) -> Result<(
 /// restored and timed until B applied all of it.
 pub async fn replay_dcsync(dcsync: &Path, p: &Params, durable: bool) -> Result<Replay> {
     let (a, b) = start_pair(p, durable, &[]).await?;
-    let mut agents = Agents::start(dcsync, &store_toml(&a, &b)).await?;
+    let mut agents = cluster::start(dcsync, &store_toml(&a, &b)).await;
     wait_flowing(&mut agents, &a, &b).await?;
     agents.dcs[1].proxy.cut();
     let rss = RssSampler::start(agents.pids());
@@ -231,19 +231,19 @@ pub async fn replay_dcsync(dcsync: &Path, p: &Params, durable: bool) -> Result<R
         Duration::from_millis(200),
         Duration::from_secs(1800),
         || {
-            let st = read_status(&data_a);
+            let st = Status::read(&data_a);
             let alive = agents.check_alive();
             let end = end.clone();
             async move {
                 alive?;
                 let Some(st) = st else { return Ok(None) };
-                let Some((position, _)) = source_of(&st, "sql") else {
+                let Some(source) = st.source("sql") else {
                     return Ok(None);
                 };
-                if position.split_whitespace().next() != Some(end.as_str()) {
+                if source.position.split_whitespace().next() != Some(end.as_str()) {
                     return Ok(None);
                 }
-                Ok(last_seq_of(&st, "sql"))
+                Ok(st.last_seq("sql"))
             }
         },
     )
@@ -387,7 +387,7 @@ pub async fn lag(
     let mut agents = None;
     let mut _line = None;
     if let Some(dcsync) = dcsync {
-        let mut ag = Agents::start(dcsync, &store_toml(&a, &b)).await?;
+        let mut ag = cluster::start(dcsync, &store_toml(&a, &b)).await;
         wait_flowing(&mut ag, &a, &b).await?;
         for d in &ag.dcs {
             shape(&d.proxy);
@@ -469,16 +469,8 @@ pub async fn lag(
     stop.store(true, Ordering::SeqCst);
     let backlog_at_end = agents
         .as_ref()
-        .and_then(|ag| read_status(&ag.dcs[0].data_dir))
-        .and_then(|st| {
-            st["links"].as_array()?.iter().find_map(|l| {
-                l["backlog"].as_array()?.iter().find_map(|b| {
-                    (b["store"].as_str()? == "sql")
-                        .then(|| b["txns"].as_u64())
-                        .flatten()
-                })
-            })
-        });
+        .and_then(|ag| ag.status(0))
+        .and_then(|st| st.backlogs("sql").first().map(|(_, b)| b.txns));
     let last = writer.await??;
     done.store(last, Ordering::SeqCst);
     let mut lags = tokio::time::timeout(Duration::from_secs(600), poller)

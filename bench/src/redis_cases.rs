@@ -2,9 +2,10 @@
 //! into DC A, end to end through dcsync against native `REPLICAOF`; and
 //! steady-state lag at a fixed pipelined load over a 30 ms RTT line.
 
-use crate::cluster::Agents;
+use crate::cluster;
 use crate::util::{lag_summary, now_us};
 use anyhow::{bail, Context, Result};
+use dcsync_testkit::cluster::Agents;
 use dcsync_testkit::proxy::Proxy;
 use dcsync_testkit::redis::Redis;
 use redis::aio::MultiplexedConnection;
@@ -157,7 +158,7 @@ fn redis_benchmark(port: u16, n: u64) -> Result<f64> {
 pub async fn throughput_dcsync(dcsync: &Path, n: u64) -> Result<Throughput> {
     let a = Redis::start().await;
     let b = Redis::start().await;
-    let mut agents = Agents::start(dcsync, &store_toml(&a, &b)).await?;
+    let mut agents = cluster::start(dcsync, &store_toml(&a, &b)).await;
     let (mut ca, mut cb) = (a.conn().await, b.conn().await);
     wait_key(
         &mut agents,
@@ -274,7 +275,7 @@ pub async fn lag(dcsync: Option<&Path>, rate: u64, secs: u64, rtt_ms: u64) -> Re
     let mut agents = None;
     let mut _line = None;
     if let Some(dcsync) = dcsync {
-        let mut ag = Agents::start(dcsync, &store_toml(&a, &b)).await?;
+        let mut ag = cluster::start(dcsync, &store_toml(&a, &b)).await;
         wait_key(
             &mut ag,
             &mut ca,

@@ -1,9 +1,7 @@
 //! Small measuring helpers: a process-wide microsecond clock, percentiles,
-//! an RSS sampler over `/proc/<pid>/status`, the agents' `status.json`, and
-//! the `sysbench` driver.
+//! an RSS sampler over `/proc/<pid>/status`, and the `sysbench` driver.
 
 use anyhow::{bail, Context, Result};
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -87,35 +85,6 @@ impl RssSampler {
         let _ = self.task.await;
         self.stats.lock().map(|g| g.clone()).unwrap_or_default()
     }
-}
-
-/// The agent's `status.json` in `data_dir`, if readable.
-pub fn read_status(data_dir: &Path) -> Option<serde_json::Value> {
-    let s = std::fs::read(data_dir.join("status.json")).ok()?;
-    serde_json::from_slice(&s).ok()
-}
-
-/// `(position, local_txns)` of `store`'s source in a status document.
-pub fn source_of(status: &serde_json::Value, store: &str) -> Option<(String, u64)> {
-    status["sources"].as_array()?.iter().find_map(|s| {
-        (s["store"].as_str()? == store).then(|| {
-            (
-                s["position"].as_str().unwrap_or_default().to_string(),
-                s["local_txns"].as_u64().unwrap_or(0),
-            )
-        })
-    })
-}
-
-/// Highest journaled seq of `store` in a status document (first link).
-pub fn last_seq_of(status: &serde_json::Value, store: &str) -> Option<u64> {
-    status["links"].as_array()?.iter().find_map(|l| {
-        l["backlog"].as_array()?.iter().find_map(|b| {
-            (b["store"].as_str()? == store)
-                .then(|| b["last_seq"].as_u64())
-                .flatten()
-        })
-    })
 }
 
 /// Connection parameters `sysbench` needs for a private MariaDB.

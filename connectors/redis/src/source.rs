@@ -22,7 +22,7 @@ use crate::commands::{self, KeyFilter};
 use crate::config::{FlushPolicy, RedisOptions};
 use crate::position::ReplPosition;
 use crate::rdb;
-use crate::resp;
+use crate::resp::{self, Reply};
 use crate::stream::StreamState;
 use dcsync_core::connector::{ConnectorError, Source, SourceContext, SourceEvent};
 use dcsync_core::{Change, Payload, RedisCommand};
@@ -167,13 +167,6 @@ fn parse_url(url: &str) -> Result<Url, ConnectorError> {
     })
 }
 
-/// A handshake reply.
-enum Reply {
-    Status(String),
-    Error(String),
-    Bulk(Vec<u8>),
-}
-
 /// The connection to the primary: read half with a buffer, write half.
 pub(crate) struct Conn {
     pub(crate) rd: OwnedReadHalf,
@@ -203,54 +196,40 @@ impl Conn {
             .map_err(|e| transient("write", e))
     }
 
-    /// Reads one CRLF-terminated line. Bare `\n` bytes before a line are
-    /// keep-alives: the primary sends them while it prepares the RDB
-    /// (`repl-diskless-sync-delay`, fork time), before `+FULLRESYNC` and
-    /// before the `$` of the RDB bulk; they are skipped.
+    /// Drops bare `\n` bytes at the start of the buffer: keep-alives the
+    /// primary sends while it prepares the RDB (`repl-diskless-sync-delay`,
+    /// fork time), before `+FULLRESYNC` and before the `$` of the RDB bulk.
+    fn skip_keepalives(&mut self) {
+        let skip = self.buf.iter().take_while(|b| **b == b'\n').count();
+        if skip > 0 {
+            self.buf.drain(..skip);
+        }
+    }
+
+    /// Reads one CRLF-terminated line, after any keep-alives.
     async fn line(&mut self) -> Result<Vec<u8>, ConnectorError> {
         loop {
-            let skip = self.buf.iter().take_while(|b| **b == b'\n').count();
-            if skip > 0 {
-                self.buf.drain(..skip);
-            }
-            if let Some(p) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let l = self.buf[..p].to_vec();
-                self.buf.drain(..p + 2);
+            self.skip_keepalives();
+            let parsed = resp::parse_line(&self.buf).map_err(|e| definite(e.to_string()))?;
+            if let Some((l, used)) = parsed {
+                let l = l.to_vec();
+                self.buf.drain(..used);
                 return Ok(l);
-            }
-            if self.buf.len() > 1 << 20 {
-                return Err(definite("reply line longer than 1 MiB"));
             }
             self.read_more().await?;
         }
     }
 
+    /// Reads one reply, after any keep-alives.
     async fn reply(&mut self) -> Result<Reply, ConnectorError> {
-        let l = self.line().await?;
-        let text = String::from_utf8_lossy(l.get(1..).unwrap_or_default()).into_owned();
-        match l.first() {
-            Some(b'+') => Ok(Reply::Status(text)),
-            Some(b'-') => Ok(Reply::Error(text)),
-            Some(b':') => Ok(Reply::Status(text)),
-            Some(b'$') => {
-                let n: i64 = text
-                    .parse()
-                    .map_err(|_| definite(format!("bad bulk length {text:?}")))?;
-                if n < 0 {
-                    return Ok(Reply::Bulk(Vec::new()));
-                }
-                let n = n as usize;
-                while self.buf.len() < n + 2 {
-                    self.read_more().await?;
-                }
-                let b = self.buf[..n].to_vec();
-                self.buf.drain(..n + 2);
-                Ok(Reply::Bulk(b))
+        loop {
+            self.skip_keepalives();
+            let parsed = resp::parse_reply(&self.buf).map_err(|e| definite(e.to_string()))?;
+            if let Some((reply, used)) = parsed {
+                self.buf.drain(..used);
+                return Ok(reply);
             }
-            _ => Err(definite(format!(
-                "unexpected reply {:?}",
-                String::from_utf8_lossy(&l)
-            ))),
+            self.read_more().await?;
         }
     }
 
@@ -258,7 +237,8 @@ impl Conn {
         self.send(args).await?;
         match self.reply().await? {
             Reply::Status(s) => Ok(s),
-            Reply::Bulk(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Reply::Integer(n) => Ok(n.to_string()),
+            Reply::Bulk(b) => Ok(String::from_utf8_lossy(&b.unwrap_or_default()).into_owned()),
             Reply::Error(e) if e.starts_with("LOADING") || e.starts_with("BUSY") => {
                 Err(transient(what, e))
             }
@@ -269,16 +249,7 @@ impl Conn {
     /// Reads the RDB bulk that follows `+FULLRESYNC`.
     async fn read_rdb(&mut self) -> Result<Vec<u8>, ConnectorError> {
         // The primary sends "\n" keepalives while it prepares the RDB.
-        let header = loop {
-            while self.buf.first() == Some(&b'\n') {
-                self.buf.remove(0);
-            }
-            if self.buf.is_empty() {
-                self.read_more().await?;
-                continue;
-            }
-            break self.line().await?;
-        };
+        let header = self.line().await?;
         let h = String::from_utf8_lossy(&header).into_owned();
         if let Some(mark) = h.strip_prefix("$EOF:") {
             let mark = mark.as_bytes().to_vec();
@@ -385,7 +356,9 @@ impl RedisSource {
                 return Err(transient("PSYNC", e))
             }
             Reply::Error(e) => return Err(definite(format!("PSYNC refused: {e}"))),
-            Reply::Bulk(_) => return Err(definite("PSYNC answered with a bulk string")),
+            other @ (Reply::Integer(_) | Reply::Bulk(_)) => {
+                return Err(definite(format!("PSYNC answered with {other:?}")))
+            }
         };
         let mut words = status.split_whitespace();
         let state = match words.next() {

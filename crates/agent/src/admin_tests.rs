@@ -26,11 +26,7 @@ fn sample_exposition() -> String {
             txns: 2,
         }
         .emit();
-        events::FullResync {
-            store: "cache",
-            reason: "test",
-        }
-        .emit();
+        events::FullResync { store: "cache" }.emit();
         events::BatchApplied {
             peer: "sh",
             origin: "sh",

@@ -2,9 +2,10 @@
 //!
 //! A [`Transaction`] is the atomic group one source commit produced: a MySQL
 //! transaction (BEGIN .. XID), a Redis `MULTI`/`EXEC` block or single command.
-//! It carries the envelope fields of DESIGN.md: origin DC, origin sequence
-//! number (dense per origin and store, assigned by the journal), HLC timestamp,
-//! store, source position, and the [`Change`]s with their unit.
+//! It carries the envelope fields of docs/architecture.md ("The change
+//! envelope"): origin DC, origin sequence number (dense per origin and store,
+//! assigned by the journal), HLC timestamp, store, source position, and the
+//! [`Change`]s with their unit.
 //!
 //! Everything here is `serde`-serialisable; the journal and the link encode it
 //! with bincode.

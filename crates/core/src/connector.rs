@@ -1,6 +1,6 @@
 //! The contract between the agent and a store connector.
 //!
-//! A connector has two halves (see DESIGN.md, "Moving parts"):
+//! A connector has two halves (see docs/architecture.md):
 //!
 //! - a **source** ([`Source`]) tails the local store and sends
 //!   [`SourceEvent`]s to the agent. The agent journals each local transaction

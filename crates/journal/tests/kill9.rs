@@ -8,6 +8,12 @@
 //!   the transaction written for that seq.
 //!
 //! This is the evidence for choosing redb (docs/journal.md).
+//!
+//! The child is this test binary again, running the same single test with
+//! `DCSYNC_JOURNAL_KILL9_DIR` set: in that mode the test is the writer and
+//! never returns. There is no separate "child" test that would report
+//! success without asserting anything.
+#![allow(clippy::unwrap_used)]
 
 use dcsync_core::connector::Position;
 use dcsync_core::{Change, Hlc, Payload, RedisCommand, Transaction};
@@ -36,13 +42,11 @@ fn tx(n: u64) -> Transaction {
     }
 }
 
-/// Not a test on its own: the body of the child process.
-#[test]
-fn child_writer() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let j = Journal::open(std::path::Path::new(&dir), "bj", &["sh".into()]).unwrap();
+/// The child process: appends and acknowledges until it is killed. It runs
+/// inside this same test binary, in the one test below, when the parent set
+/// [`CHILD_ENV`]; it never returns, so it can never report a result.
+fn child_writer(dir: &str) -> ! {
+    let j = Journal::open(std::path::Path::new(dir), "bj", &["sh".into()]).unwrap();
     let mut rng = rand::rng();
     loop {
         let last = j.last_seq("bj", "s").unwrap();
@@ -68,13 +72,17 @@ fn child_writer() {
 
 #[test]
 fn kill9_never_loses_or_duplicates() {
+    // In the child process (started below), this test is the writer.
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        child_writer(&dir);
+    }
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rng();
     let mut last_seen = 0;
     for round in 0..12 {
         let mut child = Command::new(&exe)
-            .args(["--exact", "child_writer", "--nocapture"])
+            .args(["--exact", "kill9_never_loses_or_duplicates", "--nocapture"])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,9 +1,16 @@
 //! Test harness for dcsync: starts real `mariadbd` and `redis-server`
 //! processes on free loopback ports with temporary data directories, and
 //! stops and removes them on drop. Test-only: panics on setup failure.
+//!
+//! The servers are a prerequisite, not an option: `scripts/setup.sh`
+//! installs them, and a test that cannot start one fails with the reason
+//! (it is never skipped or reported as passed). Tests that need a server
+//! which cannot be installed here (MySQL 8) are `#[ignore]`d with a reason
+//! and fail when run with `--ignored` but without their server address.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
 pub mod mariadb;
 pub mod proxy;
 pub mod redis;
@@ -15,6 +22,23 @@ use std::time::{Duration, Instant};
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
+}
+
+/// A free TCP port on 127.0.0.1 below the kernel's ephemeral range (32768+
+/// on Linux), for a listener that binds later: the many client connections
+/// of a test or benchmark take their ports from the ephemeral range, so they
+/// cannot take this one between choosing it and binding it.
+pub fn listen_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    for i in 0..1000u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999")
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics with `what`
@@ -34,6 +58,14 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The panic message for a server binary that could not be started.
+fn missing(binary: &str, e: &std::io::Error) -> String {
+    format!(
+        "cannot run {binary} ({e}): the tests need MariaDB and Redis server binaries; \
+         install them with scripts/setup.sh (apt-get install mariadb-server redis-server)"
+    )
 }
 
 /// FNV-1a of `bytes`, for cache keys.

@@ -85,7 +85,7 @@ fn template() -> PathBuf {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .expect("run mariadb-install-db (apt-get install mariadb-server)");
+        .unwrap_or_else(|e| panic!("{}", crate::missing("mariadb-install-db", &e)));
     assert!(
         out.status.success(),
         "mariadb-install-db failed: {}",
@@ -177,7 +177,7 @@ impl MariaDb {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn mariadbd");
+            .unwrap_or_else(|e| panic!("{}", crate::missing("mariadbd", &e)));
         self.child = Some(child);
         let start = Instant::now();
         loop {
@@ -223,6 +223,17 @@ impl MariaDb {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
         let _ = c.disconnect().await;
+    }
+
+    /// Runs one query returning a single integer (0 for no row or NULL).
+    pub async fn query_i64(&self, sql: &str) -> i64 {
+        let mut c = self.conn().await;
+        let v: Option<Option<i64>> = c
+            .query_first(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = c.disconnect().await;
+        v.flatten().unwrap_or(0)
     }
 
     /// `CHECKSUM TABLE` of `schema.table`; `None` if it does not exist.

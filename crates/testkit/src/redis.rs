@@ -60,7 +60,7 @@ impl Redis {
             cmd.stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("spawn redis-server"),
+                .unwrap_or_else(|e| panic!("{}", crate::missing("redis-server", &e))),
         );
         let start = Instant::now();
         loop {

@@ -1,0 +1,314 @@
+//! The admin endpoint during a real two-way sync: `/metrics` is valid
+//! Prometheus exposition (`promtool check metrics`), its counters move by
+//! exactly what the test wrote and what was applied, the gauges settle
+//! (links up, backlogs empty), and `/status` serves the status document.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{options, Cluster, ClusterOptions};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const SCHEMA: &str = "CREATE TABLE shop.t (id INT PRIMARY KEY, user_id INT, n INT) ENGINE=InnoDB;";
+
+/// The sum of the samples of `name` whose labels include `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (lab, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some((l, v)) => (l, v),
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(v) => ("", v),
+                None => continue,
+            },
+        };
+        let have: BTreeMap<&str, &str> = lab
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        if labels.iter().all(|(k, v)| have.get(k) == Some(v)) {
+            let v: f64 = value
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+fn promtool(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool not found ({e}): run scripts/setup.sh (Debian package prometheus)")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn redis_dump(c: &Cluster, i: usize) -> BTreeMap<String, String> {
+    let mut conn = c.dcs[i].redis.as_ref().unwrap().conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for k in keys.into_iter().filter(|k| !k.starts_with("dcsync:")) {
+        let v: String = redis::cmd("GET")
+            .arg(&k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        out.insert(k, v);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_move_with_a_sync_and_pass_promtool() {
+    let mut c = Cluster::start(ClusterOptions {
+        schema_sql: format!("CREATE DATABASE IF NOT EXISTS shop; {SCHEMA}"),
+        redis: true,
+        ..options()
+    })
+    .await;
+    let before: Vec<String> = (0..2)
+        .map(|i| c.agents.admin_get(i, "/metrics").unwrap())
+        .collect();
+    for text in &before {
+        promtool(text);
+    }
+    let (n_bj, n_sh, n_redis) = (40u32, 25u32, 30u32);
+    for i in 0..n_bj {
+        c.dcs[0]
+            .db
+            .exec(&format!("INSERT INTO shop.t VALUES ({i}, {i}, 1)"))
+            .await;
+    }
+    for i in 0..n_sh {
+        c.dcs[1]
+            .db
+            .exec(&format!("INSERT INTO shop.t VALUES ({}, {i}, 2)", 1000 + i))
+            .await;
+    }
+    {
+        let mut r = c.dcs[0].redis.as_ref().unwrap().conn().await;
+        for i in 0..n_redis {
+            let _: () = redis::cmd("SET")
+                .arg(format!("m{i}"))
+                .arg(i)
+                .query_async(&mut r)
+                .await
+                .unwrap();
+        }
+    }
+    c.wait_converged(&["shop.t", "shop.warmup"], 60).await;
+
+    // Wait until both agents report every backlog acknowledged and the
+    // Redis keys arrived; then the counters have stopped moving.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        c.agents.assert_alive();
+        let texts: Vec<String> = (0..2)
+            .map(|i| c.agents.admin_get(i, "/metrics").unwrap())
+            .collect();
+        let backlog: f64 = texts
+            .iter()
+            .map(|t| sample(t, "dcsync_backlog_transactions", &[]).unwrap_or(1.0))
+            .sum();
+        let captured_bj = sample(&texts[0], "dcsync_source_transactions_total", &[]).unwrap_or(0.0);
+        let acked_bj = sample(
+            &texts[0],
+            "dcsync_link_acked_transactions_total",
+            &[("peer", "sh")],
+        )
+        .unwrap_or(-1.0);
+        let captured_before =
+            sample(&before[0], "dcsync_source_transactions_total", &[]).unwrap_or(0.0);
+        let acked_before = sample(
+            &before[0],
+            "dcsync_link_acked_transactions_total",
+            &[("peer", "sh")],
+        )
+        .unwrap_or(0.0);
+        let redis_same = redis_dump(&c, 0).await == redis_dump(&c, 1).await;
+        if backlog == 0.0 && redis_same && acked_bj - acked_before == captured_bj - captured_before
+        {
+            break texts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics did not settle: backlog {backlog}, redis equal {redis_same}\n{}",
+            texts[0]
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for text in &after {
+        promtool(text);
+    }
+    let delta = |i: usize, name: &str, labels: &[(&str, &str)]| {
+        sample(&after[i], name, labels).unwrap_or(0.0)
+            - sample(&before[i], name, labels).unwrap_or(0.0)
+    };
+    // Captured: exactly what the test wrote in each DC — an echo would
+    // be captured as local and show here.
+    assert_eq!(
+        delta(
+            0,
+            "dcsync_source_transactions_total",
+            &[("store", "orders")]
+        ),
+        f64::from(n_bj)
+    );
+    assert_eq!(
+        delta(
+            1,
+            "dcsync_source_transactions_total",
+            &[("store", "orders")]
+        ),
+        f64::from(n_sh)
+    );
+    assert_eq!(
+        delta(1, "dcsync_source_transactions_total", &[("store", "cache")]),
+        0.0
+    );
+    assert!(delta(0, "dcsync_source_transactions_total", &[("store", "cache")]) >= 1.0);
+    assert_eq!(
+        delta(0, "dcsync_source_changes_total", &[("store", "orders")]),
+        f64::from(n_bj)
+    );
+    // Applied: every origin transaction once.
+    assert_eq!(
+        delta(
+            1,
+            "dcsync_applied_transactions_total",
+            &[("origin", "bj"), ("store", "orders")]
+        ),
+        f64::from(n_bj)
+    );
+    assert_eq!(
+        delta(
+            0,
+            "dcsync_applied_transactions_total",
+            &[("origin", "sh"), ("store", "orders")]
+        ),
+        f64::from(n_sh)
+    );
+    assert_eq!(
+        delta(
+            1,
+            "dcsync_applied_transactions_total",
+            &[("origin", "bj"), ("store", "cache")]
+        ),
+        delta(0, "dcsync_source_transactions_total", &[("store", "cache")])
+    );
+    // What was applied came back to the sources as echoes and was dropped.
+    assert!(
+        delta(
+            1,
+            "dcsync_echo_dropped_transactions_total",
+            &[("store", "orders")]
+        ) >= 1.0
+    );
+    assert!(
+        delta(
+            0,
+            "dcsync_echo_dropped_transactions_total",
+            &[("store", "orders")]
+        ) >= 1.0
+    );
+    // Links: up, protocol 2, bytes both ways, what was acked = what was sent once.
+    for (i, peer, me) in [(0, "sh", "bj"), (1, "bj", "sh")] {
+        assert_eq!(
+            sample(&after[i], "dcsync_link_up", &[("peer", peer)]),
+            Some(1.0),
+            "{}",
+            after[i]
+        );
+        assert_eq!(
+            sample(&after[i], "dcsync_link_protocol_version", &[("peer", peer)]),
+            Some(2.0)
+        );
+        assert!(
+            sample(&after[i], "dcsync_link_connects_total", &[("peer", peer)]).unwrap_or(0.0)
+                >= 1.0
+        );
+        assert!(delta(i, "dcsync_link_sent_bytes_total", &[("peer", peer)]) > 0.0);
+        assert!(delta(1 - i, "dcsync_link_received_bytes_total", &[("peer", me)]) > 0.0);
+        assert_eq!(
+            sample(&after[i], "dcsync_backlog_transactions", &[("peer", peer)]),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&after[i], "dcsync_apply_errors_total", &[]),
+            None,
+            "no apply errors"
+        );
+    }
+    assert!(sample(
+        &after[1],
+        "dcsync_apply_lag_seconds",
+        &[("origin", "bj"), ("store", "orders")]
+    )
+    .is_some());
+    assert!(sample(
+        &after[0],
+        "dcsync_source_lag_seconds",
+        &[("store", "orders")]
+    )
+    .is_some());
+    // Every series carries its DC.
+    assert!(after[0]
+        .lines()
+        .filter(|l| l.starts_with("dcsync_"))
+        .all(|l| l.contains("dc=\"bj\"")));
+
+    // /status is the status document (rewritten every second: wait for
+    // the snapshot that includes the applies above).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&c.agents.admin_get(1, "/status").unwrap()).unwrap();
+        assert_eq!(status["dc"], "sh");
+        let applied = status["inbound"].as_array().and_then(|v| {
+            v.iter()
+                .find(|s| s["origin"] == "bj" && s["store"] == "orders")
+                .and_then(|s| s["applied_txns"].as_u64())
+        });
+        if applied.unwrap_or(0) >= u64::from(n_bj) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/status never showed the applies: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(redis_dump(&c, 0).await, redis_dump(&c, 1).await);
+}
