@@ -8,31 +8,9 @@
 mod common;
 
 use common::{options, Cluster, ClusterOptions};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const SCHEMA: &str = "CREATE TABLE shop.t (id INT PRIMARY KEY, user_id INT, n INT) ENGINE=InnoDB;";
-
-/// Every data key of a Redis server (not dcsync's own `dcsync:` apply
-/// markers) with its string value.
-async fn redis_dump(c: &Cluster, i: usize) -> BTreeMap<String, String> {
-    let mut conn = c.dcs[i].redis.as_ref().unwrap().conn().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut out = BTreeMap::new();
-    for k in keys.into_iter().filter(|k| !k.starts_with("dcsync:")) {
-        let v: String = redis::cmd("GET")
-            .arg(&k)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        out.insert(k, v);
-    }
-    out
-}
 
 async fn wait_for<F, Fut>(what: &str, secs: u64, c: &mut Cluster, mut f: F)
 where
@@ -156,7 +134,10 @@ async fn a_failing_store_pauses_only_its_stream() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         c.agents.assert_alive();
-        let (a, b) = (redis_dump(&c, 0).await, redis_dump(&c, 1).await);
+        let (a, b) = (
+            c.dcs[0].redis.as_ref().unwrap().string_values().await,
+            c.dcs[1].redis.as_ref().unwrap().string_values().await,
+        );
         let back = c.dcs[0]
             .db
             .query_i64("SELECT COUNT(*) FROM shop.t WHERE id = 2")
@@ -202,7 +183,10 @@ async fn a_failing_store_pauses_only_its_stream() {
         async move { ok }
     })
     .await;
-    assert_eq!(redis_dump(&c, 0).await, redis_dump(&c, 1).await);
+    assert_eq!(
+        c.dcs[0].redis.as_ref().unwrap().string_values().await,
+        c.dcs[1].redis.as_ref().unwrap().string_values().await
+    );
     assert_eq!(
         c.dcs[1]
             .db

@@ -7,88 +7,10 @@
 mod common;
 
 use common::{options, Cluster, ClusterOptions};
-use std::collections::BTreeMap;
+use dcsync_testkit::prometheus::{promtool_check, sample};
 use std::time::{Duration, Instant};
 
 const SCHEMA: &str = "CREATE TABLE shop.t (id INT PRIMARY KEY, user_id INT, n INT) ENGINE=InnoDB;";
-
-/// The sum of the samples of `name` whose labels include `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (lab, value) = match rest.strip_prefix('{') {
-            Some(r) => match r.split_once("} ") {
-                Some((l, v)) => (l, v),
-                None => continue,
-            },
-            None => match rest.strip_prefix(' ') {
-                Some(v) => ("", v),
-                None => continue,
-            },
-        };
-        let have: BTreeMap<&str, &str> = lab
-            .split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k, v.trim_matches('"')))
-            .collect();
-        if labels.iter().all(|(k, v)| have.get(k) == Some(v)) {
-            let v: f64 = value
-                .trim()
-                .parse()
-                .unwrap_or_else(|e| panic!("{line}: {e}"));
-            *found.get_or_insert(0.0) += v;
-        }
-    }
-    found
-}
-
-fn promtool(text: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("promtool not found ({e}): run scripts/setup.sh (Debian package prometheus)")
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-async fn redis_dump(c: &Cluster, i: usize) -> BTreeMap<String, String> {
-    let mut conn = c.dcs[i].redis.as_ref().unwrap().conn().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut out = BTreeMap::new();
-    for k in keys.into_iter().filter(|k| !k.starts_with("dcsync:")) {
-        let v: String = redis::cmd("GET")
-            .arg(&k)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        out.insert(k, v);
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_move_with_a_sync_and_pass_promtool() {
@@ -102,7 +24,7 @@ async fn metrics_move_with_a_sync_and_pass_promtool() {
         .map(|i| c.agents.admin_get(i, "/metrics").unwrap())
         .collect();
     for text in &before {
-        promtool(text);
+        promtool_check(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
     let (n_bj, n_sh, n_redis) = (40u32, 25u32, 30u32);
     for i in 0..n_bj {
@@ -157,7 +79,8 @@ async fn metrics_move_with_a_sync_and_pass_promtool() {
             &[("peer", "sh")],
         )
         .unwrap_or(0.0);
-        let redis_same = redis_dump(&c, 0).await == redis_dump(&c, 1).await;
+        let redis_same = c.dcs[0].redis.as_ref().unwrap().string_values().await
+            == c.dcs[1].redis.as_ref().unwrap().string_values().await;
         if backlog == 0.0 && redis_same && acked_bj - acked_before == captured_bj - captured_before
         {
             break texts;
@@ -170,7 +93,7 @@ async fn metrics_move_with_a_sync_and_pass_promtool() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     for text in &after {
-        promtool(text);
+        promtool_check(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
     let delta = |i: usize, name: &str, labels: &[(&str, &str)]| {
         sample(&after[i], name, labels).unwrap_or(0.0)
@@ -310,5 +233,8 @@ async fn metrics_move_with_a_sync_and_pass_promtool() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(redis_dump(&c, 0).await, redis_dump(&c, 1).await);
+    assert_eq!(
+        c.dcs[0].redis.as_ref().unwrap().string_values().await,
+        c.dcs[1].redis.as_ref().unwrap().string_values().await
+    );
 }

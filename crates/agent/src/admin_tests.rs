@@ -104,36 +104,9 @@ fn every_metric_is_exported_with_help_and_passes_promtool() {
         ),
         "{text}"
     );
-    let out = promtool_check(&text);
-    assert!(out.0, "promtool check metrics failed:\n{}\n{text}", out.1);
-}
-
-/// Runs `promtool check metrics` on `text`: (passed, its output).
-pub(crate) fn promtool_check(text: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("promtool not found ({e}): run scripts/setup.sh (Debian package prometheus)")
-        });
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(text.as_bytes());
+    if let Err(e) = dcsync_testkit::prometheus::promtool_check(&text) {
+        panic!("{e}\n{text}");
     }
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("promtool: {e}"));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 #[test]

@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod mariadb;
+pub mod prometheus;
 pub mod proxy;
 pub mod redis;
 

@@ -120,6 +120,28 @@ impl Redis {
         })
     }
 
+    /// Every data key (not dcsync's own `dcsync:` apply markers) with its
+    /// value, for keyspaces of plain strings (`GET`); compare the result
+    /// between DCs.
+    pub async fn string_values(&self) -> std::collections::BTreeMap<String, String> {
+        let mut c = self.conn().await;
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let mut out = std::collections::BTreeMap::new();
+        for k in keys.into_iter().filter(|k| !k.starts_with("dcsync:")) {
+            let v: String = ::redis::cmd("GET")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            out.insert(k, v);
+        }
+        out
+    }
+
     /// Kills the server (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
