@@ -326,3 +326,47 @@ async fn stalled_line_is_detected_and_replaced() {
     assert_eq!(name.as_deref(), Some("during stall"));
     c.assert_no_echo(MYSQL_STORE, &[2, 0]).await;
 }
+
+/// A change's HLC is its source commit time, not the time the agent read
+/// it: rows written while the origin's agent is down reach the other DC
+/// with an apply lag that includes the downtime (docs/architecture.md,
+/// "HLC from the source"). Stamped at read time, the lag would be the
+/// few hundred ms of the apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hlc_is_the_source_commit_time_for_changes_read_late() {
+    let mut c = Cluster::start(ClusterOptions {
+        schema_sql: SCHEMA.into(),
+        ..options()
+    })
+    .await;
+    c.agents.kill_agent(0);
+    c.dcs[0]
+        .db
+        .exec("INSERT INTO shop.counters VALUES (100, 100, 7)")
+        .await;
+    // The downtime the lag must show (not a wait for a condition: the
+    // point is that time passes between the commit and the read).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.agents.start_agent(0);
+    c.wait_converged(TABLES, 60).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let lag = loop {
+        let lag = c.agents.status(1).and_then(|s| {
+            s.0["inbound"].as_array().and_then(|v| {
+                v.iter()
+                    .find(|i| i["origin"] == "bj" && i["store"] == MYSQL_STORE)
+                    .and_then(|i| i["lag_ms"].as_u64())
+            })
+        });
+        if let Some(l) = lag.filter(|l| *l >= 2000) {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "apply lag of bj's late-read row is {lag:?} ms: it was not stamped with its commit time\n{}",
+            c.agents.status_text(1, false)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(lag < 60_000, "lag {lag} ms");
+}

@@ -479,12 +479,7 @@ async fn emit_rdb(
     Ok(())
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use dcsync_core::now_ms;
 
 /// Whether a `FLUSHDB`/`FLUSHALL` may be shipped under `policy`; logs the
 /// refusal.

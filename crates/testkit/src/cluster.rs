@@ -22,7 +22,7 @@ use crate::redis::Redis;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// `[link]` keys of every harness topology: heartbeats every 200 ms, a
 /// stalled line noticed after 3 s, redials from 50 ms on (add
@@ -365,13 +365,7 @@ pub fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Milliseconds since the Unix epoch (the clock `status.json` uses).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use dcsync_core::now_ms;
 
 /// An agent's `status.json` (rewritten every second), read as plain JSON.
 #[derive(Debug, Clone)]

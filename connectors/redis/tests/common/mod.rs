@@ -15,7 +15,6 @@ use dcsync_redis::{RedisSink, RedisSource, SyncStats};
 use redis::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 
 /// (db, key) -> (canonical value text, absolute expiry ms).
@@ -65,12 +64,7 @@ pub fn store() -> StoreConfig {
     topology("", "refuse").stores[0].clone()
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+pub use dcsync_core::now_ms;
 
 fn text(v: &Value) -> String {
     match v {
