@@ -292,7 +292,13 @@ async fn session(
     let mut acked: BTreeMap<Stream, u64> = BTreeMap::new();
     for key in &streams {
         let (origin, store) = key;
-        let peer_applied = applied.get(key).copied().unwrap_or(0);
+        // A stream the peer could not report (its store not ready) resumes
+        // from our cursor: at or below what it applied, so a resend is a
+        // no-op there, and never below what this journal still holds.
+        let peer_applied = match applied.get(key) {
+            Some(seq) => *seq,
+            None => journal.cursor(&cfg.peer, origin, store)?,
+        };
         let last = journal.last_seq(origin, store)?;
         if peer_applied > last {
             return Err(SessionError::Protocol(format!(

@@ -1,0 +1,176 @@
+//! Resume points of protocol 2: a store whose apply marker the receiver
+//! cannot read at connect time is left out of the Welcome; the sender
+//! resumes that stream from its own cursor (not from seq 1, which its
+//! journal no longer holds), and the other stream is not held back.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use dcsync_core::topology::LinkSettings;
+use dcsync_core::{Change, Hlc, Payload, RedisCommand, Transaction};
+use dcsync_journal::Journal;
+use dcsync_link::{receiver, sender, Applier, ApplyError, BoxFuture, LinkStats};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+fn tx(store: &str, n: u64) -> Transaction {
+    Transaction {
+        origin: "bj".into(),
+        store: store.into(),
+        seq: 0,
+        hlc: Hlc::new(1_000 + n, 0),
+        position: String::new(),
+        commit_ts_ms: 0,
+        changes: vec![Change {
+            unit: None,
+            payload: Payload::Redis(RedisCommand {
+                db: 0,
+                args: vec![b"SET".to_vec(), n.to_string().into_bytes()],
+            }),
+        }],
+    }
+}
+
+/// A receiving side whose `orders` marker cannot be read the first time
+/// (its store is not ready), that has applied `orders` through 3, and that
+/// records every transaction it applies.
+#[derive(Default)]
+struct NotReadyOnce {
+    orders_reads: AtomicU32,
+    applied: Mutex<Vec<(String, u64)>>,
+}
+
+impl Applier for NotReadyOnce {
+    fn applied<'a>(
+        &'a self,
+        _o: &'a str,
+        store: &'a str,
+    ) -> BoxFuture<'a, Result<u64, ApplyError>> {
+        Box::pin(async move {
+            if store != "orders" {
+                return Ok(0);
+            }
+            if self.orders_reads.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(ApplyError::Transient(
+                    "store orders: connection refused".into(),
+                ));
+            }
+            Ok(3)
+        })
+    }
+    fn apply<'a>(
+        &'a self,
+        _o: &'a str,
+        store: &'a str,
+        txs: Vec<Transaction>,
+    ) -> BoxFuture<'a, Result<u64, ApplyError>> {
+        Box::pin(async move {
+            let mut v = self.applied.lock().unwrap();
+            for t in &txs {
+                if store == "orders" && t.seq <= 3 {
+                    continue; // the marker skips it
+                }
+                v.push((store.to_string(), t.seq));
+            }
+            Ok(txs.last().map(|t| t.seq).unwrap_or(0))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_stream_missing_from_the_welcome_resumes_from_the_cursor() {
+    let settings = LinkSettings {
+        heartbeat_ms: 100,
+        dead_after_ms: 3000,
+        backoff_min_ms: 10,
+        backoff_max_ms: 100,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(Journal::open(dir.path(), "bj", &["sh".into()]).unwrap());
+    journal
+        .append(
+            "orders",
+            &mut (1..=5).map(|n| tx("orders", n)).collect::<Vec<_>>(),
+            None,
+        )
+        .unwrap();
+    journal
+        .append(
+            "cache",
+            &mut (1..=5).map(|n| tx("cache", n)).collect::<Vec<_>>(),
+            None,
+        )
+        .unwrap();
+    // sh acknowledged orders 1-3 earlier: the journal removed them.
+    journal.ack("sh", "bj", "orders", 3).unwrap();
+    assert_eq!(
+        journal.read("bj", "orders", 0, 10, usize::MAX).unwrap()[0].seq,
+        4
+    );
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let applier = Arc::new(NotReadyOnce::default());
+    let rcfg = Arc::new(receiver::ReceiverConfig {
+        cluster: "shop".into(),
+        me: "sh".into(),
+        peers: vec!["bj".into()],
+        stores: vec!["orders".into(), "cache".into()],
+        settings: settings.clone(),
+        tls: None,
+        board: Default::default(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(receiver::serve(
+        listener,
+        rcfg,
+        applier.clone(),
+        stop_rx.clone(),
+    ));
+    let stats = Arc::new(Mutex::new(LinkStats {
+        peer: "sh".into(),
+        ..Default::default()
+    }));
+    let (_a_tx, a_rx) = watch::channel(0u64);
+    let scfg = sender::SenderConfig {
+        cluster: "shop".into(),
+        me: "bj".into(),
+        peer: "sh".into(),
+        addr,
+        origins: vec!["bj".into()],
+        stores: vec!["orders".into(), "cache".into()],
+        settings,
+        tls: None,
+    };
+    let task = tokio::spawn(sender::run(
+        scfg,
+        journal.clone(),
+        a_rx,
+        stats.clone(),
+        stop_rx,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while journal.cursor("sh", "bj", "orders").unwrap() < 5
+        || journal.cursor("sh", "bj", "cache").unwrap() < 5
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered; link: {:?}",
+            stats.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut got = applier.applied.lock().unwrap().clone();
+    got.sort();
+    let want: Vec<(String, u64)> = (1..=5)
+        .map(|n| ("cache".to_string(), n))
+        .chain((4..=5).map(|n| ("orders".to_string(), n)))
+        .collect();
+    assert_eq!(got, want);
+    // One session did it: the missing stream did not fail the link.
+    assert_eq!(stats.lock().unwrap().connects, 1);
+    let _ = stop_tx.send(true);
+    let _ = task.await;
+}
