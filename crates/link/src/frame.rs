@@ -148,6 +148,10 @@ pub enum Frame {
         definite: bool,
         /// What failed, naming the table or command.
         reason: String,
+        /// First origin seq of the batch that was not applied. The sender
+        /// acts on the report only while that batch is unacknowledged (a
+        /// report about a batch it already gave up on is stale).
+        seq: u64,
     },
 }
 

@@ -206,6 +206,9 @@ async fn handle(
         cfg.peers.clone()
     };
     let mut expected: BTreeMap<(String, String), u64> = BTreeMap::new();
+    // Streams that failed since their last successful apply: their batches
+    // still in flight are stale and dropped.
+    let mut failed: std::collections::BTreeSet<(String, String)> = Default::default();
     for o in &origins {
         for store in &cfg.stores {
             match applier.applied(o, store).await {
@@ -313,11 +316,31 @@ async fn handle(
             None => applier.applied(&batch_origin, &store).await.map(|a| a + 1),
         };
         let result = match want {
-            Ok(want) if first > want => {
-                // A batch sent before this stream failed: it no longer
-                // follows what is applied; the sender resends from its ack.
-                tracing::debug!(origin = %batch_origin, %store, first, want, "dropping a batch that does not follow the applied seq");
+            Ok(want) if first > want && failed.contains(&key) => {
+                // Most likely a batch sent before this stream failed (the
+                // sender ignores the report then, as it already gave up on
+                // that batch); if it is the sender's retry, the store's
+                // marker is behind what the sender saw acknowledged, and the
+                // report keeps the stream paused with the reason below.
+                tracing::debug!(origin = %batch_origin, %store, first, want, "batch does not follow the applied seq");
+                let f = Frame::StoreFailed {
+                    origin: batch_origin,
+                    store,
+                    definite: true,
+                    reason: gap_reason(&key, first, want),
+                    seq: first,
+                };
+                if otx.send(f).await.is_err() {
+                    return Ok(());
+                }
                 continue;
+            }
+            Ok(want) if first > want => {
+                // Not after a failure: the store's marker is behind what the
+                // sender believes was applied (the marker was reset, or the
+                // store restored from an older backup). Applying would skip
+                // seqs.
+                Err(ApplyError::Definite(gap_reason(&key, first, want)))
             }
             Ok(_) => {
                 let n = txs.len() as u64;
@@ -331,6 +354,7 @@ async fn handle(
         };
         match result {
             Ok((seq, n, hlc)) => {
+                failed.remove(&key);
                 expected.insert(key, seq + 1);
                 events::BatchApplied {
                     peer: &origin,
@@ -383,6 +407,7 @@ async fn handle(
                 }
                 .emit();
                 expected.remove(&key);
+                failed.insert(key);
                 publish(&cfg.board, &batch_origin, &store, |st| {
                     let since = match &st.failing {
                         Some((old, _, since)) if *old == reason => {
@@ -402,6 +427,7 @@ async fn handle(
                     store,
                     definite,
                     reason,
+                    seq: first,
                 };
                 if otx.send(f).await.is_err() {
                     return Ok(());
@@ -409,6 +435,18 @@ async fn handle(
             }
         }
     }
+}
+
+/// Why a batch starting at `first` cannot be applied to a store whose
+/// marker says `want` is next.
+fn gap_reason(key: &(String, String), first: u64, want: u64) -> String {
+    format!(
+        "batch of {}/{} starts at seq {first} but the store's apply marker says seq {want} is the next to apply: \
+         the marker was reset or the store restored from an older backup; applying would skip seqs {want}..{}",
+        key.0,
+        key.1,
+        first - 1
+    )
 }
 
 /// Updates the board entry of `(origin, store)`.

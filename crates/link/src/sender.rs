@@ -342,8 +342,8 @@ async fn session(
     });
     let _abort = AbortOnDrop(reader);
 
-    // Unacknowledged batches: (stream, last seq, txns).
-    let mut in_flight: Vec<(Stream, u64, u64)> = Vec::new();
+    // Unacknowledged batches: (stream, first seq, last seq, txns).
+    let mut in_flight: Vec<(Stream, u64, u64, u64)> = Vec::new();
     let mut paused: BTreeMap<Stream, Paused> = BTreeMap::new();
     let mut last_rx = Instant::now();
     let mut last_tx = Instant::now();
@@ -409,7 +409,7 @@ async fn session(
                 let bytes = timed_write(&mut wr, &frame, dead, s.dead_after_ms).await?;
                 last_tx = Instant::now();
                 next.insert(key.clone(), last_seq);
-                in_flight.push((key.clone(), last_seq, n));
+                in_flight.push((key.clone(), from + 1, last_seq, n));
                 if let Ok(mut st) = stats.lock() {
                     st.sent_txns += n;
                     st.sent_bytes += bytes as u64;
@@ -443,12 +443,18 @@ async fn session(
                     Frame::LegacyAck { store, seq } if version == 1 => {
                         on_ack(cfg, journal, stats, &mut in_flight, &mut acked, &mut paused, (cfg.me.clone(), store), seq)?;
                     }
-                    Frame::StoreFailed { origin, store, definite, reason } if version >= 2 => {
+                    Frame::StoreFailed { origin, store, definite, reason, seq } if version >= 2 => {
                         let key = (origin, store);
                         if !streams.contains(&key) {
                             return Err(SessionError::Protocol(format!("StoreFailed for {}/{}, which this link does not ship", key.0, key.1)));
                         }
-                        in_flight.retain(|(k, _, _)| *k != key);
+                        if !in_flight.iter().any(|(k, first, _, _)| *k == key && *first == seq) {
+                            // About a batch already given up on (sent before
+                            // an earlier failure of the stream): stale.
+                            tracing::debug!(peer = %cfg.peer, origin = %key.0, store = %key.1, seq, "stale StoreFailed ignored");
+                            continue;
+                        }
+                        in_flight.retain(|(k, _, _, _)| *k != key);
                         let resume = acked.get(&key).copied().unwrap_or(0);
                         next.insert(key.clone(), resume);
                         let p = paused.entry(key.clone()).or_insert_with(|| Paused {
@@ -513,7 +519,7 @@ fn on_ack(
     cfg: &SenderConfig,
     journal: &Journal,
     stats: &SharedStats,
-    in_flight: &mut Vec<(Stream, u64, u64)>,
+    in_flight: &mut Vec<(Stream, u64, u64, u64)>,
     acked: &mut BTreeMap<Stream, u64>,
     paused: &mut BTreeMap<Stream, Paused>,
     key: Stream,
@@ -527,7 +533,7 @@ fn on_ack(
     }
     journal.ack(&cfg.peer, &key.0, &key.1, seq)?;
     let mut n = 0;
-    in_flight.retain(|(k, q, c)| {
+    in_flight.retain(|(k, _, q, c)| {
         let done = *k == key && *q <= seq;
         if done {
             n += c;

@@ -38,6 +38,8 @@ fn tx(store: &str, n: u64) -> Transaction {
 #[derive(Default)]
 struct NotReadyOnce {
     orders_reads: AtomicU32,
+    /// What the `orders` marker says once readable (3 unless set).
+    orders_marker: Option<u64>,
     applied: Mutex<Vec<(String, u64)>>,
 }
 
@@ -56,7 +58,7 @@ impl Applier for NotReadyOnce {
                     "store orders: connection refused".into(),
                 ));
             }
-            Ok(3)
+            Ok(self.orders_marker.unwrap_or(3))
         })
     }
     fn apply<'a>(
@@ -78,8 +80,18 @@ impl Applier for NotReadyOnce {
     }
 }
 
-#[tokio::test]
-async fn a_stream_missing_from_the_welcome_resumes_from_the_cursor() {
+struct Rig {
+    journal: Arc<Journal>,
+    applier: Arc<NotReadyOnce>,
+    stats: dcsync_link::SharedStats,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// bj's journal holds orders and cache 1-5, sh acknowledged orders 1-3
+/// (removed from the journal); a receiver with `applier` and a sender run.
+async fn rig(applier: NotReadyOnce) -> Rig {
     let settings = LinkSettings {
         heartbeat_ms: 100,
         dead_after_ms: 3000,
@@ -103,16 +115,14 @@ async fn a_stream_missing_from_the_welcome_resumes_from_the_cursor() {
             None,
         )
         .unwrap();
-    // sh acknowledged orders 1-3 earlier: the journal removed them.
     journal.ack("sh", "bj", "orders", 3).unwrap();
     assert_eq!(
         journal.read("bj", "orders", 0, 10, usize::MAX).unwrap()[0].seq,
         4
     );
-
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let applier = Arc::new(NotReadyOnce::default());
+    let applier = Arc::new(applier);
     let rcfg = Arc::new(receiver::ReceiverConfig {
         cluster: "shop".into(),
         me: "sh".into(),
@@ -122,7 +132,7 @@ async fn a_stream_missing_from_the_welcome_resumes_from_the_cursor() {
         tls: None,
         board: Default::default(),
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(receiver::serve(
         listener,
         rcfg,
@@ -151,18 +161,31 @@ async fn a_stream_missing_from_the_welcome_resumes_from_the_cursor() {
         stats.clone(),
         stop_rx,
     ));
+    Rig {
+        journal,
+        applier,
+        stats,
+        stop,
+        task,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn a_stream_missing_from_the_welcome_resumes_from_the_cursor() {
+    let r = rig(NotReadyOnce::default()).await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while journal.cursor("sh", "bj", "orders").unwrap() < 5
-        || journal.cursor("sh", "bj", "cache").unwrap() < 5
+    while r.journal.cursor("sh", "bj", "orders").unwrap() < 5
+        || r.journal.cursor("sh", "bj", "cache").unwrap() < 5
     {
         assert!(
             Instant::now() < deadline,
             "not delivered; link: {:?}",
-            stats.lock().unwrap()
+            r.stats.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut got = applier.applied.lock().unwrap().clone();
+    let mut got = r.applier.applied.lock().unwrap().clone();
     got.sort();
     let want: Vec<(String, u64)> = (1..=5)
         .map(|n| ("cache".to_string(), n))
@@ -170,7 +193,44 @@ async fn a_stream_missing_from_the_welcome_resumes_from_the_cursor() {
         .collect();
     assert_eq!(got, want);
     // One session did it: the missing stream did not fail the link.
-    assert_eq!(stats.lock().unwrap().connects, 1);
-    let _ = stop_tx.send(true);
-    let _ = task.await;
+    assert_eq!(r.stats.lock().unwrap().connects, 1);
+    let _ = r.stop.send(true);
+    let _ = r.task.await;
+}
+
+/// The store's marker went back (reset, restored backup): applying bj's
+/// seq 4 after a marker of 1 would skip 2 and 3. The stream pauses with a
+/// reason naming it, nothing is applied out of order, and the other store
+/// still flows.
+#[tokio::test]
+async fn a_marker_behind_the_senders_cursor_pauses_the_stream_loudly() {
+    let r = rig(NotReadyOnce {
+        orders_marker: Some(1),
+        ..Default::default()
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let failing = r.stats.lock().unwrap().failing.clone();
+        let cache_done = r.journal.cursor("sh", "bj", "cache").unwrap() == 5;
+        if cache_done
+            && failing.iter().any(|f| {
+                f.store == "orders" && f.definite && f.reason.contains("marker") && f.attempts >= 2
+            })
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no loud pause: {failing:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(r
+        .applier
+        .applied
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|(s, _)| s == "cache"));
+    assert_eq!(r.journal.cursor("sh", "bj", "orders").unwrap(), 3);
+    let _ = r.stop.send(true);
+    let _ = r.task.await;
 }
