@@ -84,3 +84,82 @@ fn protocol_one_frames_decode() {
     assert_eq!(again, fixture("batch"));
     assert_eq!(encode(&hello).unwrap(), fixture("hello"));
 }
+
+/// The current protocol's frames, as this release wrote them
+/// (`examples/capture_fixtures.rs`). A later version must keep decoding them.
+#[test]
+fn protocol_two_frames_decode() {
+    let f = |name: &str| {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/v2/{name}.bin"));
+        decode(&std::fs::read(p).unwrap(), 1 << 20).unwrap()
+    };
+    assert_eq!(
+        f("hello"),
+        Frame::Hello {
+            cluster: "shop".into(),
+            dc: "bj".into(),
+            version: 2,
+            codecs: vec![Codec::Lz4, Codec::None]
+        }
+    );
+    let Frame::Welcome {
+        dc,
+        version,
+        applied,
+        codec,
+    } = f("welcome")
+    else {
+        panic!("welcome expected")
+    };
+    assert_eq!((dc.as_str(), version, codec), ("sh", 2, Codec::Lz4));
+    assert_eq!(
+        applied
+            .iter()
+            .map(|a| (a.origin.as_str(), a.store.as_str(), a.seq))
+            .collect::<Vec<_>>(),
+        vec![("bj", "orders", 7), ("gz", "orders", 0)]
+    );
+    assert_eq!(
+        f("ack"),
+        Frame::Ack {
+            origin: "gz".into(),
+            store: "orders".into(),
+            seq: 3
+        }
+    );
+    let Frame::StoreFailed {
+        origin,
+        definite,
+        seq,
+        reason,
+        ..
+    } = f("store_failed")
+    else {
+        panic!("StoreFailed expected")
+    };
+    assert_eq!((origin.as_str(), definite, seq), ("gz", true, 4));
+    assert!(reason.contains("shop.items"));
+    let Frame::Batch {
+        origin,
+        store,
+        codec,
+        raw_len,
+        data,
+    } = f("batch")
+    else {
+        panic!("batch expected")
+    };
+    assert_eq!((origin.as_str(), store.as_str()), ("gz", "orders"));
+    let txs = unpack_batch(codec, raw_len, &data, 1 << 20, 2).unwrap();
+    assert_eq!(
+        txs.iter()
+            .map(|t| (t.origin.as_str(), t.seq))
+            .collect::<Vec<_>>(),
+        vec![("gz", 1), ("gz", 2), ("gz", 3)]
+    );
+    let Payload::Row(r) = &txs[2].changes[0].payload else {
+        panic!("row expected")
+    };
+    assert_eq!(r.after.as_ref().unwrap()[1], Value::Bytes(b"3.50".to_vec()));
+}

@@ -1,0 +1,150 @@
+//! Writes the fixtures of the current formats (journal format
+//! [`dcsync_journal::FORMAT_VERSION`], link protocol
+//! [`PROTOCOL_VERSION`]) into `crates/journal/tests/fixtures/v<N>` and
+//! `crates/link/tests/fixtures/v<N>`. Run it once when a release fixes a
+//! format (`cargo run -p dcsync-link --example capture_fixtures`) and commit
+//! the files: the next format's tests read them (see
+//! `crates/core/src/envelope/mod.rs`, "Changing the envelope").
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use dcsync_core::connector::Position;
+use dcsync_core::*;
+use dcsync_journal::{Journal, FORMAT_VERSION};
+use dcsync_link::frame::*;
+
+/// Row transaction `n` of origin `origin` (the content the tests expect).
+fn row_tx(origin: &str, n: u64) -> Transaction {
+    Transaction {
+        origin: origin.into(),
+        store: "orders".into(),
+        seq: n,
+        hlc: Hlc::new(1_800_000_000_000 + n, n as u16),
+        position: format!("mysql-bin.000002:{}", 2000 + n),
+        commit_ts_ms: 1_800_000_000_000 + n,
+        changes: vec![Change {
+            unit: Some(n as u32 % 4),
+            payload: Payload::Row(RowChange {
+                schema: "shop".into(),
+                table: "items".into(),
+                kind: RowKind::Insert,
+                columns: vec![
+                    ColumnMeta {
+                        name: "id".into(),
+                        type_code: 8,
+                        unsigned: false,
+                        primary_key: true,
+                    },
+                    ColumnMeta {
+                        name: "price".into(),
+                        type_code: 246,
+                        unsigned: false,
+                        primary_key: false,
+                    },
+                ],
+                before: None,
+                after: Some(vec![
+                    Value::Int(n as i64),
+                    Value::Bytes(format!("{n}.50").into_bytes()),
+                ]),
+            }),
+        }],
+    }
+}
+
+fn main() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let v = FORMAT_VERSION;
+    let jdir = root.join(format!("journal/tests/fixtures/v{v}"));
+    let _ = std::fs::remove_dir_all(&jdir);
+    let j = Journal::open(&jdir, "bj", &["sh".into(), "gz".into()]).unwrap();
+    let mut local: Vec<_> = (1..=3).map(|n| row_tx("bj", n)).collect();
+    j.append(
+        "orders",
+        &mut local,
+        Some(&Position {
+            bytes: b"binlog-pos-v2".to_vec(),
+            display: "mysql-bin.000002:2003".into(),
+        }),
+    )
+    .unwrap();
+    // gz's changes journaled for forwarding (a hub), origin seqs kept.
+    j.append_relayed(&(1..=2).map(|n| row_tx("gz", n)).collect::<Vec<_>>())
+        .unwrap();
+    j.ack("sh", "bj", "orders", 1).unwrap();
+    j.ack("gz", "bj", "orders", 2).unwrap();
+    j.ack("sh", "gz", "orders", 1).unwrap();
+    drop(j);
+
+    let p = PROTOCOL_VERSION;
+    let fdir = root.join(format!("link/tests/fixtures/v{p}"));
+    std::fs::create_dir_all(&fdir).unwrap();
+    let txs: Vec<_> = (1..=3).map(|n| row_tx("gz", n)).collect();
+    let (raw_len, data) = pack_batch(&txs, Codec::Lz4, p).unwrap();
+    let frames = [
+        (
+            "hello",
+            Frame::Hello {
+                cluster: "shop".into(),
+                dc: "bj".into(),
+                version: p,
+                codecs: vec![Codec::Lz4, Codec::None],
+            },
+        ),
+        (
+            "welcome",
+            Frame::Welcome {
+                dc: "sh".into(),
+                version: p,
+                applied: vec![
+                    Applied {
+                        origin: "bj".into(),
+                        store: "orders".into(),
+                        seq: 7,
+                    },
+                    Applied {
+                        origin: "gz".into(),
+                        store: "orders".into(),
+                        seq: 0,
+                    },
+                ],
+                codec: Codec::Lz4,
+            },
+        ),
+        (
+            "batch",
+            Frame::Batch {
+                origin: "gz".into(),
+                store: "orders".into(),
+                codec: Codec::Lz4,
+                raw_len,
+                data,
+            },
+        ),
+        (
+            "ack",
+            Frame::Ack {
+                origin: "gz".into(),
+                store: "orders".into(),
+                seq: 3,
+            },
+        ),
+        (
+            "store_failed",
+            Frame::StoreFailed {
+                origin: "gz".into(),
+                store: "orders".into(),
+                definite: true,
+                reason: "table shop.items does not exist on the target store".into(),
+                seq: 4,
+            },
+        ),
+    ];
+    for (name, f) in frames {
+        std::fs::write(fdir.join(format!("{name}.bin")), encode(&f).unwrap()).unwrap();
+    }
+    println!(
+        "fixtures written: {} and {}",
+        jdir.display(),
+        fdir.display()
+    );
+}
