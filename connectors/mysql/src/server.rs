@@ -149,3 +149,71 @@ pub async fn binlog_retention(url: &str) -> Result<Option<std::time::Duration>, 
     let _ = conn.disconnect().await;
     Ok(secs.filter(|s| *s > 0).map(std::time::Duration::from_secs))
 }
+
+/// Checks the store's `tables` patterns against the server, so that a typo
+/// such as `shpo.*` does not make a store that looks healthy and replicates
+/// nothing. A pattern whose schema part matches no schema on the server is
+/// an error; one whose schema exists but that matches no table yet is
+/// logged (tables may be created after the agent starts: their rows are
+/// replicated from their first write). An empty list (every table) passes.
+///
+/// Errors: a Definite error naming each pattern that matches no schema and
+/// the schemas the server has.
+pub(crate) async fn check_tables(
+    conn: &mut Conn,
+    store: &str,
+    options: &crate::config::MysqlOptions,
+) -> Result<(), ConnectorError> {
+    if options.tables.is_empty() {
+        return Ok(());
+    }
+    const SYSTEM: [&str; 5] = [
+        "mysql",
+        "sys",
+        "information_schema",
+        "performance_schema",
+        "dcsync",
+    ];
+    let schemas: Vec<String> = conn
+        .query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME")
+        .await
+        .map_err(|e| classify("listing schemas", e))?;
+    let schemas: Vec<String> = schemas
+        .into_iter()
+        .filter(|s| !SYSTEM.contains(&s.as_str()))
+        .collect();
+    let tables: Vec<(String, String)> = conn
+        .query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_TYPE = 'BASE TABLE'",
+        )
+        .await
+        .map_err(|e| classify("listing tables", e))?;
+    let mut no_schema = Vec::new();
+    for p in &options.tables {
+        let schema_part = p.split_once('.').map(|(s, _)| s).unwrap_or(p);
+        if !schemas
+            .iter()
+            .any(|s| crate::config::glob_match(schema_part, s))
+        {
+            no_schema.push(format!("{p:?}"));
+        } else if !tables.iter().any(|(sch, t)| {
+            options.matches_table(sch, t) && crate::config::glob_match(p, &format!("{sch}.{t}"))
+        }) {
+            tracing::warn!(%store, pattern = %p, "tables pattern matches no table yet: rows of tables created later are replicated from their first write");
+        }
+    }
+    if no_schema.is_empty() {
+        return Ok(());
+    }
+    Err(ConnectorError::Definite(format!(
+        "store {store}: tables pattern(s) {} match no schema on this server (its schemas: {}); \
+         fix the pattern in the topology or create the schema",
+        no_schema.join(", "),
+        if schemas.is_empty() {
+            "none".to_string()
+        } else {
+            schemas.join(", ")
+        }
+    )))
+}

@@ -32,7 +32,7 @@
 use crate::config::MysqlOptions;
 use crate::error::classify;
 use crate::position::BinlogPosition;
-use crate::server::{check_retained, check_settings, current_position};
+use crate::server::{check_retained, check_settings, check_tables, current_position};
 use crate::value::{from_binlog, table_info, TableInfo};
 use crate::{MARKER_SCHEMA, MARKER_TABLE};
 use dcsync_core::connector::{ConnectorError, Source, SourceContext, SourceEvent};
@@ -188,6 +188,7 @@ impl Tailer {
             .await
             .map_err(|e| classify(&format!("connecting to {}", redact_url(url)), e))?;
         let info = check_settings(&mut conn).await?;
+        check_tables(&mut conn, &self.cx.store.name, &self.options).await?;
         let start = match &self.cx.resume {
             Some(p) => {
                 let bp = BinlogPosition::from_position(p)?;

@@ -87,3 +87,26 @@ async fn minimal_row_image_and_metadata_are_refused_by_name() {
         }
     }
 }
+
+/// A `tables` pattern with a typo in its schema would make a store that
+/// looks healthy and replicates nothing: the source refuses to start and
+/// names the pattern (a pattern over an existing but empty schema is fine:
+/// `resume.rs` creates its tables after the source started).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_pattern_matching_nothing_is_refused_by_name() {
+    let db = start_db(Default::default()).await;
+    db.exec("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY)")
+        .await;
+    let (store, units) = store(&["shop.*", "shpo.*"], None);
+    let src = start_source(db.url(), store, units, None);
+    match src.error().await {
+        ConnectorError::Definite(m) => {
+            assert!(
+                m.contains("\"shpo.*\"") && m.contains("match no schema") && m.contains("shop"),
+                "message does not name the pattern and the schemas: {m}"
+            );
+            assert!(!m.contains("\"shop.*\""), "shop.* matches: {m}");
+        }
+        e => panic!("expected a definite error, got {e:?}"),
+    }
+}
