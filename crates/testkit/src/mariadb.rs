@@ -207,13 +207,25 @@ impl MariaDb {
         format!("mysql://root@127.0.0.1:{}", self.port)
     }
 
-    /// A new connection (utf8mb4).
+    /// A new connection (utf8mb4). Retries for up to 20 s: on a loaded
+    /// 2-core machine a connect can time out while the server is busy
+    /// (seen once under a parallel compile); a server that stays
+    /// unreachable still fails the test, with the last error.
     pub async fn conn(&self) -> mysql_async::Conn {
-        let mut c = mysql_async::Conn::from_url(self.url())
-            .await
-            .expect("connect");
-        c.query_drop("SET NAMES utf8mb4").await.expect("set names");
-        c
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match mysql_async::Conn::from_url(self.url()).await {
+                Ok(mut c) => {
+                    c.query_drop("SET NAMES utf8mb4").await.expect("set names");
+                    return c;
+                }
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("connect to {} failed ({e}); retrying", self.url());
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("connect to {}: {e}", self.url()),
+            }
+        }
     }
 
     /// Runs SQL statements (separated by `;`) on a fresh connection.
