@@ -135,8 +135,20 @@ async fn a_failing_store_pauses_only_its_stream() {
     loop {
         c.agents.assert_alive();
         let (a, b) = (
-            c.dcs[0].redis.as_ref().unwrap().string_values().await,
-            c.dcs[1].redis.as_ref().unwrap().string_values().await,
+            c.dcs[0]
+                .redis
+                .as_ref()
+                .unwrap()
+                .string_values()
+                .await
+                .unwrap(),
+            c.dcs[1]
+                .redis
+                .as_ref()
+                .unwrap()
+                .string_values()
+                .await
+                .unwrap(),
         );
         let back = c.dcs[0]
             .db
@@ -184,8 +196,20 @@ async fn a_failing_store_pauses_only_its_stream() {
     })
     .await;
     assert_eq!(
-        c.dcs[0].redis.as_ref().unwrap().string_values().await,
-        c.dcs[1].redis.as_ref().unwrap().string_values().await
+        c.dcs[0]
+            .redis
+            .as_ref()
+            .unwrap()
+            .string_values()
+            .await
+            .unwrap(),
+        c.dcs[1]
+            .redis
+            .as_ref()
+            .unwrap()
+            .string_values()
+            .await
+            .unwrap()
     );
     assert_eq!(
         c.dcs[1]

@@ -79,8 +79,20 @@ async fn metrics_move_with_a_sync_and_pass_promtool() {
             &[("peer", "sh")],
         )
         .unwrap_or(0.0);
-        let redis_same = c.dcs[0].redis.as_ref().unwrap().string_values().await
-            == c.dcs[1].redis.as_ref().unwrap().string_values().await;
+        let redis_same = c.dcs[0]
+            .redis
+            .as_ref()
+            .unwrap()
+            .string_values()
+            .await
+            .unwrap()
+            == c.dcs[1]
+                .redis
+                .as_ref()
+                .unwrap()
+                .string_values()
+                .await
+                .unwrap();
         if backlog == 0.0 && redis_same && acked_bj - acked_before == captured_bj - captured_before
         {
             break texts;
@@ -234,7 +246,19 @@ async fn metrics_move_with_a_sync_and_pass_promtool() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
-        c.dcs[0].redis.as_ref().unwrap().string_values().await,
-        c.dcs[1].redis.as_ref().unwrap().string_values().await
+        c.dcs[0]
+            .redis
+            .as_ref()
+            .unwrap()
+            .string_values()
+            .await
+            .unwrap(),
+        c.dcs[1]
+            .redis
+            .as_ref()
+            .unwrap()
+            .string_values()
+            .await
+            .unwrap()
     );
 }

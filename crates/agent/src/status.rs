@@ -209,6 +209,7 @@ impl StatusBoard {
             Err(p) => p.into_inner(),
         };
         let mut out = Vec::new();
+        let streams = journal.streams().unwrap_or_default();
         for link in links {
             let acked_per_sec = match prev.0.insert(link.peer.clone(), (link.acked_txns, now)) {
                 Some((n, t)) if now > t => {
@@ -217,7 +218,6 @@ impl StatusBoard {
                 _ => 0.0,
             };
             let mut backlog = Vec::new();
-            let streams = journal.streams().unwrap_or_default();
             for (origin, store) in streams
                 .iter()
                 .filter(|(o, s)| *o != link.peer && stores.contains(s))

@@ -5,7 +5,6 @@
 //! format (`cargo run -p dcsync-link --example capture_fixtures`) and commit
 //! the files: the next format's tests read them (see
 //! `crates/core/src/envelope/mod.rs`, "Changing the envelope").
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use dcsync_core::connector::Position;
 use dcsync_core::*;
@@ -51,12 +50,12 @@ fn row_tx(origin: &str, n: u64) -> Transaction {
     }
 }
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let v = FORMAT_VERSION;
     let jdir = root.join(format!("journal/tests/fixtures/v{v}"));
     let _ = std::fs::remove_dir_all(&jdir);
-    let j = Journal::open(&jdir, "bj", &["sh".into(), "gz".into()]).unwrap();
+    let j = Journal::open(&jdir, "bj", &["sh".into(), "gz".into()])?;
     let mut local: Vec<_> = (1..=3).map(|n| row_tx("bj", n)).collect();
     j.append(
         "orders",
@@ -65,21 +64,19 @@ fn main() {
             bytes: b"binlog-pos-v2".to_vec(),
             display: "mysql-bin.000002:2003".into(),
         }),
-    )
-    .unwrap();
+    )?;
     // gz's changes journaled for forwarding (a hub), origin seqs kept.
-    j.append_relayed(&(1..=2).map(|n| row_tx("gz", n)).collect::<Vec<_>>())
-        .unwrap();
-    j.ack("sh", "bj", "orders", 1).unwrap();
-    j.ack("gz", "bj", "orders", 2).unwrap();
-    j.ack("sh", "gz", "orders", 1).unwrap();
+    j.append_relayed(&(1..=2).map(|n| row_tx("gz", n)).collect::<Vec<_>>())?;
+    j.ack("sh", "bj", "orders", 1)?;
+    j.ack("gz", "bj", "orders", 2)?;
+    j.ack("sh", "gz", "orders", 1)?;
     drop(j);
 
     let p = PROTOCOL_VERSION;
     let fdir = root.join(format!("link/tests/fixtures/v{p}"));
-    std::fs::create_dir_all(&fdir).unwrap();
+    std::fs::create_dir_all(&fdir)?;
     let txs: Vec<_> = (1..=3).map(|n| row_tx("gz", n)).collect();
-    let (raw_len, data) = pack_batch(&txs, Codec::Lz4, p).unwrap();
+    let (raw_len, data) = pack_batch(&txs, Codec::Lz4, p)?;
     let frames = [
         (
             "hello",
@@ -140,11 +137,12 @@ fn main() {
         ),
     ];
     for (name, f) in frames {
-        std::fs::write(fdir.join(format!("{name}.bin")), encode(&f).unwrap()).unwrap();
+        std::fs::write(fdir.join(format!("{name}.bin")), encode(&f)?)?;
     }
     println!(
         "fixtures written: {} and {}",
         jdir.display(),
         fdir.display()
     );
+    Ok(())
 }

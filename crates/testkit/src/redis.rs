@@ -123,23 +123,19 @@ impl Redis {
     /// Every data key (not dcsync's own `dcsync:` apply markers) with its
     /// value, for keyspaces of plain strings (`GET`); compare the result
     /// between DCs.
-    pub async fn string_values(&self) -> std::collections::BTreeMap<String, String> {
+    ///
+    /// Errors: the server's (a key that is not a string, a lost connection).
+    pub async fn string_values(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, ::redis::RedisError> {
         let mut c = self.conn().await;
-        let keys: Vec<String> = ::redis::cmd("KEYS")
-            .arg("*")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut c).await?;
         let mut out = std::collections::BTreeMap::new();
         for k in keys.into_iter().filter(|k| !k.starts_with("dcsync:")) {
-            let v: String = ::redis::cmd("GET")
-                .arg(&k)
-                .query_async(&mut c)
-                .await
-                .unwrap();
+            let v: String = ::redis::cmd("GET").arg(&k).query_async(&mut c).await?;
             out.insert(k, v);
         }
-        out
+        Ok(out)
     }
 
     /// Kills the server (SIGKILL).
