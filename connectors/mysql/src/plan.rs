@@ -183,9 +183,9 @@ impl<'a> GroupPlan<'a> {
         seq: u64,
     ) -> Result<(), PlanError> {
         let image = |img: &'a Option<Vec<Value>>, what: &'static str| match img {
-            Some(v) if v.len() == r.columns.len() => Ok(v.as_slice()),
+            Some(v) if v.len() == r.table.columns.len() => Ok(v.as_slice()),
             _ => Err(PlanError::MissingImage {
-                table: format!("{}.{}", r.schema, r.table),
+                table: format!("{}.{}", r.table.schema, r.table.name),
                 kind: r.kind,
                 image: what,
             }),
@@ -205,7 +205,7 @@ impl<'a> GroupPlan<'a> {
             }
         };
         let n = self.parts.len() as u64;
-        let key = (r.schema.as_str(), r.table.as_str());
+        let key = (r.table.schema.as_str(), r.table.name.as_str());
         for (delete, img) in ops.into_iter().flatten() {
             let p = match spread {
                 _ if n == 1 => 0,
@@ -213,7 +213,9 @@ impl<'a> GroupPlan<'a> {
                     fnv1a64(&key_bytes(pk, img, Some(norms))) % n
                 }
                 _ => {
-                    (fnv1a64(r.schema.as_bytes()) ^ fnv1a64(r.table.as_bytes()).rotate_left(1)) % n
+                    (fnv1a64(r.table.schema.as_bytes())
+                        ^ fnv1a64(r.table.name.as_bytes()).rotate_left(1))
+                        % n
                 }
             } as usize;
             if seq <= self.floors[p] {

@@ -22,10 +22,12 @@ fn columns() -> Vec<ColumnMeta> {
 fn row(kind: RowKind, before: Option<(i64, i64)>, after: Option<(i64, i64)>) -> RowChange {
     let img = |r: Option<(i64, i64)>| r.map(|(k, v)| vec![Value::Int(k), Value::Int(v)]);
     RowChange {
-        schema: "s".into(),
-        table: "t".into(),
+        table: std::sync::Arc::new(dcsync_core::TableMeta {
+            schema: "s".into(),
+            name: "t".into(),
+            columns: columns(),
+        }),
         kind,
-        columns: columns(),
         before: img(before),
         after: img(after),
     }

@@ -26,6 +26,19 @@
 //! as SQL text ([`crate::sqltext`]): `BEGIN`, the marker, the statements and
 //! `COMMIT` in one multi-statement query (more only past a quarter of
 //! `max_allowed_packet`), so a group costs one round trip per partition.
+//!
+//! # Transactions split in parts
+//! A source transaction that arrives in parts ([`Transaction::more`]) is
+//! applied as one target transaction on the first connection, whatever
+//! `apply_parallel` is: `BEGIN`, the marker rows of every partition (with
+//! the first part's seq, so that the source half sees the marker first and
+//! skips the rest as an echo), each part's planned statements as the parts
+//! arrive (possibly over several [`Sink::apply`] calls, holding the target
+//! transaction open in between), and with the last part an `UPDATE` of the
+//! marker rows to the last part's seq and `COMMIT`. A marker therefore never
+//! names a seq inside a source transaction. If the batches stop coming (the
+//! link drops), the next [`Sink::applied_seq`] rolls the held transaction
+//! back and the sender resends from the first part.
 
 use crate::config::MysqlOptions;
 use crate::error::classify;
@@ -129,11 +142,11 @@ fn is_string_type(type_code: u8) -> bool {
 
 impl TableSql {
     fn needs_rebuild(&self, r: &RowChange) -> bool {
-        self.columns.len() != r.columns.len()
+        self.columns.len() != r.table.columns.len()
             || self
                 .columns
                 .iter()
-                .zip(&r.columns)
+                .zip(&r.table.columns)
                 .any(|(a, b)| a != &b.name)
             || self.pk != r.primary_key()
     }
@@ -144,15 +157,24 @@ impl TableSql {
         generated: &HashSet<String>,
         spread: Spread,
     ) -> TableSql {
-        let table = format!("{}.{}", quote_ident(&r.schema), quote_ident(&r.table));
-        let cols: Vec<String> = r.columns.iter().map(|c| quote_ident(&c.name)).collect();
-        let written: Vec<usize> = (0..r.columns.len())
-            .filter(|i| !generated.contains(&r.columns[*i].name))
+        let table = format!(
+            "{}.{}",
+            quote_ident(&r.table.schema),
+            quote_ident(&r.table.name)
+        );
+        let cols: Vec<String> = r
+            .table
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        let written: Vec<usize> = (0..r.table.columns.len())
+            .filter(|i| !generated.contains(&r.table.columns[*i].name))
             .collect();
         let names: Vec<&str> = written.iter().map(|i| cols[*i].as_str()).collect();
         let binary = written
             .iter()
-            .map(|i| is_string_type(r.columns[*i].type_code))
+            .map(|i| is_string_type(r.table.columns[*i].type_code))
             .collect();
         let pk_names: Vec<&str> = pk.iter().map(|i| cols[*i].as_str()).collect();
         let pk_names = if pk_names.len() == 1 {
@@ -161,7 +183,7 @@ impl TableSql {
             format!("({})", pk_names.join(","))
         };
         TableSql {
-            columns: r.columns.iter().map(|c| c.name.clone()).collect(),
+            columns: r.table.columns.iter().map(|c| c.name.clone()).collect(),
             text: TableText {
                 table,
                 names: format!("({})", names.join(",")),
@@ -192,6 +214,18 @@ pub struct MysqlSink {
     /// written to the DB.
     applied: HashMap<String, Vec<u64>>,
     sql: HashMap<(String, String), TableSql>,
+    /// A split transaction being applied on connection 0, uncommitted.
+    held: Option<Held>,
+}
+
+/// A source transaction split in parts whose target transaction is open.
+#[derive(Debug)]
+struct Held {
+    origin: String,
+    /// Seq of its first part (names the marker slots written).
+    first: u64,
+    /// Seq of the next part to apply.
+    next: u64,
 }
 
 impl std::fmt::Debug for MysqlSink {
@@ -352,6 +386,7 @@ impl MysqlSink {
             conns,
             applied: HashMap::new(),
             sql: HashMap::new(),
+            held: None,
         })
     }
 
@@ -475,7 +510,7 @@ impl MysqlSink {
         for tx in group {
             for change in &tx.changes {
                 if let Payload::Row(r) = &change.payload {
-                    let key = (r.schema.clone(), r.table.clone());
+                    let key = (r.table.schema.clone(), r.table.name.clone());
                     if self.sql.get(&key).is_none_or(|t| t.needs_rebuild(r)) {
                         self.prepare_table(r).await?;
                     }
@@ -487,11 +522,11 @@ impl MysqlSink {
             for change in &tx.changes {
                 match &change.payload {
                     Payload::Row(r) => {
-                        let key = (r.schema.clone(), r.table.clone());
+                        let key = (r.table.schema.clone(), r.table.name.clone());
                         let Some(t) = self.sql.get(&key).filter(|t| !t.needs_rebuild(r)) else {
                             return Err(ConnectorError::Definite(format!(
                                 "no SQL prepared for {}.{}",
-                                r.schema, r.table
+                                r.table.schema, r.table.name
                             )));
                         };
                         plan.add(r, &t.pk, &t.spread, tx.seq)
@@ -529,7 +564,7 @@ impl MysqlSink {
                 b"NOW(6)) ON DUPLICATE KEY UPDATE seq=VALUES(seq), hlc=VALUES(hlc), \
                   applied_at=VALUES(applied_at);\n",
             );
-            let (chunks, tables) = self.statements(first, runs)?;
+            let (chunks, tables) = self.statements(first, runs, b"COMMIT")?;
             self.conn(p).await?;
             let Some(conn) = self.conns[p].take() else {
                 return Err(ConnectorError::Transient(format!(
@@ -546,7 +581,7 @@ impl MysqlSink {
     /// caches the SQL for `r`'s shape. Errors name the table: it does not
     /// exist, lacks a column of the change, or the change has no key.
     async fn prepare_table(&mut self, r: &RowChange) -> Result<(), ConnectorError> {
-        let name = format!("{}.{}", r.schema, r.table);
+        let name = format!("{}.{}", r.table.schema, r.table.name);
         let pk = r.primary_key();
         if pk.is_empty() {
             return Err(ConnectorError::Definite(format!(
@@ -560,7 +595,7 @@ impl MysqlSink {
             .exec(
                 "SELECT column_name, extra, data_type, character_set_name, collation_name \
                  FROM information_schema.columns WHERE table_schema=? AND table_name=?",
-                (r.schema.as_str(), r.table.as_str()),
+                (r.table.schema.as_str(), r.table.name.as_str()),
             )
             .await
             .map_err(|e| classify(&format!("reading the columns of {name}"), e))?;
@@ -572,6 +607,7 @@ impl MysqlSink {
         }
         let existing: HashSet<&str> = rows.iter().map(|c| c.0.as_str()).collect();
         if let Some(missing) = r
+            .table
             .columns
             .iter()
             .find(|c| !existing.contains(c.name.as_str()))
@@ -583,7 +619,7 @@ impl MysqlSink {
         }
         let key_types: Vec<(String, Option<String>, Option<String>)> = pk
             .iter()
-            .filter_map(|i| rows.iter().find(|c| c.0 == r.columns[*i].name))
+            .filter_map(|i| rows.iter().find(|c| c.0 == r.table.columns[*i].name))
             .map(|c| (c.2.clone(), c.3.clone(), c.4.clone()))
             .collect();
         let spread = if key_types.len() == pk.len() {
@@ -600,18 +636,21 @@ impl MysqlSink {
             .map(|c| c.0)
             .collect();
         self.sql.insert(
-            (r.schema.clone(), r.table.clone()),
+            (r.table.schema.clone(), r.table.name.clone()),
             TableSql::build(r, pk, &generated, spread),
         );
         Ok(())
     }
 
     /// Turns one partition's planned runs into query chunks after `first`,
-    /// ending with `COMMIT`; also returns the table names (for errors).
+    /// ending with `last` (`COMMIT`, or nothing while a split transaction
+    /// is held open); also returns the table names (for errors). Empty
+    /// chunks are left out.
     fn statements(
         &self,
         first: Vec<u8>,
         runs: PartitionRuns<'_>,
+        last: &[u8],
     ) -> Result<(Vec<Vec<u8>>, String), ConnectorError> {
         let mut chunks = Chunks::new(&first, self.stmt_bytes, self.chunk_bytes);
         let mut names = Vec::new();
@@ -635,24 +674,241 @@ impl MysqlSink {
         } else {
             names.join(", ")
         };
-        Ok((chunks.finish(b"COMMIT"), tables))
+        let mut chunks = chunks.finish(last);
+        chunks.retain(|c| !c.iter().all(u8::is_ascii_whitespace));
+        Ok((chunks, tables))
+    }
+}
+
+impl MysqlSink {
+    /// Rolls back a held split transaction, if any (the connection is
+    /// dropped if the rollback does not succeed in time).
+    async fn release_held(&mut self) {
+        let Some(h) = self.held.take() else {
+            return;
+        };
+        tracing::info!(store = %self.store, origin = %h.origin, first = h.first, next = h.next,
+            "mysql sink: rolling back a split transaction whose remaining parts did not come; it is applied again from its first part");
+        if let Some(mut conn) = self.conns.first_mut().and_then(Option::take) {
+            if matches!(
+                tokio::time::timeout(ROLLBACK_TIMEOUT, conn.query_drop("ROLLBACK")).await,
+                Ok(Ok(()))
+            ) {
+                self.conns[0] = Some(conn);
+            }
+        }
+    }
+
+    /// Applies consecutive parts of one split transaction inside its target
+    /// transaction on connection 0, opening it at the first part and
+    /// committing it with the last. Returns the last part's seq once
+    /// committed, `None` while parts remain.
+    async fn apply_parts(
+        &mut self,
+        origin: &str,
+        parts: &[&Transaction],
+    ) -> Result<Option<u64>, ConnectorError> {
+        let (Some(first_part), Some(last_part)) = (parts.first(), parts.last()) else {
+            return Ok(None);
+        };
+        for tx in parts {
+            for change in &tx.changes {
+                if let Payload::Row(r) = &change.payload {
+                    let key = (r.table.schema.clone(), r.table.name.clone());
+                    if self.sql.get(&key).is_none_or(|t| t.needs_rebuild(r)) {
+                        self.prepare_table(r).await?;
+                    }
+                }
+            }
+        }
+        let n = self.conns.len() as u64;
+        let marker = marker_table();
+        let mut first_sql = Vec::new();
+        let start = match &self.held {
+            Some(h) => h.first,
+            None => {
+                // The marker rows first: the source half of this DC sees
+                // them before any data row and skips the rest as an echo.
+                first_sql.extend_from_slice(b"BEGIN;\n");
+                for p in 0..n {
+                    first_sql.extend_from_slice(b"INSERT INTO ");
+                    first_sql.extend_from_slice(marker.as_bytes());
+                    first_sql.extend_from_slice(
+                        b" (origin, store, slot, seq, hlc, applied_at) VALUES (",
+                    );
+                    for v in [
+                        Value::Bytes(origin.as_bytes().to_vec()),
+                        Value::Bytes(self.store.as_bytes().to_vec()),
+                        Value::UInt(p * MARKER_SLOTS + first_part.seq % MARKER_SLOTS),
+                        Value::UInt(first_part.seq),
+                        Value::UInt(first_part.hlc.0),
+                    ] {
+                        push_literal(&mut first_sql, &v, false);
+                        first_sql.push(b',');
+                    }
+                    first_sql.extend_from_slice(
+                        b"NOW(6)) ON DUPLICATE KEY UPDATE seq=VALUES(seq), hlc=VALUES(hlc), \
+                          applied_at=VALUES(applied_at);\n",
+                    );
+                }
+                first_part.seq
+            }
+        };
+        let mut plan = GroupPlan::new(vec![0]);
+        for tx in parts {
+            for change in &tx.changes {
+                match &change.payload {
+                    Payload::Row(r) => {
+                        let key = (r.table.schema.clone(), r.table.name.clone());
+                        let Some(t) = self.sql.get(&key).filter(|t| !t.needs_rebuild(r)) else {
+                            return Err(ConnectorError::Definite(format!(
+                                "no SQL prepared for {}",
+                                r.table.qualified()
+                            )));
+                        };
+                        plan.add(r, &t.pk, &Spread::Whole, tx.seq)
+                            .map_err(|e| ConnectorError::Definite(e.to_string()))?;
+                    }
+                    Payload::Redis(_) => {
+                        return Err(ConnectorError::Definite(format!(
+                            "store {}: a Redis command cannot be applied to MySQL (origin {origin} seq {})",
+                            self.store, tx.seq
+                        )))
+                    }
+                }
+            }
+        }
+        let closing = !last_part.more;
+        let mut last_sql = Vec::new();
+        if closing {
+            last_sql.extend_from_slice(b"UPDATE ");
+            last_sql.extend_from_slice(marker.as_bytes());
+            last_sql.extend_from_slice(b" SET seq=");
+            push_literal(&mut last_sql, &Value::UInt(last_part.seq), false);
+            last_sql.extend_from_slice(b", hlc=");
+            push_literal(&mut last_sql, &Value::UInt(last_part.hlc.0), false);
+            last_sql.extend_from_slice(b", applied_at=NOW(6) WHERE origin=");
+            push_literal(
+                &mut last_sql,
+                &Value::Bytes(origin.as_bytes().to_vec()),
+                false,
+            );
+            last_sql.extend_from_slice(b" AND store=");
+            push_literal(
+                &mut last_sql,
+                &Value::Bytes(self.store.as_bytes().to_vec()),
+                false,
+            );
+            last_sql.extend_from_slice(b" AND slot IN (");
+            for p in 0..n {
+                if p > 0 {
+                    last_sql.push(b',');
+                }
+                push_literal(
+                    &mut last_sql,
+                    &Value::UInt(p * MARKER_SLOTS + start % MARKER_SLOTS),
+                    false,
+                );
+            }
+            last_sql.extend_from_slice(b");\nCOMMIT");
+        }
+        let runs = plan.into_runs().into_iter().next().unwrap_or_default();
+        let (chunks, tables) = self.statements(first_sql, runs, &last_sql)?;
+        if self.held.is_none() {
+            self.held = Some(Held {
+                origin: origin.to_string(),
+                first: start,
+                next: first_part.seq,
+            });
+        }
+        let conn = self.conn(0).await?;
+        for chunk in chunks {
+            if let Err(e) = conn.query_drop(chunk).await {
+                // Dropping the connection rolls the held transaction back.
+                self.held = None;
+                self.conns[0] = None;
+                return Err(classify(&format!("applying to {tables}"), e));
+            }
+        }
+        if closing {
+            self.held = None;
+            Ok(Some(last_part.seq))
+        } else {
+            if let Some(h) = &mut self.held {
+                h.next = last_part.seq + 1;
+            }
+            Ok(None)
+        }
     }
 }
 
 impl Sink for MysqlSink {
     async fn applied_seq(&mut self, origin: &str) -> Result<u64, ConnectorError> {
+        // A new connection of the sender resends from what is committed.
+        self.release_held().await;
         Ok(self.floors(origin).await?.into_iter().min().unwrap_or(0))
     }
 
     async fn apply(&mut self, origin: &str, txs: &[Transaction]) -> Result<u64, ConnectorError> {
+        let continues = self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.origin == origin && txs.first().is_some_and(|t| t.seq == h.next));
+        if !continues {
+            self.release_held().await;
+        }
         let mut floors = self.floors(origin).await?;
         let low = floors.iter().copied().min().unwrap_or(0);
-        let pending: Vec<&Transaction> = txs.iter().filter(|t| t.seq > low).collect();
+        let from = self.held.as_ref().map_or(low + 1, |h| h.next);
+        let pending: Vec<&Transaction> = txs.iter().filter(|t| t.seq >= from).collect();
+        if let Some(t) = pending
+            .first()
+            .filter(|t| t.part > 0 && self.held.is_none())
+        {
+            return Err(ConnectorError::Transient(format!(
+                "store {}: seq {} of {origin} is part {} of a split transaction whose first part \
+                 is not being applied; the sender resends from seq {}",
+                self.store,
+                t.seq,
+                t.part,
+                low + 1
+            )));
+        }
         let mut i = 0;
         while i < pending.len() {
+            if self.held.is_some() || pending[i].more {
+                // Parts of one split transaction, up to its last part,
+                // bounded by the group bytes.
+                let mut end = i;
+                let mut bytes = 0usize;
+                loop {
+                    let t = pending[end];
+                    bytes += t.approx_bytes();
+                    end += 1;
+                    if !t.more || end == pending.len() || bytes >= self.group_bytes {
+                        break;
+                    }
+                }
+                match self.apply_parts(origin, &pending[i..end]).await {
+                    Ok(Some(last)) => {
+                        for f in &mut floors {
+                            *f = (*f).max(last);
+                        }
+                        self.applied.insert(origin.to_string(), floors.clone());
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.applied.remove(origin);
+                        tracing::warn!(store = %self.store, origin, error = %e, "mysql sink: split transaction failed");
+                        return Err(e);
+                    }
+                }
+                i = end;
+                continue;
+            }
             let mut end = i;
             let mut bytes = 0usize;
-            while end < pending.len() && end - i < self.group_txns {
+            while end < pending.len() && end - i < self.group_txns && !pending[end].more {
                 let b = pending[end].approx_bytes();
                 if end > i && bytes + b > self.group_bytes {
                     break;

@@ -9,9 +9,14 @@
 //!
 //! - A transaction runs from its start (MariaDB GTID event 162, MySQL GTID
 //!   event 33, or a `BEGIN` QUERY event) to its XID event (or a `COMMIT`
-//!   QUERY event for non-transactional engines). Rows are collected and only
-//!   at the commit is one event sent, with the position *after* the commit
-//!   event (its header `log_pos`).
+//!   QUERY event for non-transactional engines). Rows are collected and at
+//!   the commit one [`SourceEvent::Local`] is sent, with the position
+//!   *after* the commit event (its header `log_pos`). Once the rows
+//!   collected reach [`FRAGMENT_BYTES`], they are sent ahead as a
+//!   [`SourceEvent::Fragment`] (at most
+//!   [`dcsync_core::connector::MAX_FRAGMENTS_IN_FLIGHT`] beyond what the
+//!   agent journaled), so a transaction of any size is read in bounded
+//!   memory.
 //! - A transaction containing a row of `dcsync.apply_marker` was written by
 //!   the dcsync sink: [`SourceEvent::Echo`] with the marker's origin and seq.
 //! - A transaction with no replicated rows (filtered tables, DDL, ROTATE to a
@@ -35,7 +40,9 @@ use crate::position::BinlogPosition;
 use crate::server::{check_retained, check_settings, check_tables, current_position};
 use crate::value::{from_binlog, table_info, TableInfo};
 use crate::{MARKER_SCHEMA, MARKER_TABLE};
-use dcsync_core::connector::{ConnectorError, Source, SourceContext, SourceEvent};
+use dcsync_core::connector::{
+    ConnectorError, Source, SourceContext, SourceEvent, MAX_FRAGMENTS_IN_FLIGHT,
+};
 use dcsync_core::topology::redact_url;
 use dcsync_core::{Change, Payload, RowChange, RowKind, Value};
 use futures_util::StreamExt;
@@ -46,6 +53,12 @@ use mysql_async::{BinlogStreamRequest, Conn, Opts};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::time::Instant as TokioInstant;
+
+/// Row bytes ([`dcsync_core::Change::approx_bytes`]) collected of one
+/// transaction before they are sent ahead as a [`SourceEvent::Fragment`]:
+/// the unit of memory a large transaction takes in the agent (see
+/// docs/architecture.md, "Transactions of any size").
+pub const FRAGMENT_BYTES: usize = 4 << 20;
 
 /// Minimum interval between two [`SourceEvent::Progress`] events.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
@@ -129,6 +142,10 @@ impl Source for MysqlSource {
 struct Tx {
     open: bool,
     changes: Vec<Change>,
+    /// Approximate bytes of `changes`.
+    bytes: usize,
+    /// Fragments of this transaction sent ahead.
+    fragments: u64,
     /// (origin, seq) of an apply-marker row seen in this transaction.
     marker: Option<(String, u64)>,
 }
@@ -149,6 +166,9 @@ struct Tailer {
     /// The store's MySQL options (tables, unit key).
     options: MysqlOptions,
     idle_timeout: Duration,
+    /// Fragments sent in this run (compared with
+    /// `cx.fragments_journaled`).
+    fragments_sent: u64,
 }
 
 enum Flow {
@@ -170,6 +190,7 @@ impl Tailer {
             last_progress: Instant::now(),
             options,
             idle_timeout,
+            fragments_sent: 0,
         }
     }
 
@@ -418,6 +439,12 @@ impl Tailer {
                 } else if head == "COMMIT" || head.starts_with("XA END") {
                     return self.commit(header.log_pos(), header.timestamp()).await;
                 } else if head == "ROLLBACK" {
+                    if self.tx.fragments > 0 {
+                        // Rows logged before a ROLLBACK are of
+                        // non-transactional tables and stay; parts of them
+                        // were sent ahead: close the transaction.
+                        return self.commit(header.log_pos(), header.timestamp()).await;
+                    }
                     self.tx = Tx::default();
                     return Ok(self.progress(self.position_at(header.log_pos())).await);
                 } else if head.starts_with("SAVEPOINT") || head.starts_with("ROLLBACK TO") {
@@ -460,10 +487,48 @@ impl Tailer {
                 }
                 self.tables.insert(tme.table_id(), info);
             }
-            EventData::RowsEvent(rows) => self.rows(stream, &rows, header.log_pos())?,
+            EventData::RowsEvent(rows) => {
+                self.rows(stream, &rows, header.log_pos())?;
+                if self.tx.bytes >= FRAGMENT_BYTES {
+                    return self.send_fragment(header.timestamp()).await;
+                }
+            }
             _ => {}
         }
         Ok(Flow::Continue)
+    }
+
+    /// Sends the rows collected so far as a [`SourceEvent::Fragment`],
+    /// first waiting until the agent has journaled all but
+    /// [`MAX_FRAGMENTS_IN_FLIGHT`] of the fragments sent before.
+    async fn send_fragment(&mut self, timestamp: u32) -> Result<Flow, ConnectorError> {
+        let floor = self.fragments_sent.saturating_sub(MAX_FRAGMENTS_IN_FLIGHT);
+        let mut journaled = self.cx.fragments_journaled.clone();
+        let mut shutdown = self.cx.shutdown.clone();
+        tokio::select! {
+            biased;
+            r = journaled.wait_for(|n| *n >= floor) => {
+                if r.is_err() {
+                    return Ok(Flow::Shutdown);
+                }
+            }
+            _ = shutdown.wait_for(|v| *v) => return Ok(Flow::Shutdown),
+        }
+        let changes = std::mem::take(&mut self.tx.changes);
+        self.tx.bytes = 0;
+        self.tx.fragments += 1;
+        self.fragments_sent += 1;
+        tracing::debug!(
+            fragment = self.tx.fragments,
+            changes = changes.len(),
+            "mysql source: sending part of a large transaction ahead"
+        );
+        Ok(self
+            .send(SourceEvent::Fragment {
+                changes,
+                commit_ts_ms: u64::from(timestamp) * 1000,
+            })
+            .await)
     }
 
     /// Starts a transaction at a MariaDB GTID event: seq_no (8 bytes LE),
@@ -554,6 +619,13 @@ impl Tailer {
             let before = conv(before)?;
             let after = conv(after)?;
             if is_marker {
+                if self.tx.fragments > 0 {
+                    return Err(ConnectorError::Definite(format!(
+                        "a transaction at {}:{log_pos} writes dcsync.apply_marker after {} parts of \
+                         application rows: only dcsync's sink may write that table",
+                        self.file, self.tx.fragments
+                    )));
+                }
                 if let Some(m) = marker_of(&info.columns, after.as_ref().or(before.as_ref())) {
                     self.tx.marker = Some(m);
                 }
@@ -569,17 +641,17 @@ impl Tailer {
                 let bytes = img.get(idx)?.unit_key_bytes()?;
                 Some(dcsync_core::unit::unit_of(&bytes, self.cx.units.count))
             });
-            self.tx.changes.push(Change {
+            let change = Change {
                 unit,
                 payload: Payload::Row(RowChange {
-                    schema: info.schema.clone(),
-                    table: info.table.clone(),
+                    table: info.meta.clone(),
                     kind,
-                    columns: info.columns.clone(),
                     before,
                     after,
                 }),
-            });
+            };
+            self.tx.bytes += change.approx_bytes();
+            self.tx.changes.push(change);
         }
         Ok(())
     }
@@ -597,7 +669,7 @@ impl Tailer {
                 })
                 .await);
         }
-        if tx.changes.is_empty() {
+        if tx.changes.is_empty() && tx.fragments == 0 {
             return Ok(self.progress(position).await);
         }
         self.pending_progress = None;

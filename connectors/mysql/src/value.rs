@@ -41,6 +41,9 @@ pub(crate) struct TableInfo {
     pub columns: Vec<ColumnMeta>,
     /// Real column types (ENUM/SET resolved from `MYSQL_TYPE_STRING`).
     pub types: Vec<ColumnType>,
+    /// The same schema, table and columns, shared by the row changes of
+    /// this table.
+    pub meta: std::sync::Arc<dcsync_core::TableMeta>,
 }
 
 /// Whether the binlog signedness bitmap has a bit for a column of type `t`.
@@ -125,11 +128,18 @@ pub(crate) fn table_info(tme: &TableMapEvent<'_>) -> Result<TableInfo, String> {
             }
         })
         .collect();
+    let columns: Vec<ColumnMeta> = columns;
+    let meta = std::sync::Arc::new(dcsync_core::TableMeta {
+        schema: schema.clone(),
+        name: table.clone(),
+        columns: columns.clone(),
+    });
     Ok(TableInfo {
         schema,
         table,
         columns,
         types,
+        meta,
     })
 }
 

@@ -95,6 +95,7 @@ async fn mysql8_roundtrip_and_echo() {
                 );
             }
             SourceEvent::Progress { .. } => {}
+            e @ SourceEvent::Fragment { .. } => panic!("a small transaction was split: {e:?}"),
         }
     }
     src.stop().await;

@@ -135,7 +135,7 @@ async fn ddl_is_skipped_and_later_rows_arrive() {
     assert_eq!(ids(&got), vec![1, 2, 3, 4]);
     match &got[1].0[0].payload {
         Payload::Row(r) => {
-            let names: Vec<&str> = r.columns.iter().map(|c| c.name.as_str()).collect();
+            let names: Vec<&str> = r.table.columns.iter().map(|c| c.name.as_str()).collect();
             assert_eq!(names, vec!["id", "a", "b"]);
             assert_eq!(r.after.as_ref().unwrap()[2], Value::Int(8));
         }

@@ -95,17 +95,28 @@ async fn every_type_round_trips_byte_exactly_and_echoes_are_attributed() {
         Payload::Row(r) => r.clone(),
         other => panic!("{other:?}"),
     };
-    let col = |name: &str| first.columns.iter().position(|c| c.name == name).unwrap();
+    let col = |name: &str| {
+        first
+            .table
+            .columns
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap()
+    };
     let after = first.after.as_ref().unwrap();
     assert_eq!(after[col("ti")], Value::Int(-128));
     assert_eq!(after[col("bi")], Value::Int(i64::MIN));
     assert_eq!(after[col("y")], Value::Int(1901));
     assert_eq!(after[col("e")], Value::UInt(1));
     assert_eq!(after[col("ts")], Value::Date(1970, 1, 1, 0, 0, 1, 0));
-    assert!(first.columns[col("u2")].unsigned, "{:?}", first.columns);
-    assert!(first.columns[col("biu")].unsigned);
-    assert!(!first.columns[col("bi")].unsigned);
-    assert!(first.columns[col("id")].primary_key);
+    assert!(
+        first.table.columns[col("u2")].unsigned,
+        "{:?}",
+        first.table.columns
+    );
+    assert!(first.table.columns[col("biu")].unsigned);
+    assert!(!first.table.columns[col("bi")].unsigned);
+    assert!(first.table.columns[col("id")].primary_key);
     assert!(locals[0].0[0].unit.is_some());
     let second = match &locals[1].0[0].payload {
         Payload::Row(r) => r.after.clone().unwrap(),
@@ -124,11 +135,11 @@ async fn every_type_round_trips_byte_exactly_and_echoes_are_attributed() {
         .iter()
         .flat_map(|(c, _)| c.iter())
         .find_map(|c| match &c.payload {
-            Payload::Row(r) if r.table == "cpk" => Some(r.clone()),
+            Payload::Row(r) if r.table.name == "cpk" => Some(r.clone()),
             _ => None,
         })
         .unwrap();
-    assert_eq!(cpk.primary_key(), vec![0, 1], "{:?}", cpk.columns);
+    assert_eq!(cpk.primary_key(), vec![0, 1], "{:?}", cpk.table.columns);
 
     // Tail B before applying, to see the echoes.
     let mut src_b = start_source(b.url(), store.clone(), units.clone(), None);
@@ -161,7 +172,9 @@ async fn every_type_round_trips_byte_exactly_and_echoes_are_attributed() {
                 last_echo = seq;
             }
             SourceEvent::Progress { .. } => {}
-            e @ SourceEvent::Local { .. } => panic!("sink write came out as local: {e:?}"),
+            e @ (SourceEvent::Local { .. } | SourceEvent::Fragment { .. }) => {
+                panic!("sink write came out as local: {e:?}")
+            }
         }
     }
     src_b.stop().await;

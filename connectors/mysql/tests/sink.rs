@@ -6,7 +6,9 @@ mod common;
 
 use common::*;
 use dcsync_core::connector::{ConnectorError, Sink};
-use dcsync_core::{Change, ColumnMeta, Hlc, Payload, RowChange, RowKind, Transaction, Value};
+use dcsync_core::{
+    Change, ColumnMeta, Hlc, Payload, RowChange, RowKind, TableMeta, Transaction, Value,
+};
 use dcsync_mysql::MysqlSink;
 use dcsync_testkit::mariadb::MariaDb;
 use mysql_async::prelude::Queryable;
@@ -35,14 +37,16 @@ fn set_tx(table: &str, keys: std::ops::Range<i64>, seq: u64) -> Transaction {
         .map(|k| Change {
             unit: None,
             payload: Payload::Row(RowChange {
-                schema: "shop".into(),
-                table: table.into(),
+                table: std::sync::Arc::new(TableMeta {
+                    schema: "shop".into(),
+                    name: table.into(),
+                    columns: cols(),
+                }),
                 kind: if seq == 1 {
                     RowKind::Insert
                 } else {
                     RowKind::Update
                 },
-                columns: cols(),
                 before: (seq > 1).then(|| vec![Value::Int(k), Value::Int(seq as i64 - 1)]),
                 after: Some(vec![Value::Int(k), Value::Int(seq as i64)]),
             }),
@@ -56,6 +60,8 @@ fn set_tx(table: &str, keys: std::ops::Range<i64>, seq: u64) -> Transaction {
         position: format!("test:{seq}"),
         commit_ts_ms: 0,
         changes,
+        part: 0,
+        more: false,
     }
 }
 
@@ -137,7 +143,9 @@ async fn unknown_table_is_a_definite_error_naming_it_and_nothing_is_half_applied
     let mut bad = tx(2);
     bad.changes.insert(0, tx(1).changes.remove(0));
     if let Payload::Row(r) = &mut bad.changes[1].payload {
-        r.table = "missing".into();
+        let mut meta = (*r.table).clone();
+        meta.name = "missing".into();
+        r.table = std::sync::Arc::new(meta);
     }
     match sink.apply("bj", &[bad]).await {
         Err(ConnectorError::Definite(m)) => assert!(m.contains("shop.missing"), "{m}"),

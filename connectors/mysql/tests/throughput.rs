@@ -28,12 +28,16 @@ async fn apply_throughput() {
     db.exec("CREATE DATABASE shop; CREATE TABLE shop.t (id BIGINT PRIMARY KEY, user_id BIGINT, name VARCHAR(64), amount DECIMAL(12,2))")
         .await;
     let (store, _) = store(&["shop.*"], None);
-    let columns = vec![
-        col("id", 8, true),
-        col("user_id", 8, false),
-        col("name", 15, false),
-        col("amount", 246, false),
-    ];
+    let table = std::sync::Arc::new(dcsync_core::TableMeta {
+        schema: "shop".into(),
+        name: "t".into(),
+        columns: vec![
+            col("id", 8, true),
+            col("user_id", 8, false),
+            col("name", 15, false),
+            col("amount", 246, false),
+        ],
+    });
     let txs: Vec<Transaction> = (1..=TXNS)
         .map(|seq| Transaction {
             origin: "bj".into(),
@@ -46,10 +50,8 @@ async fn apply_throughput() {
                 .map(|r| Change {
                     unit: None,
                     payload: Payload::Row(RowChange {
-                        schema: "shop".into(),
-                        table: "t".into(),
+                        table: table.clone(),
                         kind: RowKind::Insert,
-                        columns: columns.clone(),
                         before: None,
                         after: Some(vec![
                             Value::Int((seq * ROWS_PER_TX + r) as i64),
@@ -60,6 +62,8 @@ async fn apply_throughput() {
                     }),
                 })
                 .collect(),
+            part: 0,
+            more: false,
         })
         .collect();
     let mut sink = MysqlSink::connect(&db.url(), &store).await.unwrap();

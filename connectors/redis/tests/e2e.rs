@@ -72,6 +72,7 @@ async fn handle_one(
         SourceEvent::Echo { position, .. } | SourceEvent::Progress { position } => {
             let _ = src.durable.send(Some(position.clone()));
         }
+        SourceEvent::Fragment { .. } => panic!("the Redis source never splits a transaction"),
     }
     seen.push(ev);
 }
@@ -356,6 +357,7 @@ async fn sink_blocks_come_back_as_echo() {
             .expect("open");
         match ev {
             SourceEvent::Echo { origin, seq, .. } => echoes.push((origin, seq)),
+            SourceEvent::Fragment { .. } => panic!("the Redis source never splits a transaction"),
             SourceEvent::Local { changes, .. } => {
                 let keys: Vec<_> = changes
                     .iter()

@@ -152,6 +152,8 @@ pub async fn run(
             status: st,
             shutdown: shutdown_rx.clone(),
             last_hlc: journal.head(&me, &store.name)?.1,
+            part: 0,
+            fragments: 0,
         };
         tasks.push(tokio::spawn(sup.run()));
     }
@@ -240,6 +242,11 @@ struct Supervisor {
     /// HLC of the last transaction journaled for this store (stamps rise
     /// along the stream).
     last_hlc: dcsync_core::Hlc,
+    /// Part index the next entry of the local transaction being read gets
+    /// (0 outside a transaction split in parts).
+    part: u32,
+    /// Fragments of this source run journaled so far.
+    fragments: u64,
 }
 
 impl Supervisor {
@@ -285,8 +292,22 @@ impl Supervisor {
             .await
             .map_err(|e| ConnectorError::Transient(e.to_string()))?
             .map_err(|e| ConnectorError::Definite(format!("journal: {e}")))?;
+        // Parts of a transaction the previous run did not read to its end:
+        // the source reads it again from the checkpoint before it.
+        let j = self.journal.clone();
+        let name = self.store.name.clone();
+        let discarded = tokio::task::spawn_blocking(move || j.discard_open(&name))
+            .await
+            .map_err(|e| ConnectorError::Transient(e.to_string()))?
+            .map_err(|e| ConnectorError::Definite(format!("journal: {e}")))?;
+        if discarded > 0 {
+            tracing::info!(store = %self.store.name, parts = discarded, "discarded the journaled parts of a transaction the source had not read to its end; it is read again");
+        }
+        self.part = 0;
+        self.fragments = 0;
         let (etx, mut erx) = mpsc::channel(SOURCE_CHANNEL);
         let (durable_tx, durable_rx) = watch::channel(resume.clone());
+        let (fragments_tx, fragments_rx) = watch::channel(0u64);
         let cx = SourceContext {
             dc: self.me.clone(),
             store: self.store.clone(),
@@ -294,6 +315,7 @@ impl Supervisor {
             resume,
             events: etx,
             durable: durable_rx,
+            fragments_journaled: fragments_rx,
             shutdown: self.shutdown.clone(),
         };
         let connector = REGISTRY.connector_for(&self.store)?;
@@ -310,7 +332,7 @@ impl Supervisor {
             if n == 0 {
                 break;
             }
-            self.journal_events(std::mem::take(&mut buf), &durable_tx)
+            self.journal_events(std::mem::take(&mut buf), &durable_tx, &fragments_tx)
                 .await?;
         }
         match handle.await {
@@ -325,20 +347,45 @@ impl Supervisor {
         &mut self,
         events: Vec<SourceEvent>,
         durable: &watch::Sender<Option<Position>>,
+        fragments: &watch::Sender<u64>,
     ) -> Result<(), ConnectorError> {
         let mut txs = Vec::new();
+        let mut fragments_n = 0u64;
         let mut last_pos: Option<Position> = None;
         let mut echoes = 0u64;
         let mut changes_n = 0u64;
         let mut last_commit_ms = 0u64;
         for ev in events {
             match ev {
+                SourceEvent::Fragment {
+                    changes,
+                    commit_ts_ms,
+                } => {
+                    let hlc = self.clock.stamp_source(commit_ts_ms, self.last_hlc);
+                    self.last_hlc = hlc;
+                    changes_n += changes.len() as u64;
+                    fragments_n += 1;
+                    txs.push(Transaction {
+                        origin: self.me.clone(),
+                        store: self.store.name.clone(),
+                        seq: 0,
+                        hlc,
+                        position: String::new(),
+                        commit_ts_ms,
+                        changes,
+                        part: self.part,
+                        more: true,
+                    });
+                    self.part += 1;
+                }
                 SourceEvent::Local {
                     changes,
                     commit_ts_ms,
                     position,
                 } => {
-                    if !changes.is_empty() {
+                    // The last part of a split transaction is journaled
+                    // even without changes: it closes the transaction.
+                    if !changes.is_empty() || self.part > 0 {
                         // The stamp derives from the source commit time
                         // (rising along the stream), not from when it was
                         // read: a source catching up does not make old
@@ -355,7 +402,10 @@ impl Supervisor {
                             position: position.display.clone(),
                             commit_ts_ms,
                             changes,
+                            part: self.part,
+                            more: false,
                         });
+                        self.part = 0;
                     }
                     last_pos = Some(position);
                 }
@@ -369,7 +419,7 @@ impl Supervisor {
         let j = self.journal.clone();
         let name = self.store.name.clone();
         let pos = last_pos.clone();
-        let n = txs.len() as u64;
+        let n = txs.iter().filter(|t| !t.more).count() as u64;
         let appended = tokio::task::spawn_blocking(move || j.append(&name, &mut txs, pos.as_ref()))
             .await
             .map_err(|e| ConnectorError::Transient(e.to_string()))?
@@ -399,8 +449,14 @@ impl Supervisor {
                 st.echo_txns += echoes;
             }
         }
+        if fragments_n > 0 {
+            self.fragments += fragments_n;
+            fragments.send_replace(self.fragments);
+        }
         if let Some((_, last)) = appended {
-            self.appended.send_replace(last);
+            if n > 0 {
+                self.appended.send_replace(last);
+            }
         }
         Ok(())
     }

@@ -7,13 +7,23 @@
 //! assigned by the journal), HLC timestamp, store, source position, and the
 //! [`Change`]s with their unit.
 //!
-//! Everything here is `serde`-serialisable; the journal and the link encode it
-//! with bincode.
+//! A source transaction too large for one journal entry or link frame is
+//! split into *parts*: consecutive entries of the same origin stream, each
+//! with its own seq, where every part but the last has [`Transaction::more`]
+//! set. A sink applies all parts in one target transaction and writes the
+//! apply marker with the last part's seq, so a marker never points inside a
+//! source transaction (docs/architecture.md, "Transactions of any size").
+//!
+//! The journal and the link encode these types through
+//! [`crate::envelope`]; row changes share their table's [`TableMeta`]
+//! through an [`Arc`], in memory and on the wire (a table dictionary per
+//! record), instead of repeating column names in every row.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-/// One committed source transaction with its envelope.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One committed source transaction (or one part of it) with its envelope.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Transaction {
     /// Origin DC id (`bj`): the DC whose store committed it first.
     pub origin: String,
@@ -31,9 +41,20 @@ pub struct Transaction {
     pub commit_ts_ms: u64,
     /// The changes, in source order.
     pub changes: Vec<Change>,
+    /// Index of this part within its source transaction: 0 for the first
+    /// (or only) part.
+    pub part: u32,
+    /// More parts of the same source transaction follow (with seq + 1);
+    /// `false` on the last (or only) part.
+    pub more: bool,
 }
 
 impl Transaction {
+    /// Whether this entry is a whole source transaction (not split).
+    pub fn is_whole(&self) -> bool {
+        self.part == 0 && !self.more
+    }
+
     /// Approximate encoded size in bytes, used to bound batches and commit
     /// groups. Counts payload bytes, not serde overhead.
     pub fn approx_bytes(&self) -> usize {
@@ -42,7 +63,7 @@ impl Transaction {
 }
 
 /// One row/key/document mutation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     /// Unit (shard) of the business key space this change belongs to, computed
     /// from the store's unit key; `None` when the change has no such key.
@@ -62,7 +83,7 @@ impl Change {
 }
 
 /// Store-specific mutation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
     /// A row change from a MySQL/MariaDB binlog ROW event.
     Row(RowChange),
@@ -96,17 +117,42 @@ pub struct ColumnMeta {
     pub primary_key: bool,
 }
 
-/// One row change with full before/after images.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RowChange {
+/// A table's identity and columns, shared by every row change of it
+/// ([`RowChange::table`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableMeta {
     /// Database (schema) name.
     pub schema: String,
     /// Table name.
-    pub table: String,
+    pub name: String,
+    /// Columns, in table order; row images are aligned with it.
+    pub columns: Vec<ColumnMeta>,
+}
+
+impl TableMeta {
+    /// Indexes of the primary key columns, in table order.
+    pub fn primary_key(&self) -> Vec<usize> {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.primary_key)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// `schema.name`, for messages.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// One row change with full before/after images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    /// The table, its schema and columns (shared between rows).
+    pub table: Arc<TableMeta>,
     /// Insert, update or delete.
     pub kind: RowKind,
-    /// Columns, in table order; the images below are aligned with it.
-    pub columns: Vec<ColumnMeta>,
     /// Row image before the change (update, delete).
     pub before: Option<Vec<Value>>,
     /// Row image after the change (insert, update).
@@ -121,17 +167,12 @@ impl RowChange {
                 .map(|v| v.iter().map(Value::approx_bytes).sum::<usize>())
                 .unwrap_or(0)
         };
-        32 + self.schema.len() + self.table.len() + img(&self.before) + img(&self.after)
+        32 + img(&self.before) + img(&self.after)
     }
 
     /// Indexes of the primary key columns, in table order.
     pub fn primary_key(&self) -> Vec<usize> {
-        self.columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.primary_key)
-            .map(|(i, _)| i)
-            .collect()
+        self.table.primary_key()
     }
 }
 

@@ -60,6 +60,24 @@ pub enum SourceEvent {
         /// Position just after this transaction.
         position: Position,
     },
+    /// A part of a local transaction that is still being read: a large
+    /// transaction is journaled in parts so that no agent holds it whole
+    /// (docs/architecture.md, "Transactions of any size"). Its changes come
+    /// before those of the next `Fragment` or the closing
+    /// [`SourceEvent::Local`], which carries the last changes, the commit
+    /// time and the position. The position does not move with a fragment:
+    /// after a restart the source reads the whole transaction again (the
+    /// agent discards the parts of a transaction that was never closed).
+    /// A source sends at most [`MAX_FRAGMENTS_IN_FLIGHT`] fragments beyond
+    /// [`SourceContext::fragments_journaled`].
+    Fragment {
+        /// The next changes of the transaction, in source order; never
+        /// empty.
+        changes: Vec<Change>,
+        /// Source time of these changes (ms since the Unix epoch, 0 if
+        /// unknown); the HLC of the part derives from it.
+        commit_ts_ms: u64,
+    },
     /// A transaction written by dcsync's own sink (it carried an apply
     /// marker): not shipped again (no echo); only the position advances.
     Echo {
@@ -78,6 +96,10 @@ pub enum SourceEvent {
     },
 }
 
+/// Most [`SourceEvent::Fragment`]s a source sends ahead of
+/// [`SourceContext::fragments_journaled`].
+pub const MAX_FRAGMENTS_IN_FLIGHT: u64 = 2;
+
 /// Everything a running source needs from the agent.
 #[derive(Debug)]
 pub struct SourceContext {
@@ -94,6 +116,11 @@ pub struct SourceContext {
     pub events: mpsc::Sender<SourceEvent>,
     /// The latest position that is durable in the journal.
     pub durable: watch::Receiver<Option<Position>>,
+    /// How many [`SourceEvent::Fragment`]s of this run the agent has
+    /// journaled; a source waits for it to come within
+    /// [`MAX_FRAGMENTS_IN_FLIGHT`] of what it sent, which bounds the memory a
+    /// large transaction takes to that many fragments.
+    pub fragments_journaled: watch::Receiver<u64>,
     /// Becomes `true` when the agent shuts down.
     pub shutdown: watch::Receiver<bool>,
 }

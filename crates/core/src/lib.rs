@@ -19,7 +19,7 @@ pub mod topology;
 pub mod unit;
 
 pub use change::{
-    Change, ColumnMeta, Payload, RedisCommand, RowChange, RowKind, Transaction, Value,
+    Change, ColumnMeta, Payload, RedisCommand, RowChange, RowKind, TableMeta, Transaction, Value,
 };
 pub use hlc::{now_ms, Hlc, HlcClock};
 pub use topology::{Topology, TopologyError};

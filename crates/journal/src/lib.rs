@@ -19,6 +19,20 @@
 //! stored position, so nothing is lost and nothing is read twice
 //! (docs/architecture.md, invariant 3).
 //!
+//! # Transactions in parts
+//! A large source transaction arrives as several entries (parts) with
+//! consecutive seqs, all but the last flagged `more`
+//! ([`dcsync_core::Transaction::more`]). The parts are written as they come
+//! (the agent never holds the whole transaction), but a stream's head, and
+//! with it everything readers see ([`Journal::read`], [`Journal::last_seq`],
+//! backlogs), moves only when the last part is written: a peer is never
+//! shipped the start of a transaction that may be discarded. The seq of the
+//! last part written so far is kept in `open_parts`; the parts of a
+//! transaction that was never closed (the agent stopped while reading it)
+//! are discarded when the journal is opened and when the store's source
+//! starts again ([`Journal::discard_open`]), since the source reads the whole
+//! transaction again from the checkpoint before it.
+//!
 //! # Cursors and removal
 //! For every peer and origin stream the journal records the highest seq the
 //! peer acknowledged (applied). An entry is removed once every peer that
@@ -28,7 +42,11 @@
 //! which the peer's apply marker turns into a no-op.
 //!
 //! # Format version and migration
-//! `meta["format"]` holds [`FORMAT_VERSION`]. A journal written by a
+//! `meta["format"]` holds [`FORMAT_VERSION`]. Format 3 differs from format
+//! 2 only in that records may be envelope version 3 and `open_parts`
+//! exists; a format-2 journal is upgraded by rewriting the number (an agent
+//! of format 2 then refuses it instead of failing on a record). A journal
+//! written by a
 //! format-1 agent (entries keyed by `(store, seq)`, untagged bincode,
 //! cursors by `(peer, store)`) is migrated in one atomic write transaction
 //! when it is opened: every entry is decoded with the frozen version-1
@@ -43,12 +61,15 @@
 //! duplicated or torn entries; sled 0.34 (2021) has open reports of corruption
 //! after unclean shutdown and sled 1.0 is an alpha.
 //!
-//! # Layout (format 2, redb tables)
+//! # Layout (format 3, redb tables)
 //! - `log`: `(origin, store, seq) -> cum_bytes: u64 LE | record`, where
 //!   `record` is a tagged envelope ([`dcsync_core::envelope::encode_tx`]) and
 //!   `cum_bytes` the total record bytes of the stream up to and including
 //!   this one (backlog bytes are a subtraction, not a scan)
-//! - `heads`: `(origin, store) -> (last seq, HLC of that entry)`
+//! - `heads`: `(origin, store) -> (last seq, HLC of that entry)`, the last
+//!   entry that ends a source transaction
+//! - `open_parts`: `(origin, store) -> seq` of the last part written of a
+//!   transaction whose last part is not written yet
 //! - `stream_cum`: `(origin, store) -> u64` total bytes ever appended;
 //!   `stream_removed_cum`: `(origin, store) -> u64` `cum_bytes` of the last
 //!   removed entry
@@ -56,7 +77,7 @@
 //! - `peer_cursors`: `(peer, origin, store) -> seq`
 //! - `identity`: `"dc" -> the DC id` (a journal opened as another DC is
 //!   refused)
-//! - `meta`: `"format" -> 2`, `"hlc" -> u64` (highest HLC journaled, the
+//! - `meta`: `"format" -> 3`, `"hlc" -> u64` (highest HLC journaled, the
 //!   clock floor after restart)
 
 use dcsync_core::connector::Position;
@@ -69,7 +90,7 @@ use redb::{
 use std::path::{Path, PathBuf};
 
 /// The journal format this agent writes.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 
 const LOG: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("log");
 const HEADS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("heads");
@@ -79,6 +100,7 @@ const STREAM_REMOVED_CUM: TableDefinition<(&str, &str), u64> =
 const POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("positions");
 const PEER_CURSORS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("peer_cursors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const OPEN_PARTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("open_parts");
 const IDENTITY: TableDefinition<&str, &str> = TableDefinition::new("identity");
 
 /// Format-1 tables, read only by the migration.
@@ -231,6 +253,16 @@ impl Journal {
             Some(f) if f > FORMAT_VERSION => {
                 return Err(JournalError::NewerFormat { path, found: f });
             }
+            Some(f) if f < FORMAT_VERSION => {
+                // Format 2 -> 3: records may now be envelope version 3 and
+                // the `open_parts` table exists; format-2 records stay
+                // readable as they are.
+                w.open_table(META)
+                    .map_err(storage)?
+                    .insert("format", FORMAT_VERSION)
+                    .map_err(storage)?;
+                tracing::info!(path = %path.display(), from = f, "journal format upgraded to {FORMAT_VERSION}");
+            }
             Some(_) => {}
             None => {
                 if existing.iter().any(|t| t == v1::TXS.name()) {
@@ -271,6 +303,20 @@ impl Journal {
             w.open_table(POSITIONS).map_err(storage)?;
             w.open_table(PEER_CURSORS).map_err(storage)?;
         }
+        let open: Vec<(String, String)> = {
+            let t = w.open_table(OPEN_PARTS).map_err(storage)?;
+            let mut v = Vec::new();
+            for item in t.iter().map_err(storage)? {
+                let (k, _) = item.map_err(storage)?;
+                let (o, s) = k.value();
+                v.push((o.to_string(), s.to_string()));
+            }
+            v
+        };
+        for (o, st) in &open {
+            let n = discard_open_in(&w, o, st)?;
+            tracing::info!(origin = %o, store = %st, parts = n, "journal: discarded the parts of a transaction that was not read to its end");
+        }
         w.commit().map_err(storage)?;
         Ok(Journal {
             db,
@@ -291,6 +337,11 @@ impl Journal {
     /// the checkpoint moves; that commit is not fsynced (losing it re-reads
     /// an echo or skipped event, which is filtered again).
     ///
+    /// Parts of a split transaction ([`Transaction::more`]) are written as
+    /// they come; the stream's head moves only to the last entry that ends a
+    /// transaction (see the module docs). `position` must be the source
+    /// position after the last *whole* transaction of `txs`.
+    ///
     /// Returns the `(first, last)` seq assigned, `None` if `txs` was empty.
     pub fn append(
         &self,
@@ -304,7 +355,7 @@ impl Journal {
         }
         let mut range = None;
         if !txs.is_empty() {
-            let (mut last, _) = head_in(&w, &self.me, store)?;
+            let mut last = tail_in(&w, &self.me, store)?;
             let first = last + 1;
             for tx in txs.iter_mut() {
                 last += 1;
@@ -340,6 +391,11 @@ impl Journal {
         let (origin, store) = (first.origin.clone(), first.store.clone());
         let w = self.db.begin_write().map_err(storage)?;
         let (head, _) = head_in(&w, &origin, &store)?;
+        if tail_in(&w, &origin, &store)? > head && txs.iter().any(|t| t.seq == head + 1) {
+            // The origin sends the open transaction again from its start.
+            discard_open_in(&w, &origin, &store)?;
+        }
+        let head = tail_in(&w, &origin, &store)?;
         let fresh: Vec<Transaction> = txs.iter().filter(|t| t.seq > head).cloned().collect();
         let mut expect = head + 1;
         for t in &fresh {
@@ -423,9 +479,21 @@ impl Journal {
             .unwrap_or(0)))
     }
 
-    /// Reads transactions of `(origin, store)` with seq > `after`, in seq
-    /// order, at most `max_txns` of them and stopping once `max_bytes`
-    /// encoded bytes are reached (at least one is returned if any exists).
+    /// Discards the parts written of a local transaction of `store` whose
+    /// last part was not written (the source stopped while reading it and
+    /// reads it again from its checkpoint). Returns how many were removed.
+    pub fn discard_open(&self, store: &str) -> Result<u64, JournalError> {
+        let w = self.db.begin_write().map_err(storage)?;
+        let n = discard_open_in(&w, &self.me, store)?;
+        w.commit().map_err(storage)?;
+        Ok(n)
+    }
+
+    /// Reads transactions of `(origin, store)` with seq > `after` up to the
+    /// stream's head (parts of a transaction not yet written to its end are
+    /// not returned), in seq order, at most `max_txns` of them and stopping
+    /// once `max_bytes` encoded bytes are reached (at least one is returned
+    /// if any exists).
     pub fn read(
         &self,
         origin: &str,
@@ -435,12 +503,22 @@ impl Journal {
         max_bytes: usize,
     ) -> Result<Vec<Transaction>, JournalError> {
         let r = self.db.begin_read().map_err(storage)?;
+        let head = r
+            .open_table(HEADS)
+            .map_err(storage)?
+            .get((origin, store))
+            .map_err(storage)?
+            .map(|g| g.value().0)
+            .unwrap_or(0);
         let t = r.open_table(LOG).map_err(storage)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let start = after.saturating_add(1);
+        if start > head {
+            return Ok(out);
+        }
         for item in t
-            .range((origin, store, start)..=(origin, store, u64::MAX))
+            .range((origin, store, start)..=(origin, store, head))
             .map_err(storage)?
         {
             let (k, v) = item.map_err(storage)?;
@@ -581,8 +659,69 @@ fn head_in(w: &WriteTransaction, origin: &str, store: &str) -> Result<(u64, u64)
     Ok(v)
 }
 
+/// The seq of the last entry written of a stream, parts of an open
+/// transaction included.
+fn tail_in(w: &WriteTransaction, origin: &str, store: &str) -> Result<u64, JournalError> {
+    let open = w
+        .open_table(OPEN_PARTS)
+        .map_err(storage)?
+        .get((origin, store))
+        .map_err(storage)?
+        .map(|g| g.value());
+    match open {
+        Some(t) => Ok(t),
+        None => Ok(head_in(w, origin, store)?.0),
+    }
+}
+
+/// Removes the entries after the head of `(origin, store)` (the parts of a
+/// transaction whose last part was never written) and restores the byte
+/// total to the head's. Returns how many were removed.
+fn discard_open_in(w: &WriteTransaction, origin: &str, store: &str) -> Result<u64, JournalError> {
+    let tail = w
+        .open_table(OPEN_PARTS)
+        .map_err(storage)?
+        .remove((origin, store))
+        .map_err(storage)?
+        .map(|g| g.value());
+    let Some(tail) = tail else {
+        return Ok(0);
+    };
+    let (head, _) = head_in(w, origin, store)?;
+    let mut t = w.open_table(LOG).map_err(storage)?;
+    let at_head = if head == 0 {
+        Some(0)
+    } else {
+        t.get((origin, store, head))
+            .map_err(storage)?
+            .map(|g| cum_prefix(g.value()))
+    };
+    let cum = match at_head {
+        Some(c) => c,
+        None => w
+            .open_table(STREAM_REMOVED_CUM)
+            .map_err(storage)?
+            .get((origin, store))
+            .map_err(storage)?
+            .map(|g| g.value())
+            .unwrap_or(0),
+    };
+    let mut n = 0u64;
+    t.retain_in((origin, store, head + 1)..=(origin, store, tail), |_, _| {
+        n += 1;
+        false
+    })
+    .map_err(storage)?;
+    w.open_table(STREAM_CUM)
+        .map_err(storage)?
+        .insert((origin, store), cum)
+        .map_err(storage)?;
+    Ok(n)
+}
+
 /// Writes `txs` (seqs already set, ascending, continuing the stream) and
-/// moves the stream's head, byte total and the HLC floor.
+/// moves the stream's head (to the last entry that ends a transaction),
+/// open-part tail, byte total and the HLC floor.
 fn put_entries(
     w: &WriteTransaction,
     origin: &str,
@@ -598,7 +737,7 @@ fn put_entries(
         .unwrap_or(0);
     let mut max_hlc = 0u64;
     let mut buf = Vec::new();
-    let mut last = (0u64, 0u64);
+    let mut last = None;
     for tx in txs {
         let bytes = encode_tx(tx).map_err(|e| JournalError::Corrupt {
             origin: origin.to_string(),
@@ -613,13 +752,26 @@ fn put_entries(
         buf.extend_from_slice(&bytes);
         t.insert((origin, store, tx.seq), buf.as_slice())
             .map_err(storage)?;
-        last = (tx.seq, tx.hlc.0);
+        if !tx.more {
+            last = Some((tx.seq, tx.hlc.0));
+        }
     }
     cum_t.insert((origin, store), cum).map_err(storage)?;
-    w.open_table(HEADS)
-        .map_err(storage)?
-        .insert((origin, store), last)
-        .map_err(storage)?;
+    if let Some(last) = last {
+        w.open_table(HEADS)
+            .map_err(storage)?
+            .insert((origin, store), last)
+            .map_err(storage)?;
+    }
+    let mut open = w.open_table(OPEN_PARTS).map_err(storage)?;
+    match txs.last() {
+        Some(tx) if tx.more => {
+            open.insert((origin, store), tx.seq).map_err(storage)?;
+        }
+        _ => {
+            open.remove((origin, store)).map_err(storage)?;
+        }
+    }
     let mut m = w.open_table(META).map_err(storage)?;
     let prev = m
         .get("hlc")

@@ -17,6 +17,8 @@ fn tx(n: u64) -> Transaction {
                 args: vec![b"SET".to_vec(), n.to_string().into_bytes()],
             }),
         }],
+        part: 0,
+        more: false,
     }
 }
 
@@ -232,11 +234,91 @@ fn a_journal_of_a_newer_format_is_refused_untouched() {
     }
     let e = Journal::open(d.path(), "bj", &["sh".into()]).err().unwrap();
     assert!(
-        matches!(e, JournalError::NewerFormat { found: 3, .. }),
+        matches!(e, JournalError::NewerFormat { found: 4, .. }),
         "{e}"
     );
     assert!(
-        e.to_string().contains("newer than this agent's format 2"),
+        e.to_string().contains("newer than this agent's format 3"),
         "{e}"
     );
+}
+
+/// Part `part` of a split transaction (`more` unless it is the last).
+fn part(n: u64, part: u32, more: bool) -> Transaction {
+    Transaction {
+        part,
+        more,
+        ..tx(n)
+    }
+}
+
+#[test]
+fn parts_are_visible_only_once_their_transaction_is_complete() {
+    let d = tempfile::tempdir().unwrap();
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+    j.append("s", &mut [tx(1)], Some(&pos(1))).unwrap();
+    let before = j.backlog("sh", "bj", "s").unwrap().bytes;
+    // Two parts written, in two commits, the position unchanged.
+    assert_eq!(
+        j.append("s", &mut [part(2, 0, true)], None).unwrap(),
+        Some((2, 2))
+    );
+    assert_eq!(
+        j.append("s", &mut [part(3, 1, true)], None).unwrap(),
+        Some((3, 3))
+    );
+    assert_eq!(j.last_seq("bj", "s").unwrap(), 1);
+    assert_eq!(j.read("bj", "s", 1, 10, usize::MAX).unwrap(), vec![]);
+    assert_eq!(j.backlog("sh", "bj", "s").unwrap().txns, 1);
+    // The last part and a whole transaction after it, in one commit.
+    assert_eq!(
+        j.append("s", &mut [part(4, 2, false), tx(5)], Some(&pos(5)))
+            .unwrap(),
+        Some((4, 5))
+    );
+    assert_eq!(j.last_seq("bj", "s").unwrap(), 5);
+    let got = j.read("bj", "s", 1, 10, usize::MAX).unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|t| (t.seq, t.part, t.more))
+            .collect::<Vec<_>>(),
+        vec![(2, 0, true), (3, 1, true), (4, 2, false), (5, 0, false)]
+    );
+    assert!(j.backlog("sh", "bj", "s").unwrap().bytes > before);
+}
+
+#[test]
+fn parts_of_a_transaction_never_closed_are_discarded() {
+    let d = tempfile::tempdir().unwrap();
+    let peers = ["sh".to_string()];
+    {
+        let j = Journal::open(d.path(), "bj", &peers).unwrap();
+        j.append("s", &mut [tx(1)], Some(&pos(1))).unwrap();
+        let bytes = j.backlog("sh", "bj", "s").unwrap().bytes;
+        j.append("s", &mut [part(2, 0, true), part(3, 1, true)], None)
+            .unwrap();
+        // The source restarts: the parts go, the byte total is the head's.
+        assert_eq!(j.discard_open("s").unwrap(), 2);
+        assert_eq!(j.discard_open("s").unwrap(), 0);
+        assert_eq!(j.backlog("sh", "bj", "s").unwrap().bytes, bytes);
+        // Read again: the same seqs are assigned to the new parts.
+        assert_eq!(
+            j.append("s", &mut [part(2, 0, true)], None).unwrap(),
+            Some((2, 2))
+        );
+    }
+    // kill -9 with a part written: opening the journal discards it.
+    let j = Journal::open(d.path(), "bj", &peers).unwrap();
+    assert_eq!(j.discard_open("s").unwrap(), 0);
+    assert_eq!(
+        j.append(
+            "s",
+            &mut [part(2, 0, true), part(3, 1, false)],
+            Some(&pos(3))
+        )
+        .unwrap(),
+        Some((2, 3))
+    );
+    assert_eq!(j.read("bj", "s", 0, 10, usize::MAX).unwrap().len(), 3);
+    assert_eq!(j.position("s").unwrap(), Some(pos(3)));
 }

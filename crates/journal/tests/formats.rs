@@ -18,7 +18,7 @@ fn copy_fixture() -> tempfile::TempDir {
 fn format_one_journal_is_migrated_without_loss() {
     let d = copy_fixture();
     let peers = vec!["sh".to_string(), "gz".to_string()];
-    assert_eq!(FORMAT_VERSION, 2);
+    assert_eq!(FORMAT_VERSION, 3);
     for reopen in 0..2 {
         let j = Journal::open(d.path(), "bj", &peers).unwrap();
         // orders: seqs 1-3 journaled; sh acked 1, gz acked 2 → entry 1 removed.
@@ -34,7 +34,7 @@ fn format_one_journal_is_migrated_without_loss() {
             panic!("row expected")
         };
         assert_eq!(
-            (r.schema.as_str(), r.table.as_str(), r.kind),
+            (r.table.schema.as_str(), r.table.name.as_str(), r.kind),
             ("shop", "items", RowKind::Insert)
         );
         assert_eq!(
@@ -45,7 +45,7 @@ fn format_one_journal_is_migrated_without_loss() {
             r.after.as_ref().unwrap()[2],
             Value::Date(2024, 1, 2, 3, 4, 5, 6)
         );
-        assert!(r.columns[0].primary_key);
+        assert!(r.table.columns[0].primary_key);
         assert_eq!(rows[0].changes[0].unit, Some(2));
         // cache: both entries acked by sh, gz never acked → kept for gz.
         let cache = j.read("bj", "cache", 0, 100, usize::MAX).unwrap();
@@ -90,9 +90,10 @@ fn format_one_journal_opened_as_another_dc_is_refused() {
     assert!(e.to_string().contains("another DC"), "{e}");
 }
 
-/// The current format, as this release wrote it
+/// Format 2, as the release before transactions in parts wrote it
 /// (`crates/link/examples/capture_fixtures.rs`): a local stream and a
-/// relayed one. A later format must keep this test passing (migrating it).
+/// relayed one, envelope version 2 records. It opens as format 3 and new
+/// appends continue it.
 #[test]
 fn format_two_journal_reads_back() {
     let d = tempfile::tempdir().unwrap();
@@ -131,4 +132,8 @@ fn format_two_journal_reads_back() {
         "mysql-bin.000002:2003"
     );
     assert_eq!(j.last_seq("gz", "orders").unwrap(), 2);
+    let mut next = vec![local[0].clone()];
+    assert_eq!(j.append("orders", &mut next, None).unwrap(), Some((4, 4)));
+    let back = j.read("bj", "orders", 3, 10, usize::MAX).unwrap();
+    assert_eq!(back[0].changes, local[0].changes);
 }

@@ -39,6 +39,8 @@ fn tx(n: u64) -> Transaction {
                 args: vec![vec![b'x'; (n % 700) as usize]],
             }),
         }],
+        part: 0,
+        more: false,
     }
 }
 

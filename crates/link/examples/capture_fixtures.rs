@@ -23,23 +23,25 @@ fn row_tx(origin: &str, n: u64) -> Transaction {
         changes: vec![Change {
             unit: Some(n as u32 % 4),
             payload: Payload::Row(RowChange {
-                schema: "shop".into(),
-                table: "items".into(),
+                table: std::sync::Arc::new(TableMeta {
+                    schema: "shop".into(),
+                    name: "items".into(),
+                    columns: vec![
+                        ColumnMeta {
+                            name: "id".into(),
+                            type_code: 8,
+                            unsigned: false,
+                            primary_key: true,
+                        },
+                        ColumnMeta {
+                            name: "price".into(),
+                            type_code: 246,
+                            unsigned: false,
+                            primary_key: false,
+                        },
+                    ],
+                }),
                 kind: RowKind::Insert,
-                columns: vec![
-                    ColumnMeta {
-                        name: "id".into(),
-                        type_code: 8,
-                        unsigned: false,
-                        primary_key: true,
-                    },
-                    ColumnMeta {
-                        name: "price".into(),
-                        type_code: 246,
-                        unsigned: false,
-                        primary_key: false,
-                    },
-                ],
                 before: None,
                 after: Some(vec![
                     Value::Int(n as i64),
@@ -47,6 +49,8 @@ fn row_tx(origin: &str, n: u64) -> Transaction {
                 ]),
             }),
         }],
+        part: 0,
+        more: false,
     }
 }
 

@@ -22,7 +22,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 ///   [`Frame::Ack`]); a store that cannot apply is reported with
 ///   [`Frame::StoreFailed`] instead of closing the link; batches in envelope
 ///   version 2.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// - **3**: batches in envelope version 3 (table dictionaries, partial
+///   before images, transactions split in parts). Frames are those of
+///   version 2. A batch may end inside a split transaction; the receiver
+///   acknowledges only what it committed, so such batches do not count
+///   against the sender's window (see `sender`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Lowest protocol version this agent speaks (a rolling upgrade from a
 /// version-1 release keeps working).
@@ -186,10 +191,10 @@ pub struct Applied {
 
 /// The envelope version of batches in protocol `version`.
 pub fn envelope_version(protocol: u32) -> u8 {
-    if protocol <= 1 {
-        1
-    } else {
-        dcsync_core::envelope::ENVELOPE_VERSION
+    match protocol {
+        0 | 1 => 1,
+        2 => 2,
+        _ => dcsync_core::envelope::ENVELOPE_VERSION,
     }
 }
 

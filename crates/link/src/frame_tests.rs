@@ -63,11 +63,12 @@ proptest::proptest! {
             origin: "bj".into(), store: store.clone(), seq: seq.wrapping_add(i as u64),
             hlc: dcsync_core::Hlc(seq), position: String::new(), commit_ts_ms: 0,
             changes: vec![dcsync_core::Change { unit: Some(3), payload: dcsync_core::Payload::Row(dcsync_core::RowChange {
-                schema: "s".into(), table: "t".into(), kind: dcsync_core::RowKind::Insert,
-                columns: vec![], before: None,
+                table: std::sync::Arc::new(dcsync_core::TableMeta { schema: "s".into(), name: "t".into(), columns: vec![] }),
+                kind: dcsync_core::RowKind::Insert, before: None,
                 after: Some(vec![dcsync_core::Value::Int(-5), dcsync_core::Value::Bytes(vec![0, 255]), dcsync_core::Value::Null]) }) }],
+            part: 0, more: false,
         }).collect();
-        for (codec, protocol) in [(Codec::None, 1), (Codec::Lz4, 1), (Codec::None, 2), (Codec::Lz4, 2)] {
+        for (codec, protocol) in [(Codec::None, 1), (Codec::Lz4, 1), (Codec::None, 2), (Codec::Lz4, 2), (Codec::None, 3), (Codec::Lz4, 3)] {
             let (raw_len, data) = pack_batch(&txs, codec, protocol).unwrap();
             let f = Frame::Batch { origin: "bj".into(), store: store.clone(), codec, raw_len, data };
             let back = decode(&encode(&f).unwrap(), usize::MAX).unwrap();

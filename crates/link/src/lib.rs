@@ -58,14 +58,21 @@ pub enum ApplyError {
 
 /// What the receiving agent does with incoming changes: its sinks.
 pub trait Applier: Send + Sync + 'static {
-    /// Highest seq of `origin`'s changes to `store` already applied.
+    /// Highest seq of `origin`'s changes to `store` already applied
+    /// (committed). Called when a connection starts: parts of a split
+    /// transaction held uncommitted from an earlier connection are rolled
+    /// back, since the sender resends from this seq.
     fn applied<'a>(
         &'a self,
         origin: &'a str,
         store: &'a str,
     ) -> BoxFuture<'a, Result<u64, ApplyError>>;
     /// Applies `txs` (ascending seqs, one origin, one store); returns the
-    /// highest applied seq. Idempotent: already applied seqs are skipped.
+    /// highest applied (committed) seq. Idempotent: already applied seqs are
+    /// skipped. When `txs` ends inside a transaction split in parts
+    /// ([`Transaction::more`]), its parts are applied but held uncommitted
+    /// until the batch holding its last part: the returned seq is then below
+    /// the batch's last.
     fn apply<'a>(
         &'a self,
         origin: &'a str,

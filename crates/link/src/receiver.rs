@@ -345,17 +345,21 @@ async fn handle(
             Ok(_) => {
                 let n = txs.len() as u64;
                 let hlc = txs.iter().map(|t| t.hlc.0).max().unwrap_or(0);
+                let last = txs.last().map(|t| t.seq).unwrap_or(0);
                 applier
                     .apply(&batch_origin, &store, txs)
                     .await
-                    .map(|seq| (seq, n, hlc))
+                    .map(|seq| (seq, last, n, hlc))
             }
             Err(e) => Err(e),
         };
         match result {
-            Ok((seq, n, hlc)) => {
+            Ok((seq, last, n, hlc)) => {
                 failed.remove(&key);
-                expected.insert(key, seq + 1);
+                // The sink took every transaction of the batch: `seq` is
+                // what it committed; parts of a split transaction after it
+                // wait, uncommitted, for the batch that ends it.
+                expected.insert(key, seq.max(last) + 1);
                 events::BatchApplied {
                     peer: &origin,
                     origin: &batch_origin,

@@ -342,8 +342,13 @@ async fn session(
     });
     let _abort = AbortOnDrop(reader);
 
-    // Unacknowledged batches: (stream, first seq, last seq, txns).
-    let mut in_flight: Vec<(Stream, u64, u64, u64)> = Vec::new();
+    // Unacknowledged batches: (stream, first seq, last seq, txns, ends
+    // inside a split transaction). A batch that ends inside a transaction
+    // split in parts cannot be acknowledged before the batch that ends it
+    // (the receiver commits the parts together), so it does not count
+    // against the window: TCP flow control bounds those (the receiver reads
+    // the next frame only after applying one).
+    let mut in_flight: Vec<InFlight> = Vec::new();
     let mut paused: BTreeMap<Stream, Paused> = BTreeMap::new();
     let mut last_rx = Instant::now();
     let mut last_tx = Instant::now();
@@ -353,7 +358,7 @@ async fn session(
     let mut pace = Instant::now();
     loop {
         // Fill the window.
-        while in_flight.len() < s.window && !streams.is_empty() {
+        while in_flight.iter().filter(|b| !b.4).count() < s.window && !streams.is_empty() {
             let mut sent = false;
             let now = Instant::now();
             for i in 0..streams.len() {
@@ -378,6 +383,7 @@ async fn session(
                     )));
                 }
                 let last_seq = last.seq;
+                let open = last.more;
                 let n = txs.len() as u64;
                 let (raw_len, data) = crate::frame::pack_batch(&txs, codec, version)?;
                 drop(txs);
@@ -409,7 +415,7 @@ async fn session(
                 let bytes = timed_write(&mut wr, &frame, dead, s.dead_after_ms).await?;
                 last_tx = Instant::now();
                 next.insert(key.clone(), last_seq);
-                in_flight.push((key.clone(), from + 1, last_seq, n));
+                in_flight.push((key.clone(), from + 1, last_seq, n, open));
                 if let Ok(mut st) = stats.lock() {
                     st.sent_txns += n;
                     st.sent_bytes += bytes as u64;
@@ -448,13 +454,13 @@ async fn session(
                         if !streams.contains(&key) {
                             return Err(SessionError::Protocol(format!("StoreFailed for {}/{}, which this link does not ship", key.0, key.1)));
                         }
-                        if !in_flight.iter().any(|(k, first, _, _)| *k == key && *first == seq) {
+                        if !in_flight.iter().any(|(k, first, _, _, _)| *k == key && *first == seq) {
                             // About a batch already given up on (sent before
                             // an earlier failure of the stream): stale.
                             tracing::debug!(peer = %cfg.peer, origin = %key.0, store = %key.1, seq, "stale StoreFailed ignored");
                             continue;
                         }
-                        in_flight.retain(|(k, _, _, _)| *k != key);
+                        in_flight.retain(|(k, _, _, _, _)| *k != key);
                         let resume = acked.get(&key).copied().unwrap_or(0);
                         next.insert(key.clone(), resume);
                         let p = paused.entry(key.clone()).or_insert_with(|| Paused {
@@ -519,7 +525,7 @@ fn on_ack(
     cfg: &SenderConfig,
     journal: &Journal,
     stats: &SharedStats,
-    in_flight: &mut Vec<(Stream, u64, u64, u64)>,
+    in_flight: &mut Vec<InFlight>,
     acked: &mut BTreeMap<Stream, u64>,
     paused: &mut BTreeMap<Stream, Paused>,
     key: Stream,
@@ -533,7 +539,7 @@ fn on_ack(
     }
     journal.ack(&cfg.peer, &key.0, &key.1, seq)?;
     let mut n = 0;
-    in_flight.retain(|(k, _, q, c)| {
+    in_flight.retain(|(k, _, q, c, _)| {
         let done = *k == key && *q <= seq;
         if done {
             n += c;
@@ -564,6 +570,10 @@ fn on_ack(
     .emit();
     Ok(())
 }
+
+/// A batch sent and not yet acknowledged: (stream, first seq, last seq,
+/// transactions, ends inside a split transaction).
+type InFlight = (Stream, u64, u64, u64, bool);
 
 fn publish_failing(stats: &SharedStats, paused: &BTreeMap<Stream, Paused>) {
     if let Ok(mut st) = stats.lock() {

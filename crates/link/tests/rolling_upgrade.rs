@@ -35,6 +35,8 @@ fn tx(n: u64) -> Transaction {
                 args: vec![b"SET".to_vec(), n.to_string().into_bytes()],
             }),
         }],
+        part: 0,
+        more: false,
     }
 }
 

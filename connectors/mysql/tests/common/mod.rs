@@ -61,6 +61,8 @@ pub struct Running {
     pub shutdown: watch::Sender<bool>,
     pub handle: JoinHandle<Result<(), ConnectorError>>,
     _durable: watch::Sender<Option<Position>>,
+    /// Fragments received so far (what an agent would have journaled).
+    fragments: watch::Sender<u64>,
 }
 
 pub fn start_source(
@@ -81,6 +83,7 @@ pub fn start_source_with(
     let (tx, rx) = mpsc::channel(16);
     let (sd_tx, sd_rx) = watch::channel(false);
     let (du_tx, du_rx) = watch::channel(None);
+    let (fr_tx, fr_rx) = watch::channel(0u64);
     let cx = SourceContext {
         dc: "bj".into(),
         store,
@@ -88,6 +91,7 @@ pub fn start_source_with(
         resume,
         events: tx,
         durable: du_rx,
+        fragments_journaled: fr_rx,
         shutdown: sd_rx,
     };
     let handle = tokio::spawn(source.run(cx));
@@ -96,14 +100,21 @@ pub fn start_source_with(
         shutdown: sd_tx,
         handle,
         _durable: du_tx,
+        fragments: fr_tx,
     }
 }
 
 impl Running {
     /// Next event, panicking after the deadline or if the source stopped.
+    /// A fragment counts as journaled once returned.
     pub async fn next(&mut self) -> SourceEvent {
         match tokio::time::timeout(DEADLINE, self.events.recv()).await {
-            Ok(Some(ev)) => ev,
+            Ok(Some(ev)) => {
+                if matches!(ev, SourceEvent::Fragment { .. }) {
+                    self.fragments.send_modify(|n| *n += 1);
+                }
+                ev
+            }
             Ok(None) => {
                 let r = (&mut self.handle).await;
                 panic!("source stopped: {r:?}");
@@ -112,15 +123,22 @@ impl Running {
         }
     }
 
-    /// Collects `n` Local events (skipping Progress), returning them with the
-    /// position after each; panics on Echo.
+    /// Collects `n` Local events (skipping Progress; the changes of
+    /// fragments are put in front of their transaction's Local), returning
+    /// them with the position after each; panics on Echo.
     pub async fn locals(&mut self, n: usize) -> Vec<(Vec<Change>, Position)> {
         let mut out = Vec::new();
+        let mut parts: Vec<Change> = Vec::new();
         while out.len() < n {
             match self.next().await {
+                SourceEvent::Fragment { changes, .. } => parts.extend(changes),
                 SourceEvent::Local {
                     changes, position, ..
-                } => out.push((changes, position)),
+                } => {
+                    let mut all = std::mem::take(&mut parts);
+                    all.extend(changes);
+                    out.push((all, position))
+                }
                 SourceEvent::Progress { .. } => {}
                 e @ SourceEvent::Echo { .. } => panic!("unexpected echo {e:?}"),
             }
@@ -172,6 +190,8 @@ pub fn as_transactions(locals: &[(Vec<Change>, Position)], first_seq: u64) -> Ve
             position: pos.display.clone(),
             commit_ts_ms: 0,
             changes: changes.clone(),
+            part: 0,
+            more: false,
         })
         .collect()
 }

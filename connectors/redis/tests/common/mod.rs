@@ -431,6 +431,8 @@ pub fn start_source(url: &str, store: StoreConfig, resume: Option<Position>) -> 
     let (etx, erx) = mpsc::channel(64);
     let (dtx, drx) = watch::channel(resume.clone());
     let (stx, srx) = watch::channel(false);
+    // The Redis source never splits a transaction; nothing to count.
+    let (_, fragments) = watch::channel(0u64);
     let src = RedisSource::new(url.to_string());
     let stats = src.stats();
     let cx = SourceContext {
@@ -440,6 +442,7 @@ pub fn start_source(url: &str, store: StoreConfig, resume: Option<Position>) -> 
         resume,
         events: etx,
         durable: drx,
+        fragments_journaled: fragments,
         shutdown: srx,
     };
     let task = tokio::spawn(src.run(cx));
@@ -478,6 +481,8 @@ pub fn to_tx(
         position: pos.display.clone(),
         commit_ts_ms: 0,
         changes,
+        part: 0,
+        more: false,
     }
 }
 
@@ -501,6 +506,7 @@ pub async fn pump(
                 sink.apply(origin, &[tx]).await.expect("apply");
                 let _ = src.durable.send(Some(position.clone()));
             }
+            SourceEvent::Fragment { .. } => panic!("the Redis source never splits a transaction"),
             SourceEvent::Echo { position, .. } | SourceEvent::Progress { position } => {
                 let _ = src.durable.send(Some(position.clone()));
             }

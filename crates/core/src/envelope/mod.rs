@@ -2,10 +2,18 @@
 //! the journal and sent in link batches.
 //!
 //! # Format
-//! - **Version 2** (current, [`ENVELOPE_VERSION`]): one tag byte `2`, then
+//! - **Version 3** (current, [`ENVELOPE_VERSION`]): one tag byte `3`, then
 //!   the bincode 2 (standard config: little endian, varint integers)
-//!   encoding of [`Transaction`] (a single record, [`encode_tx`]) or of
-//!   `Vec<Transaction>` (a link batch, [`encode_batch`]).
+//!   encoding of the wire record in [`v3`] (a single record, [`encode_tx`])
+//!   or of a sequence of them (a link batch, [`encode_batch`]). A record
+//!   carries a table dictionary (schema, name, columns once per table) and
+//!   each row refers to its table by index; an UPDATE's before image holds
+//!   only the columns whose value differs from the after image (the rest is
+//!   rebuilt from the after image when decoding); a record has the part
+//!   index and the `more` flag of a transaction split in parts.
+//! - **Version 2**: one tag byte `2`, then the version-1 layout. Written
+//!   for protocol-2 peers during a rolling upgrade; it cannot carry a part
+//!   of a split transaction ([`EnvelopeError::NotRepresentable`]).
 //! - **Version 1** (releases before the origin-keyed journal): the same
 //!   bincode encoding with no tag byte. Journal entries of version 1 are
 //!   migrated when the journal is opened; version-1 batches are what a
@@ -25,11 +33,12 @@
 //! bump so that old peers are not sent such records.
 
 pub mod v1;
+pub mod v3;
 
 use crate::Transaction;
 
 /// The envelope version this agent writes.
-pub const ENVELOPE_VERSION: u8 = 2;
+pub const ENVELOPE_VERSION: u8 = 3;
 
 /// Upper bound on what the decoder may allocate for one record or batch,
 /// bytes.
@@ -58,6 +67,10 @@ pub enum EnvelopeError {
     /// Encoding failed (a value bincode cannot represent).
     #[error("cannot encode envelope: {0}")]
     Encode(String),
+    /// The transaction cannot be written in the older version asked for (a
+    /// part of a split transaction for a protocol-2 peer).
+    #[error("cannot encode in an older envelope version: {0}")]
+    NotRepresentable(String),
 }
 
 pub(crate) type Config = bincode::config::Configuration<
@@ -70,8 +83,11 @@ pub(crate) fn config() -> Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
-fn encode_tagged<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EnvelopeError> {
-    let mut out = vec![ENVELOPE_VERSION];
+fn encode_tagged<T: serde::Serialize + ?Sized>(
+    value: &T,
+    version: u8,
+) -> Result<Vec<u8>, EnvelopeError> {
+    let mut out = vec![version];
     bincode::serde::encode_into_std_write(value, &mut out, config())
         .map_err(|e| EnvelopeError::Encode(e.to_string()))?;
     Ok(out)
@@ -93,7 +109,7 @@ pub(crate) fn decode_exact<T: serde::de::DeserializeOwned>(
 /// Encodes one transaction as a tagged record of the current version
 /// (journal entries).
 pub fn encode_tx(tx: &Transaction) -> Result<Vec<u8>, EnvelopeError> {
-    encode_tagged(tx)
+    encode_tagged(&v3::TxOut::from_tx(tx), ENVELOPE_VERSION)
 }
 
 /// Decodes a tagged record of any known version.
@@ -106,7 +122,8 @@ pub fn decode_tx(bytes: &[u8]) -> Result<Transaction, EnvelopeError> {
             version: 0,
             reason: "empty record".into(),
         }),
-        Some((&2, rest)) => decode_exact(rest, 2),
+        Some((&2, rest)) => decode_exact::<v1::Transaction>(rest, 2).map(Transaction::from),
+        Some((&3, rest)) => decode_exact::<v3::TxIn>(rest, 3)?.into_tx(),
         Some((&v, _)) => Err(EnvelopeError::UnknownVersion {
             found: v,
             newest: ENVELOPE_VERSION,
@@ -120,16 +137,30 @@ pub fn decode_tx_v1(bytes: &[u8]) -> Result<Transaction, EnvelopeError> {
 }
 
 /// Encodes the transactions of a link batch in envelope `version` (1 for a
-/// protocol-1 peer: untagged; 2: tagged).
+/// protocol-1 peer: untagged; 2: tagged version-1 layout; 3 and up: the
+/// current layout).
+///
+/// Errors: [`EnvelopeError::NotRepresentable`] when `version` is 1 or 2 and
+/// a transaction is a part of a split one.
 pub fn encode_batch(txs: &[Transaction], version: u8) -> Result<Vec<u8>, EnvelopeError> {
     match version {
-        1 => {
-            let old: Vec<v1::Transaction> =
-                txs.iter().cloned().map(v1::Transaction::from).collect();
-            bincode::serde::encode_to_vec(&old, config())
-                .map_err(|e| EnvelopeError::Encode(e.to_string()))
+        1 | 2 => {
+            let old = txs
+                .iter()
+                .cloned()
+                .map(v1::Transaction::try_from)
+                .collect::<Result<Vec<_>, _>>()?;
+            if version == 1 {
+                bincode::serde::encode_to_vec(&old, config())
+                    .map_err(|e| EnvelopeError::Encode(e.to_string()))
+            } else {
+                encode_tagged(&old, 2)
+            }
         }
-        _ => encode_tagged(txs),
+        _ => {
+            let out: Vec<v3::TxOut<'_>> = txs.iter().map(v3::TxOut::from_tx).collect();
+            encode_tagged(&out, ENVELOPE_VERSION)
+        }
     }
 }
 
@@ -145,7 +176,12 @@ pub fn decode_batch(bytes: &[u8], version: u8) -> Result<Vec<Transaction>, Envel
             version,
             reason: "empty batch".into(),
         }),
-        Some((&2, rest)) => decode_exact(rest, 2),
+        Some((&2, rest)) => decode_exact::<Vec<v1::Transaction>>(rest, 2)
+            .map(|v| v.into_iter().map(Transaction::from).collect()),
+        Some((&3, rest)) => decode_exact::<Vec<v3::TxIn>>(rest, 3)?
+            .into_iter()
+            .map(v3::TxIn::into_tx)
+            .collect(),
         Some((&v, _)) => Err(EnvelopeError::UnknownVersion {
             found: v,
             newest: ENVELOPE_VERSION,

@@ -1,5 +1,20 @@
 use super::*;
-use crate::{Change, Hlc, Payload, RedisCommand, RowChange, RowKind, Value};
+use crate::{Change, ColumnMeta, Hlc, Payload, RedisCommand, RowChange, RowKind, TableMeta, Value};
+use std::sync::Arc;
+
+fn table() -> Arc<TableMeta> {
+    let col = |name: &str, pk: bool| ColumnMeta {
+        name: name.into(),
+        type_code: 3,
+        unsigned: false,
+        primary_key: pk,
+    };
+    Arc::new(TableMeta {
+        schema: "shop".into(),
+        name: "t".into(),
+        columns: vec![col("id", true), col("note", false)],
+    })
+}
 
 fn sample(seq: u64) -> Transaction {
     Transaction {
@@ -13,10 +28,8 @@ fn sample(seq: u64) -> Transaction {
             Change {
                 unit: Some(2),
                 payload: Payload::Row(RowChange {
-                    schema: "shop".into(),
-                    table: "t".into(),
+                    table: table(),
                     kind: RowKind::Update,
-                    columns: vec![],
                     before: Some(vec![Value::Int(-1), Value::Null]),
                     after: Some(vec![
                         Value::Date(2024, 1, 2, 3, 4, 5, 6),
@@ -32,6 +45,8 @@ fn sample(seq: u64) -> Transaction {
                 }),
             },
         ],
+        part: 0,
+        more: false,
     }
 }
 
@@ -46,7 +61,9 @@ fn records_roundtrip_with_their_tag() {
 #[test]
 fn version_one_records_and_batches_decode() {
     let t = sample(1);
-    let old = bincode::serde::encode_to_vec(v1::Transaction::from(t.clone()), config()).unwrap();
+    let old =
+        bincode::serde::encode_to_vec(v1::Transaction::try_from(t.clone()).unwrap(), config())
+            .unwrap();
     assert_eq!(decode_tx_v1(&old).unwrap(), t);
     let batch = encode_batch(std::slice::from_ref(&t), 1).unwrap();
     assert_eq!(decode_batch(&batch, 1).unwrap(), vec![t.clone()]);
@@ -76,4 +93,93 @@ fn newer_and_broken_records_are_named_errors() {
         decode_tx(&trailing),
         Err(EnvelopeError::Malformed { .. })
     ));
+}
+
+/// `n` updates of one table, each changing only `note` of a row holding a
+/// large value in `id`'s place, as one transaction part.
+fn updates(n: usize, part: u32, more: bool) -> Transaction {
+    let t = table();
+    let big = Value::Bytes(vec![7; 1000]);
+    Transaction {
+        changes: (0..n)
+            .map(|i| Change {
+                unit: None,
+                payload: Payload::Row(RowChange {
+                    table: t.clone(),
+                    kind: RowKind::Update,
+                    before: Some(vec![big.clone(), Value::Int(i as i64)]),
+                    after: Some(vec![big.clone(), Value::Int(i as i64 + 1)]),
+                }),
+            })
+            .collect(),
+        part,
+        more,
+        ..sample(5)
+    }
+}
+
+#[test]
+fn parts_tables_and_partial_before_images_roundtrip() {
+    for (part, more) in [(0, true), (3, true), (4, false)] {
+        let t = updates(20, part, more);
+        let back = decode_tx(&encode_tx(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        // Rows of one table share one TableMeta after decoding too.
+        let tables: Vec<&Arc<TableMeta>> = back
+            .changes
+            .iter()
+            .filter_map(|c| match &c.payload {
+                Payload::Row(r) => Some(&r.table),
+                _ => None,
+            })
+            .collect();
+        assert!(tables.windows(2).all(|w| Arc::ptr_eq(w[0], w[1])));
+        let batch = encode_batch(std::slice::from_ref(&t), ENVELOPE_VERSION).unwrap();
+        assert_eq!(
+            decode_batch(&batch, ENVELOPE_VERSION).unwrap(),
+            vec![t.clone()]
+        );
+    }
+}
+
+#[test]
+fn unchanged_columns_of_an_update_are_sent_once() {
+    // 20 rows with a 1000-byte value that the update does not change: the
+    // version-2 record carries it twice per row, version 3 once.
+    let t = updates(20, 0, false);
+    let v3 = encode_tx(&t).unwrap().len();
+    let v2 = encode_batch(std::slice::from_ref(&t), 2).unwrap().len();
+    assert!(v3 < 25_000, "{v3}");
+    assert!(v2 > 40_000, "{v2}");
+}
+
+#[test]
+fn older_versions_refuse_a_part_by_name() {
+    let t = updates(1, 2, true);
+    match encode_batch(&[t], 2) {
+        Err(EnvelopeError::NotRepresentable(m)) => assert!(m.contains("part 2"), "{m}"),
+        other => panic!("expected NotRepresentable, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_row_naming_a_missing_table_is_malformed() {
+    // A record whose row refers to table 1 of a one-table dictionary.
+    let t = updates(1, 0, false);
+    let mut b = encode_tx(&t).unwrap();
+    // Find the row's table index (0) right after the one-table dictionary:
+    // rewrite every candidate byte in turn and expect no panic, and at
+    // least one Malformed naming the table.
+    let mut named = false;
+    for i in 1..b.len() {
+        let orig = b[i];
+        if orig == 0 {
+            b[i] = 1;
+            if let Err(EnvelopeError::Malformed { reason, .. }) = decode_tx(&b) {
+                named |= reason.contains("refers to table 1");
+            }
+            b[i] = orig;
+        }
+    }
+    assert!(named);
 }

@@ -1,6 +1,8 @@
 //! Envelope version 1, frozen: the types exactly as the version-1 releases
 //! serialized them (field order and enum variant order are the format).
 //! Never edit these; convert to and from the current types instead.
+//!
+//! Envelope version 2 has the same layout behind a tag byte `2`.
 
 use serde::{Deserialize, Serialize};
 
@@ -114,27 +116,19 @@ pub struct RedisCommand {
 
 impl From<Transaction> for crate::Transaction {
     fn from(t: Transaction) -> Self {
-        crate::Transaction {
-            origin: t.origin,
-            store: t.store,
-            seq: t.seq,
-            hlc: crate::Hlc(t.hlc),
-            position: t.position,
-            commit_ts_ms: t.commit_ts_ms,
-            changes: t
-                .changes
-                .into_iter()
-                .map(|c| crate::Change {
-                    unit: c.unit,
-                    payload: match c.payload {
-                        Payload::Row(r) => crate::Payload::Row(crate::RowChange {
+        // Rows of one table share one `TableMeta` (version 1 repeated it
+        // in every row).
+        let mut tables: Vec<std::sync::Arc<crate::TableMeta>> = Vec::new();
+        let changes = t
+            .changes
+            .into_iter()
+            .map(|c| crate::Change {
+                unit: c.unit,
+                payload: match c.payload {
+                    Payload::Row(r) => {
+                        let meta = crate::TableMeta {
                             schema: r.schema,
-                            table: r.table,
-                            kind: match r.kind {
-                                RowKind::Insert => crate::RowKind::Insert,
-                                RowKind::Update => crate::RowKind::Update,
-                                RowKind::Delete => crate::RowKind::Delete,
-                            },
+                            name: r.table,
                             columns: r
                                 .columns
                                 .into_iter()
@@ -145,16 +139,43 @@ impl From<Transaction> for crate::Transaction {
                                     primary_key: m.primary_key,
                                 })
                                 .collect(),
+                        };
+                        let table = match tables.iter().find(|t| ***t == meta) {
+                            Some(t) => t.clone(),
+                            None => {
+                                let t = std::sync::Arc::new(meta);
+                                tables.push(t.clone());
+                                t
+                            }
+                        };
+                        crate::Payload::Row(crate::RowChange {
+                            table,
+                            kind: match r.kind {
+                                RowKind::Insert => crate::RowKind::Insert,
+                                RowKind::Update => crate::RowKind::Update,
+                                RowKind::Delete => crate::RowKind::Delete,
+                            },
                             before: r.before.map(values_from_v1),
                             after: r.after.map(values_from_v1),
-                        }),
-                        Payload::Redis(r) => crate::Payload::Redis(crate::RedisCommand {
-                            db: r.db,
-                            args: r.args,
-                        }),
-                    },
-                })
-                .collect(),
+                        })
+                    }
+                    Payload::Redis(r) => crate::Payload::Redis(crate::RedisCommand {
+                        db: r.db,
+                        args: r.args,
+                    }),
+                },
+            })
+            .collect();
+        crate::Transaction {
+            origin: t.origin,
+            store: t.store,
+            seq: t.seq,
+            hlc: crate::Hlc(t.hlc),
+            position: t.position,
+            commit_ts_ms: t.commit_ts_ms,
+            changes,
+            part: 0,
+            more: false,
         }
     }
 }
@@ -189,9 +210,20 @@ fn values_to_v1(v: Vec<crate::Value>) -> Vec<Value> {
         .collect()
 }
 
-impl From<crate::Transaction> for Transaction {
-    fn from(t: crate::Transaction) -> Self {
-        Transaction {
+impl TryFrom<crate::Transaction> for Transaction {
+    type Error = super::EnvelopeError;
+
+    /// Errors: [`super::EnvelopeError::NotRepresentable`] for a part of a
+    /// split transaction (versions 1 and 2 have no parts).
+    fn try_from(t: crate::Transaction) -> Result<Self, Self::Error> {
+        if !t.is_whole() {
+            return Err(super::EnvelopeError::NotRepresentable(format!(
+                "{}/{} seq {} is part {} of a transaction split in parts, which envelope \
+                 versions 1 and 2 cannot carry",
+                t.origin, t.store, t.seq, t.part
+            )));
+        }
+        Ok(Transaction {
             origin: t.origin,
             store: t.store,
             seq: t.seq,
@@ -205,18 +237,19 @@ impl From<crate::Transaction> for Transaction {
                     unit: c.unit,
                     payload: match c.payload {
                         crate::Payload::Row(r) => Payload::Row(RowChange {
-                            schema: r.schema,
-                            table: r.table,
+                            schema: r.table.schema.clone(),
+                            table: r.table.name.clone(),
                             kind: match r.kind {
                                 crate::RowKind::Insert => RowKind::Insert,
                                 crate::RowKind::Update => RowKind::Update,
                                 crate::RowKind::Delete => RowKind::Delete,
                             },
                             columns: r
+                                .table
                                 .columns
-                                .into_iter()
+                                .iter()
                                 .map(|m| ColumnMeta {
-                                    name: m.name,
+                                    name: m.name.clone(),
                                     type_code: m.type_code,
                                     unsigned: m.unsigned,
                                     primary_key: m.primary_key,
@@ -232,6 +265,6 @@ impl From<crate::Transaction> for Transaction {
                     },
                 })
                 .collect(),
-        }
+        })
     }
 }
