@@ -69,7 +69,10 @@ pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
 
 /// Once the server has shown it sends heartbeats, no event at all for this
 /// long means the connection is dead (a silent network cut): Transient error.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server sends no heartbeat while it streams one event, and a single
+/// row event of a few hundred MB (a large BLOB before and after an update)
+/// can take seconds to arrive, hence the margin.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// MariaDB binlog event type codes not known to `mysql_common`.
 const MARIADB_ANNOTATE_ROWS: u8 = 160;

@@ -288,6 +288,10 @@ pub enum FrameError {
     /// The body is not a valid frame.
     #[error("malformed frame: {0}")]
     Malformed(String),
+    /// No byte of the frame moved for this long, ms (the peer or the line
+    /// is dead; a large frame that keeps moving never stalls).
+    #[error("frame stalled: no byte moved for {0} ms")]
+    Stalled(u64),
 }
 
 fn config() -> bincode::config::Configuration<
@@ -372,6 +376,64 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
     decode_body(crc, &body)
+}
+
+/// [`read_frame`], failing with [`FrameError::Stalled`] when no byte
+/// arrives for `stall` (before the frame starts or in its middle): how a
+/// dead peer is told apart from a large frame on a slow line.
+pub async fn read_frame_progress<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limit: usize,
+    stall: std::time::Duration,
+) -> Result<Frame, FrameError> {
+    let stalled = |_| FrameError::Stalled(stall.as_millis() as u64);
+    let mut head = [0u8; 8];
+    tokio::time::timeout(stall, r.read_exact(&mut head))
+        .await
+        .map_err(stalled)??;
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if len > limit {
+        return Err(FrameError::Oversized { len, limit });
+    }
+    let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    let mut body = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let n = tokio::time::timeout(stall, r.read(&mut body[got..]))
+            .await
+            .map_err(stalled)??;
+        if n == 0 {
+            return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        got += n;
+    }
+    decode_body(crc, &body)
+}
+
+/// [`write_frame`], failing with [`FrameError::Stalled`] when no byte can
+/// be written for `stall`.
+pub async fn write_frame_progress<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frame: &Frame,
+    stall: std::time::Duration,
+) -> Result<usize, FrameError> {
+    let stalled = |_| FrameError::Stalled(stall.as_millis() as u64);
+    let buf = encode(frame)?;
+    let mut off = 0;
+    while off < buf.len() {
+        let end = buf.len().min(off + (256 << 10));
+        let n = tokio::time::timeout(stall, w.write(&buf[off..end]))
+            .await
+            .map_err(stalled)??;
+        if n == 0 {
+            return Err(FrameError::Io(std::io::ErrorKind::WriteZero.into()));
+        }
+        off += n;
+    }
+    tokio::time::timeout(stall, w.flush())
+        .await
+        .map_err(stalled)??;
+    Ok(buf.len())
 }
 
 /// Writes one frame and flushes.

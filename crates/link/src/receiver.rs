@@ -273,9 +273,10 @@ async fn handle(
     let w = AbortOnDrop(writer);
     loop {
         let f = tokio::select! {
-            r = tokio::time::timeout(dead, read_frame(&mut rd, s.max_frame_bytes)) => {
-                r.map_err(|_| InboundError::Stalled(s.dead_after_ms))??
-            }
+            r = crate::frame::read_frame_progress(&mut rd, s.max_frame_bytes, dead) => match r {
+                Err(FrameError::Stalled(_)) => return Err(InboundError::Stalled(s.dead_after_ms)),
+                r => r?,
+            },
             _ = shutdown.changed() => return Ok(()),
         };
         let (batch_origin, store, batch_codec, raw_len, data) = match f {

@@ -23,9 +23,7 @@
 //! "incompatible protocol version N: this agent speaks version 1"; the
 //! sender then redials at once with that version (rolling upgrade).
 
-use crate::frame::{
-    read_frame, write_frame, Codec, Frame, FrameError, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
-};
+use crate::frame::{read_frame, Codec, Frame, FrameError, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::{now_ms, AbortOnDrop, Backoff, LinkState, SharedStats, StreamFailure};
 use dcsync_core::events;
 use dcsync_core::topology::LinkSettings;
@@ -435,6 +433,9 @@ async fn session(
             }
         }
         tokio::select! {
+            // Frames that arrived while a large batch was being written are
+            // handled before the stall check below looks at `last_rx`.
+            biased;
             f = frx.recv() => {
                 last_rx = Instant::now();
                 let frame = match f {
@@ -587,10 +588,12 @@ async fn timed_write<W: tokio::io::AsyncWrite + Unpin>(
     dead: Duration,
     dead_ms: u64,
 ) -> Result<usize, SessionError> {
-    tokio::time::timeout(dead, write_frame(w, f))
-        .await
-        .map_err(|_| SessionError::Stalled(dead_ms))?
-        .map_err(SessionError::from)
+    // A large frame may take longer than `dead` to write; only a write
+    // that makes no progress for `dead` means the line or peer is dead.
+    match crate::frame::write_frame_progress(w, f, dead).await {
+        Err(FrameError::Stalled(_)) => Err(SessionError::Stalled(dead_ms)),
+        r => r.map_err(SessionError::from),
+    }
 }
 
 #[cfg(test)]

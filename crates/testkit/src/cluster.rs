@@ -266,11 +266,21 @@ impl Agents {
 
     /// Resident memory of DC `i`'s agent process, KiB (VmRSS).
     pub fn rss_kib(&self, i: usize) -> Option<u64> {
+        self.proc_status_kib(i, "VmRSS:")
+    }
+
+    /// Peak resident memory of DC `i`'s agent process since it started,
+    /// KiB (VmHWM).
+    pub fn peak_rss_kib(&self, i: usize) -> Option<u64> {
+        self.proc_status_kib(i, "VmHWM:")
+    }
+
+    fn proc_status_kib(&self, i: usize, key: &str) -> Option<u64> {
         let pid = self.dcs[i].child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
     }
@@ -483,6 +493,11 @@ pub struct ClusterOptions {
     pub link_toml: String,
     /// Mutual TLS on the links; false = `[tls] plaintext = true`.
     pub tls: bool,
+    /// Extra `mariadbd` options of every DC's server
+    /// (`--max-allowed-packet=256M`).
+    pub db_args: Vec<String>,
+    /// `[link] dead_after_ms` (default 3000: outages are detected fast).
+    pub dead_after_ms: u64,
 }
 
 impl ClusterOptions {
@@ -495,6 +510,8 @@ impl ClusterOptions {
             redis: false,
             link_toml: String::new(),
             tls: true,
+            db_args: Vec::new(),
+            dead_after_ms: 3000,
         }
     }
 }
@@ -532,7 +549,11 @@ impl Cluster {
     pub async fn start(opts: ClusterOptions) -> Cluster {
         let mut dcs = Vec::new();
         for id in &opts.dcs {
-            let db = MariaDb::start().await;
+            let db = MariaDb::start_with(crate::mariadb::MariaDbOptions {
+                extra_args: opts.db_args.clone(),
+                ..Default::default()
+            })
+            .await;
             db.exec(WARMUP_SQL).await;
             if !opts.schema_sql.is_empty() {
                 db.exec(&opts.schema_sql).await;
@@ -570,7 +591,14 @@ impl Cluster {
             cluster: "e2e".into(),
             dcs: opts.dcs.iter().map(|s| s.to_string()).collect(),
             stores_toml: stores,
-            link_toml: format!("{LINK_BASE}backoff_max_ms = 1000\n{}", opts.link_toml),
+            link_toml: format!(
+                "{}backoff_max_ms = 1000\n{}",
+                LINK_BASE.replace(
+                    "dead_after_ms = 3000",
+                    &format!("dead_after_ms = {}", opts.dead_after_ms)
+                ),
+                opts.link_toml
+            ),
             tls: opts.tls,
             log_filter: "info,dcsync_link=debug".into(),
             dir_prefix: "dcsync-e2e-".into(),
