@@ -94,7 +94,7 @@ async fn mysql8_roundtrip_and_echo() {
                     "sink's apply came back as local: {changes:?}"
                 );
             }
-            SourceEvent::Progress { .. } => {}
+            SourceEvent::Progress { .. } | SourceEvent::Skipped { .. } => {}
         }
     }
     src.stop().await;

@@ -72,6 +72,7 @@ async fn handle_one(
         SourceEvent::Echo { position, .. } | SourceEvent::Progress { position } => {
             let _ = src.durable.send(Some(position.clone()));
         }
+        SourceEvent::Skipped { .. } => {}
     }
     seen.push(ev);
 }
@@ -367,7 +368,7 @@ async fn sink_blocks_come_back_as_echo() {
                 assert_eq!(keys, vec![b"app".to_vec()], "only the app write is Local");
                 break;
             }
-            SourceEvent::Progress { .. } => {}
+            SourceEvent::Progress { .. } | SourceEvent::Skipped { .. } => {}
         }
     }
     let want: Vec<(String, u64)> = (1..=4).map(|s| ("sh".to_string(), s)).collect();

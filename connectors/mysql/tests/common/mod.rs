@@ -121,7 +121,7 @@ impl Running {
                 SourceEvent::Local {
                     changes, position, ..
                 } => out.push((changes, position)),
-                SourceEvent::Progress { .. } => {}
+                SourceEvent::Progress { .. } | SourceEvent::Skipped { .. } => {}
                 e @ SourceEvent::Echo { .. } => panic!("unexpected echo {e:?}"),
             }
         }
