@@ -220,3 +220,115 @@ async fn a_failing_store_pauses_only_its_stream() {
     );
     c.agents.assert_alive();
 }
+
+/// The `failing[]` entry of bj's link for `bj/orders`, if any.
+fn bj_orders_failure(c: &Cluster) -> Option<serde_json::Value> {
+    json(c, 0)["links"][0]["link"]["failing"]
+        .as_array()
+        .and_then(|v| {
+            v.iter()
+                .find(|f| f["origin"] == "bj" && f["store"] == "orders")
+                .cloned()
+        })
+}
+
+/// A CHECK constraint that exists only in the target DC rejects a row: the
+/// sending DC's status shows the peer's reason, the stream is retried on a
+/// schedule (a few attempts over several seconds, not a tight loop), rows
+/// written after the failed one are held back — also in the sink's other
+/// partitions (`apply_parallel = 4`), which had committed their part of the
+/// failed group — and dropping the constraint resumes with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_constraint_only_in_the_target_pauses_with_backoff_and_resumes() {
+    let mut c = Cluster::start(ClusterOptions {
+        schema_sql: format!("CREATE DATABASE IF NOT EXISTS shop; {SCHEMA}"),
+        ..options()
+    })
+    .await;
+    c.dcs[1]
+        .db
+        .exec("ALTER TABLE shop.t ADD CONSTRAINT n_small CHECK (n < 100)")
+        .await;
+    // One transaction over several keys (so several sink partitions), one
+    // row of which sh's constraint refuses.
+    c.dcs[0]
+        .db
+        .exec(
+            "BEGIN; INSERT INTO shop.t VALUES (1, 1, 1), (2, 2, 2), (3, 3, 500), (4, 4, 4), \
+             (5, 5, 5), (6, 6, 6), (7, 7, 7), (8, 8, 8); COMMIT",
+        )
+        .await;
+    wait_for(
+        "bj shows sh's reason for pausing bj/orders",
+        60,
+        &mut c,
+        |c| {
+            let ok = bj_orders_failure(c).is_some_and(|f| {
+                f["definite"] == true
+                    && f["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("n_small") && r.contains("4025"))
+            });
+            async move { ok }
+        },
+    )
+    .await;
+    let text = c.agents.status_text(0, false);
+    assert!(
+        text.contains("PAUSED bj/orders: sh cannot apply it (needs an operator;")
+            && text.contains("n_small"),
+        "{text}"
+    );
+
+    // Later transactions of bj: held back behind the failed one.
+    for id in 20..40 {
+        c.dcs[0]
+            .db
+            .exec(&format!("INSERT INTO shop.t VALUES ({id}, {id}, 1)"))
+            .await;
+    }
+    let first = bj_orders_failure(&c).unwrap()["attempts"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let f = bj_orders_failure(&c).expect("still paused");
+    let attempts = f["attempts"].as_u64().unwrap();
+    // Definite failures are retried every backoff_max_ms (1 s here): a
+    // handful of attempts in 6 s, not hundreds.
+    assert!(
+        attempts > first && attempts - first <= 12,
+        "attempts went from {first} to {attempts} in 6 s: {f}"
+    );
+    assert!(f["retry_at_ms"].as_u64().unwrap() > 0, "{f}");
+    assert_eq!(
+        c.dcs[1]
+            .db
+            .query_i64("SELECT COUNT(*) FROM shop.t WHERE id >= 20")
+            .await,
+        0,
+        "rows written after the failed transaction were applied ahead of it"
+    );
+    assert_eq!(
+        c.dcs[1]
+            .db
+            .query_i64("SELECT COUNT(*) FROM shop.t WHERE id = 3")
+            .await,
+        0
+    );
+
+    // The operator drops the constraint; the next retry applies all, in
+    // order.
+    c.dcs[1]
+        .db
+        .exec("ALTER TABLE shop.t DROP CONSTRAINT n_small")
+        .await;
+    c.wait_converged(&["shop.t", "shop.warmup"], 60).await;
+    wait_for("the pause clears", 30, &mut c, |c| {
+        let ok = bj_orders_failure(c).is_none();
+        async move { ok }
+    })
+    .await;
+    assert_eq!(
+        c.dcs[1].db.query_i64("SELECT COUNT(*) FROM shop.t").await,
+        28
+    );
+    c.agents.assert_alive();
+}

@@ -6,6 +6,7 @@
 //! | `tables` | `schema.table` patterns to replicate (`*` globs); empty = all |
 //! | `unit_key` | column whose value selects the unit |
 //! | `apply_parallel` | sink connections per group, 1..=[`MAX_APPLY_PARALLEL`] |
+//! | `skip` | what the source may skip instead of stopping: `"statement_dml"`, `"no_primary_key"` |
 
 use dcsync_core::connector::ConnectorError;
 use dcsync_core::topology::{Spanned, StoreConfig, StoreKeys, StoreOptions};
@@ -38,6 +39,28 @@ pub struct MysqlOptions {
     /// default [`DEFAULT_APPLY_PARALLEL`]; 1 applies every group as one
     /// atomic target transaction).
     pub apply_parallel: usize,
+    /// What the source may skip (logged and counted) instead of stopping the
+    /// store with a definite error. Empty by default: nothing is skipped.
+    pub skip: SkipSet,
+}
+
+/// What a MySQL store's source may skip instead of stopping (the `skip` key).
+/// Both default to `false`: the source stops with a definite error naming the
+/// event, and nothing after it is journaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SkipSet {
+    /// `"statement_dml"`: an INSERT/UPDATE/DELETE/REPLACE/LOAD DATA on a
+    /// replicated table logged in STATEMENT format (a session with
+    /// `binlog_format=STATEMENT`, or MIXED choosing a statement).
+    pub statement_dml: bool,
+    /// `"no_primary_key"`: the row events of a replicated table without a
+    /// primary key (the rows are counted).
+    pub no_primary_key: bool,
+}
+
+impl SkipSet {
+    /// The accepted names, for messages and docs.
+    pub const NAMES: [&'static str; 2] = ["statement_dml", "no_primary_key"];
 }
 
 impl Default for MysqlOptions {
@@ -46,6 +69,7 @@ impl Default for MysqlOptions {
             tables: Vec::new(),
             unit_key: None,
             apply_parallel: DEFAULT_APPLY_PARALLEL,
+            skip: SkipSet::default(),
         }
     }
 }
@@ -114,10 +138,33 @@ pub(crate) fn parse(keys: &mut StoreKeys<'_>) -> StoreOptions {
             DEFAULT_APPLY_PARALLEL
         }
     };
+    let mut skip = SkipSet::default();
+    for v in keys
+        .take::<Vec<Spanned<String>>>("skip")
+        .map(Spanned::into_inner)
+        .unwrap_or_default()
+    {
+        match v.get_ref().as_str() {
+            "statement_dml" => skip.statement_dml = true,
+            "no_primary_key" => skip.no_primary_key = true,
+            other => keys.error(
+                v.span(),
+                format!(
+                    "skip {other:?}: a mysql store can skip {}",
+                    SkipSet::NAMES
+                        .iter()
+                        .map(|n| format!("{n:?}"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            ),
+        }
+    }
     StoreOptions::new(MysqlOptions {
         tables,
         unit_key,
         apply_parallel,
+        skip,
     })
 }
 

@@ -138,7 +138,7 @@ fn keys_of_other_kinds_and_wrong_schemes_are_refused() {
     assert!(
         i[0].message.starts_with(
             "store \"orders\": unknown key \"key_prefixes\"; a \"mysql\" store takes name, kind, \
-             url, apply_group_txns, apply_group_bytes, tables, unit_key, apply_parallel"
+             url, apply_group_txns, apply_group_bytes, tables, unit_key, apply_parallel, skip"
         ),
         "{i:?}"
     );
@@ -157,4 +157,34 @@ fn options_of_another_kind_are_a_definite_error() {
     let e = MysqlOptions::of(&s).unwrap_err();
     assert!(!e.is_transient());
     assert!(e.to_string().contains("has no mysql options"), "{e}");
+}
+
+#[test]
+fn skip_defaults_to_nothing_and_names_unknown_values() {
+    assert_eq!(options(GOOD).skip, SkipSet::default());
+    let both = GOOD.replace(
+        "unit_key = \"user_id\"",
+        "unit_key = \"user_id\"\nskip = [\"statement_dml\", \"no_primary_key\"]",
+    );
+    assert_eq!(
+        options(&both).skip,
+        SkipSet {
+            statement_dml: true,
+            no_primary_key: true
+        }
+    );
+    let bad = GOOD.replace(
+        "unit_key = \"user_id\"",
+        "unit_key = \"user_id\"\nskip = [\"statement_dml\", \"ddl\"]",
+    );
+    let i = issues(&bad);
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert_eq!(
+        (i[0].line, i[0].col, i[0].message.as_str()),
+        (
+            18,
+            26,
+            "store \"orders\": skip \"ddl\": a mysql store can skip \"statement_dml\" or \"no_primary_key\""
+        )
+    );
 }

@@ -53,7 +53,7 @@ pub mod source;
 pub mod sqltext;
 pub mod value;
 
-pub use config::{MysqlOptions, DEFAULT_APPLY_PARALLEL, MAX_APPLY_PARALLEL};
+pub use config::{MysqlOptions, SkipSet, DEFAULT_APPLY_PARALLEL, MAX_APPLY_PARALLEL};
 pub use position::BinlogPosition;
 pub use server::binlog_retention;
 pub use sink::{ensure_marker_table, quote_ident, MysqlSink, MARKER_SLOTS};

@@ -906,9 +906,18 @@ impl Sink for MysqlSink {
                 i = end;
                 continue;
             }
+            // After a partial failure some partitions are ahead: first a
+            // catch-up group ending where they are, applied only by the
+            // partitions behind, so none runs further ahead while another
+            // keeps failing (docs/mysql.md, "Partial failures").
+            let ahead = catch_up_to(&floors);
             let mut end = i;
             let mut bytes = 0usize;
-            while end < pending.len() && end - i < self.group_txns && !pending[end].more {
+            while end < pending.len()
+                && end - i < self.group_txns
+                && !pending[end].more
+                && ahead.is_none_or(|a| end == i || pending[end].seq <= a)
+            {
                 let b = pending[end].approx_bytes();
                 if end > i && bytes + b > self.group_bytes {
                     break;
@@ -955,5 +964,26 @@ impl Sink for MysqlSink {
             i = end;
         }
         Ok(floors.into_iter().min().unwrap_or(0))
+    }
+}
+
+/// The seq a catch-up group must end at: the highest partition floor when
+/// the partitions' floors differ (some committed a group others failed),
+/// `None` when they agree.
+fn catch_up_to(floors: &[u64]) -> Option<u64> {
+    let lo = floors.iter().copied().min()?;
+    let hi = floors.iter().copied().max()?;
+    (hi > lo).then_some(hi)
+}
+
+#[cfg(test)]
+mod catch_up_tests {
+    use super::catch_up_to;
+
+    #[test]
+    fn only_unequal_floors_need_a_catch_up() {
+        assert_eq!(catch_up_to(&[]), None);
+        assert_eq!(catch_up_to(&[5, 5, 5]), None);
+        assert_eq!(catch_up_to(&[5, 9, 5, 9]), Some(9));
     }
 }

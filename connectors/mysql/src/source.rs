@@ -23,7 +23,13 @@
 //!   new file) advances the position with a throttled
 //!   [`SourceEvent::Progress`] (at most one per [`PROGRESS_INTERVAL`], the
 //!   last one flushed when the stream goes idle).
-//! - DDL is logged with `tracing::warn!` and skipped.
+//! - DDL is logged with `tracing::warn!`, reported as
+//!   [`SourceEvent::Skipped`] (counted in the status) and skipped. A data
+//!   change on a replicated table logged as a statement (a session with
+//!   `binlog_format=STATEMENT`, or MIXED choosing a statement) and the rows
+//!   of a replicated table without a primary key stop the store with a
+//!   definite error naming the event, unless the store's `skip` option
+//!   allows skipping them (then they are reported as `Skipped` too).
 //!
 //! MariaDB specifics (verified against MariaDB 10.11 by the tests):
 //! `SET @mariadb_slave_capability=4` makes the server send GTID events
@@ -46,7 +52,7 @@ use dcsync_core::connector::{
 use dcsync_core::topology::redact_url;
 use dcsync_core::{Change, Payload, RowChange, RowKind, Value};
 use futures_util::StreamExt;
-use mysql_async::binlog::events::{Event, EventData, RowsEventData};
+use mysql_async::binlog::events::{BinlogEventHeader, Event, EventData, RowsEventData};
 use mysql_async::binlog::EventType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts};
@@ -172,6 +178,9 @@ struct Tailer {
     /// Fragments sent in this run (compared with
     /// `cx.fragments_journaled`).
     fragments_sent: u64,
+    /// Replicated tables without a primary key whose rows are skipped
+    /// (`skip = ["no_primary_key"]`), by table id: `schema.table`.
+    no_pk_tables: HashMap<u64, String>,
 }
 
 enum Flow {
@@ -194,6 +203,7 @@ impl Tailer {
             options,
             idle_timeout,
             fragments_sent: 0,
+            no_pk_tables: HashMap::new(),
         }
     }
 
@@ -457,22 +467,28 @@ impl Tailer {
                     self.tx = Tx::default();
                     return Ok(self.progress(self.position_at(header.log_pos())).await);
                 } else {
-                    let shown = loggable_statement(trimmed);
-                    if q.schema() == MARKER_SCHEMA || shown.contains("`dcsync`.`apply_marker`") {
-                        tracing::debug!(statement = %shown, "mysql source: skipping dcsync's own DDL");
-                    } else {
-                        tracing::warn!(
-                            schema = %q.schema(),
-                            statement = %shown,
-                            position = %self.position_at(header.log_pos()),
-                            "mysql source: skipping DDL/statement event (not replicated; apply it in every DC yourself)"
-                        );
-                    }
-                    if self.tx.changes.is_empty() && self.tx.marker.is_none() {
-                        self.tx = Tx::default();
-                        return Ok(self.progress(self.position_at(header.log_pos())).await);
-                    }
+                    return self
+                        .statement_event("QUERY", &q.schema(), trimmed, &header)
+                        .await;
                 }
+            }
+            EventData::ExecuteLoadQueryEvent(q) => {
+                // LOAD DATA logged as a statement (the file travels in
+                // BEGIN_LOAD_QUERY / APPEND_BLOCK events).
+                return self
+                    .statement_event("EXECUTE_LOAD_QUERY", &q.schema(), q.query().trim(), &header)
+                    .await;
+            }
+            EventData::IncidentEvent(i) => {
+                return Err(ConnectorError::Definite(format!(
+                    "INCIDENT event at {} ({}): the server wrote an incident into its binlog \
+                     (events may be missing from here on, e.g. a binlog write failed); dcsync stops \
+                     store {:?} as a replica would. Compare the DCs' tables and repair them, then \
+                     restart the agent with a journal position past this event (re-bootstrap)",
+                    self.event_at(&header),
+                    loggable_statement(&i.message()),
+                    self.cx.store.name
+                )));
             }
             EventData::XidEvent(_) => {
                 return self.commit(header.log_pos(), header.timestamp()).await;
@@ -481,14 +497,29 @@ impl Tailer {
                 let info = table_info(&tme).map_err(ConnectorError::Definite)?;
                 let replicated = self.options.matches_table(&info.schema, &info.table);
                 if replicated && !info.columns.iter().any(|c| c.primary_key) {
-                    return Err(ConnectorError::Definite(format!(
-                        "table {}.{} has no PRIMARY KEY; dcsync needs one to apply updates and \
-                         deletes idempotently (add a primary key or exclude the table from the \
-                         store's tables)",
-                        info.schema, info.table
-                    )));
+                    if !self.options.skip.no_primary_key {
+                        self.flush_progress().await;
+                        return Err(ConnectorError::Definite(format!(
+                            "table {}.{} has no PRIMARY KEY; dcsync needs one to apply updates and \
+                             deletes idempotently (rows event at {}; nothing after it is shipped). \
+                             Fix: add a primary key in every DC, or exclude the table from store \
+                             {:?}'s tables, or add skip = [\"no_primary_key\"] to the store to \
+                             skip (and count) such rows; then restart the agent",
+                            info.schema,
+                            info.table,
+                            self.event_at(&header),
+                            self.cx.store.name
+                        )));
+                    }
+                    self.no_pk_tables
+                        .insert(tme.table_id(), format!("{}.{}", info.schema, info.table));
+                } else {
+                    self.no_pk_tables.remove(&tme.table_id());
                 }
                 self.tables.insert(tme.table_id(), info);
+            }
+            EventData::RowsEvent(rows) if self.no_pk_tables.contains_key(&rows.table_id()) => {
+                return Ok(self.skip_no_pk_rows(stream, &rows, &header).await);
             }
             EventData::RowsEvent(rows) => {
                 self.rows(stream, &rows, header.log_pos())?;
@@ -532,6 +563,154 @@ impl Tailer {
                 commit_ts_ms: u64::from(timestamp) * 1000,
             })
             .await)
+    }
+
+    /// Where the event of `header` is, for messages: `file:start gtid=...`
+    /// of the event itself (the position reported after a transaction is
+    /// the end of its commit event instead).
+    fn event_at(&self, header: &BinlogEventHeader) -> String {
+        let mut p = self.position_at(header.log_pos());
+        if header.log_pos() != 0 {
+            p.pos = p.pos.saturating_sub(u64::from(header.event_size()));
+        }
+        p.to_string()
+    }
+
+    /// Sends a throttled `Progress` still pending, so that the position the
+    /// agent journals is as close as it can be to an event the source is
+    /// about to stop at.
+    async fn flush_progress(&mut self) -> Flow {
+        match self.pending_progress.take() {
+            Some(p) => {
+                self.last_progress = Instant::now();
+                self.send(SourceEvent::Progress {
+                    position: p.to_position(),
+                })
+                .await
+            }
+            None => Flow::Continue,
+        }
+    }
+
+    /// Reports something deliberately not shipped (see
+    /// [`SourceEvent::Skipped`]).
+    async fn skipped(
+        &mut self,
+        what: &'static str,
+        count: u64,
+        detail: String,
+        at: String,
+    ) -> Flow {
+        self.send(SourceEvent::Skipped {
+            what,
+            count,
+            detail,
+            position: at,
+        })
+        .await
+    }
+
+    /// A QUERY (or EXECUTE_LOAD_QUERY) event other than transaction control:
+    /// DDL is logged, counted and skipped; a data change on a replicated
+    /// table logged as a statement stops the store with a definite error
+    /// unless the store's `skip` has `"statement_dml"`; one on a table the
+    /// store does not replicate is skipped quietly.
+    async fn statement_event(
+        &mut self,
+        event: &str,
+        schema: &str,
+        sql: &str,
+        header: &BinlogEventHeader,
+    ) -> Result<Flow, ConnectorError> {
+        let shown = loggable_statement(sql);
+        let at = self.event_at(header);
+        if schema == MARKER_SCHEMA || shown.contains("`dcsync`.`apply_marker`") {
+            tracing::debug!(statement = %shown, "mysql source: skipping dcsync's own DDL");
+        } else {
+            match classify_statement(sql, schema) {
+                Statement::Dml { verb, table } => {
+                    let replicated = table
+                        .as_ref()
+                        .is_none_or(|(s, t)| self.options.matches_table(s, t));
+                    let name = table
+                        .as_ref()
+                        .map(|(s, t)| format!("{s}.{t}"))
+                        .unwrap_or_else(|| "(table not recognised)".into());
+                    if replicated && !self.options.skip.statement_dml {
+                        self.flush_progress().await;
+                        return Err(ConnectorError::Definite(format!(
+                            "{verb} on replicated table {name} was logged as a statement, not as rows \
+                             ({event} event at {at}: `{shown}`): a session or the server uses \
+                             binlog_format=STATEMENT or MIXED, so dcsync cannot ship its effect and \
+                             stops store {store:?} here (nothing after it is shipped). Fix: set \
+                             binlog_format=ROW (SET GLOBAL binlog_format='ROW', in the server config, \
+                             and in the sessions that changed it); then add skip = [\"statement_dml\"] \
+                             to store {store:?}, restart the agent (this statement is skipped and \
+                             counted in `dcsync status`), and redo the same write in every other DC \
+                             so that every DC holds its effect",
+                            store = self.cx.store.name
+                        )));
+                    }
+                    if replicated {
+                        tracing::warn!(
+                            statement = %shown,
+                            table = %name,
+                            position = %at,
+                            "mysql source: skipping a statement-format write on a replicated table \
+                             (skip = [\"statement_dml\"]): redo it in every other DC"
+                        );
+                        if let Flow::Shutdown = self
+                            .skipped("statement_dml", 1, format!("{name}: {shown}"), at)
+                            .await
+                        {
+                            return Ok(Flow::Shutdown);
+                        }
+                    } else {
+                        tracing::debug!(statement = %shown, table = %name, "mysql source: statement-format write on a table this store does not replicate");
+                    }
+                }
+                Statement::Other => {
+                    tracing::warn!(
+                        schema = %schema,
+                        statement = %shown,
+                        position = %at,
+                        "mysql source: skipping DDL (not replicated; apply it in every DC yourself)"
+                    );
+                    if let Flow::Shutdown = self.skipped("ddl", 1, shown, at).await {
+                        return Ok(Flow::Shutdown);
+                    }
+                }
+            }
+        }
+        if self.tx.changes.is_empty() && self.tx.marker.is_none() {
+            self.tx = Tx::default();
+            return Ok(self.progress(self.position_at(header.log_pos())).await);
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Skips the rows of a replicated table without a primary key
+    /// (`skip = ["no_primary_key"]`): counted, logged, not shipped.
+    async fn skip_no_pk_rows(
+        &mut self,
+        stream: &mysql_async::BinlogStream,
+        rows: &RowsEventData<'_>,
+        header: &BinlogEventHeader,
+    ) -> Flow {
+        let table_id = rows.table_id();
+        let name = self
+            .no_pk_tables
+            .get(&table_id)
+            .cloned()
+            .unwrap_or_default();
+        let n = stream
+            .get_tme(table_id)
+            .map(|tme| rows.rows(tme).count() as u64)
+            .unwrap_or(1)
+            .max(1);
+        let at = self.event_at(header);
+        tracing::warn!(table = %name, rows = n, position = %at, "mysql source: skipping rows of a table without a PRIMARY KEY (skip = [\"no_primary_key\"])");
+        self.skipped("no_primary_key", n, name, at).await
     }
 
     /// Starts a transaction at a MariaDB GTID event: seq_no (8 bytes LE),
@@ -686,6 +865,140 @@ impl Tailer {
     }
 }
 
+/// What a statement found in a QUERY event is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Statement {
+    /// A data change: its verb (`INSERT`, `UPDATE`, `DELETE`, `REPLACE`,
+    /// `LOAD DATA`, `TRUNCATE`) and target `(schema, table)` when it could be
+    /// read (the first table named; the statement's default schema when the
+    /// name is unqualified).
+    Dml {
+        verb: &'static str,
+        table: Option<(String, String)>,
+    },
+    /// DDL or any other statement (GRANT, ANALYZE, ...).
+    Other,
+}
+
+/// Classifies `sql` (run with default schema `schema`) by its head:
+/// comments and `WITH ...` are not looked through (a CTE-prefixed write is
+/// [`Statement::Dml`] with an unknown table only if it starts with a verb).
+fn classify_statement(sql: &str, schema: &str) -> Statement {
+    let mut rest = skip_comments(sql);
+    let verb = match next_word(&mut rest).to_ascii_uppercase().as_str() {
+        "INSERT" => "INSERT",
+        "REPLACE" => "REPLACE",
+        "UPDATE" => "UPDATE",
+        "DELETE" => "DELETE",
+        "TRUNCATE" => "TRUNCATE",
+        "LOAD" => {
+            let w = next_word(&mut rest).to_ascii_uppercase();
+            if w != "DATA" && w != "XML" {
+                return Statement::Other;
+            }
+            "LOAD DATA"
+        }
+        _ => return Statement::Other,
+    };
+    // Skip modifiers up to the table name.
+    const MODIFIERS: [&str; 9] = [
+        "LOW_PRIORITY",
+        "DELAYED",
+        "HIGH_PRIORITY",
+        "IGNORE",
+        "QUICK",
+        "INTO",
+        "FROM",
+        "TABLE",
+        "CONCURRENT",
+    ];
+    if verb == "LOAD DATA" {
+        // LOAD DATA ... INFILE 'file' [REPLACE | IGNORE] INTO TABLE t
+        match rest.to_ascii_uppercase().find(" INTO TABLE ") {
+            Some(i) => rest = &rest[i + " INTO TABLE ".len()..],
+            None => return Statement::Dml { verb, table: None },
+        }
+    }
+    loop {
+        let before = rest;
+        let w = next_word(&mut rest).to_ascii_uppercase();
+        if !MODIFIERS.contains(&w.as_str()) {
+            rest = before;
+            break;
+        }
+    }
+    let table = table_name(rest).map(|(s, t)| (s.unwrap_or_else(|| schema.to_string()), t));
+    Statement::Dml { verb, table }
+}
+
+/// `sql` without leading whitespace and `/* */`, `-- `, `#` comments.
+fn skip_comments(mut sql: &str) -> &str {
+    loop {
+        sql = sql.trim_start();
+        if let Some(r) = sql.strip_prefix("/*") {
+            sql = r.find("*/").map(|i| &r[i + 2..]).unwrap_or("");
+        } else if sql.starts_with("-- ") || sql.starts_with('#') {
+            sql = sql.find('\n').map(|i| &sql[i + 1..]).unwrap_or("");
+        } else {
+            return sql;
+        }
+    }
+}
+
+/// The next bare word of `rest` (letters, digits, `_`), advancing past it.
+fn next_word<'a>(rest: &mut &'a str) -> &'a str {
+    let s = skip_comments(rest);
+    let end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
+    *rest = &s[end..];
+    &s[..end]
+}
+
+/// One identifier at the start of `s` (backquoted with doubled backquotes,
+/// double-quoted, or bare) and what follows it.
+fn ident(s: &str) -> Option<(String, &str)> {
+    let s = skip_comments(s);
+    let quote = s.chars().next().filter(|c| *c == '`' || *c == '"');
+    match quote {
+        Some(q) => {
+            let mut out = String::new();
+            let mut chars = s[1..].char_indices();
+            while let Some((i, c)) = chars.next() {
+                if c == q {
+                    if s[1 + i + 1..].starts_with(q) {
+                        out.push(q);
+                        chars.next();
+                    } else {
+                        return Some((out, &s[1 + i + 1..]));
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            None
+        }
+        None => {
+            let end = s
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+                .unwrap_or(s.len());
+            (end > 0).then(|| (s[..end].to_string(), &s[end..]))
+        }
+    }
+}
+
+/// `[schema.]table` at the start of `s`.
+fn table_name(s: &str) -> Option<(Option<String>, String)> {
+    let (first, rest) = ident(s)?;
+    match rest.trim_start().strip_prefix('.') {
+        Some(r) => {
+            let (second, _) = ident(r)?;
+            Some((Some(first), second))
+        }
+        None => Some((None, first)),
+    }
+}
+
 /// A statement as it may be logged: at most 500 characters, and only its
 /// first two words when it may carry credentials (`CREATE USER ..
 /// IDENTIFIED BY`, `GRANT`, `SET PASSWORD`, `CHANGE MASTER TO ..
@@ -782,6 +1095,51 @@ mod tests {
         assert!(s.starts_with("CREATE USER"));
         let s = loggable_statement("ALTER TABLE t ADD COLUMN c INT");
         assert_eq!(s, "ALTER TABLE t ADD COLUMN c INT");
+    }
+
+    fn dml(verb: &'static str, schema: &str, table: &str) -> Statement {
+        Statement::Dml {
+            verb,
+            table: Some((schema.into(), table.into())),
+        }
+    }
+
+    #[test]
+    fn statements_are_classified_by_head_and_table() {
+        let c = |sql| classify_statement(sql, "shop");
+        assert_eq!(c("INSERT INTO t VALUES (1)"), dml("INSERT", "shop", "t"));
+        assert_eq!(
+            c("insert low_priority ignore into `other`.`my``t` (a) values (1)"),
+            dml("INSERT", "other", "my`t")
+        );
+        assert_eq!(
+            c("/* app */ UPDATE shop.orders SET n = n + 1"),
+            dml("UPDATE", "shop", "orders")
+        );
+        assert_eq!(
+            c("DELETE QUICK FROM orders WHERE id = 1"),
+            dml("DELETE", "shop", "orders")
+        );
+        assert_eq!(
+            c("DELETE t1 FROM t1 JOIN t2 USING (id)"),
+            dml("DELETE", "shop", "t1")
+        );
+        assert_eq!(c("REPLACE INTO x.y SET a = 1"), dml("REPLACE", "x", "y"));
+        assert_eq!(c("TRUNCATE TABLE t"), dml("TRUNCATE", "shop", "t"));
+        assert_eq!(
+            c("LOAD DATA INFILE '../tmp/SQL_LOAD-1-2-3.data' REPLACE INTO TABLE `t` FIELDS TERMINATED BY ','"),
+            dml("LOAD DATA", "shop", "t")
+        );
+        assert_eq!(c("ALTER TABLE t ADD COLUMN c INT"), Statement::Other);
+        assert_eq!(c("CREATE TABLE t (id INT PRIMARY KEY)"), Statement::Other);
+        assert_eq!(c("GRANT SELECT ON *.* TO x"), Statement::Other);
+        assert_eq!(
+            c("UPDATE"),
+            Statement::Dml {
+                verb: "UPDATE",
+                table: None
+            }
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! | `key_prefixes` | only keys with one of these prefixes replicate; empty = all |
 //! | `databases` | only these database indexes replicate; empty = all |
 //! | `flush` | `"refuse"` (default) or `"replicate"` `FLUSHDB`/`FLUSHALL` |
+//! | `skip` | what the sink may skip instead of stopping: `"unsupported_command"` |
 
 use crate::unit::UnitKeyPattern;
 use dcsync_core::connector::ConnectorError;
@@ -35,6 +36,10 @@ pub struct RedisOptions {
     pub databases: Vec<u32>,
     /// `FLUSHDB`/`FLUSHALL` handling.
     pub flush: FlushPolicy,
+    /// `skip = ["unsupported_command"]`: the sink leaves out (logs and
+    /// counts) a command the target Redis does not know instead of stopping
+    /// the stream with a definite error. Default `false`.
+    pub skip_unsupported_command: bool,
 }
 
 impl RedisOptions {
@@ -82,11 +87,26 @@ pub(crate) fn parse(keys: &mut StoreKeys<'_>) -> StoreOptions {
             }
         },
     };
+    let mut skip_unsupported_command = false;
+    for v in keys
+        .take::<Vec<Spanned<String>>>("skip")
+        .map(Spanned::into_inner)
+        .unwrap_or_default()
+    {
+        match v.get_ref().as_str() {
+            "unsupported_command" => skip_unsupported_command = true,
+            other => keys.error(
+                v.span(),
+                format!("skip {other:?}: a redis store can skip \"unsupported_command\""),
+            ),
+        }
+    }
     StoreOptions::new(RedisOptions {
         unit_key,
         key_prefixes,
         databases,
         flush,
+        skip_unsupported_command,
     })
 }
 

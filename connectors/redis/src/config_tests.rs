@@ -106,8 +106,24 @@ fn mysql_keys_are_refused() {
     assert!(
         i[0].message.starts_with(
             "store \"cache\": unknown key \"tables\"; a \"redis\" store takes name, kind, url, \
-             apply_group_txns, apply_group_bytes, unit_key, key_prefixes, databases, flush"
+             apply_group_txns, apply_group_bytes, unit_key, key_prefixes, databases, flush, skip"
         ),
         "{i:?}"
+    );
+}
+
+#[test]
+fn skip_takes_unsupported_command_only() {
+    assert!(!options(&with("")).skip_unsupported_command);
+    assert!(options(&with("skip = [\"unsupported_command\"]\n")).skip_unsupported_command);
+    let i = issues(&with("skip = [\"unsupported_command\", \"flush\"]\n"));
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert_eq!(
+        (i[0].line, i[0].col, i[0].message.as_str()),
+        (
+            16,
+            32,
+            "store \"cache\": skip \"flush\": a redis store can skip \"unsupported_command\""
+        )
     );
 }

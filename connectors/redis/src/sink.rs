@@ -13,6 +13,14 @@
 //! the marker are applied, as Redis transactions do not roll back). Blocks
 //! after the failing one in the same round trip have been applied too; the
 //! marker tells exactly how far.
+//!
+//! Before a group is sent, every command's name is looked up in the
+//! target's command table (`COMMAND LIST`, re-read when a name is missing):
+//! a command the target does not know (a module command, a command of a
+//! newer Redis) fails the call with a definite error naming the origin, seq,
+//! command and key before anything of that group is sent, unless the
+//! store's `skip = ["unsupported_command"]` allows leaving it out (logged
+//! and counted in `dcsync_apply_skipped_total`).
 
 use crate::MARKER_PREFIX;
 use dcsync_core::connector::{ConnectorError, Sink};
@@ -20,7 +28,11 @@ use dcsync_core::topology::StoreConfig;
 use dcsync_core::{Payload, Transaction};
 use redis::aio::MultiplexedConnection;
 use redis::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Least time between two reads of the target's command table.
+const COMMAND_TABLE_REFRESH: Duration = Duration::from_secs(1);
 
 /// Redis sink for one store.
 pub struct RedisSink {
@@ -31,6 +43,13 @@ pub struct RedisSink {
     markers: HashMap<String, u64>,
     group_txns: usize,
     group_bytes: usize,
+    /// Store name (for messages and metrics).
+    store: String,
+    /// `skip = ["unsupported_command"]`.
+    skip_unsupported: bool,
+    /// Lower-case names of the commands the target knows (`COMMAND
+    /// LIST`), `None` if it cannot tell (Redis before 7); when it was read.
+    commands: Option<(HashSet<Vec<u8>>, Instant)>,
 }
 
 /// A queued data command: (seq, command name, first argument / key).
@@ -65,6 +84,9 @@ impl RedisSink {
             markers: HashMap::new(),
             group_txns: store.apply_group_txns.max(1),
             group_bytes: store.apply_group_bytes.max(1),
+            store: store.name.clone(),
+            skip_unsupported: crate::config::RedisOptions::of(store)?.skip_unsupported_command,
+            commands: None,
         };
         sink.conn().await?;
         Ok(sink)
@@ -121,12 +143,102 @@ impl RedisSink {
         Ok(seq)
     }
 
+    /// Whether the target does not know command `name`: looked up in its
+    /// command table, re-read (at most once per [`COMMAND_TABLE_REFRESH`])
+    /// when the name is missing, so a module loaded to fix it is seen.
+    /// `false` when the target cannot list its commands.
+    async fn unsupported(&mut self, name: &[u8]) -> Result<bool, ConnectorError> {
+        let lower = name.to_ascii_lowercase();
+        if let Some((known, _)) = &self.commands {
+            if known.contains(&lower) {
+                return Ok(false);
+            }
+        }
+        let fresh = self
+            .commands
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() < COMMAND_TABLE_REFRESH);
+        if !fresh {
+            let mut c = self.conn().await?;
+            let listed: Result<Vec<Vec<u8>>, _> =
+                redis::cmd("COMMAND").arg("LIST").query_async(&mut c).await;
+            match listed {
+                Ok(names) => {
+                    let known = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+                    self.commands = Some((known, Instant::now()));
+                }
+                Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                    let e = redis_err("COMMAND LIST", e);
+                    self.reset(&e);
+                    return Err(e);
+                }
+                // Redis before 7 has no COMMAND LIST: let the server judge.
+                Err(_) => return Ok(false),
+            }
+        }
+        Ok(self
+            .commands
+            .as_ref()
+            .is_some_and(|(known, _)| !known.contains(&lower)))
+    }
+
+    /// The commands of `txs` the target does not know, as (seq, command,
+    /// first argument); a definite error naming the first one unless the
+    /// store may skip them.
+    async fn check_supported(
+        &mut self,
+        origin: &str,
+        txs: &[&Transaction],
+    ) -> Result<HashSet<(u64, usize)>, ConnectorError> {
+        let mut skip = HashSet::new();
+        for tx in txs {
+            for (i, ch) in tx.changes.iter().enumerate() {
+                let Payload::Redis(c) = &ch.payload else {
+                    continue;
+                };
+                let Some(name) = c.args.first() else { continue };
+                if !self.unsupported(name).await? {
+                    continue;
+                }
+                let q: Queued = (
+                    tx.seq,
+                    name.clone(),
+                    c.args.get(1).cloned().unwrap_or_default(),
+                );
+                if !self.skip_unsupported {
+                    return Err(ConnectorError::Definite(format!(
+                        "redis sink: origin {origin} {}: the target Redis does not know this command, so \
+                         store {:?} stops here (nothing of this or later transactions of {origin} is \
+                         applied). Fix: make the target know it (load the module, upgrade Redis), or add \
+                         skip = [\"unsupported_command\"] to the store to leave such commands out \
+                         (the DCs then differ on that key)",
+                        describe(&q, "unknown command"),
+                        self.store
+                    )));
+                }
+                tracing::warn!(origin, store = %self.store, "redis sink: skipping a command the target does not know (skip = [\"unsupported_command\"]): {}", describe(&q, "unknown command"));
+                skip.insert((tx.seq, i));
+            }
+        }
+        if !skip.is_empty() {
+            dcsync_core::events::ApplySkipped {
+                origin,
+                store: &self.store,
+                what: "unsupported_command",
+                count: skip.len() as u64,
+            }
+            .emit();
+        }
+        Ok(skip)
+    }
+
     /// Applies one group of transactions in one round trip.
     async fn apply_group(
         &mut self,
         origin: &str,
         txs: &[&Transaction],
     ) -> Result<(), ConnectorError> {
+        let skip = self.check_supported(origin, txs).await?;
         let mut p = redis::pipe();
         p.ignore_errors();
         let mut sel = self.selected;
@@ -143,7 +255,10 @@ impl RedisSink {
             }
             p.cmd("SET").arg(marker_key(origin)).arg(tx.seq);
             queued.push(None);
-            for ch in &tx.changes {
+            for (i, ch) in tx.changes.iter().enumerate() {
+                if skip.contains(&(tx.seq, i)) {
+                    continue;
+                }
                 let Payload::Redis(c) = &ch.payload else {
                     return Err(ConnectorError::Definite(format!(
                         "redis sink: transaction {origin}/{} seq {} holds a non-Redis change",

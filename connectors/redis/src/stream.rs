@@ -42,6 +42,9 @@ pub(crate) struct StreamState {
     units: u32,
     unit_key: Option<UnitKeyPattern>,
     events: mpsc::Sender<SourceEvent>,
+    /// Commands refused by the flush policy since the last report:
+    /// (command, db).
+    refused: Vec<(String, u32)>,
     durable: watch::Receiver<Option<Position>>,
     shutdown: watch::Receiver<bool>,
     ack_tick: tokio::time::Interval,
@@ -68,6 +71,7 @@ impl StreamState {
             units: cx.units.count,
             unit_key: options.unit_key.clone(),
             events: cx.events.clone(),
+            refused: Vec::new(),
             durable: cx.durable.clone(),
             shutdown: cx.shutdown.clone(),
             ack_tick,
@@ -154,10 +158,12 @@ impl StreamState {
         .await
     }
 
-    fn change(&self, db: u32, args: &[Vec<u8>]) -> Option<Change> {
+    fn change(&mut self, db: u32, args: &[Vec<u8>]) -> Option<Change> {
         let nm = commands::name(args);
         if matches!(nm.as_slice(), b"FLUSHDB" | b"FLUSHALL") && !flush_allowed(self.flush, args, db)
         {
+            self.refused
+                .push((String::from_utf8_lossy(&nm).into_owned(), db));
             return None;
         }
         match self.filter.command(db, args) {
@@ -169,7 +175,39 @@ impl StreamState {
         }
     }
 
+    /// Reports the commands the flush policy refused as
+    /// [`SourceEvent::Skipped`] (counted in the status).
+    async fn report_refused(&mut self, conn: &mut Conn) -> Result<(), ConnectorError> {
+        for (command, db) in std::mem::take(&mut self.refused) {
+            let position = self.pos_at(self.offset, false).display;
+            self.emit(
+                conn,
+                SourceEvent::Skipped {
+                    what: "flush",
+                    count: 1,
+                    detail: format!("{command} in db {db} (flush = \"refuse\")"),
+                    position,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn handle(
+        &mut self,
+        conn: &mut Conn,
+        args: Vec<Vec<u8>>,
+        before: u64,
+    ) -> Result<(), ConnectorError> {
+        self.handle_command(conn, args, before).await?;
+        if !self.refused.is_empty() {
+            self.report_refused(conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_command(
         &mut self,
         conn: &mut Conn,
         args: Vec<Vec<u8>>,

@@ -73,6 +73,7 @@ async fn handle_one(
             let _ = src.durable.send(Some(position.clone()));
         }
         SourceEvent::Fragment { .. } => panic!("the Redis source never splits a transaction"),
+        SourceEvent::Skipped { .. } => {}
     }
     seen.push(ev);
 }
@@ -369,7 +370,7 @@ async fn sink_blocks_come_back_as_echo() {
                 assert_eq!(keys, vec![b"app".to_vec()], "only the app write is Local");
                 break;
             }
-            SourceEvent::Progress { .. } => {}
+            SourceEvent::Progress { .. } | SourceEvent::Skipped { .. } => {}
         }
     }
     let want: Vec<(String, u64)> = (1..=4).map(|s| ("sh".to_string(), s)).collect();
@@ -502,10 +503,40 @@ async fn applying_twice_changes_once_and_rejections_are_reported() {
         e.to_string().contains("str") && e.to_string().contains("WRONGTYPE"),
         "{e}"
     );
-    let bad = vec![tx(4, &[&["NOSUCHCOMMAND", "k"]])];
+    // A command the target does not know is named (origin, seq, command,
+    // key) before anything of its group is sent.
+    let bad = vec![
+        tx(4, &[&["SET", "before", "1"]]),
+        tx(
+            5,
+            &[&["SET", "same-block", "1"], &["NOSUCHCOMMAND", "k", "v"]],
+        ),
+    ];
     let e = fresh.apply("sh", &bad).await.unwrap_err();
-    assert!(e.to_string().contains("aborted"), "{e}");
+    assert!(!e.is_transient(), "{e:?}");
+    let m = e.to_string();
+    for part in [
+        "origin sh seq 5: NOSUCHCOMMAND key \"k\": unknown command",
+        "does not know this command",
+        "store \"cache\"",
+        "skip = [\"unsupported_command\"]",
+    ] {
+        assert!(m.contains(part), "{part:?} missing from: {m}");
+    }
     assert_eq!(fresh.applied_seq("sh").await.unwrap(), 3);
+    assert_eq!(get(&b, "before").await, None);
+    assert_eq!(get(&b, "same-block").await, None);
+    // With skip = ["unsupported_command"] the command is left out and the
+    // rest of its transaction applies.
+    let mut o = dcsync_redis::RedisOptions::of(&store()).unwrap().clone();
+    o.skip_unsupported_command = true;
+    let mut skipping_store = store();
+    skipping_store.set_options(o);
+    let mut skipping = RedisSink::connect(&b.url(), &skipping_store).await.unwrap();
+    assert_eq!(skipping.apply("sh", &bad).await.unwrap(), 5);
+    assert_eq!(get(&b, "before").await.as_deref(), Some("1"));
+    assert_eq!(get(&b, "same-block").await.as_deref(), Some("1"));
+    assert_eq!(get(&b, "k").await, None);
 }
 
 #[tokio::test]
@@ -526,4 +557,73 @@ async fn redis_cluster_is_refused() {
         }
         Ok(()) => panic!("cluster accepted"),
     }
+}
+
+/// A `FLUSHALL` the store's `flush = "refuse"` keeps from shipping is
+/// reported as skipped (counted in the status), not dropped silently.
+#[tokio::test]
+async fn refused_flush_is_reported_as_skipped() {
+    let b = Redis::start().await;
+    let mut src = start_source(&b.url(), store(), None);
+    let start = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), src.events.recv()).await {
+            Ok(Some(SourceEvent::Progress { .. })) => break,
+            Ok(Some(other)) => panic!("unexpected {other:?}"),
+            _ => assert!(start.elapsed() < DEADLINE, "initial sync"),
+        }
+    }
+    let mut c = b.conn().await;
+    let _: () = redis::cmd("SET")
+        .arg("a")
+        .arg("1")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut skipped = Vec::new();
+    let mut keys = Vec::new();
+    let mut flushed = false;
+    while keys.len() < 2 {
+        // FLUSHALL only once the stream carries commands: during the
+        // initial sync's RDB transfer it would kill the transfer.
+        if !flushed && !keys.is_empty() {
+            let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+            let _: () = redis::cmd("SET")
+                .arg("b")
+                .arg("2")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            flushed = true;
+        }
+        match tokio::time::timeout(DEADLINE, src.events.recv()).await {
+            Ok(Some(SourceEvent::Skipped {
+                what,
+                count,
+                detail,
+                position,
+            })) => {
+                assert!(position.starts_with("redis "), "{position}");
+                skipped.push((what, count, detail));
+            }
+            Ok(Some(SourceEvent::Local { changes, .. })) => {
+                keys.extend(changes.iter().filter_map(|c| match &c.payload {
+                    Payload::Redis(r) => r.args.get(1).cloned(),
+                    _ => None,
+                }))
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no event: {other:?}: {:?}", (&mut src.task).await),
+        }
+    }
+    assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(
+        skipped,
+        [(
+            "flush",
+            1,
+            "FLUSHALL in db 0 (flush = \"refuse\")".to_string()
+        )]
+    );
+    src.stop().await;
 }

@@ -27,6 +27,19 @@ fn sample_exposition() -> String {
         }
         .emit();
         events::FullResync { store: "cache" }.emit();
+        events::SourceSkipped {
+            store: "orders",
+            what: "ddl",
+            count: 2,
+        }
+        .emit();
+        events::ApplySkipped {
+            origin: "sh",
+            store: "cache",
+            what: "unsupported_command",
+            count: 1,
+        }
+        .emit();
         events::BatchApplied {
             peer: "sh",
             origin: "sh",
@@ -102,6 +115,10 @@ fn every_metric_is_exported_with_help_and_passes_promtool() {
         text.contains(
             r#"dcsync_apply_errors_total{dc="bj",origin="sh",store="cache",kind="definite"} 1"#
         ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"dcsync_source_skipped_total{dc="bj",store="orders",kind="ddl"} 2"#),
         "{text}"
     );
     if let Err(e) = dcsync_testkit::prometheus::promtool_check(&text) {

@@ -275,7 +275,18 @@ impl Supervisor {
                 }
             };
             if let (Ok(mut st), Err(e)) = (self.status.lock(), &result) {
-                st.state = "failed".into();
+                if e.is_transient() {
+                    st.state = "failed".into();
+                    st.stuck_since_ms = None;
+                } else {
+                    // Stopped at this position until an operator acts: it
+                    // stays so across the retries, which fail at the same
+                    // event, until the source journals past it.
+                    st.state = "stopped".into();
+                    if st.stuck_since_ms.is_none() {
+                        st.stuck_since_ms = Some(dcsync_core::now_ms());
+                    }
+                }
                 st.error = Some(e.to_string());
             }
             tokio::select! {
@@ -321,8 +332,12 @@ impl Supervisor {
         let connector = REGISTRY.connector_for(&self.store)?;
         let handle = tokio::spawn(connector.run_source(self.url.clone(), cx));
         if let Ok(mut st) = self.status.lock() {
-            st.state = "running".into();
-            st.error = None;
+            // A source stopped by a definite error shows as stopped until it
+            // journals past that position (see `journal_events`).
+            if st.stuck_since_ms.is_none() {
+                st.state = "running".into();
+                st.error = None;
+            }
         }
         // Drain events until the source ends (it drops the sender).
         let mut buf = Vec::with_capacity(APPEND_MAX_EVENTS);
@@ -340,6 +355,26 @@ impl Supervisor {
             Err(e) => Err(ConnectorError::Transient(format!(
                 "source task ended abnormally: {e}"
             ))),
+        }
+    }
+
+    /// Counts something the source deliberately did not ship and keeps it
+    /// as the last skipped in the status.
+    fn skipped(&self, what: &'static str, count: u64, detail: String, position: String) {
+        dcsync_core::events::SourceSkipped {
+            store: &self.store.name,
+            what,
+            count,
+        }
+        .emit();
+        if let Ok(mut st) = self.status.lock() {
+            *st.skipped.entry(what.to_string()).or_insert(0) += count;
+            st.last_skipped = Some(crate::status::SkippedStatus {
+                what: what.to_string(),
+                detail,
+                position,
+                at_ms: dcsync_core::now_ms(),
+            });
         }
     }
 
@@ -414,6 +449,12 @@ impl Supervisor {
                     last_pos = Some(position);
                 }
                 SourceEvent::Progress { position } => last_pos = Some(position),
+                SourceEvent::Skipped {
+                    what,
+                    count,
+                    detail,
+                    position,
+                } => self.skipped(what, count, detail, position),
             }
         }
         let j = self.journal.clone();
@@ -444,6 +485,14 @@ impl Supervisor {
         if let Some(p) = last_pos {
             let _ = durable.send(Some(p.clone()));
             if let Ok(mut st) = self.status.lock() {
+                if st.stuck_since_ms.is_some() && st.position != p.display {
+                    // Past the position it was stopped at: an operator
+                    // fixed it.
+                    tracing::info!(store = %self.store.name, position = %p.display, "source running again past the position it was stopped at");
+                    st.stuck_since_ms = None;
+                    st.state = "running".into();
+                    st.error = None;
+                }
                 st.position = p.display;
                 st.local_txns += n;
                 st.echo_txns += echoes;

@@ -18,16 +18,43 @@ use tokio::sync::watch;
 pub struct SourceStatus {
     /// Store name.
     pub store: String,
-    /// `starting`, `running` or `failed`.
+    /// `starting`, `running`, `failed` (a transient error: restarting with
+    /// backoff) or `stopped` (a definite error: needs an operator; retried
+    /// every 30 s from the same position, nothing after it is journaled).
     pub state: String,
-    /// Last error, if failed.
+    /// Last error, if failed or stopped.
     pub error: Option<String>,
+    /// Since when the source is stopped by a definite error, ms since the
+    /// Unix epoch; cleared once it journals past the position it stopped at.
+    #[serde(default)]
+    pub stuck_since_ms: Option<u64>,
     /// Last durable source position.
     pub position: String,
     /// Local transactions journaled since start.
     pub local_txns: u64,
     /// Echo transactions (applied by dcsync) skipped since start.
     pub echo_txns: u64,
+    /// Things deliberately not shipped since start, by kind (`ddl`,
+    /// `statement_dml`, `no_primary_key`, `flush`); a source restarted
+    /// before its position passed one counts it again.
+    #[serde(default)]
+    pub skipped: BTreeMap<String, u64>,
+    /// The last thing skipped.
+    #[serde(default)]
+    pub last_skipped: Option<SkippedStatus>,
+}
+
+/// The last thing a source deliberately did not ship.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SkippedStatus {
+    /// Kind (`ddl`, `statement_dml`, ...).
+    pub what: String,
+    /// The statement (truncated, credentials left out) or table.
+    pub detail: String,
+    /// Source position where it was read.
+    pub position: String,
+    /// When it was read, ms since the Unix epoch.
+    pub at_ms: u64,
 }
 
 /// Backlog of one peer for one origin stream.
@@ -483,8 +510,30 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
             "{:<10} {:<8} {:>10} {:>10}  {}",
             src.store, src.state, src.local_txns, src.echo_txns, src.position
         );
-        if let Some(e) = &src.error {
-            println!("           error: {e}");
+        match (&src.error, src.stuck_since_ms) {
+            (Some(e), Some(since)) => println!(
+                "           STOPPED: stuck since {} (needs an operator; retried every 30 s from the same position), reason: {e}",
+                ago(since, now)
+            ),
+            (Some(e), None) => println!("           error: {e}"),
+            _ => {}
+        }
+        if !src.skipped.is_empty() {
+            let counts: Vec<String> = src
+                .skipped
+                .iter()
+                .map(|(what, n)| format!("{what} {n}"))
+                .collect();
+            println!("           skipped (not shipped): {}", counts.join(", "));
+        }
+        if let Some(l) = &src.last_skipped {
+            println!(
+                "           last skipped: {} at {} ({}): {}",
+                l.what,
+                l.position,
+                ago(l.at_ms, now),
+                l.detail
+            );
         }
     }
     Ok(())

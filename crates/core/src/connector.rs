@@ -94,6 +94,27 @@ pub enum SourceEvent {
         /// The new position.
         position: Position,
     },
+    /// Something the store holds was deliberately not shipped (DDL, a
+    /// statement-format write or a table without a primary key the topology
+    /// allows skipping, a refused `FLUSHALL`). Informational only: it does
+    /// not move the position (a `Progress` or the enclosing transaction's
+    /// event does), so a source restarted before that position reads, and
+    /// reports, it again. The agent counts it per store and `what`
+    /// (`dcsync_source_skipped_total`) and shows the last one in the status.
+    Skipped {
+        /// What kind of thing, a short stable snake_case name used as a
+        /// metric label (bounded): `ddl`, `statement_dml`, `no_primary_key`,
+        /// `flush`.
+        what: &'static str,
+        /// How many of them (statements, rows, commands); at least 1.
+        count: u64,
+        /// What it was, for the operator: a statement truncated to a few
+        /// hundred characters (credentials left out), a table name.
+        detail: String,
+        /// Where, in the source's human-readable position form
+        /// (`mysql-bin.000003:4711 gtid=0-1-42`).
+        position: String,
+    },
 }
 
 /// Most [`SourceEvent::Fragment`]s a source sends ahead of

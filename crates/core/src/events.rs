@@ -8,7 +8,7 @@
 //! Metric names follow the Prometheus conventions
 //! `dcsync_<noun>_<unit>[_total]`; labels are bounded: `peer`, `origin`
 //! (DC ids from the topology), `store` (store names), `kind`
-//! (`transient`/`definite`). The agent adds a constant `dc` label to every
+//! (`transient`/`definite`, or what was skipped: a fixed set of names). The agent adds a constant `dc` label to every
 //! series. Counters are emitted per batch, not per change. [`describe`]
 //! registers the help text of every metric (the `# HELP` lines).
 
@@ -30,6 +30,12 @@ pub mod names {
     /// Counter: full resynchronisations a source had to take (Redis full
     /// sync after the replication backlog no longer held its offset).
     pub const FULL_RESYNCS: &str = "dcsync_source_full_resyncs_total";
+    /// Counter: things a source deliberately did not ship, by `kind`
+    /// (`ddl`, `statement_dml`, `no_primary_key`, `flush`).
+    pub const SOURCE_SKIPPED: &str = "dcsync_source_skipped_total";
+    /// Counter: commands a sink deliberately did not apply because the
+    /// topology allows skipping them, by `kind` (`unsupported_command`).
+    pub const APPLY_SKIPPED: &str = "dcsync_apply_skipped_total";
     /// Counter: transactions of other DCs applied to the local store.
     pub const APPLIED: &str = "dcsync_applied_transactions_total";
     /// Gauge: apply lag, seconds: when the last transaction of an origin
@@ -70,6 +76,8 @@ pub mod names {
         ECHO_DROPPED,
         SOURCE_LAG,
         FULL_RESYNCS,
+        SOURCE_SKIPPED,
+        APPLY_SKIPPED,
         APPLIED,
         APPLY_LAG,
         APPLY_ERRORS,
@@ -112,6 +120,16 @@ pub fn describe() {
         FULL_RESYNCS,
         Unit::Count,
         "Full resynchronisations taken by the source."
+    );
+    describe_counter!(
+        SOURCE_SKIPPED,
+        Unit::Count,
+        "Things the source deliberately did not ship, by kind (ddl, statement_dml, no_primary_key, flush)."
+    );
+    describe_counter!(
+        APPLY_SKIPPED,
+        Unit::Count,
+        "Commands the sink did not apply because the topology allows skipping them, by kind."
     );
     describe_counter!(
         APPLIED,
@@ -232,6 +250,48 @@ impl FullResync<'_> {
     /// Counts it (the source logs the details it knows).
     pub fn emit(&self) {
         counter!(FULL_RESYNCS, "store" => self.store.to_string()).increment(1);
+    }
+}
+
+/// A source of `store` deliberately did not ship `count` things of kind
+/// `what` (DDL, a statement-format write the topology allows skipping, ...).
+pub struct SourceSkipped<'a> {
+    /// Store.
+    pub store: &'a str,
+    /// Kind, a bounded label (`ddl`, `statement_dml`, `no_primary_key`,
+    /// `flush`).
+    pub what: &'a str,
+    /// How many (statements, rows, commands).
+    pub count: u64,
+}
+
+impl SourceSkipped<'_> {
+    /// Counts it (the source logs the details, the agent shows the last
+    /// one in the status).
+    pub fn emit(&self) {
+        counter!(SOURCE_SKIPPED, "store" => self.store.to_string(), "kind" => self.what.to_string())
+            .increment(self.count);
+    }
+}
+
+/// A sink of `store` did not apply `count` commands of `origin` of kind
+/// `what` because the store's `skip` option allows it.
+pub struct ApplySkipped<'a> {
+    /// Origin DC.
+    pub origin: &'a str,
+    /// Store.
+    pub store: &'a str,
+    /// Kind, a bounded label (`unsupported_command`).
+    pub what: &'a str,
+    /// Commands skipped.
+    pub count: u64,
+}
+
+impl ApplySkipped<'_> {
+    /// Counts it (the sink logs each command).
+    pub fn emit(&self) {
+        counter!(APPLY_SKIPPED, "origin" => self.origin.to_string(), "store" => self.store.to_string(), "kind" => self.what.to_string())
+            .increment(self.count);
     }
 }
 

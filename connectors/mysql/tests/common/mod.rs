@@ -55,6 +55,13 @@ pub fn set_apply_parallel(store: &mut StoreConfig, n: usize) {
     store.set_options(o);
 }
 
+/// Changes the source's `skip` set of a parsed `store`.
+pub fn set_skip(store: &mut StoreConfig, skip: dcsync_mysql::SkipSet) {
+    let mut o = MysqlOptions::of(store).unwrap().clone();
+    o.skip = skip;
+    store.set_options(o);
+}
+
 /// A source running in a task.
 pub struct Running {
     pub events: mpsc::Receiver<SourceEvent>,
@@ -139,7 +146,7 @@ impl Running {
                     all.extend(changes);
                     out.push((all, position))
                 }
-                SourceEvent::Progress { .. } => {}
+                SourceEvent::Progress { .. } | SourceEvent::Skipped { .. } => {}
                 e @ SourceEvent::Echo { .. } => panic!("unexpected echo {e:?}"),
             }
         }
@@ -235,6 +242,8 @@ pub async fn wait_ready(db: &dcsync_testkit::mariadb::MariaDb, src: &mut Running
             .await;
         match tokio::time::timeout(Duration::from_millis(300), src.events.recv()).await {
             Ok(Some(SourceEvent::Progress { .. })) => break,
+            // The CREATE of the probe table, if the source already runs.
+            Ok(Some(SourceEvent::Skipped { what: "ddl", .. })) => {}
             Ok(Some(other)) => panic!("unexpected event while waiting for the source: {other:?}"),
             Ok(None) => {
                 let r = (&mut src.handle).await;
@@ -249,7 +258,10 @@ pub async fn wait_ready(db: &dcsync_testkit::mariadb::MariaDb, src: &mut Running
         tokio::time::timeout(Duration::from_millis(300), src.events.recv()).await
     {
         assert!(
-            matches!(ev, SourceEvent::Progress { .. }),
+            matches!(
+                ev,
+                SourceEvent::Progress { .. } | SourceEvent::Skipped { what: "ddl", .. }
+            ),
             "unexpected {ev:?}"
         );
     }
