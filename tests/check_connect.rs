@@ -138,7 +138,7 @@ async fn a_default_redis_backlog_is_a_warning_and_an_unreachable_store_an_error(
     assert!(
         warnings.len() == 1
             && warnings[0].contains("repl-backlog-size is 1048576 bytes")
-            && warnings[0].contains("full resync")
+            && warnings[0].contains("a new RDB of the whole dataset instead of +CONTINUE")
             && warnings[0].contains("CONFIG SET repl-backlog-size 67108864"),
         "{out}"
     );

@@ -8,7 +8,9 @@
 //! offset is still in its replication backlog (`repl-backlog-size`, default
 //! 1 MiB), else `+FULLRESYNC`: a new RDB of the whole dataset. dcsync wants
 //! the backlog to hold at least [`BACKLOG_SECONDS`] of writes and never less
-//! than [`MIN_BACKLOG_BYTES`]. The write rate is sampled over [`SAMPLE`]:
+//! than [`MIN_BACKLOG_BYTES`]. The warning's wording never says "full
+//! resync": tests and operators grep the log for that phrase to find real
+//! ones. The write rate is sampled over [`SAMPLE`]:
 //! the growth of `master_repl_offset` when the backlog is active (a replica
 //! is or was attached), else the growth of `total_net_input_bytes` (every
 //! command sent to the server, reads included: an overestimate).
@@ -44,8 +46,8 @@ pub fn backlog_advice(backlog: u64, rate: u64, rate_source: &str) -> Option<Stri
     Some(format!(
         "repl-backlog-size is {backlog} bytes ({holds}); dcsync wants at least \
          {BACKLOG_SECONDS} s of writes and at least {MIN_BACKLOG_BYTES} bytes (64 MiB), or an \
-         agent restart or line cut under load makes a full resync (a new RDB of the whole \
-         dataset) instead of +CONTINUE; fix: CONFIG SET repl-backlog-size {recommended} \
+         agent restart or line cut under load makes the primary send a new RDB of the whole \
+         dataset instead of +CONTINUE; fix: CONFIG SET repl-backlog-size {recommended} \
          and repl-backlog-size {recommended} in redis.conf"
     ))
 }
