@@ -62,6 +62,30 @@ fn check_lists_every_problem_with_its_location() {
     );
 }
 
+/// Three typos in three different tables come out of one run, each at its
+/// own line:col (the parser used to stop at the first unknown key outside
+/// the store tables).
+#[test]
+fn check_reports_three_typos_together() {
+    let text = std::fs::read_to_string(example()).unwrap();
+    let bad = text
+        .replace("mode = \"mesh\"", "mdoe = \"mesh\"")
+        .replace("link = \"127.0.0.1:7702\"", "lnik = \"127.0.0.1:7702\"")
+        .replace("unit_key = \"user_id\"", "unit_kye = \"user_id\"");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typos.toml");
+    std::fs::write(&path, bad).unwrap();
+    let (code, _, err) = dcsync(&["check", "--topology", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    for want in [
+        "typos.toml:7:1: top level: unknown key \"mdoe\"",
+        "typos.toml:15:1: [[dc]] #2: unknown key \"lnik\"",
+        "typos.toml:25:1: store \"orders\": unknown key \"unit_kye\"",
+    ] {
+        assert!(err.contains(want), "{want} missing: {err}");
+    }
+}
+
 #[test]
 fn run_refuses_an_undeclared_dc() {
     let dir = tempfile::tempdir().unwrap();

@@ -55,7 +55,7 @@ pub mod value;
 
 pub use config::{MysqlOptions, SkipSet, DEFAULT_APPLY_PARALLEL, MAX_APPLY_PARALLEL};
 pub use position::BinlogPosition;
-pub use server::binlog_retention;
+pub use server::{binlog_retention, inspect, MAX_ALLOWED_PACKET};
 pub use sink::{ensure_marker_table, quote_ident, MysqlSink, MARKER_SLOTS};
 pub use source::{MysqlSource, PROGRESS_INTERVAL};
 
@@ -65,7 +65,7 @@ pub const MARKER_SCHEMA: &str = "dcsync";
 pub const MARKER_TABLE: &str = "apply_marker";
 
 use dcsync_core::connector::{
-    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Source, SourceContext,
+    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Inspection, Source, SourceContext,
 };
 use dcsync_core::topology::{StoreConfig, StoreKeys, StoreOptions};
 use std::time::Duration;
@@ -127,5 +127,13 @@ impl Connector for MysqlConnector {
         url: String,
     ) -> Option<BoxFuture<'static, Result<Option<Duration>, ConnectorError>>> {
         Some(Box::pin(async move { binlog_retention(&url).await }))
+    }
+
+    fn inspect(
+        &self,
+        url: String,
+        store: StoreConfig,
+    ) -> Option<BoxFuture<'static, Result<Inspection, ConnectorError>>> {
+        Some(Box::pin(inspect(url, store)))
     }
 }

@@ -17,6 +17,10 @@
 //!   blocks per round trip. The marker is the idempotency checkpoint and the
 //!   echo filter: the source reports a block starting with a marker write as
 //!   [`dcsync_core::connector::SourceEvent::Echo`].
+//! - **Checks** ([`inspect`]): `dcsync check --connect` reports Redis
+//!   Cluster and a replication backlog too small to survive an agent
+//!   restart under load without a full resync; a starting source logs the
+//!   same backlog warning.
 //! - **Errors**: I/O is `Transient` (the agent restarts from the last durable
 //!   position), protocol, parse and server-setting problems are `Definite`.
 //!
@@ -26,6 +30,7 @@
 pub mod commands;
 pub mod config;
 pub mod encodings;
+pub mod inspect;
 pub mod position;
 pub mod rdb;
 mod rdb_stream;
@@ -46,7 +51,7 @@ pub use source::{RedisSource, SyncKind, SyncStats, FULL_RESYNCS, PARTIAL_RESYNCS
 pub const MARKER_PREFIX: &str = "dcsync:marker:";
 
 use dcsync_core::connector::{
-    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Source, SourceContext,
+    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Inspection, Source, SourceContext,
 };
 use dcsync_core::topology::{StoreConfig, StoreKeys, StoreOptions};
 
@@ -85,7 +90,13 @@ impl Connector for RedisConnector {
         url: String,
         cx: SourceContext,
     ) -> BoxFuture<'static, Result<(), ConnectorError>> {
-        Box::pin(RedisSource::new(url).run(cx))
+        // The backlog rule of `dcsync check --connect`, logged at start too
+        // (`run` should say it): sampled beside the source, not before it.
+        let check = inspect::warn_if_backlog_small(url.clone(), cx.store.name.clone());
+        Box::pin(async move {
+            tokio::spawn(check);
+            RedisSource::new(url).run(cx).await
+        })
     }
 
     fn connect_sink(
@@ -97,5 +108,13 @@ impl Connector for RedisConnector {
             let sink: Box<dyn DynSink> = Box::new(RedisSink::connect(&url, &store).await?);
             Ok(sink)
         })
+    }
+
+    fn inspect(
+        &self,
+        url: String,
+        store: StoreConfig,
+    ) -> Option<BoxFuture<'static, Result<Inspection, ConnectorError>>> {
+        Some(Box::pin(inspect::inspect(url, store)))
     }
 }

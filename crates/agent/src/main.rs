@@ -1,7 +1,8 @@
 //! `dcsync`: the agent binary (one per datacenter) and its operator commands.
 //!
-//! - `dcsync check --topology FILE`: validate a topology file, print every
-//!   problem with its location.
+//! - `dcsync check --topology FILE [--connect [--dc ID ...]]`: validate a
+//!   topology file, print every problem with its location; with `--connect`
+//!   also every problem of the stores it names ([`check`]).
 //! - `dcsync run --topology FILE --dc ID [--data-dir DIR]`: run the agent of
 //!   one DC. Its journal lives in `DIR` (default `./dcsync-data/<ID>`).
 //! - `dcsync status --dc ID [--data-dir DIR]`: print the running agent's link
@@ -10,6 +11,7 @@
 mod admin;
 mod agent;
 mod applier;
+mod check;
 mod registry;
 mod status;
 
@@ -34,11 +36,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Validate a topology file and print every problem with its line:column.
+    /// Validate a topology file and print every problem with its line:column;
+    /// with --connect, also connect to the stores and report every problem
+    /// there (exit 2: invalid file, 1: a store has an error, 0: ok or only
+    /// warnings).
     Check {
         /// The topology file (TOML).
         #[arg(long)]
         topology: PathBuf,
+        /// Connect to the stores and check their settings, tables and limits.
+        #[arg(long)]
+        connect: bool,
+        /// With --connect: only the stores of these DCs (default: every DC).
+        #[arg(long = "dc", requires = "connect")]
+        dcs: Vec<String>,
     },
     /// Run the agent of one DC.
     Run {
@@ -92,23 +103,11 @@ fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&Cli::command().about(about).get_matches())
         .unwrap_or_else(|e| e.exit());
     let result = match cli.cmd {
-        Cmd::Check { topology } => match Topology::load(&topology, &registry::REGISTRY) {
-            Ok(t) => {
-                println!(
-                    "{}: ok (cluster {}, {} dcs, {} units, {} stores)",
-                    topology.display(),
-                    t.cluster,
-                    t.dcs.len(),
-                    t.units.count,
-                    t.stores.len()
-                );
-                Ok(())
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        },
+        Cmd::Check {
+            topology,
+            connect,
+            dcs,
+        } => return check::run(&topology, connect, &dcs),
         Cmd::Certs { topology, out, dcs } => certs(&topology, out, dcs),
         Cmd::Status { dc, data_dir, json } => status::print(&data_dir_for(&dc, data_dir), json),
         Cmd::Run {

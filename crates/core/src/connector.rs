@@ -27,6 +27,7 @@
 
 use crate::change::{Change, Transaction};
 use crate::topology::{StoreConfig, StoreKeys, StoreOptions, Units};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -237,6 +238,111 @@ pub struct ApplyGroup {
     pub bytes: usize,
 }
 
+/// How serious a [`Finding`] of [`Connector::inspect`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Works, but an operator should look (a pattern matching no table yet,
+    /// a Redis backlog that makes restarts under load full resyncs).
+    Warning,
+    /// dcsync cannot replicate this store correctly as it is (a wrong binlog
+    /// setting, a table without a primary key, a pattern matching nothing).
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+/// One problem a connector found on a live store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Error or warning.
+    pub severity: Severity,
+    /// What is wrong and how to fix it, naming the setting, table or pattern
+    /// (the caller adds the store, DC and redacted URL).
+    pub message: String,
+}
+
+impl Finding {
+    /// An [`Severity::Error`] finding.
+    pub fn error(message: impl Into<String>) -> Finding {
+        Finding {
+            severity: Severity::Error,
+            message: message.into(),
+        }
+    }
+
+    /// A [`Severity::Warning`] finding.
+    pub fn warning(message: impl Into<String>) -> Finding {
+        Finding {
+            severity: Severity::Warning,
+            message: message.into(),
+        }
+    }
+}
+
+/// A size limit of a live store that every DC of the same logical store
+/// should share: a change accepted by one DC's store must fit into every
+/// other DC's (MySQL `max_allowed_packet`). The caller compares limits of
+/// the same name across the DCs of one store: a DC whose value is below
+/// another DC's is an error naming both values and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// The value, in bytes.
+    pub bytes: u64,
+    /// How to raise it on this store, with `{value}` standing for the value
+    /// to set (`"SET GLOBAL max_allowed_packet={value}"`).
+    pub fix: String,
+}
+
+/// What [`Connector::inspect`] found on one DC's store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inspection {
+    /// Every problem found, errors and warnings (never only the first).
+    pub findings: Vec<Finding>,
+    /// Limits to compare across DCs, by a name the connector chooses
+    /// (`"max_allowed_packet"`); see [`Limit`].
+    pub limits: BTreeMap<String, Limit>,
+}
+
+/// Compares the [`Limit`]s of one store across its DCs (`by_dc`: DC id →
+/// that DC's limits): for every limit name, each DC whose value is below the
+/// largest value another DC has gets an [`Severity::Error`] finding naming
+/// the limit, both values, the DC with the larger one and the fix (every DC
+/// is a source for the others, so a change that DC accepts may not fit
+/// here). Returns `(dc, finding)` pairs in DC then limit-name order.
+pub fn compare_limits(by_dc: &BTreeMap<String, BTreeMap<String, Limit>>) -> Vec<(String, Finding)> {
+    let mut out = Vec::new();
+    for (dc, limits) in by_dc {
+        for (name, limit) in limits {
+            let largest = by_dc
+                .iter()
+                .filter(|(other, _)| *other != dc)
+                .filter_map(|(other, l)| l.get(name).map(|l| (other, l.bytes)))
+                .max_by_key(|(_, bytes)| *bytes);
+            if let Some((other, bytes)) = largest {
+                if bytes > limit.bytes {
+                    out.push((
+                        dc.clone(),
+                        Finding::error(format!(
+                            "{name} is {} bytes here but {bytes} in dc {other}: a change dc \
+                             {other} accepts may not fit when applied here; fix: {}",
+                            limit.bytes,
+                            limit.fix.replace("{value}", &bytes.to_string())
+                        )),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The factory of one store kind: implemented once per connector crate and
 /// exposed as a `static`, listed in the agent's [`Registry`].
 ///
@@ -298,6 +404,25 @@ pub trait Connector: Send + Sync + 'static {
         url: String,
     ) -> Option<BoxFuture<'static, Result<Option<Duration>, ConnectorError>>> {
         let _ = url;
+        None
+    }
+
+    /// Optional capability: connects to the store at `url` (one DC's store
+    /// of `store`) and reports every problem that would make it replicate
+    /// wrongly or nothing at all (server settings, configured patterns that
+    /// match nothing, what the kind cannot replicate), plus the limits the
+    /// caller compares across DCs. Used by `dcsync check --connect`. Reports
+    /// all problems it can find in one pass, never only the first.
+    ///
+    /// Errors: [`ConnectorError`] only when the store cannot be inspected at
+    /// all (unreachable, refused login, bad URL); everything else is a
+    /// [`Finding`]. `None` (the default): the kind has nothing to inspect.
+    fn inspect(
+        &self,
+        url: String,
+        store: StoreConfig,
+    ) -> Option<BoxFuture<'static, Result<Inspection, ConnectorError>>> {
+        let _ = (url, store);
         None
     }
 }
@@ -370,3 +495,7 @@ impl fmt::Debug for Registry {
             .finish()
     }
 }
+
+#[cfg(test)]
+#[path = "connector_tests.rs"]
+mod tests;

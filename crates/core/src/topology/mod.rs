@@ -365,12 +365,25 @@ impl Topology {
         // rest is deserialized (serde `flatten` would lose the locations).
         let mut doc = toml::de::DeTable::parse(text).map_err(syntax)?;
         let stores = doc.get_mut().remove("store");
-        let raw = RawTopology::deserialize(toml::de::Deserializer::from(doc)).map_err(syntax)?;
         let mut c = Collector {
             text,
             issues: Vec::new(),
         };
-        let topo = validate(raw, stores, registry, &mut c);
+        // Unknown keys are reported (all of them) and removed first: serde
+        // would stop at the first one.
+        drop_unknown_keys(doc.get_mut(), &mut c);
+        let dcs = lenient_dcs(doc.get_ref());
+        let topo = match RawTopology::deserialize(toml::de::Deserializer::from(doc)) {
+            Ok(raw) => validate(raw, stores, registry, &mut c),
+            Err(e) => {
+                // A wrong type or a missing key stops serde; the stores are
+                // still checked so their problems come in the same pass.
+                let span = e.span().unwrap_or(0..0);
+                c.at(span, e.message().trim().to_string());
+                validate_stores(stores, &dcs, registry, &mut c);
+                None
+            }
+        };
         if c.issues.is_empty() {
             if let Some(t) = topo {
                 return Ok(t);
@@ -402,7 +415,9 @@ mod raw;
 mod tests;
 
 pub use options::{StoreKeys, StoreOptions};
-use raw::{line_col, validate, Collector, RawTopology};
+use raw::{
+    drop_unknown_keys, lenient_dcs, line_col, validate, validate_stores, Collector, RawTopology,
+};
 /// A value with its byte range in the topology text, as
 /// [`StoreKeys::take`] returns it (re-exported so connectors need no
 /// `toml` dependency of their own).

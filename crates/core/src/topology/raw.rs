@@ -247,15 +247,7 @@ pub(super) fn validate<'i>(
         }
         Some(u) => validate_units(u, &seen, c),
     };
-    // stores
-    let mut stores_out = Vec::new();
-    let mut names = BTreeSet::new();
-    for (index, table) in store_tables(stores, c).into_iter().enumerate() {
-        if let Some(s) = validate_store(index, table, &dcs, registry, &mut names, c) {
-            stores_out.push(s);
-        }
-    }
-    let stores = stores_out;
+    let stores = validate_stores(stores, &dcs, registry, c);
     let l = raw.link.unwrap_or_default();
     let compression = match l
         .compression
@@ -328,6 +320,115 @@ pub(super) fn validate<'i>(
         link,
         tls,
     })
+}
+
+/// Validates every `[[store]]` table (see [`validate_store`]) against the
+/// declared `dcs`; returns the valid ones.
+pub(super) fn validate_stores(
+    stores: Option<Spanned<DeValue<'_>>>,
+    dcs: &[DcConfig],
+    registry: &Registry,
+    c: &mut Collector<'_>,
+) -> Vec<StoreConfig> {
+    let mut out = Vec::new();
+    let mut names = BTreeSet::new();
+    for (index, table) in store_tables(stores, c).into_iter().enumerate() {
+        if let Some(s) = validate_store(index, table, dcs, registry, &mut names, c) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Keys of the top level, once `store` is split off.
+const TOP_KEYS: [&str; 7] = ["cluster", "mode", "hub", "dc", "units", "link", "tls"];
+/// Keys of a `[[dc]]` table.
+const DC_KEYS: [&str; 4] = ["id", "link", "listen", "admin"];
+/// Keys of `[units]`.
+const UNITS_KEYS: [&str; 2] = ["count", "owners"];
+/// Keys of `[link]`.
+const LINK_KEYS: [&str; 10] = [
+    "batch_max_txns",
+    "batch_max_bytes",
+    "window",
+    "max_frame_bytes",
+    "heartbeat_ms",
+    "dead_after_ms",
+    "backoff_min_ms",
+    "backoff_max_ms",
+    "compression",
+    "max_bytes_per_sec",
+];
+/// Keys of `[tls]`.
+const TLS_KEYS: [&str; 4] = ["plaintext", "ca", "cert", "key"];
+
+/// Reports every unknown key outside the `[[store]]` tables at its own
+/// line:col and removes it from `doc`. Serde's `deny_unknown_fields` stops
+/// at the first unknown key, so without this pass a file with three typos
+/// would need three runs. Keep these lists in step with the raw structs.
+pub(super) fn drop_unknown_keys(doc: &mut toml::de::DeTable<'_>, c: &mut Collector<'_>) {
+    strip_unknown(doc, "top level", &TOP_KEYS, c);
+    for (key, label, known) in [
+        ("units", "[units]", &UNITS_KEYS[..]),
+        ("link", "[link]", &LINK_KEYS[..]),
+        ("tls", "[tls]", &TLS_KEYS[..]),
+    ] {
+        if let Some(DeValue::Table(t)) = doc.get_mut(key).map(Spanned::get_mut) {
+            strip_unknown(t, label, known, c);
+        }
+    }
+    if let Some(DeValue::Array(dcs)) = doc.get_mut("dc").map(Spanned::get_mut) {
+        for (i, d) in dcs.iter_mut().enumerate() {
+            if let DeValue::Table(t) = d.get_mut() {
+                strip_unknown(t, &format!("[[dc]] #{}", i + 1), &DC_KEYS, c);
+            }
+        }
+    }
+}
+
+fn strip_unknown(
+    table: &mut toml::de::DeTable<'_>,
+    label: &str,
+    known: &[&str],
+    c: &mut Collector<'_>,
+) {
+    let unknown: Vec<(String, std::ops::Range<usize>)> = table
+        .keys()
+        .filter(|k| !known.contains(&k.get_ref().as_ref()))
+        .map(|k| (k.get_ref().to_string(), k.span()))
+        .collect();
+    for (key, span) in unknown {
+        c.at(
+            span,
+            format!(
+                "{label}: unknown key {key:?}; expected one of {}",
+                known.join(", ")
+            ),
+        );
+        table.remove(key.as_str());
+    }
+}
+
+/// The DC ids of `doc`'s `[[dc]]` tables that have a string `id`, for
+/// validating the stores when the rest of the file did not deserialize.
+pub(super) fn lenient_dcs(doc: &toml::de::DeTable<'_>) -> Vec<DcConfig> {
+    let Some(DeValue::Array(dcs)) = doc.get("dc").map(Spanned::get_ref) else {
+        return Vec::new();
+    };
+    dcs.iter()
+        .filter_map(|d| match d.get_ref() {
+            DeValue::Table(t) => match t.get("id").map(Spanned::get_ref) {
+                Some(DeValue::String(id)) => Some(DcConfig {
+                    id: id.to_string(),
+                    link: String::new(),
+                    listen: String::new(),
+                    admin: None,
+                }),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// The `[[store]]` tables of the document, each with its span.

@@ -241,6 +241,54 @@ fn every_problem_is_reported() {
 }
 
 #[test]
+fn typos_in_every_section_are_reported_together() {
+    // serde's deny_unknown_fields stops at the first unknown key; each of
+    // these is in a different table and all must come out of one parse.
+    let text = GOOD
+        .replace("mode = \"mesh\"", "mode = \"mesh\"\nclutser = \"x\"")
+        .replace(
+            "link = \"127.0.0.1:7702\"",
+            "link = \"127.0.0.1:7702\"\nlisten_addr = \"0.0.0.0:7702\"",
+        )
+        .replace("count = 64", "count = 64\ncuont = 1")
+        .replace("unit_key = \"user_id\"", "unit_kye = \"user_id\"")
+        + "[link]\nwindw = 4\n";
+    let found = located(&text);
+    let want = [
+        (4, 1, "top level: unknown key \"clutser\""),
+        (11, 1, "[[dc]] #2: unknown key \"listen_addr\""),
+        (14, 1, "[units]: unknown key \"cuont\""),
+        (20, 1, "unknown key \"unit_kye\""),
+        (23, 1, "[link]: unknown key \"windw\""),
+    ];
+    assert_eq!(found.len(), want.len(), "{found:#?}");
+    for ((line, col, msg), (wl, wc, wm)) in found.iter().zip(want) {
+        assert_eq!((*line, *col), (wl, wc), "{msg}");
+        assert!(msg.contains(wm), "{msg} lacks {wm}");
+    }
+}
+
+#[test]
+fn a_wrong_type_still_reports_the_stores_problems() {
+    let text = GOOD
+        .replace("count = 64", "count = \"64\"")
+        .replace("unit_key = \"user_id\"", "unit_kye = \"user_id\"");
+    let found = located(&text);
+    assert!(
+        found
+            .iter()
+            .any(|(l, _, m)| *l == 11 && m.contains("expected i64")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(l, _, m)| *l == 17 && m.contains("unit_kye")),
+        "{found:#?}"
+    );
+}
+
+#[test]
 fn tls_section() {
     assert_eq!(parse(GOOD).unwrap().tls, LinkSecurity::Unset);
     let t = parse(&format!("{GOOD}[tls]\nplaintext = true\n")).unwrap();
