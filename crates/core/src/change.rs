@@ -195,8 +195,10 @@ pub enum Value {
     /// DOUBLE.
     Double(f64),
     /// Byte string: CHAR/VARCHAR/TEXT (in the column's charset), BINARY,
-    /// VARBINARY, BLOB, DECIMAL text, BIT bytes, JSON text.
-    Bytes(Vec<u8>),
+    /// VARBINARY, BLOB, DECIMAL text, BIT bytes, JSON text. Serialized as
+    /// one byte string rather than a sequence of `u8`: the same bincode
+    /// bytes, copied at once instead of byte by byte.
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     /// DATE, DATETIME, TIMESTAMP (UTC): year, month, day, hour, minute,
     /// second, microsecond.
     Date(u16, u8, u8, u8, u8, u8, u32),

@@ -120,7 +120,7 @@ pub enum SourceEvent {
 
 /// Most [`SourceEvent::Fragment`]s a source sends ahead of
 /// [`SourceContext::fragments_journaled`].
-pub const MAX_FRAGMENTS_IN_FLIGHT: u64 = 2;
+pub const MAX_FRAGMENTS_IN_FLIGHT: u64 = 1;
 
 /// Everything a running source needs from the agent.
 #[derive(Debug)]

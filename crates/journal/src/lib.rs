@@ -81,7 +81,7 @@
 //!   clock floor after restart)
 
 use dcsync_core::connector::Position;
-use dcsync_core::envelope::{decode_tx, decode_tx_v1, encode_tx};
+use dcsync_core::envelope::{decode_tx, decode_tx_v1, encode_tx, encode_tx_into};
 use dcsync_core::{Hlc, Transaction};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
@@ -211,7 +211,7 @@ pub struct Journal {
 /// redb's page cache, bytes. Its default (1 GiB) would let the agent's
 /// resident memory grow with the backlog; the backlog is read sequentially,
 /// so a small cache costs little.
-pub const CACHE_BYTES: usize = 64 << 20;
+pub const CACHE_BYTES: usize = 32 << 20;
 
 const BINCODE: bincode::config::Configuration = bincode::config::standard();
 
@@ -739,17 +739,17 @@ fn put_entries(
     let mut buf = Vec::new();
     let mut last = None;
     for tx in txs {
-        let bytes = encode_tx(tx).map_err(|e| JournalError::Corrupt {
+        buf.clear();
+        buf.extend_from_slice(&[0u8; 8]);
+        let n = encode_tx_into(tx, &mut buf).map_err(|e| JournalError::Corrupt {
             origin: origin.to_string(),
             store: store.to_string(),
             seq: tx.seq,
             reason: e.to_string(),
         })?;
-        cum += bytes.len() as u64;
+        cum += n as u64;
         max_hlc = max_hlc.max(tx.hlc.0);
-        buf.clear();
-        buf.extend_from_slice(&cum.to_le_bytes());
-        buf.extend_from_slice(&bytes);
+        buf[..8].copy_from_slice(&cum.to_le_bytes());
         t.insert((origin, store, tx.seq), buf.as_slice())
             .map_err(storage)?;
         if !tx.more {

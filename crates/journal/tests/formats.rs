@@ -137,3 +137,34 @@ fn format_two_journal_reads_back() {
     let back = j.read("bj", "orders", 3, 10, usize::MAX).unwrap();
     assert_eq!(back[0].changes, local[0].changes);
 }
+
+/// Format 3, as this release wrote it (`crates/link/examples/capture_fixtures.rs`):
+/// a local stream ending with a transaction split in two parts (seqs 4-5)
+/// and a relayed stream. A later format must keep this test passing.
+#[test]
+fn format_three_journal_reads_back() {
+    let d = tempfile::tempdir().unwrap();
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3/journal.redb");
+    std::fs::copy(src, d.path().join("journal.redb")).unwrap();
+    let j = Journal::open(d.path(), "bj", &["sh".to_string(), "gz".to_string()]).unwrap();
+    assert_eq!(j.last_seq("bj", "orders").unwrap(), 5);
+    let local = j.read("bj", "orders", 0, 10, usize::MAX).unwrap();
+    assert_eq!(
+        local
+            .iter()
+            .map(|t| (t.seq, t.part, t.more))
+            .collect::<Vec<_>>(),
+        vec![(2, 0, false), (3, 0, false), (4, 0, true), (5, 1, false)]
+    );
+    let Payload::Row(r) = &local[3].changes[0].payload else {
+        panic!("row expected")
+    };
+    assert_eq!(r.table.name, "items");
+    assert_eq!(r.after.as_ref().unwrap()[1], Value::Bytes(b"5.50".to_vec()));
+    assert_eq!(
+        j.position("orders").unwrap().unwrap().display,
+        "mysql-bin.000002:2005"
+    );
+    assert_eq!(j.last_seq("gz", "orders").unwrap(), 2);
+}

@@ -54,6 +54,16 @@ fn row_tx(origin: &str, n: u64) -> Transaction {
     }
 }
 
+/// Transaction `n` of `origin` as part `part` of a split transaction
+/// (`more` on all but the last part).
+fn part_tx(origin: &str, n: u64, part: u32, more: bool) -> Transaction {
+    Transaction {
+        part,
+        more,
+        ..row_tx(origin, n)
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let v = FORMAT_VERSION;
@@ -69,6 +79,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             display: "mysql-bin.000002:2003".into(),
         }),
     )?;
+    // A transaction split in two parts (seqs 4 and 5), the checkpoint after
+    // it.
+    j.append(
+        "orders",
+        &mut [part_tx("bj", 4, 0, true), part_tx("bj", 5, 1, false)],
+        Some(&Position {
+            bytes: b"binlog-pos-v3".to_vec(),
+            display: "mysql-bin.000002:2005".into(),
+        }),
+    )?;
     // gz's changes journaled for forwarding (a hub), origin seqs kept.
     j.append_relayed(&(1..=2).map(|n| row_tx("gz", n)).collect::<Vec<_>>())?;
     j.ack("sh", "bj", "orders", 1)?;
@@ -79,7 +99,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let p = PROTOCOL_VERSION;
     let fdir = root.join(format!("link/tests/fixtures/v{p}"));
     std::fs::create_dir_all(&fdir)?;
-    let txs: Vec<_> = (1..=3).map(|n| row_tx("gz", n)).collect();
+    // Seq 1 whole, seqs 2-3 the two parts of one transaction.
+    let txs = vec![
+        row_tx("gz", 1),
+        part_tx("gz", 2, 0, true),
+        part_tx("gz", 3, 1, false),
+    ];
     let (raw_len, data) = pack_batch(&txs, Codec::Lz4, p)?;
     let frames = [
         (

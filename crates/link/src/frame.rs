@@ -88,6 +88,7 @@ pub enum Frame {
         /// Length of `data` once decompressed, bytes.
         raw_len: u32,
         /// Envelope-version-1 batch, compressed with `codec`.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// Protocol 1: everything of the dialer's `store` up to `seq` is applied.
@@ -126,6 +127,7 @@ pub enum Frame {
         raw_len: u32,
         /// Envelope batch ([`dcsync_core::envelope::encode_batch`]),
         /// compressed with `codec`; see [`pack_batch`] / [`unpack_batch`].
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// Protocol 2+: everything of `(origin, store)` up to `seq` is applied

@@ -163,3 +163,47 @@ fn protocol_two_frames_decode() {
     };
     assert_eq!(r.after.as_ref().unwrap()[1], Value::Bytes(b"3.50".to_vec()));
 }
+
+/// The current protocol's frames (protocol 3, envelope 3), as this release
+/// wrote them (`examples/capture_fixtures.rs`): the batch holds a whole
+/// transaction and one split in two parts. A later version must keep
+/// decoding them.
+#[test]
+fn protocol_three_frames_decode() {
+    let f = |name: &str| {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/v3/{name}.bin"));
+        decode(&std::fs::read(p).unwrap(), 1 << 20).unwrap()
+    };
+    assert!(matches!(f("hello"), Frame::Hello { version: 3, .. }));
+    let Frame::Batch {
+        origin,
+        store,
+        codec,
+        raw_len,
+        data,
+    } = f("batch")
+    else {
+        panic!("batch expected")
+    };
+    assert_eq!((origin.as_str(), store.as_str()), ("gz", "orders"));
+    let txs = unpack_batch(codec, raw_len, &data, 1 << 20, 3).unwrap();
+    assert_eq!(
+        txs.iter()
+            .map(|t| (t.seq, t.part, t.more))
+            .collect::<Vec<_>>(),
+        vec![(1, 0, false), (2, 0, true), (3, 1, false)]
+    );
+    let dcsync_core::Payload::Row(r) = &txs[2].changes[0].payload else {
+        panic!("row expected")
+    };
+    assert_eq!(
+        (r.table.schema.as_str(), r.table.name.as_str()),
+        ("shop", "items")
+    );
+    assert!(r.table.columns[0].primary_key);
+    assert_eq!(
+        r.after.as_ref().unwrap()[1],
+        dcsync_core::Value::Bytes(b"3.50".to_vec())
+    );
+}

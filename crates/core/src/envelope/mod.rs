@@ -112,6 +112,16 @@ pub fn encode_tx(tx: &Transaction) -> Result<Vec<u8>, EnvelopeError> {
     encode_tagged(&v3::TxOut::from_tx(tx), ENVELOPE_VERSION)
 }
 
+/// [`encode_tx`] appended to `out` (no intermediate buffer: the journal
+/// writes a record behind its own prefix). Returns the bytes appended.
+pub fn encode_tx_into(tx: &Transaction, out: &mut Vec<u8>) -> Result<usize, EnvelopeError> {
+    let start = out.len();
+    out.push(ENVELOPE_VERSION);
+    bincode::serde::encode_into_std_write(&v3::TxOut::from_tx(tx), out, config())
+        .map_err(|e| EnvelopeError::Encode(e.to_string()))?;
+    Ok(out.len() - start)
+}
+
 /// Decodes a tagged record of any known version.
 ///
 /// Errors: [`EnvelopeError::UnknownVersion`] for a newer tag,

@@ -98,7 +98,7 @@ pub enum Value {
     /// DOUBLE.
     Double(f64),
     /// Bytes.
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Date and time.
     Date(u16, u8, u8, u8, u8, u8, u32),
     /// TIME.
