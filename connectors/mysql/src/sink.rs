@@ -348,6 +348,28 @@ async fn run_or_roll_back(mut conn: Conn, chunks: Vec<Vec<u8>>, tables: String) 
 /// is left at worst.
 const DEADLOCK_RETRIES: usize = 8;
 
+/// Appends `INSERT INTO dcsync.apply_marker .. ON DUPLICATE KEY UPDATE ..;`
+/// setting marker `slot` of `(origin, store)` to `tx`'s seq and HLC.
+fn push_marker_upsert(buf: &mut Vec<u8>, origin: &str, store: &str, slot: u64, tx: &Transaction) {
+    buf.extend_from_slice(b"INSERT INTO ");
+    buf.extend_from_slice(marker_table().as_bytes());
+    buf.extend_from_slice(b" (origin, store, slot, seq, hlc, applied_at) VALUES (");
+    for v in [
+        Value::Bytes(origin.as_bytes().to_vec()),
+        Value::Bytes(store.as_bytes().to_vec()),
+        Value::UInt(slot),
+        Value::UInt(tx.seq),
+        Value::UInt(tx.hlc.0),
+    ] {
+        push_literal(buf, &v, false);
+        buf.push(b',');
+    }
+    buf.extend_from_slice(
+        b"NOW(6)) ON DUPLICATE KEY UPDATE seq=VALUES(seq), hlc=VALUES(hlc), \
+          applied_at=VALUES(applied_at);\n",
+    );
+}
+
 fn marker_table() -> String {
     format!(
         "{}.{}",
@@ -507,16 +529,7 @@ impl MysqlSink {
         };
         // Look up the target tables not seen yet (or changed), then plan
         // (borrowing self.sql), then execute.
-        for tx in group {
-            for change in &tx.changes {
-                if let Payload::Row(r) = &change.payload {
-                    let key = (r.table.schema.clone(), r.table.name.clone());
-                    if self.sql.get(&key).is_none_or(|t| t.needs_rebuild(r)) {
-                        self.prepare_table(r).await?;
-                    }
-                }
-            }
-        }
+        self.prepare_tables(group).await?;
         let mut plan = GroupPlan::new(floors.to_vec());
         for tx in group {
             for change in &tx.changes {
@@ -547,22 +560,13 @@ impl MysqlSink {
                 continue;
             }
             let mut first = Vec::with_capacity(256);
-            first.extend_from_slice(b"BEGIN;\nINSERT INTO ");
-            first.extend_from_slice(marker_table().as_bytes());
-            first.extend_from_slice(b" (origin, store, slot, seq, hlc, applied_at) VALUES (");
-            for v in [
-                Value::Bytes(origin.as_bytes().to_vec()),
-                Value::Bytes(self.store.as_bytes().to_vec()),
-                Value::UInt(p as u64 * MARKER_SLOTS + last.seq % MARKER_SLOTS),
-                Value::UInt(last.seq),
-                Value::UInt(last.hlc.0),
-            ] {
-                push_literal(&mut first, &v, false);
-                first.push(b',');
-            }
-            first.extend_from_slice(
-                b"NOW(6)) ON DUPLICATE KEY UPDATE seq=VALUES(seq), hlc=VALUES(hlc), \
-                  applied_at=VALUES(applied_at);\n",
+            first.extend_from_slice(b"BEGIN;\n");
+            push_marker_upsert(
+                &mut first,
+                origin,
+                &self.store,
+                p as u64 * MARKER_SLOTS + last.seq % MARKER_SLOTS,
+                last,
             );
             let (chunks, tables) = self.statements(first, runs, b"COMMIT")?;
             self.conn(p).await?;
@@ -575,6 +579,22 @@ impl MysqlSink {
             work.push((p, fut));
         }
         Ok(Planned(work))
+    }
+
+    /// Prepares the SQL of every table of `txs` not seen yet (or whose
+    /// shape changed).
+    async fn prepare_tables(&mut self, txs: &[&Transaction]) -> Result<(), ConnectorError> {
+        for tx in txs {
+            for change in &tx.changes {
+                if let Payload::Row(r) = &change.payload {
+                    let key = (r.table.schema.clone(), r.table.name.clone());
+                    if self.sql.get(&key).is_none_or(|t| t.needs_rebuild(r)) {
+                        self.prepare_table(r).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads the target table's columns from `information_schema` and
@@ -711,16 +731,7 @@ impl MysqlSink {
         let (Some(first_part), Some(last_part)) = (parts.first(), parts.last()) else {
             return Ok(None);
         };
-        for tx in parts {
-            for change in &tx.changes {
-                if let Payload::Row(r) = &change.payload {
-                    let key = (r.table.schema.clone(), r.table.name.clone());
-                    if self.sql.get(&key).is_none_or(|t| t.needs_rebuild(r)) {
-                        self.prepare_table(r).await?;
-                    }
-                }
-            }
-        }
+        self.prepare_tables(parts).await?;
         let n = self.conns.len() as u64;
         let marker = marker_table();
         let mut first_sql = Vec::new();
@@ -731,24 +742,12 @@ impl MysqlSink {
                 // them before any data row and skips the rest as an echo.
                 first_sql.extend_from_slice(b"BEGIN;\n");
                 for p in 0..n {
-                    first_sql.extend_from_slice(b"INSERT INTO ");
-                    first_sql.extend_from_slice(marker.as_bytes());
-                    first_sql.extend_from_slice(
-                        b" (origin, store, slot, seq, hlc, applied_at) VALUES (",
-                    );
-                    for v in [
-                        Value::Bytes(origin.as_bytes().to_vec()),
-                        Value::Bytes(self.store.as_bytes().to_vec()),
-                        Value::UInt(p * MARKER_SLOTS + first_part.seq % MARKER_SLOTS),
-                        Value::UInt(first_part.seq),
-                        Value::UInt(first_part.hlc.0),
-                    ] {
-                        push_literal(&mut first_sql, &v, false);
-                        first_sql.push(b',');
-                    }
-                    first_sql.extend_from_slice(
-                        b"NOW(6)) ON DUPLICATE KEY UPDATE seq=VALUES(seq), hlc=VALUES(hlc), \
-                          applied_at=VALUES(applied_at);\n",
+                    push_marker_upsert(
+                        &mut first_sql,
+                        origin,
+                        &self.store,
+                        p * MARKER_SLOTS + first_part.seq % MARKER_SLOTS,
+                        first_part,
                     );
                 }
                 first_part.seq
