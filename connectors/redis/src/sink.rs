@@ -368,6 +368,14 @@ impl Sink for RedisSink {
     async fn apply(&mut self, origin: &str, txs: &[Transaction]) -> Result<u64, ConnectorError> {
         let mut applied = self.read_marker(origin).await?;
         let todo: Vec<&Transaction> = txs.iter().filter(|t| t.seq > applied).collect();
+        // The Redis source never splits a transaction (a MULTI/EXEC block
+        // is one entry); a part can only come from another store kind.
+        if let Some(t) = todo.iter().find(|t| !t.is_whole()) {
+            return Err(ConnectorError::Definite(format!(
+                "store {}: origin {origin} seq {} is part {} of a transaction split in parts,                  which the Redis sink does not apply (only MySQL stores split transactions)",
+                self.store, t.seq, t.part
+            )));
+        }
         let mut start = 0;
         while start < todo.len() {
             let mut end = start;
