@@ -117,7 +117,7 @@ pub fn encode_tx(tx: &Transaction) -> Result<Vec<u8>, EnvelopeError> {
 pub fn encode_tx_into(tx: &Transaction, out: &mut Vec<u8>) -> Result<usize, EnvelopeError> {
     let start = out.len();
     out.push(ENVELOPE_VERSION);
-    bincode::serde::encode_into_std_write(&v3::TxOut::from_tx(tx), out, config())
+    bincode::serde::encode_into_std_write(v3::TxOut::from_tx(tx), out, config())
         .map_err(|e| EnvelopeError::Encode(e.to_string()))?;
     Ok(out.len() - start)
 }
