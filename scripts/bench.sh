@@ -2,10 +2,11 @@
 # Benchmarks dcsync against native MariaDB and Redis replication on this
 # machine and prints a table. Not part of the test suite (CI stays fast).
 #
-#   ./scripts/bench.sh --quick                       # about 5 minutes
+#   ./scripts/bench.sh --quick                       # about 5 minutes (+1-2 for big-transaction)
 #   ./scripts/bench.sh                               # full run (1M-row backlog)
 #   ./scripts/bench.sh --quick --markdown out.md     # also write the table
 #   ./scripts/bench.sh --txns 50000 --cases replay   # one case, own size
+#   ./scripts/bench.sh --cases big-transaction       # one 300,000-row UPDATE, agent peak RSS
 #
 # Every option is passed to `dcsync-bench` (`--help` lists them). Private
 # mariadbd/redis-server instances are started on free loopback ports in

@@ -14,6 +14,9 @@
 //! 3. Agent RSS, sampled every 500 ms during the case-1 build-up and replay.
 //! 4. Redis: `redis-benchmark` pipelined writes end to end against
 //!    `REPLICAOF`, and steady-state lag at fixed pipelined loads.
+//! 5. MySQL big transaction: one 300,000-row UPDATE of a 10-column table on
+//!    A, timed until B holds it, with each agent's peak RSS (VmHWM); against
+//!    native MariaDB replication of the same UPDATE.
 //!
 //! Speed and memory are measured here, never asserted in tests. Run it with
 //! `scripts/bench.sh`; see `docs/benchmarks.md`.
@@ -30,7 +33,8 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(about = "dcsync benchmarks against native MariaDB and Redis replication")]
 struct Args {
-    /// Small sizes (about 5 minutes in all); the default is the full run.
+    /// Small sizes (about 5 minutes in all, plus 1-2 for big-transaction,
+    /// whose size is fixed); the default is the full run.
     #[arg(long)]
     quick: bool,
     /// sysbench transactions per backlog replay (overrides the mode's size).
@@ -42,8 +46,12 @@ struct Args {
     /// Seconds of offered load per lag measurement.
     #[arg(long)]
     lag_secs: Option<u64>,
-    /// Cases to run, comma-separated: replay, lag, redis.
-    #[arg(long, default_value = "replay,lag,redis", value_delimiter = ',')]
+    /// Cases to run, comma-separated: replay, lag, redis, big-transaction.
+    #[arg(
+        long,
+        default_value = "replay,lag,redis,big-transaction",
+        value_delimiter = ','
+    )]
     cases: Vec<String>,
     /// Server settings for the replay case, comma-separated: durable, relaxed.
     #[arg(long, default_value = "durable,relaxed", value_delimiter = ',')]
@@ -66,6 +74,9 @@ struct Args {
     #[arg(long)]
     markdown: Option<PathBuf>,
 }
+
+/// Every case `--cases` accepts.
+const CASES: [&str; 4] = ["replay", "lag", "redis", "big-transaction"];
 
 /// One table row.
 struct Row {
@@ -201,6 +212,9 @@ async fn main() -> Result<()> {
         "mutual TLS"
     };
     eprintln!("dcsync-bench ({mode}): {p:?}, redis n={redis_n}/command, links: {links}");
+    if let Some(c) = args.cases.iter().find(|c| !CASES.contains(&c.as_str())) {
+        anyhow::bail!("unknown case {c:?}; the cases are {}", CASES.join(", "));
+    }
     let has = |c: &str| args.cases.iter().any(|x| x == c);
     let mut rows = Vec::new();
 
@@ -346,6 +360,38 @@ async fn main() -> Result<()> {
                 ),
             ));
         }
+    }
+
+    if has("big-transaction") {
+        let rows_k = mysql_cases::BIG_ROWS / 1000;
+        eprintln!("== MySQL {rows_k}k-row UPDATE, one transaction (durable): dcsync");
+        let d = mysql_cases::big_txn_dcsync(&dcsync).await?;
+        eprintln!("   {d:?}");
+        eprintln!("== MySQL {rows_k}k-row UPDATE, one transaction (durable): native");
+        let n = mysql_cases::big_txn_native().await?;
+        eprintln!("   {n:?}");
+        let peaks = d
+            .peak_rss
+            .iter()
+            .map(|k| format!("{:.0}", *k as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        rows.push(row(
+            &format!("MySQL {rows_k}k-row UPDATE, s"),
+            "durable, 10 columns, one transaction",
+            format!("{:.1}", d.secs),
+            format!("{:.1}", n.secs),
+            // Seconds: native ÷ dcsync, so that > 1 means dcsync is faster,
+            // as in the replay rows.
+            ratio(n.secs, d.secs),
+            format!(
+                "agent peak RSS, MiB (A / B, VmHWM): {peaks}; applied in {} parts; \
+                 UPDATE on A took {:.1} s / {:.1} s; ratio = native s / dcsync s",
+                d.parts.map_or("?".into(), |p| p.to_string()),
+                d.source_secs,
+                n.source_secs
+            ),
+        ));
     }
 
     println!();

@@ -1,6 +1,8 @@
 //! MariaDB cases: backlog replay through dcsync against native
-//! primary→replica replication (with agent RSS sampled on the way), and
-//! steady-state lag at a fixed sysbench rate over a 30 ms RTT line.
+//! primary→replica replication (with agent RSS sampled on the way),
+//! steady-state lag at a fixed sysbench rate over a 30 ms RTT line, and one
+//! big transaction (a 300,000-row UPDATE) end to end with the agents' peak
+//! RSS.
 
 use crate::cluster;
 use crate::util::{
@@ -486,6 +488,205 @@ pub async fn lag(
         summary,
         samples,
         backlog_at_end,
+    })
+}
+
+/// Rows of `bench.wide`, all changed by the big transaction.
+pub const BIG_ROWS: i64 = 300_000;
+
+/// The big-transaction table: ten columns (BIGINT key, integers, strings,
+/// a decimal, a datetime), filled by the Sequence engine so that both
+/// servers hold the same rows without replicating them. `n` starts at 0 in
+/// every row; the UPDATE adds 1, so `SUM(n)` tells whether a server has it.
+fn wide_schema() -> String {
+    format!(
+        "CREATE TABLE bench.wide (
+  id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, a INT, b INT, c BIGINT,
+  d VARCHAR(32), e VARCHAR(32), f DECIMAL(12,2), g DATETIME(6), n INT NOT NULL
+) ENGINE=InnoDB;
+INSERT INTO bench.wide SELECT seq, seq % 97, seq, seq * 2, seq * 3,
+  CONCAT('name-', seq), CONCAT('city-', seq % 1000), seq / 7, '2026-01-02 03:04:05.000006', 0
+  FROM bench.seq_1_to_{BIG_ROWS};"
+    )
+}
+
+/// The big transaction: every row of `bench.wide`, one statement, one
+/// transaction (autocommit).
+const BIG_UPDATE: &str = "UPDATE bench.wide SET n = n + 1, e = CONCAT(e, '-x')";
+
+/// Outcome of one big-transaction run.
+#[derive(Debug, Clone)]
+pub struct BigTxn {
+    /// Seconds from issuing the UPDATE on A until B held its result.
+    pub secs: f64,
+    /// Seconds the UPDATE took on A (until its commit returned).
+    pub source_secs: f64,
+    /// dcsync: parts the transaction was applied in (the advance of B's
+    /// apply marker for origin `a`, one seq per part).
+    pub parts: Option<i64>,
+    /// dcsync: peak RSS (VmHWM, KiB) of agents a and b since they started;
+    /// empty for native.
+    pub peak_rss: Vec<u64>,
+}
+
+/// Two servers, same settings as the replay case (durable), each with the
+/// benchmark schemas and its own identical copy of `bench.wide`, checked by
+/// `CHECKSUM TABLE`. No replication between them yet.
+async fn start_wide_pair() -> Result<(MariaDb, MariaDb)> {
+    let a = start_db(true, &[]).await;
+    let b = start_db(true, &[]).await;
+    for db in [&a, &b] {
+        let mut c = conn(db).await?;
+        c.query_drop(SCHEMA).await?;
+        c.query_drop(wide_schema())
+            .await
+            .context("filling bench.wide (Sequence engine)")?;
+        let _ = c.disconnect().await;
+    }
+    same_wide(&a, &b).await?;
+    Ok((a, b))
+}
+
+/// `CHECKSUM TABLE bench.wide` equal (and present) on both servers.
+async fn same_wide(a: &MariaDb, b: &MariaDb) -> Result<()> {
+    let (x, y) = (
+        a.checksum("bench.wide").await,
+        b.checksum("bench.wide").await,
+    );
+    match (x, y) {
+        (Some(x), Some(y)) if x == y => Ok(()),
+        _ => bail!("bench.wide: checksums differ: {x:?} vs {y:?}"),
+    }
+}
+
+/// `SUM(n)` of `bench.wide` (0 for an empty table).
+async fn wide_sum(c: &mut Conn) -> Result<i64> {
+    let v: Option<Option<i64>> = c
+        .query_first("SELECT CAST(SUM(n) AS SIGNED) FROM bench.wide")
+        .await?;
+    Ok(v.flatten().unwrap_or(0))
+}
+
+/// Highest apply-marker seq of origin `a` on `c`'s server.
+async fn marker_seq(c: &mut Conn) -> Result<i64> {
+    let v: Option<Option<i64>> = c
+        .query_first("SELECT CAST(MAX(seq) AS SIGNED) FROM dcsync.apply_marker WHERE origin = 'a'")
+        .await?;
+    Ok(v.flatten().unwrap_or(0))
+}
+
+/// What fails a big-transaction run while B is polled.
+enum Watch<'a> {
+    /// An agent process exited.
+    Agents(&'a mut Agents),
+    /// The replica reports an IO or SQL thread error (a connection to B).
+    Replica(&'a mut Conn),
+}
+
+impl Watch<'_> {
+    async fn check(&mut self) -> Result<()> {
+        match self {
+            Watch::Agents(agents) => Ok(agents.check_alive()?),
+            Watch::Replica(c) => {
+                let r = slave_status(c).await?;
+                for key in ["Last_IO_Error", "Last_SQL_Error"] {
+                    let err = field(&r, key);
+                    if !err.is_empty() {
+                        bail!("replica {key}: {err}");
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Runs the big UPDATE on A and polls B every 100 ms (a `SUM(n)` over the
+/// table takes some tens of ms) until it holds the result, checking `watch`
+/// on every poll. Returns (seconds from issuing the UPDATE until B held it,
+/// seconds the UPDATE took on A).
+async fn time_big_update(a: &MariaDb, cb: &mut Conn, mut watch: Watch<'_>) -> Result<(f64, f64)> {
+    let mut ca = conn(a).await?;
+    if wide_sum(cb).await? != 0 {
+        bail!("bench.wide on B is not in its initial state");
+    }
+    let t0 = Instant::now();
+    ca.query_drop(BIG_UPDATE).await.context(BIG_UPDATE)?;
+    let source_secs = t0.elapsed().as_secs_f64();
+    let _ = ca.disconnect().await;
+    loop {
+        if wide_sum(cb).await? == BIG_ROWS {
+            return Ok((t0.elapsed().as_secs_f64(), source_secs));
+        }
+        if t0.elapsed() > Duration::from_secs(1800) {
+            bail!("B did not hold the {BIG_ROWS}-row UPDATE within 30 minutes");
+        }
+        watch.check().await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// dcsync: both agents started over the two identical servers and shipping,
+/// then one UPDATE of every row of `bench.wide` on A, timed until B holds
+/// it; the agents' peak RSS is read afterwards.
+pub async fn big_txn_dcsync(dcsync: &Path) -> Result<BigTxn> {
+    let (a, b) = start_wide_pair().await?;
+    let mut agents = cluster::start(dcsync, &store_toml(&a, &b)).await;
+    wait_flowing(&mut agents, &a, &b).await?;
+    let mut cb = conn(&b).await?;
+    let marker0 = marker_seq(&mut cb).await?;
+    let (secs, source_secs) = time_big_update(&a, &mut cb, Watch::Agents(&mut agents)).await?;
+    let parts = marker_seq(&mut cb).await? - marker0;
+    let _ = cb.disconnect().await;
+    agents.check_alive()?;
+    let peak_rss = (0..agents.dcs.len())
+        .map(|i| {
+            agents
+                .peak_rss_kib(i)
+                .with_context(|| format!("VmHWM of agent {}", cluster::DCS[i]))
+        })
+        .collect::<Result<Vec<u64>>>()?;
+    same_wide(&a, &b).await?;
+    Ok(BigTxn {
+        secs,
+        source_secs,
+        parts: Some(parts),
+        peak_rss,
+    })
+}
+
+/// Native MariaDB replication: B a replica of A (default settings, one SQL
+/// thread), both threads running, then the same UPDATE on A timed until B
+/// holds it.
+pub async fn big_txn_native() -> Result<BigTxn> {
+    let (a, b) = start_wide_pair().await?;
+    let (file, pos) = a.binlog_pos().await;
+    let mut cb = conn(&b).await?;
+    cb.query_drop(format!(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='root', \
+         MASTER_LOG_FILE='{file}', MASTER_LOG_POS={pos}; START SLAVE",
+        a.port
+    ))
+    .await?;
+    let t = Instant::now();
+    loop {
+        let r = slave_status(&mut cb).await?;
+        if field(&r, "Slave_IO_Running") == "Yes" && field(&r, "Slave_SQL_Running") == "Yes" {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("replica threads not running within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut cs = conn(&b).await?;
+    let (secs, source_secs) = time_big_update(&a, &mut cb, Watch::Replica(&mut cs)).await?;
+    same_wide(&a, &b).await?;
+    Ok(BigTxn {
+        secs,
+        source_secs,
+        parts: None,
+        peak_rss: Vec::new(),
     })
 }
 
