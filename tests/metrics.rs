@@ -178,7 +178,7 @@ async fn metrics_move_with_a_sync_and_pass_promtool() {
             &[("store", "orders")]
         ) >= 1.0
     );
-    // Links: up, protocol 2, bytes both ways, what was acked = what was sent once.
+    // Links: up, the current protocol, bytes both ways, what was acked = what was sent once.
     for (i, peer, me) in [(0, "sh", "bj"), (1, "bj", "sh")] {
         assert_eq!(
             sample(&after[i], "dcsync_link_up", &[("peer", peer)]),
@@ -188,7 +188,7 @@ async fn metrics_move_with_a_sync_and_pass_promtool() {
         );
         assert_eq!(
             sample(&after[i], "dcsync_link_protocol_version", &[("peer", peer)]),
-            Some(2.0)
+            Some(f64::from(dcsync_link::frame::PROTOCOL_VERSION))
         );
         assert!(
             sample(&after[i], "dcsync_link_connects_total", &[("peer", peer)]).unwrap_or(0.0)
