@@ -223,7 +223,11 @@ impl MariaDb {
                     eprintln!("connect to {} failed ({e}); retrying", self.url());
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
-                Err(e) => panic!("connect to {}: {e}", self.url()),
+                Err(e) => panic!(
+                    "connect to {}: {e}\n--- server error log (tail) ---\n{}",
+                    self.url(),
+                    crate::cluster::tail(&self.log(), 30)
+                ),
             }
         }
     }
