@@ -52,9 +52,6 @@ fn big(schema_sql: &str) -> ClusterOptions {
             "--max-allowed-packet=512M".into(),
             "--innodb-log-file-size=256M".into(),
         ],
-        // A sender is silent while it encodes a batch, and a batch holding
-        // one 60 MB row takes seconds to encode in a debug build.
-        dead_after_ms: 30_000,
         ..options()
     }
 }

@@ -369,22 +369,59 @@ async fn session(
                 if journal.last_seq(origin, store)? <= from {
                     continue;
                 }
-                let txs = journal.read(origin, store, from, s.batch_max_txns, s.batch_max_bytes)?;
-                let (Some(first), Some(last)) = (txs.first(), txs.last()) else {
+                // Reading and encoding a batch runs off the async task,
+                // and heartbeats go out meanwhile: a batch holding one very
+                // large row can take longer than `dead_after_ms` to encode.
+                let job = {
+                    let journal = journal.clone();
+                    let (origin, store) = (origin.clone(), store.clone());
+                    let (max_txns, max_bytes) = (s.batch_max_txns, s.batch_max_bytes);
+                    tokio::task::spawn_blocking(move || -> Result<Option<Packed>, SessionError> {
+                        let txs = journal.read(&origin, &store, from, max_txns, max_bytes)?;
+                        let (Some(first), Some(last)) = (txs.first(), txs.last()) else {
+                            return Ok(None);
+                        };
+                        let (first, last_seq, open) = (first.seq, last.seq, last.more);
+                        let (raw_len, data) = crate::frame::pack_batch(&txs, codec, version)?;
+                        Ok(Some(Packed {
+                            first,
+                            last_seq,
+                            open,
+                            n: txs.len() as u64,
+                            raw_len,
+                            data,
+                        }))
+                    })
+                };
+                tokio::pin!(job);
+                let packed = loop {
+                    tokio::select! {
+                        r = &mut job => {
+                            break r.map_err(|e| SessionError::Protocol(format!("batch encoding task failed: {e}")))??;
+                        }
+                        _ = tokio::time::sleep(Duration::from_millis(s.heartbeat_ms)) => {
+                            timed_write(&mut wr, &Frame::Heartbeat, dead, s.dead_after_ms).await?;
+                            last_tx = Instant::now();
+                        }
+                    }
+                };
+                let Some(Packed {
+                    first,
+                    last_seq,
+                    open,
+                    n,
+                    raw_len,
+                    data,
+                }) = packed
+                else {
                     continue;
                 };
-                if first.seq != from + 1 {
+                if first != from + 1 {
                     return Err(SessionError::Protocol(format!(
-                        "journal for {origin}/{store} resumes at seq {} but the peer needs seq {}: entries were removed before every peer acknowledged them",
-                        first.seq,
+                        "journal for {origin}/{store} resumes at seq {first} but the peer needs seq {}: entries were removed before every peer acknowledged them",
                         from + 1
                     )));
                 }
-                let last_seq = last.seq;
-                let open = last.more;
-                let n = txs.len() as u64;
-                let (raw_len, data) = crate::frame::pack_batch(&txs, codec, version)?;
-                drop(txs);
                 // Bandwidth cap: pace batches so the average stays under the cap.
                 if s.max_bytes_per_sec > 0 {
                     let now = Instant::now();
@@ -570,6 +607,17 @@ fn on_ack(
     }
     .emit();
     Ok(())
+}
+
+/// A batch read from the journal and encoded for the wire.
+struct Packed {
+    first: u64,
+    last_seq: u64,
+    /// It ends inside a transaction split in parts.
+    open: bool,
+    n: u64,
+    raw_len: u32,
+    data: Vec<u8>,
 }
 
 /// A batch sent and not yet acknowledged: (stream, first seq, last seq,
