@@ -51,6 +51,7 @@ mod server;
 pub mod sink;
 pub mod source;
 pub mod sqltext;
+mod statement;
 pub mod value;
 
 pub use config::{MysqlOptions, SkipSet, DEFAULT_APPLY_PARALLEL, MAX_APPLY_PARALLEL};
