@@ -19,23 +19,36 @@ pub mod redis;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+/// A free TCP port on 127.0.0.1 for a server or agent that binds it later;
+/// the same as [`listen_port`].
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    listen_port()
 }
+
+/// Ports this process has handed out: tests of one binary run in parallel
+/// threads, and a port chosen by one must not be chosen again by another
+/// before its server binds it.
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
 
 /// A free TCP port on 127.0.0.1 below the kernel's ephemeral range (32768+
 /// on Linux), for a listener that binds later: the many client connections
 /// of a test or benchmark take their ports from the ephemeral range, so they
-/// cannot take this one between choosing it and binding it.
+/// cannot take this one between choosing it and binding it, and no port is
+/// handed out twice in one process (two parallel tests of one binary once
+/// chose the same port, and the second agent could not bind it).
 pub fn listen_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
-    for i in 0..1000u64 {
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for i in 0..10_000u64 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(i);
+        h.write_u32(std::process::id());
         let port = 20_000 + (h.finish() % 12_000) as u16;
+        if handed.contains(&port) {
+            continue;
+        }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.push(port);
             return port;
         }
     }
