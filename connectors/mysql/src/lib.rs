@@ -91,6 +91,14 @@ impl Connector for MysqlConnector {
         &["mysql"]
     }
 
+    /// `lww` (the default) or `none` (docs/conflicts.md).
+    fn conflict_policies(&self) -> &'static [dcsync_core::conflict::ConflictPolicy] {
+        &[
+            dcsync_core::conflict::ConflictPolicy::Lww,
+            dcsync_core::conflict::ConflictPolicy::None,
+        ]
+    }
+
     fn default_apply_group(&self) -> ApplyGroup {
         // A MySQL group is one commit per partition: larger is cheaper.
         // (A Redis group, by contrast, blocks its server while it runs.)

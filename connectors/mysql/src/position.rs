@@ -55,6 +55,21 @@ impl BinlogPosition {
     }
 }
 
+impl BinlogPosition {
+    /// Whether this position is at or after `file`:`pos` of the same
+    /// server's binlog. Files compare by their numeric suffix
+    /// (`mysql-bin.000010` after `mysql-bin.000009`), then offsets.
+    pub fn at_or_after(&self, file: &str, pos: u64) -> bool {
+        fn index(f: &str) -> u64 {
+            f.rsplit('.')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        }
+        (index(&self.file), self.pos) >= (index(file), pos)
+    }
+}
+
 impl std::fmt::Display for BinlogPosition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.file, self.pos)?;
@@ -68,6 +83,20 @@ impl std::fmt::Display for BinlogPosition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_compare_by_file_number_then_offset() {
+        let p = BinlogPosition {
+            file: "mysql-bin.000010".into(),
+            pos: 400,
+            gtid: None,
+        };
+        assert!(p.at_or_after("mysql-bin.000010", 400));
+        assert!(p.at_or_after("mysql-bin.000010", 399));
+        assert!(!p.at_or_after("mysql-bin.000010", 401));
+        assert!(p.at_or_after("mysql-bin.000009", 99_999));
+        assert!(!p.at_or_after("mysql-bin.000011", 4));
+    }
 
     #[test]
     fn round_trip_and_display() {

@@ -45,6 +45,7 @@ use crate::error::classify;
 use crate::plan::{GroupPlan, PartitionRuns, Run, RunKind, Spread};
 use crate::sqltext::{push_literal, Chunks, TableText};
 use crate::{MARKER_SCHEMA, MARKER_TABLE};
+use dcsync_core::conflict::Versions;
 use dcsync_core::connector::{ConnectorError, Sink};
 use dcsync_core::topology::{redact_url, StoreConfig};
 use dcsync_core::{Payload, RowChange, Transaction, Value};
@@ -216,6 +217,10 @@ pub struct MysqlSink {
     sql: HashMap<(String, String), TableSql>,
     /// A split transaction being applied on connection 0, uncommitted.
     held: Option<parts::Held>,
+    /// The version index and conflict log, for `conflict = "lww"` (set by
+    /// the agent with [`Sink::set_versions`]; without it every change is
+    /// applied as it arrives).
+    versions: Option<std::sync::Arc<dyn Versions>>,
 }
 
 impl std::fmt::Debug for MysqlSink {
@@ -336,6 +341,9 @@ async fn run_or_roll_back(mut conn: Conn, chunks: Vec<Vec<u8>>, tables: String) 
 #[path = "sink_parts.rs"]
 mod parts;
 
+#[path = "sink_lww.rs"]
+mod lww;
+
 /// Retries of a group whose partitions deadlocked each other; every retry
 /// runs only the partitions that did not commit, so one partition alone
 /// is left at worst.
@@ -402,6 +410,7 @@ impl MysqlSink {
             applied: HashMap::new(),
             sql: HashMap::new(),
             held: None,
+            versions: None,
         })
     }
 
@@ -503,29 +512,66 @@ impl MysqlSink {
         group: &[&Transaction],
         floors: &[u64],
     ) -> Result<(), (ConnectorError, bool)> {
-        self.apply_group_inner(origin, group, floors)
-            .await
-            .map_err(|e| (e, false))?
-            .await_all(self)
-            .await
+        for _ in 0..lww::REDECIDE {
+            let (planned, decision) = self
+                .apply_group_inner(origin, group, floors)
+                .await
+                .map_err(|e| (e, false))?;
+            if self.versions.is_none() {
+                return planned.await_all(self).await;
+            }
+            // lww: the partitions hold their transactions open until the
+            // decision is checked (see `sink_lww.rs`).
+            let ran: Vec<usize> = planned.0.iter().map(|(p, _)| *p).collect();
+            if let Err(e) = planned.await_all(self).await {
+                self.roll_back(&ran).await;
+                return Err(e);
+            }
+            if ran.is_empty() {
+                return Ok(());
+            }
+            match self.finish(&ran, &decision).await {
+                Ok(lww::Finish::Committed) => {
+                    self.report_lost(origin, decision).await;
+                    return Ok(());
+                }
+                Ok(lww::Finish::Redecide) => {
+                    tracing::debug!(store = %self.store, origin, "mysql sink: local writes landed on the group's rows; deciding again");
+                }
+                Err(e) => return Err((e, false)),
+            }
+        }
+        Err((
+            ConnectorError::Transient(format!(
+                "store {}: local writes kept landing on the rows of a group of {origin} while it                  was applied ({} times); it is retried",
+                self.store,
+                lww::REDECIDE
+            )),
+            false,
+        ))
     }
 
-    /// Prepares and plans one group and builds its partitions' transactions.
-    async fn apply_group_inner(
+    /// Prepares and plans one group and builds its partitions' transactions
+    /// (ending with `COMMIT`, or open under `lww`), with the lww decision.
+    async fn apply_group_inner<'a>(
         &mut self,
         origin: &str,
-        group: &[&Transaction],
+        group: &[&'a Transaction],
         floors: &[u64],
-    ) -> Result<Planned, ConnectorError> {
+    ) -> Result<(Planned, lww::Decision<'a>), ConnectorError> {
         let Some(last) = group.last() else {
-            return Ok(Planned(Vec::new()));
+            return Ok((Planned(Vec::new()), lww::Decision::default()));
         };
         // Look up the target tables not seen yet (or changed), then plan
         // (borrowing self.sql), then execute.
         self.prepare_tables(group).await?;
+        let decision = self.decide(origin, group).await?;
         let mut plan = GroupPlan::new(floors.to_vec());
-        for tx in group {
-            for change in &tx.changes {
+        for (ti, tx) in group.iter().enumerate() {
+            for (ci, change) in tx.changes.iter().enumerate() {
+                if decision.skip.contains(&(ti, ci)) {
+                    continue;
+                }
                 match &change.payload {
                     Payload::Row(r) => {
                         let key = (r.table.schema.clone(), r.table.name.clone());
@@ -561,7 +607,12 @@ impl MysqlSink {
                 p as u64 * MARKER_SLOTS + last.seq % MARKER_SLOTS,
                 last,
             );
-            let (chunks, tables) = self.statements(first, runs, b"COMMIT")?;
+            let end: &[u8] = if self.versions.is_some() {
+                b""
+            } else {
+                b"COMMIT"
+            };
+            let (chunks, tables) = self.statements(first, runs, end)?;
             self.conn(p).await?;
             let Some(conn) = self.conns[p].take() else {
                 return Err(ConnectorError::Transient(format!(
@@ -571,7 +622,7 @@ impl MysqlSink {
             let fut: PartitionFuture = Box::pin(run_or_roll_back(conn, chunks, tables));
             work.push((p, fut));
         }
-        Ok(Planned(work))
+        Ok((Planned(work), decision))
     }
 
     /// Prepares the SQL of every table of `txs` not seen yet (or whose
@@ -694,6 +745,10 @@ impl MysqlSink {
 }
 
 impl Sink for MysqlSink {
+    fn set_versions(&mut self, versions: std::sync::Arc<dyn Versions>) {
+        self.versions = Some(versions);
+    }
+
     async fn applied_seq(&mut self, origin: &str) -> Result<u64, ConnectorError> {
         // A new connection of the sender resends from what is committed.
         self.release_held().await;

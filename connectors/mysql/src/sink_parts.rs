@@ -141,6 +141,11 @@ impl MysqlSink {
                 next: first_part.seq,
             });
         }
+        // Under lww a split transaction is applied whole (docs/conflicts.md):
+        // its rows' versions are recorded before they are written.
+        if let Some(v) = self.versions.clone() {
+            v.record(super::lww::part_versions(origin, parts)).await?;
+        }
         let conn = self.conn(0).await?;
         for chunk in chunks {
             if let Err(e) = conn.query_drop(chunk).await {

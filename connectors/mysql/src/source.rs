@@ -156,8 +156,8 @@ struct Tx {
     bytes: usize,
     /// Fragments of this transaction sent ahead.
     fragments: u64,
-    /// (origin, seq) of an apply-marker row seen in this transaction.
-    marker: Option<(String, u64)>,
+    /// (origin, seq, hlc) of an apply-marker row seen in this transaction.
+    marker: Option<(String, u64, dcsync_core::Hlc)>,
 }
 
 /// State of one run of the source.
@@ -314,6 +314,20 @@ impl Tailer {
                     if t == EventType::HEARTBEAT_EVENT as u8 || t == MYSQL_HEARTBEAT_V2 {
                         tracing::trace!("mysql source: heartbeat");
                         heartbeats_seen = true;
+                        // The server is idle at the end of its binlog: the
+                        // position reaches it even when the last events
+                        // (a rotation's FORMAT_DESCRIPTION, GTID_LIST,
+                        // BINLOG_CHECKPOINT) moved it without a
+                        // transaction. A sink deciding a conflict waits for
+                        // the position to pass the binlog's end.
+                        let pos = ev.header().log_pos();
+                        if pos > self.last_log_pos && !self.tx.open {
+                            self.last_log_pos = pos;
+                            match self.progress(self.position_at(pos)).await {
+                                Flow::Continue => {}
+                                Flow::Shutdown => break Ok(()),
+                            }
+                        }
                         continue;
                     }
                     let handled = self.handle(&stream, ev).await;
@@ -842,12 +856,13 @@ impl Tailer {
     async fn commit(&mut self, log_pos: u32, timestamp: u32) -> Result<Flow, ConnectorError> {
         let tx = std::mem::take(&mut self.tx);
         let position = self.position_at(log_pos);
-        if let Some((origin, seq)) = tx.marker {
+        if let Some((origin, seq, hlc)) = tx.marker {
             self.pending_progress = None;
             return Ok(self
                 .send(SourceEvent::Echo {
                     origin,
                     seq,
+                    hlc,
                     position: position.to_position(),
                 })
                 .await);
@@ -866,11 +881,12 @@ impl Tailer {
     }
 }
 
-/// (origin, seq) from an apply-marker row image.
+/// (origin, seq, hlc) from an apply-marker row image (`hlc` 0 if the
+/// column is missing).
 fn marker_of(
     columns: &[dcsync_core::ColumnMeta],
     img: Option<&Vec<Value>>,
-) -> Option<(String, u64)> {
+) -> Option<(String, u64, dcsync_core::Hlc)> {
     let img = img?;
     let origin = columns.iter().position(|c| c.name == "origin")?;
     let seq = columns.iter().position(|c| c.name == "seq")?;
@@ -883,7 +899,16 @@ fn marker_of(
         Value::Int(i) => u64::try_from(*i).ok()?,
         _ => return None,
     };
-    Some((origin, seq))
+    let hlc = match columns
+        .iter()
+        .position(|c| c.name == "hlc")
+        .and_then(|i| img.get(i))
+    {
+        Some(Value::UInt(u)) => *u,
+        Some(Value::Int(i)) => u64::try_from(*i).unwrap_or(0),
+        _ => 0,
+    };
+    Some((origin, seq, dcsync_core::Hlc(hlc)))
 }
 
 /// Strips the 4 CRC32 bytes MariaDB appends to the file name of the

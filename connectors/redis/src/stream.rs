@@ -246,6 +246,7 @@ impl StreamState {
                     Some((origin, seq)) => SourceEvent::Echo {
                         origin,
                         seq,
+                        hlc: dcsync_core::Hlc(0),
                         position,
                     },
                     None => {
@@ -278,6 +279,7 @@ impl StreamState {
                         SourceEvent::Echo {
                             origin,
                             seq,
+                            hlc: dcsync_core::Hlc(0),
                             position,
                         },
                     )

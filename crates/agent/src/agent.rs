@@ -85,7 +85,30 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(&my_dc.listen)
         .await
         .with_context(|| format!("binding link listener {}", my_dc.listen))?;
-    let applier = Arc::new(AgentApplier::new(&topo, &me, clock.clone()));
+    // Per store: its status, the durable source position (what a sink
+    // waits for before deciding a conflict) and, with a conflict policy,
+    // the version index and conflict log its sinks use.
+    let conflict_log = Arc::new(crate::versions::ConflictLog::new(&data_dir));
+    let mut per_store = std::collections::BTreeMap::new();
+    let mut versions = std::collections::BTreeMap::new();
+    for store in &topo.stores {
+        let st = board.add_source(&store.name);
+        let (pos_tx, pos_rx) = watch::channel(journal.position(&store.name)?);
+        if store.conflict != dcsync_core::conflict::ConflictPolicy::None {
+            let v: Arc<dyn dcsync_core::conflict::Versions> =
+                Arc::new(crate::versions::AgentVersions::new(
+                    &me,
+                    &store.name,
+                    journal.clone(),
+                    pos_rx,
+                    conflict_log.clone(),
+                    st.clone(),
+                ));
+            versions.insert(store.name.clone(), v);
+        }
+        per_store.insert(store.name.clone(), (st, Arc::new(pos_tx)));
+    }
+    let applier = Arc::new(AgentApplier::new(&topo, &me, clock.clone(), versions));
     let inbound = board.inbound();
     let rcfg = Arc::new(receiver::ReceiverConfig {
         board: inbound,
@@ -140,8 +163,11 @@ pub async fn run(
         let Some(url) = store.url_for(&me) else {
             bail!("store {} has no url for dc {me}", store.name);
         };
-        let st = board.add_source(&store.name);
+        let Some((st, position)) = per_store.get(&store.name).cloned() else {
+            bail!("store {} has no status", store.name);
+        };
         let sup = Supervisor {
+            position,
             me: me.clone(),
             store: store.clone(),
             topo: topo.clone(),
@@ -206,6 +232,22 @@ pub async fn run(
     Ok(())
 }
 
+/// Adds the version-index entries `(row or key, hlc)` of `changes` (local
+/// writes stamped `hlc`).
+fn push_versions(
+    out: &mut Vec<(Vec<u8>, dcsync_core::Hlc)>,
+    changes: &[dcsync_core::Change],
+    hlc: dcsync_core::Hlc,
+) {
+    for c in changes {
+        if let dcsync_core::Payload::Row(r) = &c.payload {
+            for key in dcsync_core::conflict::row_version_keys(r) {
+                out.push((key, hlc));
+            }
+        }
+    }
+}
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -230,6 +272,9 @@ async fn wait_for_signal() {
 
 /// Runs one store's source, restarting it from the journal after failures.
 struct Supervisor {
+    /// The store's durable source position, for the sinks' conflict
+    /// decisions (kept across source restarts).
+    position: Arc<watch::Sender<Option<Position>>>,
     me: String,
     store: StoreConfig,
     topo: Topology,
@@ -390,6 +435,8 @@ impl Supervisor {
         let mut echoes = 0u64;
         let mut changes_n = 0u64;
         let mut last_commit_ms = 0u64;
+        let versioned = self.store.conflict != dcsync_core::conflict::ConflictPolicy::None;
+        let mut versions: Vec<(Vec<u8>, dcsync_core::Hlc)> = Vec::new();
         for ev in events {
             match ev {
                 SourceEvent::Fragment {
@@ -400,6 +447,9 @@ impl Supervisor {
                     self.last_hlc = hlc;
                     changes_n += changes.len() as u64;
                     fragments_n += 1;
+                    if versioned {
+                        push_versions(&mut versions, &changes, hlc);
+                    }
                     txs.push(Transaction {
                         origin: self.me.clone(),
                         store: self.store.name.clone(),
@@ -429,6 +479,9 @@ impl Supervisor {
                         self.last_hlc = hlc;
                         changes_n += changes.len() as u64;
                         last_commit_ms = commit_ts_ms;
+                        if versioned {
+                            push_versions(&mut versions, &changes, hlc);
+                        }
                         txs.push(Transaction {
                             origin: self.me.clone(),
                             store: self.store.name.clone(),
@@ -444,7 +497,10 @@ impl Supervisor {
                     }
                     last_pos = Some(position);
                 }
-                SourceEvent::Echo { position, .. } => {
+                SourceEvent::Echo { position, hlc, .. } => {
+                    // Local writes after this echo are stamped above every
+                    // value it applied (docs/architecture.md, "Conflicts").
+                    self.last_hlc = self.last_hlc.max(hlc);
                     echoes += 1;
                     last_pos = Some(position);
                 }
@@ -461,10 +517,12 @@ impl Supervisor {
         let name = self.store.name.clone();
         let pos = last_pos.clone();
         let n = txs.iter().filter(|t| !t.more).count() as u64;
-        let appended = tokio::task::spawn_blocking(move || j.append(&name, &mut txs, pos.as_ref()))
-            .await
-            .map_err(|e| ConnectorError::Transient(e.to_string()))?
-            .map_err(|e| ConnectorError::Definite(format!("journal append failed: {e}")))?;
+        let appended = tokio::task::spawn_blocking(move || {
+            j.append_versioned(&name, &mut txs, pos.as_ref(), &versions)
+        })
+        .await
+        .map_err(|e| ConnectorError::Transient(e.to_string()))?
+        .map_err(|e| ConnectorError::Definite(format!("journal append failed: {e}")))?;
         if n > 0 {
             dcsync_core::events::SourceCaptured {
                 store: &self.store.name,
@@ -484,6 +542,7 @@ impl Supervisor {
         }
         if let Some(p) = last_pos {
             let _ = durable.send(Some(p.clone()));
+            self.position.send_replace(Some(p.clone()));
             if let Ok(mut st) = self.status.lock() {
                 if st.stuck_since_ms.is_some() && st.position != p.display {
                     // Past the position it was stopped at: an operator

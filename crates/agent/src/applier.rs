@@ -4,6 +4,7 @@
 //! old connection of that origin is still draining.
 
 use crate::registry::REGISTRY;
+use dcsync_core::conflict::Versions;
 use dcsync_core::connector::{ConnectorError, DynSink};
 use dcsync_core::topology::StoreConfig;
 use dcsync_core::{HlcClock, Topology, Transaction};
@@ -22,11 +23,18 @@ struct Slot {
 pub struct AgentApplier {
     slots: BTreeMap<(String, String), Slot>,
     clock: Arc<HlcClock>,
+    /// Version index and conflict log per store with a conflict policy.
+    versions: BTreeMap<String, Arc<dyn Versions>>,
 }
 
 impl AgentApplier {
     /// One (lazily connected) sink per peer DC and store of `topo`.
-    pub fn new(topo: &Topology, me: &str, clock: Arc<HlcClock>) -> Self {
+    pub fn new(
+        topo: &Topology,
+        me: &str,
+        clock: Arc<HlcClock>,
+        versions: BTreeMap<String, Arc<dyn Versions>>,
+    ) -> Self {
         let mut slots = BTreeMap::new();
         for peer in topo.peers_of(me) {
             for store in &topo.stores {
@@ -42,7 +50,11 @@ impl AgentApplier {
                 }
             }
         }
-        AgentApplier { slots, clock }
+        AgentApplier {
+            slots,
+            clock,
+            versions,
+        }
     }
 
     fn slot(&self, origin: &str, store: &str) -> Result<&Slot, ApplyError> {
@@ -65,17 +77,20 @@ async fn connected<'g>(
     slot: &Slot,
     guard: &'g mut Option<Box<dyn DynSink>>,
     store: &str,
+    versions: Option<&Arc<dyn Versions>>,
 ) -> Result<&'g mut Box<dyn DynSink>, ApplyError> {
     if guard.is_none() {
         let connector = REGISTRY
             .connector_for(&slot.store)
             .map_err(|e| to_apply_error(store, e))?;
-        *guard = Some(
-            connector
-                .connect_sink(slot.url.clone(), slot.store.clone())
-                .await
-                .map_err(|e| to_apply_error(store, e))?,
-        );
+        let mut sink = connector
+            .connect_sink(slot.url.clone(), slot.store.clone())
+            .await
+            .map_err(|e| to_apply_error(store, e))?;
+        if let Some(v) = versions {
+            sink.set_versions(v.clone());
+        }
+        *guard = Some(sink);
     }
     guard
         .as_mut()
@@ -91,7 +106,7 @@ impl Applier for AgentApplier {
         Box::pin(async move {
             let slot = self.slot(origin, store)?;
             let mut guard = slot.sink.lock().await;
-            let result = connected(slot, &mut guard, store)
+            let result = connected(slot, &mut guard, store, self.versions.get(store))
                 .await?
                 .applied_seq(origin)
                 .await;
@@ -114,7 +129,7 @@ impl Applier for AgentApplier {
                 self.clock.observe(max);
             }
             let mut guard = slot.sink.lock().await;
-            let result = connected(slot, &mut guard, store)
+            let result = connected(slot, &mut guard, store, self.versions.get(store))
                 .await?
                 .apply(origin, &txs)
                 .await;

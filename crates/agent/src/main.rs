@@ -7,6 +7,8 @@
 //!   one DC. Its journal lives in `DIR` (default `./dcsync-data/<ID>`).
 //! - `dcsync status --dc ID [--data-dir DIR]`: print the running agent's link
 //!   states and backlogs (read from `DIR/status.json`, rewritten every second).
+//! - `dcsync conflicts --dc ID [--data-dir DIR] [--store S] [--since 2h]`:
+//!   print the conflicts the agent recorded (`DIR/conflicts.jsonl`).
 
 mod admin;
 mod agent;
@@ -14,6 +16,7 @@ mod applier;
 mod check;
 mod registry;
 mod status;
+mod versions;
 
 /// mimalloc instead of glibc malloc: the agent allocates and frees many
 /// small row images per second, and glibc's free-list consolidation was a
@@ -92,6 +95,76 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the conflicts an agent recorded (changes of other DCs that lost
+    /// against the value held in this DC), oldest first.
+    Conflicts {
+        /// The DC id of the agent.
+        #[arg(long)]
+        dc: String,
+        /// Its data directory (default: ./dcsync-data/<dc>).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Only this store's.
+        #[arg(long)]
+        store: Option<String>,
+        /// Only those of the last DURATION (`90s`, `30m`, `2h`, `7d`).
+        #[arg(long, value_parser = parse_duration_ms)]
+        since: Option<u64>,
+        /// Print the records as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A duration (`90s`, `30m`, `2h`, `7d`, humantime syntax) → milliseconds.
+fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    humantime::parse_duration(s)
+        .map(|d| d.as_millis() as u64)
+        .map_err(|e| format!("{s:?} is not a duration like 90s, 30m, 2h or 7d: {e}"))
+}
+
+/// Prints the conflict log of the agent whose data dir is `dir`.
+fn conflicts(
+    dir: &std::path::Path,
+    store: Option<&str>,
+    since_ms: Option<u64>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let from = since_ms.map_or(0, |d| dcsync_core::now_ms().saturating_sub(d));
+    let records = versions::read_log(dir)?;
+    let mut shown = 0usize;
+    for c in records
+        .iter()
+        .filter(|c| c.at_ms >= from && store.is_none_or(|s| c.store == s))
+    {
+        shown += 1;
+        if json {
+            println!("{}", serde_json::to_string(c)?);
+            continue;
+        }
+        println!(
+            "{} store {} {}{}: kept {} {}; not applied {} seq {} {}",
+            humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(c.at_ms)
+            ),
+            c.store,
+            c.key,
+            c.unit.map_or(String::new(), |u| format!(" (unit {u})")),
+            c.winner,
+            c.winner_value,
+            c.loser,
+            c.loser_seq,
+            c.loser_value
+        );
+        println!("    {}", c.decision);
+    }
+    if !json {
+        println!(
+            "{shown} conflict(s) in {}",
+            dir.join(versions::CONFLICT_LOG).display()
+        );
+    }
+    Ok(())
 }
 
 fn data_dir_for(dc: &str, given: Option<PathBuf>) -> PathBuf {
@@ -110,6 +183,13 @@ fn main() -> ExitCode {
         } => return check::run(&topology, connect, &dcs),
         Cmd::Certs { topology, out, dcs } => certs(&topology, out, dcs),
         Cmd::Status { dc, data_dir, json } => status::print(&data_dir_for(&dc, data_dir), json),
+        Cmd::Conflicts {
+            dc,
+            data_dir,
+            store,
+            since,
+            json,
+        } => conflicts(&data_dir_for(&dc, data_dir), store.as_deref(), since, json),
         Cmd::Run {
             topology,
             dc,

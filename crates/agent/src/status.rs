@@ -42,6 +42,26 @@ pub struct SourceStatus {
     /// The last thing skipped.
     #[serde(default)]
     pub last_skipped: Option<SkippedStatus>,
+    /// Conflicts detected by the sinks of this store since start (changes
+    /// of other DCs that lost; details in `conflicts.jsonl`).
+    #[serde(default)]
+    pub conflicts: u64,
+    /// The last conflict.
+    #[serde(default)]
+    pub last_conflict: Option<ConflictStatus>,
+}
+
+/// The last conflict of a store, in short.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConflictStatus {
+    /// The row or key (`shop.items id=7`).
+    pub key: String,
+    /// Version kept (`sh@1764547200000.3`).
+    pub winner: String,
+    /// Version of the change not applied.
+    pub loser: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
 }
 
 /// The last thing a source deliberately did not ship.
@@ -534,6 +554,16 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
                 ago(l.at_ms, now),
                 l.detail
             );
+        }
+        if let Some(c) = &src.last_conflict {
+            println!(
+                "           conflicts: {} (see `dcsync conflicts`); last {}: {} kept, {} not applied",
+                src.conflicts,
+                ago(c.at_ms, now),
+                c.winner,
+                c.loser
+            );
+            println!("           last conflict on: {}", c.key);
         }
     }
     Ok(())

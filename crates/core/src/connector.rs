@@ -86,6 +86,12 @@ pub enum SourceEvent {
         origin: String,
         /// Origin seq named by the marker.
         seq: u64,
+        /// HLC the marker carries (the greatest of the applied group;
+        /// `Hlc(0)` if the marker does not tell): the agent's stamps of
+        /// later local transactions of this store are above it, so a local
+        /// write is always versioned after every value applied before it
+        /// (docs/architecture.md, "Conflicts").
+        hlc: crate::Hlc,
         /// Position just after this transaction.
         position: Position,
     },
@@ -194,6 +200,14 @@ pub trait Sink: Send + 'static {
         origin: &str,
         txs: &[Transaction],
     ) -> impl Future<Output = Result<u64, ConnectorError>> + Send;
+
+    /// Gives the sink the store's version index and conflict log, which a
+    /// store with a conflict policy other than `none` needs before its
+    /// first [`Sink::apply`] (the agent calls it right after connecting).
+    /// Ignored by default.
+    fn set_versions(&mut self, versions: std::sync::Arc<dyn crate::conflict::Versions>) {
+        let _ = versions;
+    }
 }
 
 /// [`Sink`] in object-safe form, so the agent can hold the sinks of every
@@ -209,6 +223,9 @@ pub trait DynSink: Send + 'static {
         origin: &'a str,
         txs: &'a [Transaction],
     ) -> BoxFuture<'a, Result<u64, ConnectorError>>;
+
+    /// See [`Sink::set_versions`].
+    fn set_versions(&mut self, versions: std::sync::Arc<dyn crate::conflict::Versions>);
 }
 
 impl<S: Sink> DynSink for S {
@@ -225,6 +242,10 @@ impl<S: Sink> DynSink for S {
         txs: &'a [Transaction],
     ) -> BoxFuture<'a, Result<u64, ConnectorError>> {
         Box::pin(Sink::apply(self, origin, txs))
+    }
+
+    fn set_versions(&mut self, versions: std::sync::Arc<dyn crate::conflict::Versions>) {
+        Sink::set_versions(self, versions)
     }
 }
 
@@ -361,6 +382,13 @@ pub trait Connector: Send + Sync + 'static {
     /// URL schemes accepted in a store's `url` table, without `://`
     /// (`["mysql"]`); a URL with another scheme is a topology error.
     fn url_schemes(&self) -> &'static [&'static str];
+
+    /// The conflict policies the kind's sink implements
+    /// (`conflict = "..."`), the default first. By default only
+    /// [`ConflictPolicy::None`](crate::conflict::ConflictPolicy::None).
+    fn conflict_policies(&self) -> &'static [crate::conflict::ConflictPolicy] {
+        &[crate::conflict::ConflictPolicy::None]
+    }
 
     /// Group bounds used when a store omits `apply_group_txns` /
     /// `apply_group_bytes`.

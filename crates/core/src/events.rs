@@ -36,6 +36,9 @@ pub mod names {
     /// Counter: commands a sink deliberately did not apply because the
     /// topology allows skipping them, by `kind` (`unsupported_command`).
     pub const APPLY_SKIPPED: &str = "dcsync_apply_skipped_total";
+    /// Counter: conflicts detected and resolved by a sink (a change of
+    /// another DC that lost against the value held here), by `policy`.
+    pub const CONFLICTS: &str = "dcsync_conflicts_total";
     /// Counter: transactions of other DCs applied to the local store.
     pub const APPLIED: &str = "dcsync_applied_transactions_total";
     /// Gauge: apply lag, seconds: when the last transaction of an origin
@@ -78,6 +81,7 @@ pub mod names {
         FULL_RESYNCS,
         SOURCE_SKIPPED,
         APPLY_SKIPPED,
+        CONFLICTS,
         APPLIED,
         APPLY_LAG,
         APPLY_ERRORS,
@@ -130,6 +134,11 @@ pub fn describe() {
         APPLY_SKIPPED,
         Unit::Count,
         "Commands the sink did not apply because the topology allows skipping them, by kind."
+    );
+    describe_counter!(
+        CONFLICTS,
+        Unit::Count,
+        "Conflicts detected and resolved by the sink (a change of another DC that lost against the value held here), by policy; details in conflicts.jsonl."
     );
     describe_counter!(
         APPLIED,
@@ -271,6 +280,23 @@ impl SourceSkipped<'_> {
     pub fn emit(&self) {
         counter!(SOURCE_SKIPPED, "store" => self.store.to_string(), "kind" => self.what.to_string())
             .increment(self.count);
+    }
+}
+
+/// A sink of `store` detected a conflict and resolved it by `policy`
+/// (the details go to the conflict log).
+pub struct ConflictResolved<'a> {
+    /// Store.
+    pub store: &'a str,
+    /// Policy that decided (`lww`), a bounded label.
+    pub policy: &'a str,
+}
+
+impl ConflictResolved<'_> {
+    /// Counts it.
+    pub fn emit(&self) {
+        counter!(CONFLICTS, "store" => self.store.to_string(), "policy" => self.policy.to_string())
+            .increment(1);
     }
 }
 

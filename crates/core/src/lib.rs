@@ -2,6 +2,7 @@
 //! agent. Nothing here does I/O.
 //!
 //! - [`change`]: the change envelope ([`Transaction`], [`Change`], [`Value`]).
+//! - [`conflict`]: versions of rows and keys, the `lww` rule, conflict records.
 //! - [`envelope`]: the versioned encoding of the envelope (journal, link).
 //! - [`events`]: internal events (metrics and logs from one place).
 //! - [`hlc`]: hybrid logical clock timestamps.
@@ -11,6 +12,7 @@
 //!   factory, source and sink) and the [`connector::Registry`] of connectors.
 
 pub mod change;
+pub mod conflict;
 pub mod connector;
 pub mod envelope;
 pub mod events;

@@ -79,7 +79,16 @@
 //!   refused)
 //! - `meta`: `"format" -> 3`, `"hlc" -> u64` (highest HLC journaled, the
 //!   clock floor after restart)
+//! - `versions`: `(store, row or key) -> (HLC, DC)`: the version of the
+//!   value each row or key holds in this DC's store, for stores with a
+//!   conflict policy (docs/conflicts.md). Keys are
+//!   [`dcsync_core::conflict::row_version_key`]s. Written with local
+//!   appends ([`Journal::append_versioned`]) and by the sink before it
+//!   commits ([`Journal::record_versions`]); each entry keeps the greater
+//!   version. Added in format 3 without a format change: an agent that
+//!   does not know the table never opens it.
 
+use dcsync_core::conflict::Version;
 use dcsync_core::connector::Position;
 use dcsync_core::envelope::{decode_tx, decode_tx_v1, encode_tx, encode_tx_into};
 use dcsync_core::{Hlc, Transaction};
@@ -102,6 +111,8 @@ const PEER_CURSORS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const OPEN_PARTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("open_parts");
 const IDENTITY: TableDefinition<&str, &str> = TableDefinition::new("identity");
+/// `(store, row/key) -> (HLC, DC)`: the version index (see [`Journal::versions`]).
+const VERSIONS: TableDefinition<(&str, &[u8]), (u64, &str)> = TableDefinition::new("versions");
 
 /// Format-1 tables, read only by the migration.
 mod v1 {
@@ -182,6 +193,35 @@ fn cum_prefix(v: &[u8]) -> u64 {
 
 fn storage<E: std::fmt::Display>(e: E) -> JournalError {
     JournalError::Storage(e.to_string())
+}
+
+/// Sets the version of `key` of `store` to `(hlc, dc)` unless the index
+/// holds a greater one.
+fn put_version(
+    t: &mut redb::Table<(&str, &[u8]), (u64, &str)>,
+    store: &str,
+    key: &[u8],
+    hlc: Hlc,
+    dc: &str,
+) -> Result<(), JournalError> {
+    let new = Version {
+        hlc,
+        dc: dc.to_string(),
+    };
+    let keep = match t.get((store, key)).map_err(storage)? {
+        Some(g) => {
+            let (h, d) = g.value();
+            new >= Version {
+                hlc: Hlc(h),
+                dc: d.to_string(),
+            }
+        }
+        None => true,
+    };
+    if keep {
+        t.insert((store, key), (hlc.0, dc)).map_err(storage)?;
+    }
+    Ok(())
 }
 
 /// Backlog of one peer for one origin stream.
@@ -349,6 +389,19 @@ impl Journal {
         txs: &mut [Transaction],
         position: Option<&Position>,
     ) -> Result<Option<(u64, u64)>, JournalError> {
+        self.append_versioned(store, txs, position, &[])
+    }
+
+    /// [`Journal::append`], also recording in the same commit the versions
+    /// `(row or key, HLC)` of the local writes of `txs` (DC = this DC) in
+    /// the version index, each keeping the greater version.
+    pub fn append_versioned(
+        &self,
+        store: &str,
+        txs: &mut [Transaction],
+        position: Option<&Position>,
+        versions: &[(Vec<u8>, Hlc)],
+    ) -> Result<Option<(u64, u64)>, JournalError> {
         let mut w = self.db.begin_write().map_err(storage)?;
         if txs.is_empty() {
             w.set_durability(Durability::None).map_err(storage)?;
@@ -364,6 +417,12 @@ impl Journal {
             }
             put_entries(&w, &self.me, store, txs)?;
             range = Some((first, last));
+        }
+        if !versions.is_empty() {
+            let mut t = w.open_table(VERSIONS).map_err(storage)?;
+            for (key, hlc) in versions {
+                put_version(&mut t, store, key, *hlc, &self.me)?;
+            }
         }
         if let Some(p) = position {
             let bytes = bincode::serde::encode_to_vec(p, BINCODE).map_err(storage)?;
@@ -417,6 +476,52 @@ impl Journal {
         };
         w.commit().map_err(storage)?;
         Ok(new_head)
+    }
+
+    /// The versions of `keys` of `store` in the version index, in order
+    /// (`None`: no write known). See the module docs, `versions`.
+    pub fn versions(
+        &self,
+        store: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Version>>, JournalError> {
+        let r = self.db.begin_read().map_err(storage)?;
+        let t = match r.open_table(VERSIONS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
+            Err(e) => return Err(storage(e)),
+        };
+        keys.iter()
+            .map(|k| {
+                Ok(t.get((store, k.as_slice())).map_err(storage)?.map(|g| {
+                    let (hlc, dc) = g.value();
+                    Version {
+                        hlc: Hlc(hlc),
+                        dc: dc.to_string(),
+                    }
+                }))
+            })
+            .collect()
+    }
+
+    /// Records `entries` (row or key, version) of `store` in the version
+    /// index in one durable commit, each keeping the greater version.
+    pub fn record_versions(
+        &self,
+        store: &str,
+        entries: &[(Vec<u8>, Version)],
+    ) -> Result<(), JournalError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let w = self.db.begin_write().map_err(storage)?;
+        {
+            let mut t = w.open_table(VERSIONS).map_err(storage)?;
+            for (key, v) in entries {
+                put_version(&mut t, store, key, v.hlc, &v.dc)?;
+            }
+        }
+        w.commit().map_err(storage)
     }
 
     /// The source checkpoint of `store`: where its source resumes.

@@ -322,3 +322,35 @@ fn parts_of_a_transaction_never_closed_are_discarded() {
     assert_eq!(j.read("bj", "s", 0, 10, usize::MAX).unwrap().len(), 3);
     assert_eq!(j.position("s").unwrap(), Some(pos(3)));
 }
+
+#[test]
+fn the_version_index_keeps_the_greater_version_across_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    let v = |h: u64, dc: &str| Version {
+        hlc: Hlc(h),
+        dc: dc.into(),
+    };
+    let (a, b) = (b"k1".to_vec(), b"k2".to_vec());
+    {
+        let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+        assert_eq!(j.versions("s", &[a.clone()]).unwrap(), vec![None]);
+        // Local writes are recorded with the append, as this DC's.
+        j.append_versioned("s", &mut [tx(1)], Some(&pos(1)), &[(a.clone(), Hlc(10))])
+            .unwrap();
+        // A smaller version does not overwrite; a greater or equal one does.
+        j.record_versions("s", &[(a.clone(), v(9, "sh")), (b.clone(), v(3, "sh"))])
+            .unwrap();
+        assert_eq!(
+            j.versions("s", &[a.clone(), b.clone()]).unwrap(),
+            vec![Some(v(10, "bj")), Some(v(3, "sh"))]
+        );
+        j.record_versions("s", &[(a.clone(), v(10, "sh"))]).unwrap();
+        // Stores have separate indexes.
+        assert_eq!(j.versions("other", &[a.clone()]).unwrap(), vec![None]);
+    }
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+    assert_eq!(
+        j.versions("s", &[a, b]).unwrap(),
+        vec![Some(v(10, "sh")), Some(v(3, "sh"))]
+    );
+}

@@ -181,6 +181,10 @@ pub struct StoreConfig {
     /// Sink: at most this many payload bytes per target commit (at least
     /// 1; default from the connector).
     pub apply_group_bytes: usize,
+    /// What the sink does when two DCs write the same row or key
+    /// (`conflict = "none" | "lww"`; default: the first policy the
+    /// connector lists in [`crate::connector::Connector::conflict_policies`]).
+    pub conflict: crate::conflict::ConflictPolicy,
     /// The connector's parsed options (opaque here).
     options: StoreOptions,
 }

@@ -2,6 +2,7 @@
 //! validation into a [`Topology`].
 
 use super::*;
+use crate::conflict::ConflictPolicy;
 use crate::connector::Connector;
 use toml::de::DeValue;
 
@@ -459,12 +460,13 @@ fn store_tables<'i>(
 }
 
 /// Keys every `[[store]]` table may have, whatever its kind.
-const GENERIC_STORE_KEYS: [&str; 5] = [
+const GENERIC_STORE_KEYS: [&str; 6] = [
     "name",
     "kind",
     "url",
     "apply_group_txns",
     "apply_group_bytes",
+    "conflict",
 ];
 
 /// Validates one `[[store]]` table: the generic keys here, the rest by the
@@ -511,6 +513,7 @@ fn validate_store<'i>(
     );
     let group_txns = keys.take::<usize>("apply_group_txns");
     let group_bytes = keys.take::<usize>("apply_group_bytes");
+    let conflict = keys.take::<String>("conflict");
     let connector = kind.as_ref().and_then(|k| {
         let found = registry.get(k.get_ref());
         if found.is_none() {
@@ -521,6 +524,36 @@ fn validate_store<'i>(
         }
         found
     });
+    let policy = match (&conflict, connector) {
+        (_, None) => None,
+        (None, Some(conn)) => conn.conflict_policies().first().copied(),
+        (Some(p), Some(conn)) => {
+            let supported: Vec<&str> = conn
+                .conflict_policies()
+                .iter()
+                .map(|p| p.as_str())
+                .collect();
+            match ConflictPolicy::parse(p.get_ref()) {
+                Some(policy) if conn.conflict_policies().contains(&policy) => Some(policy),
+                _ => {
+                    keys.error(
+                        p.span(),
+                        format!(
+                            "conflict = {:?}: a {:?} store takes {}",
+                            p.get_ref(),
+                            conn.kind(),
+                            supported
+                                .iter()
+                                .map(|s| format!("{s:?}"))
+                                .collect::<Vec<_>>()
+                                .join(" or ")
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+    };
     let mut urls = BTreeMap::new();
     if let Some(url) = &url {
         for (dc, u) in url.get_ref() {
@@ -592,6 +625,7 @@ fn validate_store<'i>(
             .map(Spanned::into_inner)
             .unwrap_or(defaults.bytes)
             .max(1),
+        conflict: policy?,
         options: options?,
     })
 }

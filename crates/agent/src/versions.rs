@@ -1,0 +1,215 @@
+//! The agent's side of conflict handling (docs/conflicts.md): the version
+//! index a sink consults ([`AgentVersions`], over the journal), the wait
+//! for the local source, and the conflict log (`conflicts.jsonl` in the
+//! data dir, one JSON [`Conflict`] per line, read by `dcsync conflicts`).
+
+use crate::status::{ConflictStatus, SourceStatus};
+use dcsync_core::conflict::{Conflict, Version, Versions};
+use dcsync_core::connector::{BoxFuture, ConnectorError, Position};
+use dcsync_journal::Journal;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// File name of the conflict log in the agent's data dir.
+pub const CONFLICT_LOG: &str = "conflicts.jsonl";
+
+/// The conflict log of one agent: appends one JSON line per conflict.
+#[derive(Debug)]
+pub struct ConflictLog {
+    path: PathBuf,
+    file: Mutex<Option<std::fs::File>>,
+}
+
+impl ConflictLog {
+    /// The log in `data_dir` (opened at the first conflict).
+    pub fn new(data_dir: &Path) -> ConflictLog {
+        ConflictLog {
+            path: data_dir.join(CONFLICT_LOG),
+            file: Mutex::new(None),
+        }
+    }
+
+    /// Appends `c` as one line. A write error is logged (the conflict is
+    /// still counted and in the agent's log line).
+    pub fn append(&self, c: &Conflict) {
+        let line = match serde_json::to_string(c) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a conflict record");
+                return;
+            }
+        };
+        let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+            {
+                Ok(f) => *guard = Some(f),
+                Err(e) => {
+                    tracing::error!(path = %self.path.display(), error = %e, "cannot open the conflict log");
+                    return;
+                }
+            }
+        }
+        if let Some(f) = guard.as_mut() {
+            if let Err(e) = writeln!(f, "{line}") {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot write the conflict log");
+                *guard = None;
+            }
+        }
+    }
+}
+
+/// Reads the conflict log in `data_dir`: every record, oldest first.
+/// A line that does not parse is an error naming its line number.
+pub fn read_log(data_dir: &Path) -> anyhow::Result<Vec<Conflict>> {
+    let path = data_dir.join(CONFLICT_LOG);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                anyhow::anyhow!("{}:{}: not a conflict record: {e}", path.display(), i + 1)
+            })
+        })
+        .collect()
+}
+
+/// The version index, source wait and conflict log of one store.
+pub struct AgentVersions {
+    me: String,
+    store: String,
+    journal: Arc<Journal>,
+    /// The store's source position durable in the journal (with the
+    /// versions of every local write before it).
+    position: watch::Receiver<Option<Position>>,
+    log: Arc<ConflictLog>,
+    status: Arc<Mutex<SourceStatus>>,
+}
+
+impl AgentVersions {
+    /// The versions of `store`, over `journal`; `position` follows the
+    /// store's durable source position.
+    pub fn new(
+        me: &str,
+        store: &str,
+        journal: Arc<Journal>,
+        position: watch::Receiver<Option<Position>>,
+        log: Arc<ConflictLog>,
+        status: Arc<Mutex<SourceStatus>>,
+    ) -> AgentVersions {
+        AgentVersions {
+            me: me.to_string(),
+            store: store.to_string(),
+            journal,
+            position,
+            log,
+            status,
+        }
+    }
+}
+
+fn journal_error(e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Transient(format!("version index: {e}"))
+}
+
+impl Versions for AgentVersions {
+    fn current(
+        &self,
+        keys: Vec<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<Vec<Option<Version>>, ConnectorError>> {
+        Box::pin(async move {
+            let j = self.journal.clone();
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || j.versions(&store, &keys))
+                .await
+                .map_err(journal_error)?
+                .map_err(journal_error)
+        })
+    }
+
+    fn record(
+        &self,
+        entries: Vec<(Vec<u8>, Version)>,
+    ) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let j = self.journal.clone();
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || j.record_versions(&store, &entries))
+                .await
+                .map_err(journal_error)?
+                .map_err(journal_error)
+        })
+    }
+
+    fn wait_source<'a>(
+        &'a self,
+        reached: Box<dyn Fn(&Position) -> bool + Send + Sync + 'a>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let mut rx = self.position.clone();
+            let waited = tokio::time::timeout(
+                timeout,
+                rx.wait_for(|p| p.as_ref().is_some_and(|p| reached(p))),
+            )
+            .await;
+            match waited {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => Err(ConnectorError::Transient(
+                    "the agent is shutting down".into(),
+                )),
+                Err(_) => {
+                    let at = self
+                        .position
+                        .borrow()
+                        .as_ref()
+                        .map_or("nothing yet".to_string(), |p| p.display.clone());
+                    Err(ConnectorError::Transient(format!(
+                        "store {}: the local source has not read the store's log up to the \
+                         position this apply needs within {} s (it is at {at}); changes of other \
+                         DCs wait, since their conflicts cannot be decided before the local \
+                         writes are known (see `dcsync status`: is the source running?)",
+                        self.store,
+                        timeout.as_secs()
+                    )))
+                }
+            }
+        })
+    }
+
+    fn conflict(&self, mut c: Conflict) {
+        if c.dc.is_empty() {
+            c.dc.clone_from(&self.me);
+        }
+        tracing::warn!(
+            store = %c.store, key = %c.key, unit = ?c.unit, winner = %c.winner, loser = %c.loser,
+            loser_seq = c.loser_seq, "conflict: {}", c.decision
+        );
+        dcsync_core::events::ConflictResolved {
+            store: &c.store,
+            policy: &c.policy,
+        }
+        .emit();
+        if let Ok(mut st) = self.status.lock() {
+            st.conflicts += 1;
+            st.last_conflict = Some(ConflictStatus {
+                key: c.key.clone(),
+                winner: c.winner.to_string(),
+                loser: c.loser.to_string(),
+                at_ms: c.at_ms,
+            });
+        }
+        self.log.append(&c);
+    }
+}

@@ -1,0 +1,253 @@
+//! Conflicts: two DCs writing the same row or key (docs/conflicts.md).
+//!
+//! Every row or key has a *version* at each DC: the [`Version`] (HLC, DC)
+//! of the write that put its current value there. A local write takes the
+//! version of its transaction (the journal's HLC stamp, which is above every
+//! version applied to the store before it: the source observes the HLC of
+//! each echo it reads, see docs/architecture.md, "Conflicts"). Under the
+//! `lww` policy a change from another DC is applied to a row or key only if
+//! its version is at least the current one ([`wins`]); otherwise it lost a
+//! conflict and is recorded as a [`Conflict`], not applied. Versions are
+//! totally ordered (HLC, then DC id), so every DC keeps, for every row and
+//! key, the value of the greatest version any DC wrote: all DCs converge,
+//! whatever order the changes arrive in (the property test below checks it
+//! for random interleavings of three DCs).
+//!
+//! The versions live in the agent's journal ([`Versions`] is how a sink
+//! reaches them), keyed by [`row_version_key`]: the store's own data is
+//! never given extra columns.
+
+use crate::change::{RowChange, RowKind, Value};
+use crate::connector::{BoxFuture, ConnectorError, Position};
+use crate::Hlc;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// What a store does when two DCs write the same row or key
+/// (`conflict = "..."` of a `[[store]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConflictPolicy {
+    /// Apply every change as it arrives (the last change to *arrive* wins
+    /// in each DC, so DCs writing the same row concurrently can diverge).
+    /// For stores whose units guarantee a single writer per row.
+    #[default]
+    None,
+    /// Last writer wins by HLC version (ties broken by DC id): every DC
+    /// ends with the value of the greatest version; losers are recorded.
+    Lww,
+}
+
+impl ConflictPolicy {
+    /// The topology spelling (`"none"`, `"lww"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictPolicy::None => "none",
+            ConflictPolicy::Lww => "lww",
+        }
+    }
+
+    /// Parses the topology spelling; `None` for anything else.
+    pub fn parse(s: &str) -> Option<ConflictPolicy> {
+        match s {
+            "none" => Some(ConflictPolicy::None),
+            "lww" => Some(ConflictPolicy::Lww),
+            _ => None,
+        }
+    }
+}
+
+/// The version of a row's or key's value: the HLC stamp of the transaction
+/// that wrote it and the DC it was written in. Ordered by HLC, then DC id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    /// HLC stamp of the writing transaction.
+    pub hlc: Hlc,
+    /// DC id where it was written (its origin).
+    pub dc: String,
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.dc, self.hlc)
+    }
+}
+
+/// The `lww` rule: a change of version `incoming` is applied over a value of
+/// version `current` (`None`: no write known) iff `incoming >= current`.
+/// Equal versions are the same write delivered again, which idempotent
+/// apply must accept.
+pub fn wins(incoming: &Version, current: Option<&Version>) -> bool {
+    current.is_none_or(|c| incoming >= c)
+}
+
+/// The key of `r`'s row in the version index: `schema \0 table \0` then each
+/// primary-key value as a 4-byte big-endian length and its canonical bytes
+/// ([`Value::unit_key_bytes`]; NULL as length `0xffff_ffff`). `image` is the
+/// before or after image of `r`. `None` when the table has no primary key.
+pub fn row_version_key(r: &RowChange, image: &[Value]) -> Option<Vec<u8>> {
+    let pk = r.primary_key();
+    if pk.is_empty() {
+        return None;
+    }
+    let mut key = Vec::with_capacity(r.table.schema.len() + r.table.name.len() + 16);
+    key.extend_from_slice(r.table.schema.as_bytes());
+    key.push(0);
+    key.extend_from_slice(r.table.name.as_bytes());
+    key.push(0);
+    for i in pk {
+        match image.get(i).and_then(Value::unit_key_bytes) {
+            Some(b) => {
+                key.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                key.extend_from_slice(&b);
+            }
+            None => key.extend_from_slice(&u32::MAX.to_be_bytes()),
+        }
+    }
+    Some(key)
+}
+
+/// The version-index keys a row change writes: its after image's key, and
+/// its before image's key when that differs (an UPDATE that changes the
+/// primary key, a DELETE). Empty for a table without a primary key.
+pub fn row_version_keys(r: &RowChange) -> Vec<Vec<u8>> {
+    let mut keys = Vec::with_capacity(1);
+    if let Some(a) = r.after.as_deref().and_then(|a| row_version_key(r, a)) {
+        keys.push(a);
+    }
+    if r.kind != RowKind::Insert {
+        if let Some(b) = r.before.as_deref().and_then(|b| row_version_key(r, b)) {
+            if !keys.contains(&b) {
+                keys.push(b);
+            }
+        }
+    }
+    keys
+}
+
+/// A readable form of a version-index key (`shop.items id=7` style, the
+/// primary-key values only): for logs and the conflict log.
+pub fn describe_row_key(r: &RowChange, image: &[Value]) -> String {
+    let pk: Vec<String> = r
+        .primary_key()
+        .into_iter()
+        .map(|i| {
+            let name = r.table.columns.get(i).map_or("?", |c| c.name.as_str());
+            format!("{name}={}", image.get(i).map_or("?".into(), short_value))
+        })
+        .collect();
+    format!("{}.{} {}", r.table.schema, r.table.name, pk.join(" "))
+}
+
+/// Most characters of one value in a conflict record.
+const VALUE_CHARS: usize = 64;
+/// Most characters of one row image in a conflict record.
+pub const IMAGE_CHARS: usize = 1024;
+
+/// A value in short readable form (strings lossily as UTF-8, cut at 64
+/// characters with `…`).
+pub fn short_value(v: &Value) -> String {
+    let s = match v {
+        Value::Null => "NULL".to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => u.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Double(f) => f.to_string(),
+        Value::Bytes(b) => format!("'{}'", String::from_utf8_lossy(b)),
+        other => format!("{other:?}"),
+    };
+    truncate(&s, VALUE_CHARS)
+}
+
+/// A row image in short readable form: `{col=value, ...}`, cut at
+/// [`IMAGE_CHARS`].
+pub fn describe_image(r: &RowChange, image: Option<&[Value]>) -> String {
+    let Some(image) = image else {
+        return "(no row)".into();
+    };
+    let cols: Vec<String> = image
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let name = r.table.columns.get(i).map_or("?", |c| c.name.as_str());
+            format!("{name}={}", short_value(v))
+        })
+        .collect();
+    truncate(&format!("{{{}}}", cols.join(", ")), IMAGE_CHARS)
+}
+
+/// `s` cut to at most `chars` characters, with `…` when cut.
+pub fn truncate(s: &str, chars: usize) -> String {
+    match s.char_indices().nth(chars) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// One detected conflict: a change that lost against the value a DC held
+/// (or, where a rule overruled the current value, the value that lost).
+/// One line of the conflict log (`conflicts.jsonl` in the agent's data
+/// dir; `dcsync conflicts` prints them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// When it was detected, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// DC that detected it (where the losing change arrived).
+    pub dc: String,
+    /// Store name.
+    pub store: String,
+    /// The row or key (`shop.items id=7`, `db0 user:42`).
+    pub key: String,
+    /// Unit of the row or key, if it has one.
+    pub unit: Option<u32>,
+    /// The policy that decided (`lww`).
+    pub policy: String,
+    /// Version of the value kept.
+    pub winner: Version,
+    /// The value kept, in short readable form (row image or value).
+    pub winner_value: String,
+    /// Version of the change not applied.
+    pub loser: Version,
+    /// The change not applied, in short readable form.
+    pub loser_value: String,
+    /// Origin seq of the losing change.
+    pub loser_seq: u64,
+    /// What was done, in words (`kept sh@… (greater HLC); the change of bj
+    /// was not applied`).
+    pub decision: String,
+}
+
+/// The version index and conflict log of one store, as a sink sees them
+/// (the agent implements it over its journal). All methods are
+/// cancellation-safe.
+pub trait Versions: Send + Sync + 'static {
+    /// Current versions of `keys` (see [`row_version_key`]), in order;
+    /// `None` for a key no write is known of. Errors: the journal cannot be
+    /// read (transient).
+    fn current(
+        &self,
+        keys: Vec<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<Vec<Option<Version>>, ConnectorError>>;
+
+    /// Records `entries` (key, version) durably, keeping for each key the
+    /// greater of the recorded and the given version. Called before the
+    /// target commit of the changes they describe.
+    fn record(&self, entries: Vec<(Vec<u8>, Version)>)
+        -> BoxFuture<'_, Result<(), ConnectorError>>;
+
+    /// Waits until this store's local source has journaled (and so indexed
+    /// the versions of) everything up to a position for which `reached`
+    /// returns true. Errors: Transient after `timeout` (the source is
+    /// behind or stopped), naming the position it is at.
+    fn wait_source<'a>(
+        &'a self,
+        reached: Box<dyn Fn(&Position) -> bool + Send + Sync + 'a>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+
+    /// Records a conflict in the conflict log, the metrics and the status.
+    fn conflict(&self, c: Conflict);
+}
+
+#[cfg(test)]
+#[path = "conflict_tests.rs"]
+mod tests;

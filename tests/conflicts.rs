@@ -1,0 +1,219 @@
+//! Conflicts under `conflict = "lww"` (the MySQL default), through real
+//! agents and servers: two DCs writing the same rows while the line
+//! between them is down converge to the greater version everywhere, every
+//! conflict is in the conflict log and the status, nothing echoes; and the
+//! HLC, not a DC's wall clock, decides (docs/conflicts.md).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{options, Cluster, ClusterOptions, MYSQL_STORE};
+use std::path::Path;
+use std::time::Duration;
+
+const SCHEMA: &str = "CREATE DATABASE IF NOT EXISTS shop; \
+    CREATE TABLE shop.items (id INT PRIMARY KEY, note VARCHAR(64), n INT) ENGINE=InnoDB;";
+
+/// The conflict log of an agent, one JSON value per record.
+fn conflicts(data_dir: &Path) -> Vec<serde_json::Value> {
+    match std::fs::read_to_string(data_dir.join("conflicts.jsonl")) {
+        Ok(text) => text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a conflict record is JSON"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Every `note` of `shop.items` at DC `i`, by id.
+async fn notes(c: &Cluster, i: usize) -> Vec<(i64, String)> {
+    use mysql_async::prelude::Queryable;
+    let mut conn = c.dcs[i].db.conn().await;
+    conn.query("SELECT id, note FROM shop.items ORDER BY id")
+        .await
+        .unwrap()
+}
+
+fn cut(c: &Cluster) {
+    for a in &c.agents.dcs {
+        a.proxy.cut();
+    }
+}
+
+fn restore(c: &Cluster) {
+    for a in &c.agents.dcs {
+        a.proxy.restore();
+    }
+}
+
+/// `(hlc, dc)` of a version in a conflict record.
+fn version(v: &serde_json::Value) -> (u64, String) {
+    (
+        v["hlc"].as_u64().expect("hlc"),
+        v["dc"].as_str().expect("dc").to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_rows_written_in_both_dcs_converge_to_the_greater_version() {
+    let mut c = Cluster::start(ClusterOptions {
+        schema_sql: SCHEMA.into(),
+        ..options()
+    })
+    .await;
+    let mut written = [0u64, 0u64];
+    c.dcs[0]
+        .db
+        .exec("INSERT INTO shop.items SELECT seq, 'init', 0 FROM shop.seq_1_to_200")
+        .await;
+    written[0] += 1;
+    c.wait_converged(&["shop.items"], 60).await;
+
+    // Three rounds of both DCs updating all 200 rows while the line is
+    // down: every row is written concurrently in both DCs each round.
+    for round in 1..=3 {
+        cut(&c);
+        let (bj_sql, sh_sql) = (
+            format!("UPDATE shop.items SET note = 'bj-{round}', n = n + 1"),
+            format!("UPDATE shop.items SET note = 'sh-{round}', n = n + 10"),
+        );
+        tokio::join!(c.dcs[0].db.exec(&bj_sql), c.dcs[1].db.exec(&sh_sql));
+        written[0] += 1;
+        written[1] += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        restore(&c);
+        c.wait_converged(&["shop.items"], 90).await;
+        // One DC's update won every row of this round.
+        let rows = notes(&c, 0).await;
+        assert_eq!(rows.len(), 200);
+        let winner = rows[0].1.clone();
+        assert!(
+            winner == format!("bj-{round}") || winner == format!("sh-{round}"),
+            "round {round}: {winner}"
+        );
+        assert!(
+            rows.iter().all(|(_, n)| *n == winner),
+            "round {round}: rows differ in winner"
+        );
+        assert_eq!(rows, notes(&c, 1).await);
+    }
+
+    // Every conflict is recorded where the losing change arrived: each
+    // round, the 200 rows' losing updates.
+    let mut records = Vec::new();
+    for a in &c.agents.dcs {
+        records.extend(conflicts(&a.data_dir));
+    }
+    assert_eq!(
+        records.len(),
+        600,
+        "one record per row and round: {records:?}"
+    );
+    for r in &records {
+        assert!(version(&r["winner"]) > version(&r["loser"]), "{r}");
+        assert_ne!(r["winner"]["dc"], r["loser"]["dc"], "{r}");
+        assert_eq!(r["store"], MYSQL_STORE);
+        assert_eq!(r["policy"], "lww");
+        assert!(
+            r["key"].as_str().unwrap().starts_with("shop.items id="),
+            "{r}"
+        );
+        // The kept row was read back for the log, the lost one is its image.
+        assert!(r["winner_value"].as_str().unwrap().contains("note="), "{r}");
+        assert!(r["loser_value"].as_str().unwrap().contains("note="), "{r}");
+    }
+    // The status counts them per store (status.json is rewritten every
+    // second).
+    let counted = |c: &Cluster| {
+        (0..2)
+            .map(|i| {
+                let st: serde_json::Value =
+                    serde_json::from_str(&c.agents.status_text(i, true)).unwrap_or_default();
+                st["sources"].as_array().map_or(0, |a| {
+                    a.iter()
+                        .filter(|s| s["store"] == MYSQL_STORE)
+                        .filter_map(|s| s["conflicts"].as_u64())
+                        .sum::<u64>()
+                })
+            })
+            .sum::<u64>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while counted(&c) != 600 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(counted(&c), 600);
+    // `dcsync conflicts` prints them.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dcsync"))
+        .args(["conflicts", "--dc", "bj", "--since", "1h", "--data-dir"])
+        .arg(&c.agents.dcs[0].data_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let bj_records = conflicts(&c.agents.dcs[0].data_dir).len();
+    assert!(
+        text.contains(&format!("{bj_records} conflict(s) in")),
+        "{text}"
+    );
+    // Nothing echoed: each DC's source journaled exactly its own writes.
+    c.assert_no_echo(MYSQL_STORE, &written).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_hlc_not_the_wall_clock_decides() {
+    let mut c = Cluster::start(ClusterOptions {
+        schema_sql: SCHEMA.into(),
+        ..options()
+    })
+    .await;
+    c.dcs[0]
+        .db
+        .exec("INSERT INTO shop.items VALUES (1, 'init', 0)")
+        .await;
+    c.wait_converged(&["shop.items"], 60).await;
+
+    // sh's server clock runs five minutes ahead (its binlog events carry
+    // that time, and the HLC derives from it). Concurrent writes: sh's is
+    // stamped later, so it wins in both DCs.
+    cut(&c);
+    c.dcs[0]
+        .db
+        .exec("UPDATE shop.items SET note = 'bj-concurrent' WHERE id = 1")
+        .await;
+    c.dcs[1]
+        .db
+        .exec(
+            "SET SESSION timestamp = UNIX_TIMESTAMP() + 300; \
+             UPDATE shop.items SET note = 'sh-ahead' WHERE id = 1",
+        )
+        .await;
+    restore(&c);
+    c.wait_converged(&["shop.items"], 90).await;
+    assert_eq!(notes(&c, 0).await, vec![(1, "sh-ahead".to_string())]);
+
+    // bj writes after it has seen sh's value: by the wall clock bj's write
+    // is five minutes older than sh's, but it happened after it, and the
+    // HLC says so: it wins everywhere.
+    c.dcs[0]
+        .db
+        .exec("UPDATE shop.items SET note = 'bj-after' WHERE id = 1")
+        .await;
+    c.wait_converged(&["shop.items"], 90).await;
+    assert_eq!(notes(&c, 0).await, vec![(1, "bj-after".to_string())]);
+    assert_eq!(notes(&c, 1).await, vec![(1, "bj-after".to_string())]);
+    // The one conflict was detected in sh, where bj's concurrent write
+    // arrived after sh's later-stamped one.
+    assert!(conflicts(&c.agents.dcs[0].data_dir).is_empty());
+    let sh = conflicts(&c.agents.dcs[1].data_dir);
+    assert_eq!(sh.len(), 1, "{sh:?}");
+    assert_eq!(sh[0]["winner"]["dc"], "sh");
+    assert_eq!(sh[0]["loser"]["dc"], "bj");
+    assert_eq!(sh[0]["key"], "shop.items id=1");
+    assert!(sh[0]["loser_value"]
+        .as_str()
+        .unwrap()
+        .contains("bj-concurrent"));
+    assert!(sh[0]["winner_value"].as_str().unwrap().contains("sh-ahead"));
+    c.assert_no_echo(MYSQL_STORE, &[3, 1]).await;
+}
