@@ -159,11 +159,9 @@ impl Versions for AgentVersions {
     ) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(async move {
             let mut rx = self.position.clone();
-            let waited = tokio::time::timeout(
-                timeout,
-                rx.wait_for(|p| p.as_ref().is_some_and(|p| reached(p))),
-            )
-            .await;
+            let waited =
+                tokio::time::timeout(timeout, rx.wait_for(|p| p.as_ref().is_some_and(&reached)))
+                    .await;
             match waited {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(_)) => Err(ConnectorError::Transient(

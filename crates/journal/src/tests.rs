@@ -333,7 +333,10 @@ fn the_version_index_keeps_the_greater_version_across_reopen() {
     let (a, b) = (b"k1".to_vec(), b"k2".to_vec());
     {
         let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
-        assert_eq!(j.versions("s", &[a.clone()]).unwrap(), vec![None]);
+        assert_eq!(
+            j.versions("s", std::slice::from_ref(&a)).unwrap(),
+            vec![None]
+        );
         // Local writes are recorded with the append, as this DC's.
         j.append_versioned("s", &mut [tx(1)], Some(&pos(1)), &[(a.clone(), Hlc(10))])
             .unwrap();
@@ -346,7 +349,10 @@ fn the_version_index_keeps_the_greater_version_across_reopen() {
         );
         j.record_versions("s", &[(a.clone(), v(10, "sh"))]).unwrap();
         // Stores have separate indexes.
-        assert_eq!(j.versions("other", &[a.clone()]).unwrap(), vec![None]);
+        assert_eq!(
+            j.versions("other", std::slice::from_ref(&a)).unwrap(),
+            vec![None]
+        );
     }
     let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
     assert_eq!(
