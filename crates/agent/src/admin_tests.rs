@@ -33,6 +33,11 @@ fn sample_exposition() -> String {
             count: 2,
         }
         .emit();
+        events::ConflictResolved {
+            store: "orders",
+            policy: "lww",
+        }
+        .emit();
         events::ApplySkipped {
             origin: "sh",
             store: "cache",
