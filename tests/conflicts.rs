@@ -100,10 +100,20 @@ async fn the_same_rows_written_in_both_dcs_converge_to_the_greater_version() {
 
     // Every conflict is recorded where the losing change arrived: each
     // round, the 200 rows' losing updates.
-    let mut records = Vec::new();
-    for a in &c.agents.dcs {
-        records.extend(conflicts(&a.data_dir));
+    // (A sink logs a group's conflicts right after its commit, so the log
+    // may trail the data by a moment.)
+    let all = |c: &Cluster| {
+        let mut records = Vec::new();
+        for a in &c.agents.dcs {
+            records.extend(conflicts(&a.data_dir));
+        }
+        records
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while all(&c).len() < 600 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let records = all(&c);
     assert_eq!(
         records.len(),
         600,

@@ -314,8 +314,42 @@ struct PartitionResult {
 
 /// [`run_partition`], then after a failure a `ROLLBACK` (bounded by
 /// [`ROLLBACK_TIMEOUT`]).
-async fn run_or_roll_back(mut conn: Conn, chunks: Vec<Vec<u8>>, tables: String) -> PartitionResult {
-    match run_partition(&mut conn, chunks, &tables).await {
+async fn run_or_roll_back(
+    mut conn: Conn,
+    chunks: Vec<Vec<u8>>,
+    tables: String,
+    check: Option<std::sync::Arc<lww::Check>>,
+) -> PartitionResult {
+    let ran = run_partition(&mut conn, chunks, &tables).await;
+    let ran = match (ran, check) {
+        (Ok(()), Some(check)) => match check.finish(&mut conn).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                // Overtaken by a local write: decided again with the
+                // partitions that did not commit, like a deadlock.
+                let _ = tokio::time::timeout(ROLLBACK_TIMEOUT, conn.query_drop("ROLLBACK")).await;
+                return PartitionResult {
+                    conn: Some(conn),
+                    result: Err(ConnectorError::Transient(
+                        "a local write with a greater version landed on a row of the group; \
+                         it is decided again"
+                            .into(),
+                    )),
+                    deadlock: true,
+                };
+            }
+            Err(e) => {
+                let _ = tokio::time::timeout(ROLLBACK_TIMEOUT, conn.query_drop("ROLLBACK")).await;
+                return PartitionResult {
+                    conn: None,
+                    result: Err(e),
+                    deadlock: false,
+                };
+            }
+        },
+        (r, _) => r,
+    };
+    match ran {
         Ok(()) => PartitionResult {
             conn: Some(conn),
             result: Ok(()),
@@ -512,43 +546,13 @@ impl MysqlSink {
         group: &[&Transaction],
         floors: &[u64],
     ) -> Result<(), (ConnectorError, bool)> {
-        for _ in 0..lww::REDECIDE {
-            let (planned, decision) = self
-                .apply_group_inner(origin, group, floors)
-                .await
-                .map_err(|e| (e, false))?;
-            if self.versions.is_none() {
-                return planned.await_all(self).await;
-            }
-            // lww: the partitions hold their transactions open until the
-            // decision is checked (see `sink_lww.rs`).
-            let ran: Vec<usize> = planned.0.iter().map(|(p, _)| *p).collect();
-            if let Err(e) = planned.await_all(self).await {
-                self.roll_back(&ran).await;
-                return Err(e);
-            }
-            if ran.is_empty() {
-                return Ok(());
-            }
-            match self.finish(&ran, &decision).await {
-                Ok(lww::Finish::Committed) => {
-                    self.report_lost(origin, decision).await;
-                    return Ok(());
-                }
-                Ok(lww::Finish::Redecide) => {
-                    tracing::debug!(store = %self.store, origin, "mysql sink: local writes landed on the group's rows; deciding again");
-                }
-                Err(e) => return Err((e, false)),
-            }
-        }
-        Err((
-            ConnectorError::Transient(format!(
-                "store {}: local writes kept landing on the rows of a group of {origin} while it                  was applied ({} times); it is retried",
-                self.store,
-                lww::REDECIDE
-            )),
-            false,
-        ))
+        let (planned, decision) = self
+            .apply_group_inner(origin, group, floors)
+            .await
+            .map_err(|e| (e, false))?;
+        planned.await_all(self).await?;
+        self.report_lost(origin, decision).await;
+        Ok(())
     }
 
     /// Prepares and plans one group and builds its partitions' transactions
@@ -566,6 +570,9 @@ impl MysqlSink {
         // (borrowing self.sql), then execute.
         self.prepare_tables(group).await?;
         let decision = self.decide(origin, group).await?;
+        let check = self.versions.clone().map(|v| {
+            std::sync::Arc::new(lww::Check::new(v, &self.store, decision.decided.clone()))
+        });
         let mut plan = GroupPlan::new(floors.to_vec());
         for (ti, tx) in group.iter().enumerate() {
             for (ci, change) in tx.changes.iter().enumerate() {
@@ -619,7 +626,8 @@ impl MysqlSink {
                     "apply connection {p} lost"
                 )));
             };
-            let fut: PartitionFuture = Box::pin(run_or_roll_back(conn, chunks, tables));
+            let fut: PartitionFuture =
+                Box::pin(run_or_roll_back(conn, chunks, tables, check.clone()));
             work.push((p, fut));
         }
         Ok((Planned(work), decision))

@@ -7,22 +7,25 @@
 //! out of the plan and recorded as a conflict after the commit.
 //!
 //! The index knows a local write only once this DC's source has journaled
-//! it. So the partitions' transactions run their statements (which lock
-//! every row they write) without `COMMIT`; then the sink reads the binlog's
-//! end (`SHOW MASTER STATUS`), waits until the local source has journaled
-//! up to it ([`Versions::wait_source`]: every local write that could have
-//! touched these rows before the locks is then in the index), and reads the
-//! versions of the rows it wrote again. If a local write with a greater
-//! version landed in between, everything is rolled back and the group is
-//! decided again; otherwise the new versions are recorded
-//! ([`Versions::record`], durable) and the partitions commit. A local write
+//! it. So each partition's transaction runs its statements (which lock
+//! every row it writes) without `COMMIT`; then the partition reads the
+//! binlog's end (`SHOW MASTER STATUS`), waits until the local source has
+//! journaled up to it ([`Versions::wait_source`]: every local write that
+//! could have touched these rows before the locks is then in the index),
+//! and reads the versions of the group's rows again ([`Check`]). If a local
+//! write with a greater version landed in between, the partition rolls
+//! back and the partitions that did not commit decide again (as after a
+//! deadlock between partitions); otherwise the group's versions are
+//! recorded ([`Versions::record`], durable; each keeps the greater) and the
+//! partition commits. A local write
 //! that waits for the locks commits after the group, and its source stamps
 //! it above the group's HLC (the source observes the marker's HLC), so it
 //! is correctly newer.
 
-use super::{classify, quote_ident, MysqlSink, ROLLBACK_TIMEOUT};
+use super::{classify, quote_ident, MysqlSink};
 use crate::position::BinlogPosition;
 use crate::sqltext::push_literal;
+use dcsync_core::conflict::Versions;
 use dcsync_core::conflict::{
     describe_image, describe_row_key, row_version_keys, wins, Conflict, Version,
 };
@@ -30,15 +33,12 @@ use dcsync_core::connector::ConnectorError;
 use dcsync_core::{Payload, RowChange, Transaction};
 use mysql_async::prelude::Queryable;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a group waits for the local source to reach the binlog's end
 /// before it fails (transiently) and is retried.
 const SOURCE_WAIT: Duration = Duration::from_secs(30);
-
-/// Times a group is decided again because local writes landed on its rows
-/// while it ran, before the apply fails (transiently) and is retried later.
-pub(super) const REDECIDE: usize = 5;
 
 /// A change that lost against the current version of its row.
 pub(super) struct Lost<'a> {
@@ -55,17 +55,85 @@ pub(super) struct Decision<'a> {
     /// `(transaction index, change index)` of the changes left out.
     pub(super) skip: HashSet<(usize, usize)>,
     /// Each written row's key with the version it will have.
-    decided: Vec<(Vec<u8>, Version)>,
+    pub(super) decided: Vec<(Vec<u8>, Version)>,
     lost: Vec<Lost<'a>>,
 }
 
-/// How finishing an lww group went.
-pub(super) enum Finish {
-    /// Committed.
-    Committed,
-    /// Rolled back: a local write with a greater version landed on a row
-    /// of the group; decide again.
-    Redecide,
+/// The check every partition of an lww group runs after its statements
+/// and before its `COMMIT` (see the module docs). Partitions finish
+/// independently: none holds its locks while waiting for another, so an
+/// application transaction that waits for one partition's rows while
+/// holding rows another needs cannot deadlock them unseen.
+pub(super) struct Check {
+    versions: Arc<dyn Versions>,
+    store: String,
+    /// Every row the group writes, with the version it will have.
+    decided: Vec<(Vec<u8>, Version)>,
+}
+
+impl Check {
+    /// The check of a group of `store` that writes `decided`.
+    pub(super) fn new(
+        versions: Arc<dyn Versions>,
+        store: &str,
+        decided: Vec<(Vec<u8>, Version)>,
+    ) -> Check {
+        Check {
+            versions,
+            store: store.to_string(),
+            decided,
+        }
+    }
+
+    /// On `conn`, whose transaction ran its statements: reads the binlog's
+    /// end, waits for the local source to reach it, and if no row of the
+    /// group has a greater version now, records the group's versions and
+    /// commits (`Ok(true)`). `Ok(false)`: overtaken, nothing committed;
+    /// the caller rolls back.
+    pub(super) async fn finish(
+        &self,
+        conn: &mut mysql_async::Conn,
+    ) -> Result<bool, ConnectorError> {
+        let row: Option<mysql_async::Row> = conn
+            .query_first("SHOW MASTER STATUS")
+            .await
+            .map_err(|e| classify("reading the binlog position (SHOW MASTER STATUS)", e))?;
+        let Some((file, pos)) = row.and_then(|r| {
+            Some((
+                r.get_opt::<String, _>(0)?.ok()?,
+                r.get_opt::<u64, _>(1)?.ok()?,
+            ))
+        }) else {
+            return Err(ConnectorError::Definite(format!(
+                "store {}: conflict = \"lww\" needs the binary log on the target server \
+                 (SHOW MASTER STATUS is empty): the local source must see local writes",
+                self.store
+            )));
+        };
+        self.versions
+            .wait_source(
+                Box::new(move |p| {
+                    BinlogPosition::from_position(p).is_ok_and(|b| b.at_or_after(&file, pos))
+                }),
+                SOURCE_WAIT,
+            )
+            .await?;
+        let keys: Vec<Vec<u8>> = self.decided.iter().map(|(k, _)| k.clone()).collect();
+        let now = self.versions.current(keys).await?;
+        if self
+            .decided
+            .iter()
+            .zip(&now)
+            .any(|((_, mine), cur)| !wins(mine, cur.as_ref()))
+        {
+            return Ok(false);
+        }
+        self.versions.record(self.decided.clone()).await?;
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(|e| classify("COMMIT", e))?;
+        Ok(true)
+    }
 }
 
 impl MysqlSink {
@@ -154,107 +222,6 @@ impl MysqlSink {
         }
         d.decided = written.into_iter().collect();
         Ok(d)
-    }
-
-    /// After the statements of every partition in `ran` ran without
-    /// `COMMIT`: waits for the local source, checks that no local write of
-    /// a greater version landed on the group's rows, records the versions
-    /// and commits (or rolls everything back). The connections of `ran`
-    /// hold open transactions on entry.
-    pub(super) async fn finish(
-        &mut self,
-        ran: &[usize],
-        d: &Decision<'_>,
-    ) -> Result<Finish, ConnectorError> {
-        let Some(versions) = self.versions.clone() else {
-            return Err(ConnectorError::Definite(
-                "lww without a version index".into(),
-            ));
-        };
-        let checked = async {
-            let conn = self.conn(ran.first().copied().unwrap_or(0)).await?;
-            let row: Option<mysql_async::Row> = conn
-                .query_first("SHOW MASTER STATUS")
-                .await
-                .map_err(|e| classify("reading the binlog position (SHOW MASTER STATUS)", e))?;
-            let Some((file, pos)) = row.and_then(|r| {
-                Some((
-                    r.get_opt::<String, _>(0)?.ok()?,
-                    r.get_opt::<u64, _>(1)?.ok()?,
-                ))
-            }) else {
-                return Err(ConnectorError::Definite(format!(
-                    "store {}: conflict = \"lww\" needs the binary log on the target server \
-                     (SHOW MASTER STATUS is empty): the local source must see local writes",
-                    self.store
-                )));
-            };
-            versions
-                .wait_source(
-                    Box::new(move |p| {
-                        BinlogPosition::from_position(p).is_ok_and(|b| b.at_or_after(&file, pos))
-                    }),
-                    SOURCE_WAIT,
-                )
-                .await?;
-            let keys: Vec<Vec<u8>> = d.decided.iter().map(|(k, _)| k.clone()).collect();
-            let now = versions.current(keys).await?;
-            let overtaken = d
-                .decided
-                .iter()
-                .zip(&now)
-                .any(|((_, mine), cur)| !wins(mine, cur.as_ref()));
-            if overtaken {
-                return Ok(false);
-            }
-            versions.record(d.decided.clone()).await?;
-            Ok(true)
-        }
-        .await;
-        let commit = match checked {
-            Ok(c) => c,
-            Err(e) => {
-                self.roll_back(ran).await;
-                return Err(e);
-            }
-        };
-        if !commit {
-            self.roll_back(ran).await;
-            return Ok(Finish::Redecide);
-        }
-        let mut first_err = None;
-        for p in ran {
-            let Some(conn) = self.conns[*p].as_mut() else {
-                first_err.get_or_insert(ConnectorError::Transient(format!(
-                    "apply connection {p} lost before COMMIT"
-                )));
-                continue;
-            };
-            if let Err(e) = conn.query_drop("COMMIT").await {
-                self.conns[*p] = None;
-                first_err.get_or_insert(classify("COMMIT", e));
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(Finish::Committed),
-        }
-    }
-
-    /// Rolls back the open transactions of `ran` (dropping a connection
-    /// whose `ROLLBACK` fails, which rolls it back too).
-    pub(super) async fn roll_back(&mut self, ran: &[usize]) {
-        for p in ran {
-            if let Some(conn) = self.conns[*p].as_mut() {
-                let ok = matches!(
-                    tokio::time::timeout(ROLLBACK_TIMEOUT, conn.query_drop("ROLLBACK")).await,
-                    Ok(Ok(()))
-                );
-                if !ok {
-                    self.conns[*p] = None;
-                }
-            }
-        }
     }
 
     /// Records the conflicts of a committed group (the kept row read back
