@@ -33,7 +33,7 @@ fn assert_orders(s: &StoreConfig) {
             tables: vec!["shop.*".into()],
             unit_key: Some("user_id".into()),
             apply_parallel: 4,
-            skip: Default::default(),
+            ..Default::default()
         }
     );
     assert_eq!((s.apply_group_txns, s.apply_group_bytes), (2048, 16 << 20));
