@@ -7,12 +7,15 @@
 //!   one DC. Its journal lives in `DIR` (default `./dcsync-data/<ID>`).
 //! - `dcsync status --dc ID [--data-dir DIR]`: print the running agent's link
 //!   states and backlogs (read from `DIR/status.json`, rewritten every second).
+//! - `dcsync route --topology FILE --store S [--table schema.table] VALUE`:
+//!   print the unit of a row or key and its owner DC ([`route`]).
 
 mod admin;
 mod agent;
 mod applier;
 mod check;
 mod registry;
+mod route;
 mod status;
 
 /// mimalloc instead of glibc malloc: the agent allocates and frees many
@@ -80,6 +83,24 @@ enum Cmd {
         #[arg(long = "dc")]
         dcs: Vec<String>,
     },
+    /// Print the unit of a row or key and the DC that owns it: where an
+    /// application should send the write (`unit 17 owner bj (store orders,
+    /// rule: hash of user_id)`).
+    Route {
+        /// The topology file (TOML).
+        #[arg(long)]
+        topology: PathBuf,
+        /// The store, by name.
+        #[arg(long)]
+        store: String,
+        /// The row's table, `schema.table` (row stores; applies the
+        /// store's units_by_table rules).
+        #[arg(long)]
+        table: Option<String>,
+        /// The unit key value (row stores: the unit_key column's value,
+        /// integers in decimal) or the key (Redis).
+        value: String,
+    },
     /// Show link states and backlogs of a running agent.
     Status {
         /// The DC id of the agent.
@@ -110,6 +131,12 @@ fn main() -> ExitCode {
         } => return check::run(&topology, connect, &dcs),
         Cmd::Certs { topology, out, dcs } => certs(&topology, out, dcs),
         Cmd::Status { dc, data_dir, json } => status::print(&data_dir_for(&dc, data_dir), json),
+        Cmd::Route {
+            topology,
+            store,
+            table,
+            value,
+        } => route::run(&topology, &store, table.as_deref(), &value),
         Cmd::Run {
             topology,
             dc,
