@@ -13,6 +13,7 @@
 mod admin;
 mod agent;
 mod applier;
+mod attribution;
 mod check;
 mod registry;
 mod route;

@@ -42,6 +42,9 @@ pub struct SourceStatus {
     /// The last thing skipped.
     #[serde(default)]
     pub last_skipped: Option<SkippedStatus>,
+    /// Local writes to units other DCs own (the attribution guard).
+    #[serde(default)]
+    pub misrouted: crate::attribution::MisroutedStatus,
 }
 
 /// The last thing a source deliberately did not ship.
@@ -379,7 +382,7 @@ impl StatusBoard {
     }
 }
 
-fn ago(ms: u64, now: u64) -> String {
+pub(crate) fn ago(ms: u64, now: u64) -> String {
     let s = now.saturating_sub(ms) / 1000;
     if s < 120 {
         format!("{s}s ago")
@@ -535,6 +538,7 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
                 l.detail
             );
         }
+        crate::attribution::print(&src.misrouted, now);
     }
     Ok(())
 }
