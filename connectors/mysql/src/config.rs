@@ -5,11 +5,14 @@
 //! |---|---|
 //! | `tables` | `schema.table` patterns to replicate (`*` globs); empty = all |
 //! | `unit_key` | column whose value selects the unit |
+//! | `units_by_table` | `{ "schema.table" pattern = unit }`: every row of a matching table has that unit |
+//! | `unit_values` | `{ "value" = unit }`: the unit of a `unit_key` value (others hash) |
 //! | `apply_parallel` | sink connections per group, 1..=[`MAX_APPLY_PARALLEL`] |
 //! | `skip` | what the source may skip instead of stopping: `"statement_dml"`, `"no_primary_key"` |
 
 use dcsync_core::connector::ConnectorError;
 use dcsync_core::topology::{Spanned, StoreConfig, StoreKeys, StoreOptions};
+use std::collections::BTreeMap;
 
 /// Default of [`MysqlOptions::apply_parallel`].
 pub const DEFAULT_APPLY_PARALLEL: usize = 4;
@@ -32,8 +35,18 @@ pub struct MysqlOptions {
     /// `schema.table` patterns to replicate; `*` matches any run of
     /// characters. Empty means every table outside the system schemas.
     pub tables: Vec<String>,
-    /// Column whose value selects the unit; `None` = no unit.
+    /// Column whose value selects the unit; `None` = no unit (unless
+    /// `units_by_table` gives the table one).
     pub unit_key: Option<String>,
+    /// `schema.table` patterns (`*` globs, as in `tables`) whose rows all
+    /// have a fixed unit, whatever their `unit_key` value; in name order
+    /// (the most specific matching pattern wins: see
+    /// [`crate::units::UnitRules`]). Units are in `0..units.count`.
+    pub units_by_table: Vec<(String, u32)>,
+    /// The unit of a `unit_key` value, by its text form (canonical bytes
+    /// as UTF-8: integers in decimal); a value not listed falls back to
+    /// the hash rule. Empty unless `unit_key` is set.
+    pub unit_values: BTreeMap<String, u32>,
     /// Sink: connections that apply one group in parallel, each taking the
     /// rows whose primary key hashes to it (1..=[`MAX_APPLY_PARALLEL`],
     /// default [`DEFAULT_APPLY_PARALLEL`]; 1 applies every group as one
@@ -68,6 +81,8 @@ impl Default for MysqlOptions {
         MysqlOptions {
             tables: Vec::new(),
             unit_key: None,
+            units_by_table: Vec::new(),
+            unit_values: BTreeMap::new(),
             apply_parallel: DEFAULT_APPLY_PARALLEL,
             skip: SkipSet::default(),
         }
@@ -92,14 +107,7 @@ impl MysqlOptions {
     /// (`mysql`, `sys`, `information_schema`, `performance_schema`, `dcsync`)
     /// never are.
     pub fn matches_table(&self, schema: &str, table: &str) -> bool {
-        if SYSTEM_SCHEMAS.contains(&schema) {
-            return false;
-        }
-        if self.tables.is_empty() {
-            return true;
-        }
-        let full = format!("{schema}.{table}");
-        self.tables.iter().any(|p| glob_match(p, &full))
+        replicates(&self.tables, schema, table)
     }
 }
 
@@ -124,6 +132,39 @@ pub(crate) fn parse(keys: &mut StoreKeys<'_>) -> StoreOptions {
         tables.push(t.into_inner());
     }
     let unit_key = keys.take::<String>("unit_key").map(Spanned::into_inner);
+    let mut units_by_table = Vec::new();
+    for (pattern, unit) in keys.take_units("units_by_table") {
+        let p = pattern.get_ref();
+        let Some((schema, table)) = p.split_once('.') else {
+            keys.error(
+                pattern.span(),
+                format!(
+                    "units_by_table pattern {p:?} must be schema.table (e.g. \"shop.audit_*\")"
+                ),
+            );
+            continue;
+        };
+        if !p.contains('*') && !replicates(&tables, schema, table) {
+            keys.error(
+                pattern.span(),
+                format!(
+                    "units_by_table {p:?}: the store does not replicate this table (tables = {tables:?})"
+                ),
+            );
+        }
+        units_by_table.push((pattern.into_inner(), unit));
+    }
+    let values = keys.take_units("unit_values");
+    if let (None, Some((first, _))) = (&unit_key, values.first()) {
+        keys.error(
+            first.span(),
+            "unit_values needs unit_key: the column whose value is looked up in it",
+        );
+    }
+    let unit_values = values
+        .into_iter()
+        .map(|(value, unit)| (value.into_inner(), unit))
+        .collect();
     let apply_parallel = match keys.take::<i64>("apply_parallel") {
         None => DEFAULT_APPLY_PARALLEL,
         Some(n) if (1..=MAX_APPLY_PARALLEL as i64).contains(n.get_ref()) => *n.get_ref() as usize,
@@ -163,9 +204,24 @@ pub(crate) fn parse(keys: &mut StoreKeys<'_>) -> StoreOptions {
     StoreOptions::new(MysqlOptions {
         tables,
         unit_key,
+        units_by_table,
+        unit_values,
         apply_parallel,
         skip,
     })
+}
+
+/// Whether a store with `tables` patterns replicates `schema.table`
+/// ([`MysqlOptions::matches_table`]).
+fn replicates(tables: &[String], schema: &str, table: &str) -> bool {
+    if SYSTEM_SCHEMAS.contains(&schema) {
+        return false;
+    }
+    if tables.is_empty() {
+        return true;
+    }
+    let full = format!("{schema}.{table}");
+    tables.iter().any(|p| glob_match(p, &full))
 }
 
 /// `*`-only glob match (`shop.*`, `*.orders`, `shop.order_*`).

@@ -138,7 +138,8 @@ fn keys_of_other_kinds_and_wrong_schemes_are_refused() {
     assert!(
         i[0].message.starts_with(
             "store \"orders\": unknown key \"key_prefixes\"; a \"mysql\" store takes name, kind, \
-             url, apply_group_txns, apply_group_bytes, tables, unit_key, apply_parallel, skip"
+             url, apply_group_txns, apply_group_bytes, tables, unit_key, units_by_table, \
+             unit_values, apply_parallel, skip"
         ),
         "{i:?}"
     );
@@ -186,5 +187,47 @@ fn skip_defaults_to_nothing_and_names_unknown_values() {
             26,
             "store \"orders\": skip \"ddl\": a mysql store can skip \"statement_dml\" or \"no_primary_key\""
         )
+    );
+}
+
+#[test]
+fn unit_rules_parse() {
+    let o = options(&GOOD.replace(
+        "unit_key = \"user_id\"",
+        "unit_key = \"user_id\"\nunits_by_table = { \"shop.inventory\" = 7, \"shop.audit_*\" = 3 }\nunit_values = { \"north\" = 3, \"south\" = 40 }",
+    ));
+    assert_eq!(
+        o.units_by_table,
+        [
+            ("shop.audit_*".to_string(), 3),
+            ("shop.inventory".to_string(), 7)
+        ]
+    );
+    assert_eq!(
+        o.unit_values.into_iter().collect::<Vec<_>>(),
+        [("north".to_string(), 3), ("south".to_string(), 40)]
+    );
+    assert_eq!(options(GOOD).units_by_table, []);
+}
+
+#[test]
+fn unit_rule_problems_are_all_located_at_their_values() {
+    let bad = GOOD.replace(
+        "unit_key = \"user_id\"",
+        "units_by_table = { \"shop.inventory\" = 70, \"audit\" = 1, \"other.t\" = 2, \"*.t\" = 3 }\nunit_values = { \"north\" = 3 }",
+    );
+    let i: Vec<(usize, usize, String)> = issues(&bad)
+        .into_iter()
+        .map(|i| (i.line, i.col, i.message))
+        .collect();
+    let at = |line, col, m: &str| (line, col, format!("store \"orders\": {m}"));
+    assert_eq!(
+        i,
+        [
+            at(17, 39, "units_by_table.\"shop.inventory\" = 70: unit out of range 0-63 (units.count = 64)"),
+            at(17, 43, "units_by_table pattern \"audit\" must be schema.table (e.g. \"shop.audit_*\")"),
+            at(17, 56, "units_by_table \"other.t\": the store does not replicate this table (tables = [\"shop.*\"])"),
+            at(18, 17, "unit_values needs unit_key: the column whose value is looked up in it"),
+        ]
     );
 }

@@ -52,6 +52,7 @@ pub mod sink;
 pub mod source;
 pub mod sqltext;
 mod statement;
+pub mod units;
 pub mod value;
 
 pub use config::{MysqlOptions, SkipSet, DEFAULT_APPLY_PARALLEL, MAX_APPLY_PARALLEL};
@@ -59,6 +60,7 @@ pub use position::BinlogPosition;
 pub use server::{binlog_retention, inspect, MAX_ALLOWED_PACKET};
 pub use sink::{ensure_marker_table, quote_ident, MysqlSink, MARKER_SLOTS};
 pub use source::{MysqlSource, PROGRESS_INTERVAL};
+pub use units::UnitRules;
 
 /// Schema of the apply marker table.
 pub const MARKER_SCHEMA: &str = "dcsync";
@@ -66,7 +68,8 @@ pub const MARKER_SCHEMA: &str = "dcsync";
 pub const MARKER_TABLE: &str = "apply_marker";
 
 use dcsync_core::connector::{
-    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Inspection, Source, SourceContext,
+    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Inspection, RouteQuery, Source,
+    SourceContext,
 };
 use dcsync_core::topology::{StoreConfig, StoreKeys, StoreOptions};
 use std::time::Duration;
@@ -144,5 +147,14 @@ impl Connector for MysqlConnector {
         store: StoreConfig,
     ) -> Option<BoxFuture<'static, Result<Inspection, ConnectorError>>> {
         Some(Box::pin(inspect(url, store)))
+    }
+
+    fn route(
+        &self,
+        q: RouteQuery<'_>,
+    ) -> Option<Result<dcsync_core::unit::Routed, ConnectorError>> {
+        Some(MysqlOptions::of(q.store).and_then(|o| {
+            UnitRules::new(o, q.units_count).route(&q.store.name, o, q.table, q.value)
+        }))
     }
 }

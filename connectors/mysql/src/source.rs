@@ -45,6 +45,7 @@ use crate::error::classify;
 use crate::position::BinlogPosition;
 use crate::server::{check_retained, check_settings, check_tables, current_position};
 use crate::statement::{classify_statement, loggable_statement, Statement};
+use crate::units::UnitRules;
 use crate::value::{from_binlog, table_info, TableInfo};
 use crate::{MARKER_SCHEMA, MARKER_TABLE};
 use dcsync_core::connector::{
@@ -175,6 +176,8 @@ struct Tailer {
     last_progress: Instant,
     /// The store's MySQL options (tables, unit key).
     options: MysqlOptions,
+    /// The store's unit rules (the unit of every captured row).
+    units: UnitRules,
     idle_timeout: Duration,
     /// Fragments sent in this run (compared with
     /// `cx.fragments_journaled`).
@@ -191,8 +194,10 @@ enum Flow {
 
 impl Tailer {
     fn new(cx: SourceContext, options: MysqlOptions, idle_timeout: Duration) -> Self {
+        let units = UnitRules::new(&options, cx.units.count);
         Tailer {
             cx,
+            units,
             file: String::new(),
             start_file: String::new(),
             last_log_pos: 0,
@@ -828,16 +833,12 @@ impl Tailer {
                 }
                 continue;
             }
-            let unit = self.options.unit_key.as_ref().and_then(|k| {
-                let idx = info.columns.iter().position(|c| &c.name == k)?;
-                let img = if kind == RowKind::Delete {
-                    before.as_ref()
-                } else {
-                    after.as_ref()
-                }?;
-                let bytes = img.get(idx)?.unit_key_bytes()?;
-                Some(dcsync_core::unit::unit_of(&bytes, self.cx.units.count))
-            });
+            let image = if kind == RowKind::Delete {
+                before.as_deref()
+            } else {
+                after.as_deref()
+            };
+            let unit = self.units.unit_of_row(&table_name, &info.columns, image);
             let change = Change {
                 unit,
                 payload: Payload::Row(RowChange {

@@ -4,6 +4,8 @@
 //! | key | meaning |
 //! |---|---|
 //! | `unit_key` | regular expression whose first capture group is the unit part of a key |
+//! | `units_by_prefix` | `{ "prefix" = unit }`: every key with the prefix has that unit (longest prefix wins) |
+//! | `unit_values` | `{ "unit part" = unit }`: the unit of a key's unit part (others hash) |
 //! | `key_prefixes` | only keys with one of these prefixes replicate; empty = all |
 //! | `databases` | only these database indexes replicate; empty = all |
 //! | `flush` | `"refuse"` (default) or `"replicate"` `FLUSHDB`/`FLUSHALL` |
@@ -12,6 +14,7 @@
 use crate::unit::UnitKeyPattern;
 use dcsync_core::connector::ConnectorError;
 use dcsync_core::topology::{Spanned, StoreConfig, StoreKeys, StoreOptions};
+use std::collections::BTreeMap;
 
 /// What to do with `FLUSHDB`/`FLUSHALL` seen on the replication stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,6 +33,14 @@ pub struct RedisOptions {
     /// `{hash tag}` if it has one, else the whole key
     /// (see [`crate::unit::unit_key_part`]).
     pub unit_key: Option<UnitKeyPattern>,
+    /// Key prefixes whose keys all have a fixed unit, whatever their unit
+    /// part; the longest matching prefix wins (see
+    /// [`crate::unit::UnitRules`]). In prefix order; units are in
+    /// `0..units.count`.
+    pub units_by_prefix: Vec<(String, u32)>,
+    /// The unit of a key's unit part (as UTF-8 text); a part not listed
+    /// falls back to the hash rule.
+    pub unit_values: BTreeMap<String, u32>,
     /// Key prefixes to replicate; empty means all keys.
     pub key_prefixes: Vec<String>,
     /// Database indexes to replicate; empty means all.
@@ -65,10 +76,37 @@ pub(crate) fn parse(keys: &mut StoreKeys<'_>) -> StoreOptions {
             .map_err(|e| keys.error(p.span(), e))
             .ok()
     });
-    let key_prefixes = keys
+    let units_by_prefix = keys.take_units("units_by_prefix");
+    let unit_values = keys
+        .take_units("unit_values")
+        .into_iter()
+        .map(|(part, unit)| (part.into_inner(), unit))
+        .collect();
+    let key_prefixes: Vec<String> = keys
         .take::<Vec<String>>("key_prefixes")
         .map(Spanned::into_inner)
         .unwrap_or_default();
+    // A fixed-unit prefix that no replicated key can have is a mistake
+    // (a typo, or a prefix left out of key_prefixes).
+    for (prefix, _) in &units_by_prefix {
+        let p = prefix.get_ref();
+        if !key_prefixes.is_empty()
+            && !key_prefixes
+                .iter()
+                .any(|k| p.starts_with(k.as_str()) || k.starts_with(p.as_str()))
+        {
+            keys.error(
+                prefix.span(),
+                format!(
+                    "units_by_prefix {p:?}: no key with this prefix replicates (key_prefixes = {key_prefixes:?})"
+                ),
+            );
+        }
+    }
+    let units_by_prefix = units_by_prefix
+        .into_iter()
+        .map(|(prefix, unit)| (prefix.into_inner(), unit))
+        .collect();
     let databases = keys
         .take::<Vec<u32>>("databases")
         .map(Spanned::into_inner)
@@ -103,6 +141,8 @@ pub(crate) fn parse(keys: &mut StoreKeys<'_>) -> StoreOptions {
     }
     StoreOptions::new(RedisOptions {
         unit_key,
+        units_by_prefix,
+        unit_values,
         key_prefixes,
         databases,
         flush,

@@ -106,7 +106,8 @@ fn mysql_keys_are_refused() {
     assert!(
         i[0].message.starts_with(
             "store \"cache\": unknown key \"tables\"; a \"redis\" store takes name, kind, url, \
-             apply_group_txns, apply_group_bytes, unit_key, key_prefixes, databases, flush, skip"
+             apply_group_txns, apply_group_bytes, unit_key, units_by_prefix, unit_values, \
+             key_prefixes, databases, flush, skip"
         ),
         "{i:?}"
     );
@@ -125,5 +126,38 @@ fn skip_takes_unsupported_command_only() {
             32,
             "store \"cache\": skip \"flush\": a redis store can skip \"unsupported_command\""
         )
+    );
+}
+
+#[test]
+fn unit_rules_parse() {
+    let o = options(&with(
+        "units_by_prefix = { \"inventory:\" = 7, \"inventory:eu:\" = 8 }\nunit_values = { \"north\" = 3 }\n",
+    ));
+    assert_eq!(
+        o.units_by_prefix,
+        [
+            ("inventory:".to_string(), 7),
+            ("inventory:eu:".to_string(), 8)
+        ]
+    );
+    assert_eq!(o.unit_values.get("north"), Some(&3));
+}
+
+#[test]
+fn unit_rule_problems_are_located() {
+    let i = issues(&with(
+        "key_prefixes = [\"session:\"]\nunits_by_prefix = { \"inventory:\" = 7, \"session:eu:\" = 64, \"sess\" = 1 }\nunit_values = { \"north\" = -3 }\n",
+    ));
+    let i: Vec<(usize, usize, String)> =
+        i.into_iter().map(|i| (i.line, i.col, i.message)).collect();
+    let at = |line, col, m: &str| (line, col, format!("store \"cache\": {m}"));
+    assert_eq!(
+        i,
+        [
+            at(17, 21, "units_by_prefix \"inventory:\": no key with this prefix replicates (key_prefixes = [\"session:\"])"),
+            at(17, 55, "units_by_prefix.\"session:eu:\" = 64: unit out of range 0-63 (units.count = 64)"),
+            at(18, 27, "unit_values.\"north\" = -3: unit out of range 0-63 (units.count = 64)"),
+        ]
     );
 }

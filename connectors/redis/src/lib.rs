@@ -44,6 +44,7 @@ pub use config::{FlushPolicy, RedisOptions};
 pub use position::ReplPosition;
 pub use sink::RedisSink;
 pub use source::{RedisSource, SyncKind, SyncStats, FULL_RESYNCS, PARTIAL_RESYNCS};
+pub use unit::UnitRules;
 
 /// Prefix of the apply-marker keys the sink writes in database 0:
 /// `dcsync:marker:<origin dc>` holds the last applied origin seq (decimal).
@@ -51,7 +52,8 @@ pub use source::{RedisSource, SyncKind, SyncStats, FULL_RESYNCS, PARTIAL_RESYNCS
 pub const MARKER_PREFIX: &str = "dcsync:marker:";
 
 use dcsync_core::connector::{
-    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Inspection, Source, SourceContext,
+    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Inspection, RouteQuery, Source,
+    SourceContext,
 };
 use dcsync_core::topology::{StoreConfig, StoreKeys, StoreOptions};
 
@@ -116,5 +118,14 @@ impl Connector for RedisConnector {
         store: StoreConfig,
     ) -> Option<BoxFuture<'static, Result<Inspection, ConnectorError>>> {
         Some(Box::pin(inspect::inspect(url, store)))
+    }
+
+    fn route(
+        &self,
+        q: RouteQuery<'_>,
+    ) -> Option<Result<dcsync_core::unit::Routed, ConnectorError>> {
+        Some(RedisOptions::of(q.store).and_then(|o| {
+            UnitRules::new(o, q.units_count).route(&q.store.name, o, q.table, q.value)
+        }))
     }
 }

@@ -20,9 +20,8 @@ use crate::source::{
     definite, flush_allowed, now_ms, transient, Conn, ACK_INTERVAL, READ_TIMEOUT,
     STREAM_COMMANDS_PER_TXN,
 };
-use crate::unit::{unit_key_part, UnitKeyPattern};
+use crate::unit::UnitRules;
 use dcsync_core::connector::{ConnectorError, Position, SourceContext, SourceEvent};
-use dcsync_core::unit::unit_of;
 use dcsync_core::{Change, Payload, RedisCommand};
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
@@ -39,8 +38,7 @@ pub(crate) struct StreamState {
     last_emitted: u64,
     filter: KeyFilter,
     flush: FlushPolicy,
-    units: u32,
-    unit_key: Option<UnitKeyPattern>,
+    units: UnitRules,
     events: mpsc::Sender<SourceEvent>,
     /// Commands refused by the flush policy since the last report:
     /// (command, db).
@@ -68,8 +66,7 @@ impl StreamState {
             last_emitted: offset,
             filter: KeyFilter::new(options),
             flush: options.flush,
-            units: cx.units.count,
-            unit_key: options.unit_key.clone(),
+            units: UnitRules::new(options, cx.units.count),
             events: cx.events.clone(),
             refused: Vec::new(),
             durable: cx.durable.clone(),
@@ -78,10 +75,10 @@ impl StreamState {
         }
     }
 
-    /// Unit of `key` per the store's `unit_key` pattern; `None` if the key
-    /// has no unit.
+    /// Unit of `key` per the store's unit rules; `None` if the key has no
+    /// unit.
     pub(crate) fn unit_of(&self, key: &[u8]) -> Option<u32> {
-        unit_key_part(key, self.unit_key.as_ref()).map(|k| unit_of(k, self.units))
+        self.units.unit_of(key)
     }
 
     fn pos_at(&self, offset: u64, snapshot: bool) -> Position {

@@ -38,6 +38,11 @@ fn sample_exposition() -> String {
             policy: "lww",
         }
         .emit();
+        events::MisroutedWrites {
+            store: "orders",
+            count: 3,
+        }
+        .emit();
         events::ApplySkipped {
             origin: "sh",
             store: "cache",
@@ -124,6 +129,10 @@ fn every_metric_is_exported_with_help_and_passes_promtool() {
     );
     assert!(
         text.contains(r#"dcsync_source_skipped_total{dc="bj",store="orders",kind="ddl"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"dcsync_misrouted_writes_total{dc="bj",store="orders"} 3"#),
         "{text}"
     );
     if let Err(e) = dcsync_testkit::prometheus::promtool_check(&text) {

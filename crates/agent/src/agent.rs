@@ -178,6 +178,7 @@ pub async fn run(
             status: st,
             shutdown: shutdown_rx.clone(),
             last_hlc: journal.head(&me, &store.name)?.1,
+            attribution: crate::attribution::Guard::new(&me, &store.name),
             part: 0,
             fragments: 0,
         };
@@ -287,6 +288,8 @@ struct Supervisor {
     /// HLC of the last transaction journaled for this store (stamps rise
     /// along the stream).
     last_hlc: dcsync_core::Hlc,
+    /// Reports local writes to units other DCs own.
+    attribution: crate::attribution::Guard,
     /// Part index the next entry of the local transaction being read gets
     /// (0 outside a transaction split in parts).
     part: u32,
@@ -517,12 +520,14 @@ impl Supervisor {
         let name = self.store.name.clone();
         let pos = last_pos.clone();
         let n = txs.iter().filter(|t| !t.more).count() as u64;
+        let misrouted = self.attribution.scan(&self.topo.units, &txs);
         let appended = tokio::task::spawn_blocking(move || {
             j.append_versioned(&name, &mut txs, pos.as_ref(), &versions)
         })
         .await
         .map_err(|e| ConnectorError::Transient(e.to_string()))?
         .map_err(|e| ConnectorError::Definite(format!("journal append failed: {e}")))?;
+        self.attribution.record(misrouted, &self.status);
         if n > 0 {
             dcsync_core::events::SourceCaptured {
                 store: &self.store.name,

@@ -9,12 +9,16 @@
 //!   states and backlogs (read from `DIR/status.json`, rewritten every second).
 //! - `dcsync conflicts --dc ID [--data-dir DIR] [--store S] [--since 2h]`:
 //!   print the conflicts the agent recorded (`DIR/conflicts.jsonl`).
+//! - `dcsync route --topology FILE --store S [--table schema.table] VALUE`:
+//!   print the unit of a row or key and its owner DC ([`route`]).
 
 mod admin;
 mod agent;
 mod applier;
+mod attribution;
 mod check;
 mod registry;
+mod route;
 mod status;
 mod versions;
 
@@ -82,6 +86,24 @@ enum Cmd {
         /// Only these DCs (default: every DC of the topology).
         #[arg(long = "dc")]
         dcs: Vec<String>,
+    },
+    /// Print the unit of a row or key and the DC that owns it: where an
+    /// application should send the write (`unit 17 owner bj (store orders,
+    /// rule: hash of user_id)`).
+    Route {
+        /// The topology file (TOML).
+        #[arg(long)]
+        topology: PathBuf,
+        /// The store, by name.
+        #[arg(long)]
+        store: String,
+        /// The row's table, `schema.table` (row stores; applies the
+        /// store's units_by_table rules).
+        #[arg(long)]
+        table: Option<String>,
+        /// The unit key value (row stores: the unit_key column's value,
+        /// integers in decimal) or the key (Redis).
+        value: String,
     },
     /// Show link states and backlogs of a running agent.
     Status {
@@ -190,6 +212,12 @@ fn main() -> ExitCode {
             since,
             json,
         } => conflicts(&data_dir_for(&dc, data_dir), store.as_deref(), since, json),
+        Cmd::Route {
+            topology,
+            store,
+            table,
+            value,
+        } => route::run(&topology, &store, table.as_deref(), &value),
         Cmd::Run {
             topology,
             dc,

@@ -33,7 +33,7 @@ fn assert_orders(s: &StoreConfig) {
             tables: vec!["shop.*".into()],
             unit_key: Some("user_id".into()),
             apply_parallel: 4,
-            skip: Default::default(),
+            ..Default::default()
         }
     );
     assert_eq!((s.apply_group_txns, s.apply_group_bytes), (2048, 16 << 20));
@@ -88,4 +88,64 @@ fn the_demo_script_topology() {
     let t = parse(&script[start..start + len]);
     assert_orders(t.store("orders").unwrap());
     assert_redis(t.store("cache").unwrap(), &[]);
+}
+
+/// The "Units" section of docs/topology.md: its example stores parse with
+/// the rules it describes, and every `dcsync route` answer it shows is what
+/// the connectors answer.
+#[test]
+fn the_units_example_in_docs_topology_md() {
+    let doc = include_str!("../../../docs/topology.md");
+    let section = &doc[doc.find("\n## Units\n").expect("a Units section")..];
+    let block = |fence: &str| {
+        let start = section.find(fence).expect("a block") + fence.len();
+        let len = section[start..].find("```").expect("its end");
+        &section[start..start + len]
+    };
+    let head = "cluster = \"shop\"\n[[dc]]\nid = \"bj\"\nlink = \"127.0.0.1:7701\"\n\
+                [[dc]]\nid = \"sh\"\nlink = \"127.0.0.1:7702\"\n";
+    let t = parse(&format!("{head}{}", block("```toml\n")));
+    let orders = MysqlOptions::of(t.store("orders").unwrap()).unwrap();
+    assert_eq!(orders.units_by_table.len(), 2);
+    let geo = MysqlOptions::of(t.store("geo").unwrap()).unwrap();
+    assert_eq!(geo.unit_values.get("south"), Some(&40));
+    let cache = RedisOptions::of(t.store("session-cache").unwrap()).unwrap();
+    assert_eq!(cache.units_by_prefix, [("inventory:".to_string(), 7)]);
+    let mut answered = 0;
+    let mut lines = block("```text\n").lines().peekable();
+    while let Some(cmd) = lines.next() {
+        let Some(args) = cmd.strip_prefix("$ dcsync route --topology topology.toml ") else {
+            continue;
+        };
+        let want = lines.next().expect("an answer");
+        let args: Vec<&str> = args.split(' ').collect();
+        let (store, table, value) = match args.as_slice() {
+            ["--store", s, "--table", t, v] => (*s, Some(*t), *v),
+            ["--store", s, v] => (*s, None, *v),
+            other => panic!("unexpected arguments {other:?}"),
+        };
+        let s = t.store(store).unwrap();
+        let got = REGISTRY
+            .connector_for(s)
+            .unwrap()
+            .route(dcsync_core::connector::RouteQuery {
+                store: s,
+                units_count: t.units.count,
+                table,
+                value: value.as_bytes(),
+            })
+            .expect("a connector that routes");
+        let got = match got {
+            Ok(r) => format!(
+                "unit {} owner {} (store {store}, rule: {})",
+                r.unit,
+                t.units.owner_of(r.unit).unwrap(),
+                r.rule
+            ),
+            Err(e) => format!("dcsync: {e}"),
+        };
+        assert_eq!(got, want, "{cmd}");
+        answered += 1;
+    }
+    assert_eq!(answered, 5);
 }

@@ -49,6 +49,9 @@ pub struct SourceStatus {
     /// The last conflict.
     #[serde(default)]
     pub last_conflict: Option<ConflictStatus>,
+    /// Local writes to units other DCs own (the attribution guard).
+    #[serde(default)]
+    pub misrouted: crate::attribution::MisroutedStatus,
 }
 
 /// The last conflict of a store, in short.
@@ -399,7 +402,7 @@ impl StatusBoard {
     }
 }
 
-fn ago(ms: u64, now: u64) -> String {
+pub(crate) fn ago(ms: u64, now: u64) -> String {
     let s = now.saturating_sub(ms) / 1000;
     if s < 120 {
         format!("{s}s ago")
@@ -565,6 +568,7 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
             );
             println!("           last conflict on: {}", c.key);
         }
+        crate::attribution::print(&src.misrouted, now);
     }
     Ok(())
 }

@@ -453,6 +453,36 @@ pub trait Connector: Send + Sync + 'static {
         let _ = (url, store);
         None
     }
+
+    /// Optional capability: the unit the source gives one row or key of a
+    /// store, and the rule that chose it, computed with the same rules
+    /// (what an application's routing layer asks, `dcsync route`). Pure,
+    /// no I/O.
+    ///
+    /// Errors: [`ConnectorError::Definite`] naming the problem: an argument
+    /// the kind does not take (`--table` for a key-value store), a table or
+    /// key the store does not replicate, a row or key that has no unit.
+    /// `None` (the default): the kind has no units to tell.
+    fn route(&self, query: RouteQuery<'_>) -> Option<Result<crate::unit::Routed, ConnectorError>> {
+        let _ = query;
+        None
+    }
+}
+
+/// What [`Connector::route`] is asked: which unit one row or key of a store
+/// has.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteQuery<'a> {
+    /// The store (its options are the connector's).
+    pub store: &'a StoreConfig,
+    /// `units.count` of the topology (units are `0..count`).
+    pub units_count: u32,
+    /// `schema.table` for a row store (`--table`), `None` if not given.
+    pub table: Option<&'a str>,
+    /// The unit key value in its canonical text form (row stores: the
+    /// unit column's value, integers in decimal) or the key (key-value
+    /// stores).
+    pub value: &'a [u8],
 }
 
 /// The connectors an agent is built with, looked up by kind name or alias.

@@ -33,6 +33,10 @@ pub mod names {
     /// Counter: things a source deliberately did not ship, by `kind`
     /// (`ddl`, `statement_dml`, `no_primary_key`, `flush`).
     pub const SOURCE_SKIPPED: &str = "dcsync_source_skipped_total";
+    /// Counter: local writes (rows, Redis commands) to a unit another DC
+    /// owns: the attribution guard's misrouted writes (still replicated).
+    /// Labelled by `store` only; the per-unit counts are in the status.
+    pub const MISROUTED_WRITES: &str = "dcsync_misrouted_writes_total";
     /// Counter: commands a sink deliberately did not apply because the
     /// topology allows skipping them, by `kind` (`unsupported_command`).
     pub const APPLY_SKIPPED: &str = "dcsync_apply_skipped_total";
@@ -80,6 +84,7 @@ pub mod names {
         SOURCE_LAG,
         FULL_RESYNCS,
         SOURCE_SKIPPED,
+        MISROUTED_WRITES,
         APPLY_SKIPPED,
         CONFLICTS,
         APPLIED,
@@ -129,6 +134,11 @@ pub fn describe() {
         SOURCE_SKIPPED,
         Unit::Count,
         "Things the source deliberately did not ship, by kind (ddl, statement_dml, no_primary_key, flush)."
+    );
+    describe_counter!(
+        MISROUTED_WRITES,
+        Unit::Count,
+        "Local writes to a unit another DC owns (misrouted; still replicated)."
     );
     describe_counter!(
         APPLY_SKIPPED,
@@ -297,6 +307,24 @@ impl ConflictResolved<'_> {
     pub fn emit(&self) {
         counter!(CONFLICTS, "store" => self.store.to_string(), "policy" => self.policy.to_string())
             .increment(1);
+    }
+}
+
+/// The attribution guard found `count` local writes of `store` (rows or
+/// Redis commands) whose unit another DC owns. They are replicated all the
+/// same.
+pub struct MisroutedWrites<'a> {
+    /// Store.
+    pub store: &'a str,
+    /// Misrouted writes (changes).
+    pub count: u64,
+}
+
+impl MisroutedWrites<'_> {
+    /// Counts them (the agent's guard logs, rate-limited, and keeps the
+    /// per-unit counts and the last one in the status).
+    pub fn emit(&self) {
+        counter!(MISROUTED_WRITES, "store" => self.store.to_string()).increment(self.count);
     }
 }
 

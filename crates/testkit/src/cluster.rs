@@ -487,6 +487,9 @@ pub struct ClusterOptions {
     pub dcs: Vec<&'static str>,
     /// SQL run on every DC's MariaDB before the agents start.
     pub schema_sql: String,
+    /// Extra keys of the [`MYSQL_STORE`] store, a line each
+    /// (`units_by_table = { "shop.audit" = 40 }\n`).
+    pub mysql_store_toml: String,
     /// Also start a Redis per DC with a [`REDIS_STORE`] store.
     pub redis: bool,
     /// Extra `[link]` keys.
@@ -507,6 +510,7 @@ impl ClusterOptions {
             dcsync: dcsync.into(),
             dcs: vec!["bj", "sh"],
             schema_sql: String::new(),
+            mysql_store_toml: String::new(),
             redis: false,
             link_toml: String::new(),
             tls: true,
@@ -577,7 +581,8 @@ impl Cluster {
             u.join(", ")
         };
         let mut stores = format!(
-            "[[store]]\nname = \"{MYSQL_STORE}\"\nkind = \"mysql\"\ntables = [\"shop.*\"]\nunit_key = \"user_id\"\nurl = {{ {} }}\n",
+            "[[store]]\nname = \"{MYSQL_STORE}\"\nkind = \"mysql\"\ntables = [\"shop.*\"]\nunit_key = \"user_id\"\n{}url = {{ {} }}\n",
+            opts.mysql_store_toml,
             urls(&|d| d.db.url())
         );
         if opts.redis {

@@ -377,14 +377,15 @@ impl Topology {
         // would stop at the first one.
         drop_unknown_keys(doc.get_mut(), &mut c);
         let dcs = lenient_dcs(doc.get_ref());
+        let units_count = lenient_units_count(doc.get_ref());
         let topo = match RawTopology::deserialize(toml::de::Deserializer::from(doc)) {
-            Ok(raw) => validate(raw, stores, registry, &mut c),
+            Ok(raw) => validate(raw, stores, units_count, registry, &mut c),
             Err(e) => {
                 // A wrong type or a missing key stops serde; the stores are
                 // still checked so their problems come in the same pass.
                 let span = e.span().unwrap_or(0..0);
                 c.at(span, e.message().trim().to_string());
-                validate_stores(stores, &dcs, registry, &mut c);
+                validate_stores(stores, &dcs, units_count, registry, &mut c);
                 None
             }
         };
@@ -420,7 +421,8 @@ mod tests;
 
 pub use options::{StoreKeys, StoreOptions};
 use raw::{
-    drop_unknown_keys, lenient_dcs, line_col, validate, validate_stores, Collector, RawTopology,
+    drop_unknown_keys, lenient_dcs, lenient_units_count, line_col, validate, validate_stores,
+    Collector, RawTopology,
 };
 /// A value with its byte range in the topology text, as
 /// [`StoreKeys::take`] returns it (re-exported so connectors need no

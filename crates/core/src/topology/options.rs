@@ -90,6 +90,8 @@ pub struct StoreKeys<'i> {
     /// Keys asked for, present or not, in the order asked.
     asked: Vec<String>,
     issues: Vec<SpannedMessage>,
+    /// `units.count` of the file, when it is valid (units are `0..count`).
+    units_count: Option<u32>,
 }
 
 /// A problem found: where (byte range) and what.
@@ -100,6 +102,7 @@ impl<'i> StoreKeys<'i> {
         label: String,
         span: Range<usize>,
         entries: BTreeMap<String, (Range<usize>, Spanned<DeValue<'i>>)>,
+        units_count: Option<u32>,
     ) -> StoreKeys<'i> {
         StoreKeys {
             label,
@@ -107,13 +110,14 @@ impl<'i> StoreKeys<'i> {
             entries,
             asked: Vec::new(),
             issues: Vec::new(),
+            units_count,
         }
     }
 
     /// No keys at all: what a connector is asked to parse when core lists
     /// the keys it takes.
     pub(super) fn empty() -> StoreKeys<'static> {
-        StoreKeys::new(String::new(), 0..0, BTreeMap::new())
+        StoreKeys::new(String::new(), 0..0, BTreeMap::new(), None)
     }
 
     pub(super) fn set_label(&mut self, label: String) {
@@ -152,6 +156,51 @@ impl<'i> StoreKeys<'i> {
             self.error(self.span.clone(), format!("missing key {key:?}{hint}"));
         }
         v
+    }
+
+    /// Takes `key` as a table of names to units (`units_by_table = {
+    /// "shop.inventory" = 7 }`), in name order. A unit outside `0..count`
+    /// of the file's `[units]` is reported at its value as
+    /// `store "<name>": <key>."<name>" = 70: unit out of range 0-63
+    /// (units.count = 64)` and left out; so is a negative one when the
+    /// count is not known (the `[units]` section is itself invalid, and
+    /// reported). A value that is not an integer is reported as
+    /// [`StoreKeys::take`] does, and the whole key is left out. Absent: empty.
+    pub fn take_units(&mut self, key: &str) -> Vec<(Spanned<String>, u32)> {
+        let Some(table) = self.take::<BTreeMap<Spanned<String>, Spanned<i64>>>(key) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, unit) in table.into_inner() {
+            let n = *unit.get_ref();
+            let fits = match self.units_count {
+                Some(count) => (0..i64::from(count)).contains(&n),
+                None => u32::try_from(n).is_ok(),
+            };
+            if fits {
+                out.push((name, n as u32));
+                continue;
+            }
+            let range = match self.units_count {
+                Some(count) => format!(
+                    "unit out of range 0-{} (units.count = {count})",
+                    count.saturating_sub(1)
+                ),
+                None => "a unit is a number from 0 to units.count - 1".to_string(),
+            };
+            self.error(
+                unit.span(),
+                format!("{key}.{:?} = {n}: {range}", name.get_ref()),
+            );
+        }
+        out
+    }
+
+    /// `units.count` of the file (units are `0..count`), `None` when the
+    /// `[units]` section is missing or its count invalid (that is reported
+    /// on its own).
+    pub fn units_count(&self) -> Option<u32> {
+        self.units_count
     }
 
     /// Reports a problem at `span` (from a [`Spanned`] value taken here), as

@@ -124,6 +124,9 @@ fn parse_ranges(s: &str, count: u32) -> Result<Vec<(u32, u32)>, String> {
     Ok(out)
 }
 
+/// Largest `units.count`.
+const MAX_UNITS: u32 = 1_000_000;
+
 /// Whether `s` is `host:port` (non-empty host, port a u16).
 fn is_host_port(s: &str) -> bool {
     matches!(s.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
@@ -139,6 +142,7 @@ fn is_valid_id(s: &str) -> bool {
 pub(super) fn validate<'i>(
     raw: RawTopology,
     stores: Option<Spanned<DeValue<'i>>>,
+    units_count: Option<u32>,
     registry: &Registry,
     c: &mut Collector<'_>,
 ) -> Option<Topology> {
@@ -248,7 +252,7 @@ pub(super) fn validate<'i>(
         }
         Some(u) => validate_units(u, &seen, c),
     };
-    let stores = validate_stores(stores, &dcs, registry, c);
+    let stores = validate_stores(stores, &dcs, units_count, registry, c);
     let l = raw.link.unwrap_or_default();
     let compression = match l
         .compression
@@ -324,17 +328,20 @@ pub(super) fn validate<'i>(
 }
 
 /// Validates every `[[store]]` table (see [`validate_store`]) against the
-/// declared `dcs`; returns the valid ones.
+/// declared `dcs` and `units.count` (`None` if unknown); returns the valid
+/// ones.
 pub(super) fn validate_stores(
     stores: Option<Spanned<DeValue<'_>>>,
     dcs: &[DcConfig],
+    units_count: Option<u32>,
     registry: &Registry,
     c: &mut Collector<'_>,
 ) -> Vec<StoreConfig> {
     let mut out = Vec::new();
     let mut names = BTreeSet::new();
     for (index, table) in store_tables(stores, c).into_iter().enumerate() {
-        if let Some(s) = validate_store(index, table, dcs, registry, &mut names, c) {
+        let target = StoreTarget { dcs, units_count };
+        if let Some(s) = validate_store(index, table, target, registry, &mut names, c) {
             out.push(s);
         }
     }
@@ -432,6 +439,22 @@ pub(super) fn lenient_dcs(doc: &toml::de::DeTable<'_>) -> Vec<DcConfig> {
         .collect()
 }
 
+/// `units.count` of `doc` when it is an integer in the valid range, for the
+/// connectors' unit checks (read before the rest of the file deserializes,
+/// so the stores are checked against it even when the file has other
+/// problems).
+pub(super) fn lenient_units_count(doc: &toml::de::DeTable<'_>) -> Option<u32> {
+    let Some(DeValue::Table(units)) = doc.get("units").map(Spanned::get_ref) else {
+        return None;
+    };
+    let count = units.get("count")?.get_ref().clone();
+    let count =
+        i64::deserialize(toml::de::ValueDeserializer::from(Spanned::new(0..0, count))).ok()?;
+    u32::try_from(count)
+        .ok()
+        .filter(|c| (1..=MAX_UNITS).contains(c))
+}
+
 /// The `[[store]]` tables of the document, each with its span.
 fn store_tables<'i>(
     stores: Option<Spanned<DeValue<'i>>>,
@@ -469,12 +492,20 @@ const GENERIC_STORE_KEYS: [&str; 6] = [
     "conflict",
 ];
 
+/// What a store is validated against: the declared DCs and `units.count`
+/// (`None` if the `[units]` section is invalid).
+#[derive(Clone, Copy)]
+struct StoreTarget<'a> {
+    dcs: &'a [DcConfig],
+    units_count: Option<u32>,
+}
+
 /// Validates one `[[store]]` table: the generic keys here, the rest by the
 /// kind's connector; untaken keys are reported as unknown.
 fn validate_store<'i>(
     index: usize,
     table: Spanned<DeValue<'i>>,
-    dcs: &[DcConfig],
+    StoreTarget { dcs, units_count }: StoreTarget<'_>,
     registry: &Registry,
     names: &mut BTreeSet<String>,
     c: &mut Collector<'_>,
@@ -490,7 +521,12 @@ fn validate_store<'i>(
             (k.into_inner().into_owned(), (key_span, v))
         })
         .collect();
-    let mut keys = StoreKeys::new(format!("[[store]] #{}", index + 1), span, entries);
+    let mut keys = StoreKeys::new(
+        format!("[[store]] #{}", index + 1),
+        span,
+        entries,
+        units_count,
+    );
     let name = keys.require::<String>("name", "the store's logical name");
     if let Some(name) = &name {
         let n = name.get_ref();
@@ -676,10 +712,10 @@ fn validate_units(
     let u_span = u.span();
     let u = u.get_ref();
     let count = *u.count.get_ref();
-    if !(1..=1_000_000).contains(&count) {
+    if !(1..=i64::from(MAX_UNITS)).contains(&count) {
         c.at(
             u.count.span(),
-            format!("units.count = {count}: must be between 1 and 1000000"),
+            format!("units.count = {count}: must be between 1 and {MAX_UNITS}"),
         );
         return None;
     }

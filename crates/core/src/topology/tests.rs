@@ -14,12 +14,14 @@ struct RowOptions {
     parallel: usize,
 }
 
-/// A key-value kind for these tests: `prefixes`.
+/// A key-value kind for these tests: `prefixes`, and `units_by_prefix`
+/// (taken with [`StoreKeys::take_units`]).
 struct Kv;
 
 #[derive(Debug, Clone, PartialEq)]
 struct KvOptions {
     prefixes: Vec<String>,
+    units_by_prefix: Vec<(String, u32)>,
 }
 
 impl Connector for Rows {
@@ -105,7 +107,15 @@ impl Connector for Kv {
             .take::<Vec<String>>("prefixes")
             .map(Spanned::into_inner)
             .unwrap_or_default();
-        StoreOptions::new(KvOptions { prefixes })
+        let units_by_prefix = keys
+            .take_units("units_by_prefix")
+            .into_iter()
+            .map(|(p, u)| (p.into_inner(), u))
+            .collect();
+        StoreOptions::new(KvOptions {
+            prefixes,
+            units_by_prefix,
+        })
     }
     fn run_source(
         &self,
@@ -332,6 +342,97 @@ fn located(text: &str) -> Vec<(usize, usize, String)> {
 }
 
 const KV_STORE: &str = "[[store]]\nname = \"cache\"\nkind = \"kv\"\nprefixes = [\"s:\"]\nurl = { bj = \"kv://a:1\", sh = \"kvs://b:1\" }\n";
+
+/// `GOOD` with the kv store whose `units_by_prefix` is `units` (line 23).
+fn with_kv_units(text: &str, units: &str) -> String {
+    format!(
+        "{text}{}",
+        KV_STORE.replace(
+            "prefixes = [\"s:\"]",
+            &format!("prefixes = [\"s:\"]\nunits_by_prefix = {units}")
+        )
+    )
+}
+
+#[test]
+fn units_of_a_connector_key_are_checked_against_units_count() {
+    let t = parse(&with_kv_units(GOOD, "{ \"s:a\" = 0, \"s:b\" = 63 }")).unwrap();
+    assert_eq!(
+        t.store("cache")
+            .unwrap()
+            .options::<KvOptions>()
+            .unwrap()
+            .units_by_prefix,
+        [("s:a".to_string(), 0), ("s:b".to_string(), 63)]
+    );
+    // Each unit out of range at its own value, in one pass.
+    assert_eq!(
+        located(&with_kv_units(GOOD, "{ \"s:a\" = 64, \"s:b\" = -1, \"s:c\" = 7 }")),
+        [
+            (
+                23,
+                29,
+                "store \"cache\": units_by_prefix.\"s:a\" = 64: unit out of range 0-63 (units.count = 64)"
+                    .to_string()
+            ),
+            (
+                23,
+                41,
+                "store \"cache\": units_by_prefix.\"s:b\" = -1: unit out of range 0-63 (units.count = 64)"
+                    .to_string()
+            ),
+        ]
+    );
+    // Not an integer: located at the value, naming the key.
+    let i = located(&with_kv_units(GOOD, "{ \"s:a\" = \"seven\" }"));
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert_eq!((i[0].0, i[0].1), (23, 29), "{i:?}");
+    assert!(
+        i[0].2
+            .starts_with("store \"cache\": units_by_prefix: invalid type"),
+        "{i:?}"
+    );
+}
+
+#[test]
+fn units_are_checked_when_the_rest_of_the_file_does_not_deserialize() {
+    // A wrong type elsewhere stops serde; the count is still known.
+    let text = with_kv_units(
+        &GOOD.replace("cluster = \"shop\"", "cluster = 7"),
+        "{ \"s:a\" = 64 }",
+    );
+    let found = located(&text);
+    assert!(
+        found
+            .iter()
+            .any(|(l, _, m)| *l == 23 && m.ends_with("unit out of range 0-63 (units.count = 64)")),
+        "{found:#?}"
+    );
+    // An invalid count is reported on its own; only negative units are
+    // judged without it.
+    let text = with_kv_units(
+        &GOOD.replace("count = 64", "count = 0"),
+        "{ \"s:a\" = 64, \"s:b\" = -1 }",
+    );
+    let found = located(&text);
+    assert!(
+        found
+            .iter()
+            .any(|(l, _, m)| *l == 11 && m.contains("units.count = 0")),
+        "{found:#?}"
+    );
+    assert!(
+        !found.iter().any(|(_, _, m)| m.contains("\"s:a\"")),
+        "{found:#?}"
+    );
+    assert!(
+        found.iter().any(|(l, _, m)| *l == 23
+            && m.contains(
+                "units_by_prefix.\"s:b\" = -1: a unit is a number from 0 to units.count - 1"
+            )),
+        "{found:#?}"
+    );
+}
 
 #[test]
 fn connector_key_error_is_located_at_its_value() {
