@@ -14,12 +14,22 @@ use std::time::Duration;
 const SCHEMA: &str = "CREATE DATABASE IF NOT EXISTS shop; \
     CREATE TABLE shop.items (id INT PRIMARY KEY, note VARCHAR(64), n INT) ENGINE=InnoDB;";
 
-/// The conflict log of an agent, one JSON value per record.
+/// The conflict log of an agent, one JSON value per conflict (a record a
+/// retried group logged again is folded, as `dcsync conflicts` does).
 fn conflicts(data_dir: &Path) -> Vec<serde_json::Value> {
+    let mut seen = std::collections::HashSet::new();
     match std::fs::read_to_string(data_dir.join("conflicts.jsonl")) {
         Ok(text) => text
             .lines()
-            .map(|l| serde_json::from_str(l).expect("a conflict record is JSON"))
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("a conflict record is JSON")
+            })
+            .filter(|r| {
+                seen.insert(format!(
+                    "{} {} {} {} {}",
+                    r["dc"], r["store"], r["key"], r["winner"], r["loser"]
+                ))
+            })
             .collect(),
         Err(_) => Vec::new(),
     }
@@ -226,4 +236,140 @@ async fn the_hlc_not_the_wall_clock_decides() {
         .contains("bj-concurrent"));
     assert!(sh[0]["winner_value"].as_str().unwrap().contains("sh-ahead"));
     c.assert_no_echo(MYSQL_STORE, &[3, 1]).await;
+}
+
+/// Waits until every agent's status shows the journal's last seq of the
+/// MySQL store, and returns them in DC order.
+async fn journaled(c: &Cluster) -> Vec<u64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let seqs: Vec<Option<u64>> = (0..c.dcs.len())
+            .map(|i| c.agents.status(i).and_then(|s| s.last_seq(MYSQL_STORE)))
+            .collect();
+        if seqs.iter().all(Option::is_some) {
+            return seqs.into_iter().flatten().collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no status with last_seq"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_dcs_writing_the_same_rows_converge() {
+    let mut c = Cluster::start(ClusterOptions {
+        dcs: vec!["bj", "sh", "gz"],
+        schema_sql: SCHEMA.into(),
+        ..options()
+    })
+    .await;
+    c.dcs[0]
+        .db
+        .exec("INSERT INTO shop.items SELECT seq, 'init', 0 FROM shop.seq_1_to_100")
+        .await;
+    c.wait_converged(&["shop.items"], 60).await;
+    cut(&c);
+    let sql: Vec<String> = ["bj", "sh", "gz"]
+        .iter()
+        .map(|dc| format!("UPDATE shop.items SET note = '{dc}', n = n + 1"))
+        .collect();
+    tokio::join!(
+        c.dcs[0].db.exec(&sql[0]),
+        c.dcs[1].db.exec(&sql[1]),
+        c.dcs[2].db.exec(&sql[2])
+    );
+    restore(&c);
+    c.wait_converged(&["shop.items"], 120).await;
+    let rows = notes(&c, 0).await;
+    assert_eq!(rows.len(), 100);
+    assert!(rows.iter().all(|(_, n)| *n == rows[0].1), "{rows:?}");
+    for i in 1..3 {
+        assert_eq!(notes(&c, i).await, rows);
+    }
+    // Per row, the two losers are rejected in the winner's DC, the lowest
+    // in the middle one, and in the lowest DC the middle one too if it
+    // arrived after the winner: 3 or 4 records per row.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let mut all = Vec::new();
+        for a in &c.agents.dcs {
+            all.extend(conflicts(&a.data_dir));
+        }
+        if all.len() >= 300 || std::time::Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!((300..=400).contains(&records.len()), "{}", records.len());
+    for r in &records {
+        assert!(version(&r["winner"]) > version(&r["loser"]), "{r}");
+        // Each DC's note is its id: the row kept is the winner's.
+        let winner = r["winner"]["dc"].as_str().unwrap();
+        assert!(
+            r["winner_value"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("note='{winner}'")),
+            "{r}"
+        );
+    }
+    c.assert_no_echo(MYSQL_STORE, &[2, 1, 1]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_killed_while_applying_conflicts_loses_and_doubles_nothing() {
+    let mut c = Cluster::start(ClusterOptions {
+        schema_sql: SCHEMA.into(),
+        ..options()
+    })
+    .await;
+    c.dcs[0]
+        .db
+        .exec("INSERT INTO shop.items SELECT seq, 'init', 0 FROM shop.seq_1_to_20000")
+        .await;
+    c.wait_converged(&["shop.items"], 90).await;
+    let before = journaled(&c).await;
+    cut(&c);
+    tokio::join!(
+        c.dcs[0]
+            .db
+            .exec("UPDATE shop.items SET note = 'bj', n = n + 1"),
+        c.dcs[1]
+            .db
+            .exec("UPDATE shop.items SET note = 'sh', n = n + 10")
+    );
+    restore(&c);
+    // sh's agent dies while it applies bj's conflicting rows (or just
+    // before or after: the outcome must not depend on it).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.agents.kill_agent(1);
+    c.agents.start_agent(1);
+    c.wait_converged(&["shop.items"], 180).await;
+    let rows = notes(&c, 0).await;
+    assert_eq!(rows.len(), 20000);
+    assert!(rows.iter().all(|(_, n)| *n == rows[0].1));
+    assert_eq!(rows, notes(&c, 1).await);
+    // Each DC journaled exactly its one UPDATE: nothing applied came back.
+    let after = journaled(&c).await;
+    assert_eq!(after[0] - before[0], 1, "bj: {before:?} -> {after:?}");
+    assert_eq!(after[1] - before[1], 1, "sh: {before:?} -> {after:?}");
+    // Every row lost in exactly one DC (a conflict logged twice would be
+    // a group applied twice).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: usize = c
+            .agents
+            .dcs
+            .iter()
+            .map(|a| conflicts(&a.data_dir).len())
+            .sum();
+        if n >= 20000 {
+            assert_eq!(n, 20000);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{n} conflicts logged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

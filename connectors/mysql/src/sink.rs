@@ -546,37 +546,37 @@ impl MysqlSink {
         group: &[&Transaction],
         floors: &[u64],
     ) -> Result<(), (ConnectorError, bool)> {
-        let (planned, decision) = self
+        let planned = self
             .apply_group_inner(origin, group, floors)
             .await
             .map_err(|e| (e, false))?;
-        planned.await_all(self).await?;
-        self.report_lost(origin, decision).await;
-        Ok(())
+        planned.await_all(self).await
     }
 
     /// Prepares and plans one group and builds its partitions' transactions
     /// (ending with `COMMIT`, or open under `lww`), with the lww decision.
-    async fn apply_group_inner<'a>(
+    async fn apply_group_inner(
         &mut self,
         origin: &str,
-        group: &[&'a Transaction],
+        group: &[&Transaction],
         floors: &[u64],
-    ) -> Result<(Planned, lww::Decision<'a>), ConnectorError> {
+    ) -> Result<Planned, ConnectorError> {
         let Some(last) = group.last() else {
-            return Ok((Planned(Vec::new()), lww::Decision::default()));
+            return Ok(Planned(Vec::new()));
         };
         // Look up the target tables not seen yet (or changed), then plan
         // (borrowing self.sql), then execute.
         self.prepare_tables(group).await?;
-        let decision = self.decide(origin, group).await?;
-        let check = self.versions.clone().map(|v| {
-            std::sync::Arc::new(lww::Check::new(v, &self.store, decision.decided.clone()))
-        });
+        let mut decision = self.decide(origin, group).await?;
+        let skip = std::mem::take(&mut decision.skip);
+        let check = self
+            .versions
+            .clone()
+            .map(|v| std::sync::Arc::new(lww::Check::new(v, &self.store, decision)));
         let mut plan = GroupPlan::new(floors.to_vec());
         for (ti, tx) in group.iter().enumerate() {
             for (ci, change) in tx.changes.iter().enumerate() {
-                if decision.skip.contains(&(ti, ci)) {
+                if skip.contains(&(ti, ci)) {
                     continue;
                 }
                 match &change.payload {
@@ -630,7 +630,7 @@ impl MysqlSink {
                 Box::pin(run_or_roll_back(conn, chunks, tables, check.clone()));
             work.push((p, fut));
         }
-        Ok((Planned(work), decision))
+        Ok(Planned(work))
     }
 
     /// Prepares the SQL of every table of `txs` not seen yet (or whose

@@ -41,8 +41,8 @@ use std::time::Duration;
 const SOURCE_WAIT: Duration = Duration::from_secs(30);
 
 /// A change that lost against the current version of its row.
-pub(super) struct Lost<'a> {
-    row: &'a RowChange,
+pub(super) struct Lost {
+    row: RowChange,
     unit: Option<u32>,
     winner: Version,
     loser: Version,
@@ -51,12 +51,13 @@ pub(super) struct Lost<'a> {
 
 /// What the lww rule decided for one group.
 #[derive(Default)]
-pub(super) struct Decision<'a> {
+pub(super) struct Decision {
     /// `(transaction index, change index)` of the changes left out.
     pub(super) skip: HashSet<(usize, usize)>,
     /// Each written row's key with the version it will have.
     pub(super) decided: Vec<(Vec<u8>, Version)>,
-    lost: Vec<Lost<'a>>,
+    /// The changes that lost, logged by the first partition to commit.
+    pub(super) lost: Vec<Lost>,
 }
 
 /// The check every partition of an lww group runs after its statements
@@ -69,19 +70,21 @@ pub(super) struct Check {
     store: String,
     /// Every row the group writes, with the version it will have.
     decided: Vec<(Vec<u8>, Version)>,
+    /// The group's losing changes, until a partition logs them (before its
+    /// `COMMIT`: a crash right after the commit cannot lose them; a group
+    /// retried after a failure may log them again, which readers of the
+    /// log fold, see `dcsync conflicts`).
+    lost: std::sync::Mutex<Vec<Lost>>,
 }
 
 impl Check {
     /// The check of a group of `store` that writes `decided`.
-    pub(super) fn new(
-        versions: Arc<dyn Versions>,
-        store: &str,
-        decided: Vec<(Vec<u8>, Version)>,
-    ) -> Check {
+    pub(super) fn new(versions: Arc<dyn Versions>, store: &str, d: Decision) -> Check {
         Check {
             versions,
             store: store.to_string(),
-            decided,
+            decided: d.decided,
+            lost: std::sync::Mutex::new(d.lost),
         }
     }
 
@@ -128,6 +131,10 @@ impl Check {
         {
             return Ok(false);
         }
+        let lost = std::mem::take(&mut *self.lost.lock().unwrap_or_else(|e| e.into_inner()));
+        if !lost.is_empty() {
+            self.log(conn, lost).await;
+        }
         self.versions.record(self.decided.clone()).await?;
         conn.query_drop("COMMIT")
             .await
@@ -138,11 +145,11 @@ impl Check {
 
 impl MysqlSink {
     /// Decides which changes of `group` (from `origin`) are applied.
-    pub(super) async fn decide<'a>(
+    pub(super) async fn decide(
         &self,
         origin: &str,
-        group: &[&'a Transaction],
-    ) -> Result<Decision<'a>, ConnectorError> {
+        group: &[&Transaction],
+    ) -> Result<Decision, ConnectorError> {
         let Some(versions) = &self.versions else {
             return Ok(Decision::default());
         };
@@ -189,7 +196,7 @@ impl MysqlSink {
                     Some(winner) => {
                         d.skip.insert((ti, ci));
                         d.lost.push(Lost {
-                            row: r,
+                            row: r.clone(),
                             unit: c.unit,
                             winner,
                             loser: v.clone(),
@@ -223,28 +230,40 @@ impl MysqlSink {
         d.decided = written.into_iter().collect();
         Ok(d)
     }
+}
 
-    /// Records the conflicts of a committed group (the kept row read back
-    /// for the log, best effort).
-    pub(super) async fn report_lost(&mut self, origin: &str, d: Decision<'_>) {
-        let Some(versions) = self.versions.clone() else {
-            return;
-        };
-        for l in d.lost {
+/// Most rows read back in one query for the conflict log.
+const READ_BACK_ROWS: usize = 500;
+
+impl Check {
+    /// Logs `lost`, each with the row it lost to as the target holds it
+    /// now (read back on `conn`, in the open transaction; one query per
+    /// table and [`READ_BACK_ROWS`] rows).
+    async fn log(&self, conn: &mut mysql_async::Conn, lost: Vec<Lost>) {
+        let mut kept: Vec<String> = vec!["(not read)".to_string(); lost.len()];
+        let mut by_table: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        for (i, l) in lost.iter().enumerate() {
+            by_table
+                .entry((l.row.table.schema.clone(), l.row.table.name.clone()))
+                .or_default()
+                .push(i);
+        }
+        for idx in by_table.values() {
+            for chunk in idx.chunks(READ_BACK_ROWS) {
+                read_back(conn, &lost, chunk, &mut kept).await;
+            }
+        }
+        for (l, kept) in lost.into_iter().zip(kept) {
             let image = l.row.after.as_deref().or(l.row.before.as_deref());
-            let kept = match image {
-                Some(img) => self.current_row(l.row, img).await,
-                None => "(unknown)".into(),
-            };
             let key = image.map_or_else(
                 || l.row.table.qualified(),
-                |img| describe_row_key(l.row, img),
+                |img| describe_row_key(&l.row, img),
             );
             let loser_value = match l.row.after.as_deref() {
-                Some(a) => describe_image(l.row, Some(a)),
+                Some(a) => describe_image(&l.row, Some(a)),
                 None => "(delete)".into(),
             };
-            versions.conflict(Conflict {
+            self.versions.conflict(Conflict {
                 at_ms: dcsync_core::now_ms(),
                 dc: String::new(),
                 store: self.store.clone(),
@@ -252,8 +271,8 @@ impl MysqlSink {
                 unit: l.unit,
                 policy: "lww".into(),
                 decision: format!(
-                    "kept {} (greater version); the change of {origin} seq {} was not applied",
-                    l.winner, l.seq
+                    "kept {} (greater version); the change of {} seq {} was not applied",
+                    l.winner, l.loser.dc, l.seq
                 ),
                 winner: l.winner,
                 winner_value: kept,
@@ -263,61 +282,130 @@ impl MysqlSink {
             });
         }
     }
+}
 
-    /// The target's current row with `r`'s primary key (taken from
-    /// `image`), in short readable form.
-    async fn current_row(&mut self, r: &RowChange, image: &[dcsync_core::Value]) -> String {
-        let pk = r.primary_key();
-        let mut sql = format!(
-            "SELECT {} FROM {}.{} WHERE ",
-            r.table
-                .columns
-                .iter()
-                .map(|c| quote_ident(&c.name))
-                .collect::<Vec<_>>()
-                .join(","),
-            quote_ident(&r.table.schema),
-            quote_ident(&r.table.name)
+/// The primary key of `r` in `image` as a SQL tuple `(v1,v2)` (or `v1`).
+fn pk_literal(r: &RowChange, image: &[dcsync_core::Value]) -> Vec<u8> {
+    let pk = r.primary_key();
+    let mut out = Vec::new();
+    if pk.len() > 1 {
+        out.push(b'(');
+    }
+    for (n, i) in pk.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        match image.get(*i) {
+            Some(v) => push_literal(&mut out, v, true),
+            None => out.extend_from_slice(b"NULL"),
+        }
+    }
+    if pk.len() > 1 {
+        out.push(b')');
+    }
+    out
+}
+
+/// Reads the current rows of the losers `chunk` (all of one table) into
+/// `kept`, in short readable form; `(no row)` where there is none.
+async fn read_back(
+    conn: &mut mysql_async::Conn,
+    lost: &[Lost],
+    chunk: &[usize],
+    kept: &mut [String],
+) {
+    let Some(first) = chunk.first().map(|i| &lost[*i].row) else {
+        return;
+    };
+    let pk = first.primary_key();
+    let pk_names: Vec<String> = pk
+        .iter()
+        .filter_map(|i| first.table.columns.get(*i))
+        .map(|c| quote_ident(&c.name))
+        .collect();
+    let pk_expr = if pk_names.len() == 1 {
+        pk_names[0].clone()
+    } else {
+        format!("({})", pk_names.join(","))
+    };
+    let mut sql = b"SELECT CASE ".to_vec();
+    let mut list = Vec::new();
+    for i in chunk {
+        let r = &lost[*i].row;
+        let Some(img) = r.after.as_deref().or(r.before.as_deref()) else {
+            continue;
+        };
+        let lit = pk_literal(r, img);
+        sql.extend_from_slice(format!(" WHEN {pk_expr} = ").as_bytes());
+        sql.extend_from_slice(&lit);
+        sql.extend_from_slice(format!(" THEN {i}").as_bytes());
+        if !list.is_empty() {
+            list.push(b',');
+        }
+        list.extend_from_slice(&lit);
+    }
+    if list.is_empty() {
+        return;
+    }
+    sql.extend_from_slice(b" END, ");
+    sql.extend_from_slice(
+        first
+            .table
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(",")
+            .as_bytes(),
+    );
+    sql.extend_from_slice(
+        format!(
+            " FROM {}.{} WHERE {pk_expr} IN (",
+            quote_ident(&first.table.schema),
+            quote_ident(&first.table.name)
         )
-        .into_bytes();
-        for (n, i) in pk.iter().enumerate() {
-            if n > 0 {
-                sql.extend_from_slice(b" AND ");
+        .as_bytes(),
+    );
+    sql.extend_from_slice(&list);
+    sql.push(b')');
+    for i in chunk {
+        kept[*i] = "(no row)".into();
+    }
+    let Ok(sql) = String::from_utf8(sql) else {
+        return;
+    };
+    let rows: Vec<mysql_async::Row> = match conn.query(sql).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            for i in chunk {
+                kept[*i] = format!("(not readable: {e})");
             }
-            let name = r.table.columns.get(*i).map_or("?", |c| c.name.as_str());
-            sql.extend_from_slice(quote_ident(name).as_bytes());
-            sql.extend_from_slice(b" <=> ");
-            match image.get(*i) {
-                Some(v) => push_literal(&mut sql, v, true),
-                None => sql.extend_from_slice(b"NULL"),
-            }
+            return;
         }
-        let Ok(sql) = String::from_utf8(sql) else {
-            return "(not readable)".into();
+    };
+    for row in rows {
+        let Some(Ok(i)) = row.get_opt::<usize, _>(0) else {
+            continue;
         };
-        let Ok(conn) = self.conn(0).await else {
-            return "(not readable)".into();
+        let Some(slot) = kept.get_mut(i) else {
+            continue;
         };
-        match conn.query_first::<mysql_async::Row, _>(sql).await {
-            Ok(Some(row)) => {
-                let cols: Vec<String> = r
-                    .table
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        let v = row.as_ref(i).map_or("?".to_string(), |v| v.as_sql(false));
-                        format!("{}={}", c.name, dcsync_core::conflict::truncate(&v, 64))
-                    })
-                    .collect();
-                dcsync_core::conflict::truncate(
-                    &format!("{{{}}}", cols.join(", ")),
-                    dcsync_core::conflict::IMAGE_CHARS,
-                )
-            }
-            Ok(None) => "(no row)".into(),
-            Err(e) => format!("(not readable: {e})"),
-        }
+        let cols: Vec<String> = first
+            .table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(n, c)| {
+                let v = row
+                    .as_ref(n + 1)
+                    .map_or("?".to_string(), |v| v.as_sql(false));
+                format!("{}={}", c.name, dcsync_core::conflict::truncate(&v, 64))
+            })
+            .collect();
+        *slot = dcsync_core::conflict::truncate(
+            &format!("{{{}}}", cols.join(", ")),
+            dcsync_core::conflict::IMAGE_CHARS,
+        );
     }
 }
 

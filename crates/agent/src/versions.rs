@@ -65,8 +65,9 @@ impl ConflictLog {
     }
 }
 
-/// Reads the conflict log in `data_dir`: every record, oldest first.
-/// A line that does not parse is an error naming its line number.
+/// Reads the conflict log in `data_dir`: every conflict once, oldest
+/// first (a record repeated by a retried group is folded). A line that
+/// does not parse is an error naming its line number.
 pub fn read_log(data_dir: &Path) -> anyhow::Result<Vec<Conflict>> {
     let path = data_dir.join(CONFLICT_LOG);
     let text = match std::fs::read_to_string(&path) {
@@ -74,15 +75,30 @@ pub fn read_log(data_dir: &Path) -> anyhow::Result<Vec<Conflict>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
     };
-    text.lines()
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (i, l) in text
+        .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| {
-                anyhow::anyhow!("{}:{}: not a conflict record: {e}", path.display(), i + 1)
-            })
-        })
-        .collect()
+    {
+        let c: Conflict = serde_json::from_str(l).map_err(|e| {
+            anyhow::anyhow!("{}:{}: not a conflict record: {e}", path.display(), i + 1)
+        })?;
+        // A group retried after a failure logs its conflicts again: the
+        // same loser against the same winner is one conflict.
+        let id = (
+            c.dc.clone(),
+            c.store.clone(),
+            c.key.clone(),
+            c.winner.clone(),
+            c.loser.clone(),
+        );
+        if seen.insert(id) {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 /// The version index, source wait and conflict log of one store.

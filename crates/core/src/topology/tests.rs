@@ -482,7 +482,7 @@ fn unknown_connector_key_is_located_at_the_key_and_names_its_kind() {
             18,
             3,
             "store \"orders\": unknown key \"prefixes\" (a key of \"kv\" stores); a \"rows\" \
-             store takes name, kind, url, apply_group_txns, apply_group_bytes, tables, \
+             store takes name, kind, url, apply_group_txns, apply_group_bytes, conflict, tables, \
              unit_key, parallel"
                 .to_string()
         )]
