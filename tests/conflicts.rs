@@ -373,3 +373,84 @@ async fn an_agent_killed_while_applying_conflicts_loses_and_doubles_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_unique_value_inserted_in_both_dcs_keeps_one_row_everywhere() {
+    let mut c = Cluster::start(ClusterOptions {
+        schema_sql: "CREATE DATABASE IF NOT EXISTS shop; \
+            CREATE TABLE shop.accounts (id INT PRIMARY KEY, email VARCHAR(64) NOT NULL, \
+              name VARCHAR(32), UNIQUE KEY email (email)) ENGINE=InnoDB;"
+            .into(),
+        ..options()
+    })
+    .await;
+    c.dcs[0]
+        .db
+        .exec("INSERT INTO shop.accounts VALUES (10, 'old@x', 'both')")
+        .await;
+    c.wait_converged(&["shop.accounts"], 60).await;
+    // The same e-mail signs up in both DCs at once (different ids).
+    cut(&c);
+    c.dcs[0]
+        .db
+        .exec("INSERT INTO shop.accounts VALUES (1, 'a@x', 'bj')")
+        .await;
+    c.dcs[1]
+        .db
+        .exec("INSERT INTO shop.accounts VALUES (2, 'a@x', 'sh')")
+        .await;
+    restore(&c);
+    c.wait_converged(&["shop.accounts"], 90).await;
+    let rows = |i: usize| {
+        let db = &c.dcs[i].db;
+        async move {
+            use mysql_async::prelude::Queryable;
+            let mut conn = db.conn().await;
+            let r: Vec<(i64, String, String)> = conn
+                .query("SELECT id, email, name FROM shop.accounts ORDER BY id")
+                .await
+                .unwrap();
+            r
+        }
+    };
+    let bj = rows(0).await;
+    assert_eq!(bj, rows(1).await);
+    // One of the two sign-ups survives everywhere, and the other row is
+    // gone everywhere (never each DC keeping its own).
+    assert_eq!(bj.len(), 2, "{bj:?}");
+    assert!(
+        bj.contains(&(10, "old@x".to_string(), "both".to_string())),
+        "{bj:?}"
+    );
+    let Some((id, email, name)) = bj.iter().find(|r| r.0 != 10).cloned() else {
+        panic!("{bj:?}")
+    };
+    assert_eq!(email, "a@x");
+    assert!(
+        (id == 1 && name == "bj") || (id == 2 && name == "sh"),
+        "{bj:?}"
+    );
+    // The loser is in a conflict log: where the winner arrived, the losing
+    // row was deleted for it; where the loser arrived, it was not applied.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let mut all = Vec::new();
+        for a in &c.agents.dcs {
+            all.extend(conflicts(&a.data_dir));
+        }
+        if all.len() >= 2 || std::time::Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(records.len(), 2, "{records:?}");
+    let winner = if name == "bj" { "bj" } else { "sh" };
+    for r in &records {
+        assert_eq!(r["winner"]["dc"], winner, "{r}");
+        assert!(
+            r["decision"].as_str().unwrap().contains("unique value"),
+            "{r}"
+        );
+    }
+    c.assert_no_echo(MYSQL_STORE, &[2, 1]).await;
+}

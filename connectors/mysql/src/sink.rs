@@ -130,6 +130,11 @@ struct TableSql {
     text: TableText,
     /// How the table's rows spread over apply partitions.
     spread: Spread,
+    /// Column indexes of each secondary UNIQUE index of the target table
+    /// (under `lww`, the table's rows are written with `DELETE` + `INSERT`
+    /// instead of `REPLACE`, so that a row holding the same unique value
+    /// is never deleted unseen; see `sink_lww.rs`).
+    pub(crate) uniques: Vec<Vec<usize>>,
 }
 
 /// Whether a column of this binlog type code holds a byte string that is
@@ -195,6 +200,7 @@ impl TableSql {
             },
             pk,
             spread,
+            uniques: Vec::new(),
         }
     }
 }
@@ -320,6 +326,7 @@ async fn run_or_roll_back(
     tables: String,
     check: Option<std::sync::Arc<lww::Check>>,
 ) -> PartitionResult {
+    let retry_duplicates = check.is_some();
     let ran = run_partition(&mut conn, chunks, &tables).await;
     let ran = match (ran, check) {
         (Ok(()), Some(check)) => match check.finish(&mut conn).await {
@@ -356,7 +363,11 @@ async fn run_or_roll_back(
             deadlock: false,
         },
         Err((what, e)) => {
-            let deadlock = matches!(&e, mysql_async::Error::Server(s) if s.code == 1213);
+            // 1213: deadlock victim. 1062 (duplicate key): under lww, a
+            // unique value taken meanwhile by a local write; both are
+            // retried with the partitions that did not commit.
+            let deadlock = matches!(&e, mysql_async::Error::Server(s) if s.code == 1213
+                || (s.code == 1062 && retry_duplicates));
             let e = classify(&what, e);
             let rolled_back = matches!(
                 tokio::time::timeout(ROLLBACK_TIMEOUT, conn.query_drop("ROLLBACK")).await,
@@ -569,11 +580,20 @@ impl MysqlSink {
         self.prepare_tables(group).await?;
         let mut decision = self.decide(origin, group).await?;
         let skip = std::mem::take(&mut decision.skip);
-        let check = self
-            .versions
-            .clone()
-            .map(|v| std::sync::Arc::new(lww::Check::new(v, &self.store, decision)));
+        let deletes = std::mem::take(&mut decision.deletes);
+        let decided: HashMap<Vec<u8>, dcsync_core::conflict::Version> =
+            std::mem::take(&mut decision.decided).into_iter().collect();
+        let lost = std::sync::Arc::new(std::sync::Mutex::new(std::mem::take(&mut decision.lost)));
         let mut plan = GroupPlan::new(floors.to_vec());
+        // Rows that lose their unique value to a winning change, deleted
+        // first (their tables' rows all go to one partition).
+        for r in &deletes {
+            let key = (r.table.schema.clone(), r.table.name.clone());
+            if let Some(t) = self.sql.get(&key) {
+                plan.add(r, &t.pk, &t.spread, last.seq)
+                    .map_err(|e| ConnectorError::Definite(e.to_string()))?;
+            }
+        }
         for (ti, tx) in group.iter().enumerate() {
             for (ci, change) in tx.changes.iter().enumerate() {
                 if skip.contains(&(ti, ci)) {
@@ -614,11 +634,25 @@ impl MysqlSink {
                 p as u64 * MARKER_SLOTS + last.seq % MARKER_SLOTS,
                 last,
             );
-            let end: &[u8] = if self.versions.is_some() {
-                b""
-            } else {
-                b"COMMIT"
-            };
+            // Under lww, this partition's rows with their versions.
+            let check = self.versions.clone().map(|v| {
+                let mut mine = Vec::new();
+                for ((schema, table), runs) in &runs {
+                    let Some(t) = self.sql.get(&(schema.to_string(), table.to_string())) else {
+                        continue;
+                    };
+                    for run in runs {
+                        for img in &run.rows {
+                            let k = dcsync_core::conflict::version_key(schema, table, &t.pk, img);
+                            if let Some(ver) = decided.get(&k) {
+                                mine.push((k, ver.clone()));
+                            }
+                        }
+                    }
+                }
+                std::sync::Arc::new(lww::Check::new(v, &self.store, mine, lost.clone()))
+            });
+            let end: &[u8] = if check.is_some() { b"" } else { b"COMMIT" };
             let (chunks, tables) = self.statements(first, runs, end)?;
             self.conn(p).await?;
             let Some(conn) = self.conns[p].take() else {
@@ -626,8 +660,7 @@ impl MysqlSink {
                     "apply connection {p} lost"
                 )));
             };
-            let fut: PartitionFuture =
-                Box::pin(run_or_roll_back(conn, chunks, tables, check.clone()));
+            let fut: PartitionFuture = Box::pin(run_or_roll_back(conn, chunks, tables, check));
             work.push((p, fut));
         }
         Ok(Planned(work))
@@ -707,10 +740,45 @@ impl MysqlSink {
             })
             .map(|c| c.0)
             .collect();
-        self.sql.insert(
-            (r.table.schema.clone(), r.table.name.clone()),
-            TableSql::build(r, pk, &generated, spread),
-        );
+        let uniques = if self.versions.is_some() {
+            let conn = self.conn(0).await?;
+            let rows: Vec<(String, String)> = conn
+                .exec(
+                    "SELECT index_name, column_name FROM information_schema.statistics \
+                     WHERE table_schema=? AND table_name=? AND non_unique=0 \
+                     AND index_name<>'PRIMARY' ORDER BY index_name, seq_in_index",
+                    (r.table.schema.as_str(), r.table.name.as_str()),
+                )
+                .await
+                .map_err(|e| classify(&format!("reading the unique keys of {name}"), e))?;
+            let mut by_index: std::collections::BTreeMap<String, Vec<Option<usize>>> =
+                Default::default();
+            for (index, column) in rows {
+                by_index
+                    .entry(index)
+                    .or_default()
+                    .push(r.table.columns.iter().position(|c| c.name == column));
+            }
+            // An index on a column the change does not carry cannot be
+            // checked; the INSERT then fails loudly instead.
+            by_index
+                .into_values()
+                .filter_map(|cols| cols.into_iter().collect::<Option<Vec<usize>>>())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // Rows of a table with secondary unique keys go to one partition:
+        // its DELETE + INSERT must see every row that moves a unique value.
+        let spread = if uniques.is_empty() {
+            spread
+        } else {
+            Spread::Whole
+        };
+        let mut sql = TableSql::build(r, pk, &generated, spread);
+        sql.uniques = uniques;
+        self.sql
+            .insert((r.table.schema.clone(), r.table.name.clone()), sql);
         Ok(())
     }
 
@@ -735,6 +803,14 @@ impl MysqlSink {
             };
             for Run { kind, rows } in runs {
                 match kind {
+                    RunKind::Replace if !t.uniques.is_empty() => {
+                        // Not REPLACE: it would delete another row holding
+                        // the same unique value without a word. A collision
+                        // the decision did not see fails the INSERT (1062)
+                        // and the group is decided again.
+                        chunks.delete(&t.text, &rows);
+                        chunks.insert(&t.text, &rows);
+                    }
                     RunKind::Replace => chunks.replace(&t.text, &rows),
                     RunKind::Delete => chunks.delete(&t.text, &rows),
                 }

@@ -129,12 +129,22 @@ impl Chunks {
     /// Appends `REPLACE INTO t (..) VALUES (..),(..);` statements for the
     /// after images `rows`.
     pub fn replace(&mut self, t: &TableText, rows: &[&[Value]]) {
+        self.write_rows(b"REPLACE INTO ", t, rows);
+    }
+
+    /// `INSERT INTO` statements of `rows` (full images), as
+    /// [`Chunks::replace`]: a row whose key exists fails (1062).
+    pub fn insert(&mut self, t: &TableText, rows: &[&[Value]]) {
+        self.write_rows(b"INSERT INTO ", t, rows);
+    }
+
+    fn write_rows(&mut self, verb: &[u8], t: &TableText, rows: &[&[Value]]) {
         let stmt_bytes = self.stmt_bytes;
         let mut i = 0;
         while i < rows.len() {
             let buf = self.current();
             let start = buf.len();
-            buf.extend_from_slice(b"REPLACE INTO ");
+            buf.extend_from_slice(verb);
             buf.extend_from_slice(t.table.as_bytes());
             buf.extend_from_slice(t.names.as_bytes());
             buf.extend_from_slice(b" VALUES ");

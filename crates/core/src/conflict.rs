@@ -89,13 +89,19 @@ pub fn row_version_key(r: &RowChange, image: &[Value]) -> Option<Vec<u8>> {
     if pk.is_empty() {
         return None;
     }
-    let mut key = Vec::with_capacity(r.table.schema.len() + r.table.name.len() + 16);
-    key.extend_from_slice(r.table.schema.as_bytes());
+    Some(version_key(&r.table.schema, &r.table.name, &pk, image))
+}
+
+/// [`row_version_key`] from its parts: the table, the indexes of its
+/// primary-key columns and a row image.
+pub fn version_key(schema: &str, table: &str, pk: &[usize], image: &[Value]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(schema.len() + table.len() + 16);
+    key.extend_from_slice(schema.as_bytes());
     key.push(0);
-    key.extend_from_slice(r.table.name.as_bytes());
+    key.extend_from_slice(table.as_bytes());
     key.push(0);
     for i in pk {
-        match image.get(i).and_then(Value::unit_key_bytes) {
+        match image.get(*i).and_then(Value::unit_key_bytes) {
             Some(b) => {
                 key.extend_from_slice(&(b.len() as u32).to_be_bytes());
                 key.extend_from_slice(&b);
@@ -103,7 +109,7 @@ pub fn row_version_key(r: &RowChange, image: &[Value]) -> Option<Vec<u8>> {
             None => key.extend_from_slice(&u32::MAX.to_be_bytes()),
         }
     }
-    Some(key)
+    key
 }
 
 /// The version-index keys a row change writes: its after image's key, and
