@@ -241,10 +241,18 @@ async fn the_hlc_not_the_wall_clock_decides() {
 /// Waits until every agent's status shows the journal's last seq of the
 /// MySQL store, and returns them in DC order.
 async fn journaled(c: &Cluster) -> Vec<u64> {
+    // A status written after now (it is rewritten every second) shows
+    // everything journaled before this call.
+    let since = dcsync_core::now_ms();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let seqs: Vec<Option<u64>> = (0..c.dcs.len())
-            .map(|i| c.agents.status(i).and_then(|s| s.last_seq(MYSQL_STORE)))
+            .map(|i| {
+                c.agents
+                    .status(i)
+                    .filter(|s| s.written_ms() > since)
+                    .and_then(|s| s.last_seq(MYSQL_STORE))
+            })
             .collect();
         if seqs.iter().all(Option::is_some) {
             return seqs.into_iter().flatten().collect();

@@ -584,6 +584,12 @@ impl MysqlSink {
         let decided: HashMap<Vec<u8>, dcsync_core::conflict::Version> =
             std::mem::take(&mut decision.decided).into_iter().collect();
         let lost = std::sync::Arc::new(std::sync::Mutex::new(std::mem::take(&mut decision.lost)));
+        let group_record = std::sync::Arc::new(lww::GroupRecord::new(
+            decided
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ));
         let mut plan = GroupPlan::new(floors.to_vec());
         // Rows that lose their unique value to a winning change, deleted
         // first (their tables' rows all go to one partition).
@@ -650,7 +656,13 @@ impl MysqlSink {
                         }
                     }
                 }
-                std::sync::Arc::new(lww::Check::new(v, &self.store, mine, lost.clone()))
+                std::sync::Arc::new(lww::Check::new(
+                    v,
+                    &self.store,
+                    mine,
+                    lost.clone(),
+                    group_record.clone(),
+                ))
             });
             let end: &[u8] = if check.is_some() { b"" } else { b"COMMIT" };
             let (chunks, tables) = self.statements(first, runs, end)?;

@@ -81,6 +81,27 @@ pub(super) struct Check {
     /// retried after a failure may log them again, which readers of the
     /// log fold, see `dcsync conflicts`).
     lost: Arc<std::sync::Mutex<Vec<Lost>>>,
+    /// The versions of every row of the group, recorded once (one durable
+    /// index write per group) by the first partition ready to commit; the
+    /// others wait for it. Recording rows of a partition that then rolls
+    /// back is harmless: the group is retried with the same versions.
+    group: Arc<GroupRecord>,
+}
+
+/// The versions of all rows of one group, recorded at most once.
+pub(super) struct GroupRecord {
+    all: Vec<(Vec<u8>, Version)>,
+    done: tokio::sync::OnceCell<()>,
+}
+
+impl GroupRecord {
+    /// The record of a group writing `all`.
+    pub(super) fn new(all: Vec<(Vec<u8>, Version)>) -> GroupRecord {
+        GroupRecord {
+            all,
+            done: tokio::sync::OnceCell::new(),
+        }
+    }
 }
 
 impl Check {
@@ -91,12 +112,14 @@ impl Check {
         store: &str,
         decided: Vec<(Vec<u8>, Version)>,
         lost: Arc<std::sync::Mutex<Vec<Lost>>>,
+        group: Arc<GroupRecord>,
     ) -> Check {
         Check {
             versions,
             store: store.to_string(),
             decided,
             lost,
+            group,
         }
     }
 
@@ -132,7 +155,10 @@ impl Check {
         if !lost.is_empty() {
             self.log(conn, lost).await;
         }
-        self.versions.record(self.decided.clone()).await?;
+        self.group
+            .done
+            .get_or_try_init(|| self.versions.record(self.group.all.clone()))
+            .await?;
         conn.query_drop("COMMIT")
             .await
             .map_err(|e| classify("COMMIT", e))?;
