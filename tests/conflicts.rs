@@ -313,13 +313,13 @@ async fn three_dcs_writing_the_same_rows_converge() {
     assert!((300..=400).contains(&records.len()), "{}", records.len());
     for r in &records {
         assert!(version(&r["winner"]) > version(&r["loser"]), "{r}");
-        // Each DC's note is its id: the row kept is the winner's.
-        let winner = r["winner"]["dc"].as_str().unwrap();
+        // The row as it was when the conflict was logged (a later
+        // winner may already have replaced it): one of the DCs' notes.
         assert!(
-            r["winner_value"]
+            ["bj", "sh", "gz"].iter().any(|dc| r["winner_value"]
                 .as_str()
                 .unwrap()
-                .contains(&format!("note='{winner}'")),
+                .contains(&format!("note='{dc}'"))),
             "{r}"
         );
     }
@@ -461,4 +461,111 @@ async fn the_same_unique_value_inserted_in_both_dcs_keeps_one_row_everywhere() {
         );
     }
     c.assert_no_echo(MYSQL_STORE, &[2, 1]).await;
+}
+
+/// A `user_id` whose unit (of 64; the harness gives bj units 0-31 and sh
+/// 32-63) is `want_bj ? < 32 : >= 32`, with its unit.
+fn user_of(want_bj: bool) -> (u32, u32) {
+    (1..1000)
+        .map(|u: u32| (u, dcsync_core::unit::unit_of(u.to_string().as_bytes(), 64)))
+        .find(|(_, unit)| (*unit < 32) == want_bj)
+        .expect("a user id of each DC")
+}
+
+const PROFILES: &str = "CREATE DATABASE IF NOT EXISTS shop; \
+    CREATE TABLE shop.profiles (id INT PRIMARY KEY, user_id INT, note VARCHAR(64)) ENGINE=InnoDB;";
+
+async fn profile_note(c: &Cluster, i: usize) -> String {
+    use mysql_async::prelude::Queryable;
+    let mut conn = c.dcs[i].db.conn().await;
+    conn.query_first("SELECT note FROM shop.profiles WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_owner_the_units_owner_wins_and_a_moved_unit_follows_its_new_owner() {
+    let mut c = Cluster::start(ClusterOptions {
+        schema_sql: PROFILES.into(),
+        mysql_store_toml: "conflict = \"owner\"\n".into(),
+        ..options()
+    })
+    .await;
+    let (user, unit) = user_of(true);
+    c.dcs[0]
+        .db
+        .exec(&format!(
+            "INSERT INTO shop.profiles VALUES (1, {user}, 'init')"
+        ))
+        .await;
+    c.wait_converged(&["shop.profiles"], 60).await;
+
+    // bj owns the row's unit. sh's write is stamped five minutes later (its
+    // clock runs ahead): lww would keep it, owner keeps bj's.
+    cut(&c);
+    c.dcs[0]
+        .db
+        .exec("UPDATE shop.profiles SET note = 'bj-owner' WHERE id = 1")
+        .await;
+    c.dcs[1]
+        .db
+        .exec(
+            "SET SESSION timestamp = UNIX_TIMESTAMP() + 300; \
+             UPDATE shop.profiles SET note = 'sh-ahead' WHERE id = 1",
+        )
+        .await;
+    restore(&c);
+    c.wait_converged(&["shop.profiles"], 90).await;
+    assert_eq!(profile_note(&c, 0).await, "bj-owner");
+    assert_eq!(profile_note(&c, 1).await, "bj-owner");
+    let bj = conflicts(&c.agents.dcs[0].data_dir);
+    assert!(
+        bj.iter().any(|r| r["winner"]["dc"] == "bj"
+            && r["loser"]["dc"] == "sh"
+            && r["unit"] == unit
+            && r["decision"].as_str().unwrap().contains("re-shipped")),
+        "{bj:?}"
+    );
+
+    // The unit moves to sh while bj is cut off. bj's late write (stamped
+    // five minutes ahead) reaches sh after sh, the new owner, wrote the
+    // row: the new owner's value wins everywhere.
+    cut(&c);
+    c.dcs[0]
+        .db
+        .exec(
+            "SET SESSION timestamp = UNIX_TIMESTAMP() + 300; \
+             UPDATE shop.profiles SET note = 'bj-late' WHERE id = 1",
+        )
+        .await;
+    let topology = std::fs::read_to_string(&c.agents.topology).unwrap();
+    let bj_units: Vec<String> = (0..32)
+        .filter(|u| *u != unit)
+        .map(|u| u.to_string())
+        .collect();
+    let moved = topology.replace(
+        "bj = \"0-31\", sh = \"32-63\"",
+        &format!("bj = \"{}\", sh = \"{unit},32-63\"", bj_units.join(",")),
+    );
+    assert_ne!(moved, topology, "owners line not found:\n{topology}");
+    std::fs::write(&c.agents.topology, moved).unwrap();
+    for i in 0..2 {
+        c.agents.kill_agent(i);
+        c.agents.start_agent(i);
+    }
+    c.dcs[1]
+        .db
+        .exec("UPDATE shop.profiles SET note = 'sh-new-owner' WHERE id = 1")
+        .await;
+    restore(&c);
+    c.wait_converged(&["shop.profiles"], 90).await;
+    assert_eq!(profile_note(&c, 0).await, "sh-new-owner");
+    assert_eq!(profile_note(&c, 1).await, "sh-new-owner");
+    let sh = conflicts(&c.agents.dcs[1].data_dir);
+    assert!(
+        sh.iter()
+            .any(|r| r["winner"]["dc"] == "sh" && r["loser"]["dc"] == "bj"),
+        "{sh:?}"
+    );
 }

@@ -94,10 +94,11 @@ impl Connector for MysqlConnector {
         &["mysql"]
     }
 
-    /// `lww` (the default) or `none` (docs/conflicts.md).
+    /// `lww` (the default), `owner` or `none` (docs/conflicts.md).
     fn conflict_policies(&self) -> &'static [dcsync_core::conflict::ConflictPolicy] {
         &[
             dcsync_core::conflict::ConflictPolicy::Lww,
+            dcsync_core::conflict::ConflictPolicy::Owner,
             dcsync_core::conflict::ConflictPolicy::None,
         ]
     }

@@ -227,6 +227,8 @@ pub struct MysqlSink {
     /// the agent with [`Sink::set_versions`]; without it every change is
     /// applied as it arrives).
     versions: Option<std::sync::Arc<dyn Versions>>,
+    /// The store's conflict policy (`lww` or `owner` use `versions`).
+    policy: dcsync_core::conflict::ConflictPolicy,
 }
 
 impl std::fmt::Debug for MysqlSink {
@@ -456,6 +458,7 @@ impl MysqlSink {
             sql: HashMap::new(),
             held: None,
             versions: None,
+            policy: store.conflict,
         })
     }
 
@@ -584,6 +587,10 @@ impl MysqlSink {
         let decided: HashMap<Vec<u8>, dcsync_core::conflict::Version> =
             std::mem::take(&mut decision.decided).into_iter().collect();
         let lost = std::sync::Arc::new(std::sync::Mutex::new(std::mem::take(&mut decision.lost)));
+        let reassert = std::sync::Arc::new(std::sync::Mutex::new((
+            std::mem::take(&mut decision.reassert),
+            decision.reassert_above,
+        )));
         let group_record = std::sync::Arc::new(lww::GroupRecord::new(
             decided
                 .iter()
@@ -662,6 +669,7 @@ impl MysqlSink {
                     mine,
                     lost.clone(),
                     group_record.clone(),
+                    reassert.clone(),
                 ))
             });
             let end: &[u8] = if check.is_some() { b"" } else { b"COMMIT" };

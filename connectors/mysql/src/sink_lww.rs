@@ -27,7 +27,7 @@ use crate::position::BinlogPosition;
 use crate::sqltext::push_literal;
 use dcsync_core::conflict::Versions;
 use dcsync_core::conflict::{
-    describe_image, describe_row_key, row_version_keys, wins, Conflict, Version,
+    describe_image, describe_row_key, owner_vetoes, row_version_keys, wins, Conflict, Version,
 };
 use dcsync_core::connector::ConnectorError;
 use dcsync_core::{Payload, RowChange, Transaction};
@@ -64,7 +64,14 @@ pub(super) struct Decision {
     /// Rows of the target to delete because a winning change takes their
     /// secondary unique value (pk values filled in, other columns NULL).
     pub(super) deletes: Vec<RowChange>,
+    /// `owner`: the vetoed changes, whose rows the owner re-ships.
+    pub(super) reassert: Vec<(RowChange, Option<u32>)>,
+    /// The greatest HLC of a vetoed change (the re-ship is stamped above).
+    pub(super) reassert_above: dcsync_core::Hlc,
 }
+
+/// The rows an `owner` group re-ships, and the HLC to stamp above.
+pub(super) type Reassert = std::sync::Mutex<(Vec<(RowChange, Option<u32>)>, dcsync_core::Hlc)>;
 
 /// The check every partition of an lww group runs after its statements
 /// and before its `COMMIT` (see the module docs). Partitions finish
@@ -86,6 +93,9 @@ pub(super) struct Check {
     /// others wait for it. Recording rows of a partition that then rolls
     /// back is harmless: the group is retried with the same versions.
     group: Arc<GroupRecord>,
+    /// `owner`: the rows to re-ship, taken by the first partition ready to
+    /// commit (read under lock, journaled before the commit).
+    reassert: Arc<Reassert>,
 }
 
 /// The versions of all rows of one group, recorded at most once.
@@ -113,6 +123,7 @@ impl Check {
         decided: Vec<(Vec<u8>, Version)>,
         lost: Arc<std::sync::Mutex<Vec<Lost>>>,
         group: Arc<GroupRecord>,
+        reassert: Arc<Reassert>,
     ) -> Check {
         Check {
             versions,
@@ -120,6 +131,7 @@ impl Check {
             decided,
             lost,
             group,
+            reassert,
         }
     }
 
@@ -150,6 +162,21 @@ impl Check {
             .any(|((_, mine), cur)| !wins(mine, cur.as_ref()))
         {
             return Ok(false);
+        }
+        let (rows, above) = {
+            let mut g = self.reassert.lock().unwrap_or_else(|e| e.into_inner());
+            (std::mem::take(&mut g.0), g.1)
+        };
+        if !rows.is_empty() {
+            let changes = match current_rows(conn, &rows).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Put them back for the retry of this group.
+                    self.reassert.lock().unwrap_or_else(|e| e.into_inner()).0 = rows;
+                    return Err(e);
+                }
+            };
+            self.versions.reassert(changes, above).await?;
         }
         let lost = std::mem::take(&mut *self.lost.lock().unwrap_or_else(|e| e.into_inner()));
         if !lost.is_empty() {
@@ -192,6 +219,8 @@ impl MysqlSink {
         }
         let mut current = versions.current(keys.clone()).await?;
         let mut d = Decision::default();
+        let owner_policy = self.policy == dcsync_core::conflict::ConflictPolicy::Owner;
+        let me = versions.me().to_string();
         for (ti, tx) in group.iter().enumerate() {
             let v = Version {
                 hlc: tx.hlc,
@@ -210,6 +239,37 @@ impl MysqlSink {
                     .filter_map(|i| current[*i].as_ref())
                     .find(|cur| !wins(&v, Some(cur)))
                     .cloned();
+                let vetoed_by = if lost_to.is_none() && owner_policy {
+                    let owner = c.unit.and_then(|u| versions.owner_of(u));
+                    slots
+                        .iter()
+                        .filter_map(|i| current[*i].as_ref())
+                        .find(|cur| owner_vetoes(&me, owner.as_deref(), &v, Some(cur)))
+                        .cloned()
+                } else {
+                    None
+                };
+                if let Some(winner) = vetoed_by {
+                    d.skip.insert((ti, ci));
+                    d.reassert.push((r.clone(), c.unit));
+                    d.reassert_above = d.reassert_above.max(tx.hlc);
+                    d.lost.push(Lost {
+                        row: r.clone(),
+                        unit: c.unit,
+                        loser: v.clone(),
+                        seq: tx.seq,
+                        decision: Some(format!(
+                            "{me} owns unit {} and wrote the current value ({winner}): the change \
+                             of {origin} seq {} ({}) was not applied, and {me} re-shipped its \
+                             value to every DC",
+                            c.unit.unwrap_or_default(),
+                            tx.seq,
+                            v
+                        )),
+                        winner,
+                    });
+                    continue;
+                }
                 match lost_to {
                     None => {
                         for i in slots {
@@ -702,6 +762,9 @@ async fn read_back(
     );
     sql.extend_from_slice(&list);
     sql.push(b')');
+    // A locking read: the rows as last committed, not as of a snapshot
+    // this transaction may have taken earlier.
+    sql.extend_from_slice(b" LOCK IN SHARE MODE");
     for i in chunk {
         kept[*i] = "(no row)".into();
     }
@@ -763,4 +826,89 @@ pub(super) fn part_versions(origin: &str, parts: &[&Transaction]) -> Vec<(Vec<u8
         }
     }
     out
+}
+
+/// `owner`: the owner's current rows of the vetoed changes `rows` (read
+/// with `FOR UPDATE` on `conn`, in the partition's open transaction, so no
+/// local write changes them before the commit), as changes to re-ship: an
+/// UPDATE to the row as it is, or a DELETE where there is no row.
+async fn current_rows(
+    conn: &mut mysql_async::Conn,
+    rows: &[(RowChange, Option<u32>)],
+) -> Result<Vec<dcsync_core::Change>, ConnectorError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (r, unit) in rows {
+        let Some(img) = r.after.as_deref().or(r.before.as_deref()) else {
+            continue;
+        };
+        let pk = r.primary_key();
+        let mut sql = format!(
+            "SELECT {} FROM {}.{} WHERE ",
+            r.table
+                .columns
+                .iter()
+                .map(|c| quote_ident(&c.name))
+                .collect::<Vec<_>>()
+                .join(","),
+            quote_ident(&r.table.schema),
+            quote_ident(&r.table.name)
+        )
+        .into_bytes();
+        for (n, i) in pk.iter().enumerate() {
+            if n > 0 {
+                sql.extend_from_slice(b" AND ");
+            }
+            let name = r.table.columns.get(*i).map_or("?", |c| c.name.as_str());
+            sql.extend_from_slice(quote_ident(name).as_bytes());
+            sql.extend_from_slice(b" = ");
+            match img.get(*i) {
+                Some(v) => push_literal(&mut sql, v, true),
+                None => sql.extend_from_slice(b"NULL"),
+            }
+        }
+        sql.extend_from_slice(b" FOR UPDATE");
+        let sql = String::from_utf8_lossy(&sql).into_owned();
+        let row: Option<mysql_async::Row> = conn
+            .query_first(sql)
+            .await
+            .map_err(|e| classify(&format!("reading {} to re-ship it", r.table.qualified()), e))?;
+        let change = match row {
+            Some(row) => {
+                let image: Vec<dcsync_core::Value> = (0..r.table.columns.len())
+                    .map(|i| match row.as_ref(i) {
+                        Some(mysql_async::Value::Bytes(b)) => dcsync_core::Value::Bytes(b.clone()),
+                        Some(mysql_async::Value::Int(x)) => dcsync_core::Value::Int(*x),
+                        Some(mysql_async::Value::UInt(x)) => dcsync_core::Value::UInt(*x),
+                        Some(mysql_async::Value::NULL) | None => dcsync_core::Value::Null,
+                        Some(other) => dcsync_core::Value::Bytes(other.as_sql(true).into_bytes()),
+                    })
+                    .collect();
+                RowChange {
+                    table: r.table.clone(),
+                    kind: dcsync_core::RowKind::Update,
+                    before: Some(image.clone()),
+                    after: Some(image),
+                }
+            }
+            None => {
+                let mut image = vec![dcsync_core::Value::Null; r.table.columns.len()];
+                for i in &pk {
+                    if let (Some(slot), Some(v)) = (image.get_mut(*i), img.get(*i)) {
+                        *slot = v.clone();
+                    }
+                }
+                RowChange {
+                    table: r.table.clone(),
+                    kind: dcsync_core::RowKind::Delete,
+                    before: Some(image),
+                    after: None,
+                }
+            }
+        };
+        out.push(dcsync_core::Change {
+            unit: *unit,
+            payload: dcsync_core::Payload::Row(change),
+        });
+    }
+    Ok(out)
 }

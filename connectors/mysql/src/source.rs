@@ -267,6 +267,21 @@ impl Tailer {
             .get_binlog_stream(req)
             .await
             .map_err(|e| classify("starting the binlog dump", e))?;
+        if self.cx.resume.is_none() {
+            // A first start begins at the binlog's end: journal it at once,
+            // so the agent knows how far this DC's log is read even before
+            // the first event (a sink deciding a conflict waits for it;
+            // a restart resumes from it).
+            self.last_progress = Instant::now();
+            if let Flow::Shutdown = self
+                .send(SourceEvent::Progress {
+                    position: start.to_position(),
+                })
+                .await
+            {
+                return Ok(());
+            }
+        }
         let mut shutdown = self.cx.shutdown.clone();
         let mut heartbeats_seen = false;
         let mut last_event = Instant::now();

@@ -94,6 +94,7 @@ pub async fn run(
     for store in &topo.stores {
         let st = board.add_source(&store.name);
         let (pos_tx, pos_rx) = watch::channel(journal.position(&store.name)?);
+        let floor = Arc::new(std::sync::atomic::AtomicU64::new(0));
         if store.conflict != dcsync_core::conflict::ConflictPolicy::None {
             let v: Arc<dyn dcsync_core::conflict::Versions> =
                 Arc::new(crate::versions::AgentVersions::new(
@@ -103,10 +104,16 @@ pub async fn run(
                     pos_rx,
                     conflict_log.clone(),
                     st.clone(),
+                    crate::versions::OwnerContext {
+                        units: topo.units.clone(),
+                        clock: clock.clone(),
+                        appended: appended_tx.clone(),
+                        floor: floor.clone(),
+                    },
                 ));
             versions.insert(store.name.clone(), v);
         }
-        per_store.insert(store.name.clone(), (st, Arc::new(pos_tx)));
+        per_store.insert(store.name.clone(), (st, Arc::new(pos_tx), floor));
     }
     let applier = Arc::new(AgentApplier::new(&topo, &me, clock.clone(), versions));
     let inbound = board.inbound();
@@ -163,11 +170,12 @@ pub async fn run(
         let Some(url) = store.url_for(&me) else {
             bail!("store {} has no url for dc {me}", store.name);
         };
-        let Some((st, position)) = per_store.get(&store.name).cloned() else {
+        let Some((st, position, floor)) = per_store.get(&store.name).cloned() else {
             bail!("store {} has no status", store.name);
         };
         let sup = Supervisor {
             position,
+            floor,
             me: me.clone(),
             store: store.clone(),
             topo: topo.clone(),
@@ -276,6 +284,10 @@ struct Supervisor {
     /// The store's durable source position, for the sinks' conflict
     /// decisions (kept across source restarts).
     position: Arc<watch::Sender<Option<Position>>>,
+    /// Floor of this store's local stamps, raised when the sink re-ships
+    /// an owner's rows (`conflict = "owner"`): local transactions journaled
+    /// after are stamped above it.
+    floor: Arc<std::sync::atomic::AtomicU64>,
     me: String,
     store: StoreConfig,
     topo: Topology,
@@ -439,6 +451,9 @@ impl Supervisor {
         let mut changes_n = 0u64;
         let mut last_commit_ms = 0u64;
         let versioned = self.store.conflict != dcsync_core::conflict::ConflictPolicy::None;
+        self.last_hlc = self.last_hlc.max(dcsync_core::Hlc(
+            self.floor.load(std::sync::atomic::Ordering::SeqCst),
+        ));
         let mut versions: Vec<(Vec<u8>, dcsync_core::Hlc)> = Vec::new();
         for ev in events {
             match ev {

@@ -101,10 +101,30 @@ pub fn read_log(data_dir: &Path) -> anyhow::Result<Vec<Conflict>> {
     Ok(out)
 }
 
+/// What the `owner` policy needs besides the index: the routing table,
+/// the agent's clock, the senders' wake-up and the store's stamp floor.
+pub struct OwnerContext {
+    /// The unit routing table.
+    pub units: dcsync_core::topology::Units,
+    /// The agent's HLC clock.
+    pub clock: Arc<dcsync_core::HlcClock>,
+    /// Wakes the senders (the last local seq journaled).
+    pub appended: Arc<watch::Sender<u64>>,
+    /// The store's stamp floor, shared with its source supervisor.
+    pub floor: Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// The version index, source wait and conflict log of one store.
 pub struct AgentVersions {
     me: String,
     store: String,
+    units: dcsync_core::topology::Units,
+    clock: Arc<dcsync_core::HlcClock>,
+    /// Wakes the senders after a re-ship is journaled.
+    appended: Arc<watch::Sender<u64>>,
+    /// Floor of the HLC stamps of the store's local transactions, shared
+    /// with its source supervisor: a re-ship raises it.
+    floor: Arc<std::sync::atomic::AtomicU64>,
     journal: Arc<Journal>,
     /// The store's source position durable in the journal (with the
     /// versions of every local write before it).
@@ -116,6 +136,7 @@ pub struct AgentVersions {
 impl AgentVersions {
     /// The versions of `store`, over `journal`; `position` follows the
     /// store's durable source position.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         me: &str,
         store: &str,
@@ -123,10 +144,15 @@ impl AgentVersions {
         position: watch::Receiver<Option<Position>>,
         log: Arc<ConflictLog>,
         status: Arc<Mutex<SourceStatus>>,
+        owner: OwnerContext,
     ) -> AgentVersions {
         AgentVersions {
             me: me.to_string(),
             store: store.to_string(),
+            units: owner.units,
+            clock: owner.clock,
+            appended: owner.appended,
+            floor: owner.floor,
             journal,
             position,
             log,
@@ -199,6 +225,62 @@ impl Versions for AgentVersions {
                     )))
                 }
             }
+        })
+    }
+
+    fn me(&self) -> &str {
+        &self.me
+    }
+
+    fn owner_of(&self, unit: u32) -> Option<String> {
+        self.units.owner_of(unit).map(str::to_string)
+    }
+
+    fn reassert(
+        &self,
+        changes: Vec<dcsync_core::Change>,
+        above: dcsync_core::Hlc,
+    ) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            if changes.is_empty() {
+                return Ok(());
+            }
+            let hlc = self.clock.observe(above);
+            self.floor
+                .fetch_max(hlc.0, std::sync::atomic::Ordering::SeqCst);
+            let mut versions = Vec::new();
+            for c in &changes {
+                if let dcsync_core::Payload::Row(r) = &c.payload {
+                    for k in dcsync_core::conflict::row_version_keys(r) {
+                        versions.push((k, hlc));
+                    }
+                }
+            }
+            let n = changes.len();
+            let mut tx = [dcsync_core::Transaction {
+                origin: self.me.clone(),
+                store: self.store.clone(),
+                seq: 0,
+                hlc,
+                position: "re-shipped by the unit's owner".into(),
+                commit_ts_ms: dcsync_core::now_ms(),
+                changes,
+                part: 0,
+                more: false,
+            }];
+            let j = self.journal.clone();
+            let store = self.store.clone();
+            let appended = tokio::task::spawn_blocking(move || {
+                j.append_versioned(&store, &mut tx, None, &versions)
+            })
+            .await
+            .map_err(journal_error)?
+            .map_err(journal_error)?;
+            if let Some((_, last)) = appended {
+                self.appended.send_replace(last);
+            }
+            tracing::info!(store = %self.store, rows = n, %hlc, "owner: re-shipped the current value of rows whose conflicting changes of other DCs were not applied");
+            Ok(())
         })
     }
 

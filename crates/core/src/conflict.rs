@@ -35,6 +35,12 @@ pub enum ConflictPolicy {
     /// Last writer wins by HLC version (ties broken by DC id): every DC
     /// ends with the value of the greatest version; losers are recorded.
     Lww,
+    /// The unit's owner DC wins: `lww`, and in addition the owner DC does
+    /// not apply another DC's change to a row whose current value the
+    /// owner wrote ([`owner_vetoes`]); it re-ships its value with a greater
+    /// version instead, so every DC ends with it. Rows without a unit are
+    /// decided by `lww`.
+    Owner,
 }
 
 impl ConflictPolicy {
@@ -43,6 +49,7 @@ impl ConflictPolicy {
         match self {
             ConflictPolicy::None => "none",
             ConflictPolicy::Lww => "lww",
+            ConflictPolicy::Owner => "owner",
         }
     }
 
@@ -51,6 +58,7 @@ impl ConflictPolicy {
         match s {
             "none" => Some(ConflictPolicy::None),
             "lww" => Some(ConflictPolicy::Lww),
+            "owner" => Some(ConflictPolicy::Owner),
             _ => None,
         }
     }
@@ -78,6 +86,23 @@ impl std::fmt::Display for Version {
 /// apply must accept.
 pub fn wins(incoming: &Version, current: Option<&Version>) -> bool {
     current.is_none_or(|c| incoming >= c)
+}
+
+/// The `owner` rule's veto, at DC `me`: a change of version `incoming`
+/// that [`wins`] over the row's `current` version is still not applied if
+/// `me` owns the row's unit (`owner`), the change comes from another DC,
+/// and the current value was written by `me` (the owner's own write, or
+/// its re-shipped value). The owner then re-ships its current value with
+/// a version above `incoming`, which every DC applies by [`wins`]: a
+/// vetoed change is never the greatest version, so all DCs converge on
+/// the owner's value.
+pub fn owner_vetoes(
+    me: &str,
+    owner: Option<&str>,
+    incoming: &Version,
+    current: Option<&Version>,
+) -> bool {
+    owner == Some(me) && incoming.dc != me && current.is_some_and(|c| c.dc == me)
 }
 
 /// The key of `r`'s row in the version index: `schema \0 table \0` then each
@@ -252,6 +277,24 @@ pub trait Versions: Send + Sync + 'static {
 
     /// Records a conflict in the conflict log, the metrics and the status.
     fn conflict(&self, c: Conflict);
+
+    /// This DC's id.
+    fn me(&self) -> &str;
+
+    /// The owner DC of `unit` (`None`: out of range).
+    fn owner_of(&self, unit: u32) -> Option<String>;
+
+    /// The `owner` policy's re-ship: journals `changes` (the owner's
+    /// current rows, read under lock) as a local transaction of this DC
+    /// with an HLC above `above` and above every stamp issued so far (later
+    /// local transactions of the store are stamped above it too), indexes
+    /// their versions, and wakes the senders. Errors: the journal cannot be
+    /// written (transient).
+    fn reassert(
+        &self,
+        changes: Vec<crate::Change>,
+        above: crate::Hlc,
+    ) -> BoxFuture<'_, Result<(), ConnectorError>>;
 }
 
 #[cfg(test)]

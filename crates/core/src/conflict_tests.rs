@@ -119,18 +119,64 @@ fn steps(dcs: usize) -> impl Strategy<Value = Vec<Step>> {
     )
 }
 
-/// Applies `m` at its DC by the lww rule; the DC's clock observes the
-/// version applied (what the source does when it reads the echo).
-fn deliver(dcs: &mut [Dc], m: Msg) {
+/// Applies `m` at its DC by the lww rule (and, with `owner`, the veto of
+/// DC 0, which owns every key); the DC's clock observes the version (what
+/// the applier and the source do). Returns the value the owner re-ships
+/// after a veto.
+fn deliver(dcs: &mut [Dc], m: Msg, owner: bool) -> Option<(u8, u32)> {
+    let owner_id = dcs[0].id.clone();
     let dc = &mut dcs[m.to];
+    dc.clock.observe(m.version.hlc);
     let current = dc.store.get(&m.key).map(|(_, v)| v);
-    if wins(&m.version, current) {
-        dc.clock.observe(m.version.hlc);
-        dc.store.insert(m.key, (m.value, m.version));
+    if !wins(&m.version, current) {
+        return None;
     }
+    let owner = owner.then_some(owner_id.as_str());
+    if owner_vetoes(&dc.id, owner, &m.version, current) {
+        return dc.store.get(&m.key).map(|(value, _)| (m.key, *value));
+    }
+    dc.store.insert(m.key, (m.value, m.version));
+    None
 }
 
-fn run_model(n: usize, skew_ms: &[u64], steps: Vec<Step>) -> Result<(), TestCaseError> {
+/// A local write of `value` to `key` at DC `d`, sent to every other DC.
+fn write(
+    dcs: &mut [Dc],
+    pending: &mut Vec<Msg>,
+    d: usize,
+    key: u8,
+    value: u32,
+) -> Result<(), TestCaseError> {
+    let version = Version {
+        hlc: dcs[d].clock.now(),
+        dc: dcs[d].id.clone(),
+    };
+    if let Some((_, cur)) = dcs[d].store.get(&key) {
+        // A local write is stamped above the value it overwrites (its
+        // clock observed it).
+        prop_assert!(
+            version > *cur,
+            "a local write is above the value it overwrites"
+        );
+    }
+    dcs[d].store.insert(key, (value, version.clone()));
+    for to in (0..dcs.len()).filter(|t| *t != d) {
+        pending.push(Msg {
+            to,
+            key,
+            value,
+            version: version.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn run_model(
+    n: usize,
+    skew_ms: &[u64],
+    steps: Vec<Step>,
+    owner: bool,
+) -> Result<(), TestCaseError> {
     let base = crate::now_ms();
     let mut dcs: Vec<Dc> = (0..n)
         .map(|i| Dc {
@@ -141,42 +187,30 @@ fn run_model(n: usize, skew_ms: &[u64], steps: Vec<Step>) -> Result<(), TestCase
         .collect();
     let mut pending: Vec<Msg> = Vec::new();
     let mut next_value = 1u32;
+    let mut vetoes = 0;
     for step in steps {
         match step {
             Step::Write(d, key) => {
-                // A local write: stamped above everything this DC applied
-                // (its clock observed each applied version).
-                let version = Version {
-                    hlc: dcs[d].clock.now(),
-                    dc: dcs[d].id.clone(),
-                };
-                if let Some((_, cur)) = dcs[d].store.get(&key) {
-                    prop_assert!(
-                        version > *cur,
-                        "a local write is above the value it overwrites"
-                    );
-                }
-                dcs[d].store.insert(key, (next_value, version.clone()));
-                for to in (0..n).filter(|t| *t != d) {
-                    pending.push(Msg {
-                        to,
-                        key,
-                        value: next_value,
-                        version: version.clone(),
-                    });
-                }
+                write(&mut dcs, &mut pending, d, key, next_value)?;
                 next_value += 1;
             }
             Step::Deliver(i) if !pending.is_empty() => {
                 let m = pending.remove(i % pending.len());
-                deliver(&mut dcs, m);
+                if let Some((key, value)) = deliver(&mut dcs, m, owner) {
+                    vetoes += 1;
+                    write(&mut dcs, &mut pending, 0, key, value)?;
+                }
             }
             Step::Deliver(_) => {}
         }
     }
     // The lines come back: everything still in flight arrives, in any order.
     while let Some(m) = pending.pop() {
-        deliver(&mut dcs, m);
+        if let Some((key, value)) = deliver(&mut dcs, m, owner) {
+            vetoes += 1;
+            write(&mut dcs, &mut pending, 0, key, value)?;
+        }
+        prop_assert!(vetoes < 10_000, "re-ships do not end");
     }
     let first = &dcs[0].store;
     for dc in &dcs[1..] {
@@ -202,6 +236,49 @@ proptest! {
                 other => other,
             })
             .collect();
-        run_model(n, &skew, steps)?;
+        run_model(n, &skew, steps, false)?;
     }
+
+    /// The same under `owner` (DC 0 owns every key): the owner's vetoes
+    /// and re-ships keep every DC equal too.
+    #[test]
+    fn owner_converges_for_any_interleaving(
+        n in 2usize..=3,
+        skew in prop::collection::vec(0u64..60_000, 3),
+        steps in steps(3),
+    ) {
+        let steps = steps
+            .into_iter()
+            .map(|s| match s {
+                Step::Write(d, k) => Step::Write(d % n, k),
+                other => other,
+            })
+            .collect();
+        run_model(n, &skew, steps, true)?;
+    }
+}
+
+/// Under `owner`, the owner's write wins a conflict even against a later
+/// HLC of another DC.
+#[test]
+fn the_owner_wins_against_a_later_clock() {
+    let base = crate::now_ms();
+    let mut dcs: Vec<Dc> = [("dc0", 0), ("dc1", 600_000)]
+        .iter()
+        .map(|(id, skew)| Dc {
+            id: id.to_string(),
+            clock: HlcClock::with_floor(Hlc::new(base + skew, 0)),
+            store: BTreeMap::new(),
+        })
+        .collect();
+    let mut pending = Vec::new();
+    write(&mut dcs, &mut pending, 0, 1, 100).unwrap();
+    write(&mut dcs, &mut pending, 1, 1, 200).unwrap();
+    while let Some(m) = pending.pop() {
+        if let Some((key, value)) = deliver(&mut dcs, m, true) {
+            write(&mut dcs, &mut pending, 0, key, value).unwrap();
+        }
+    }
+    assert_eq!(dcs[0].store.get(&1).map(|v| v.0), Some(100));
+    assert_eq!(dcs[1].store.get(&1).map(|v| v.0), Some(100));
 }
