@@ -1,8 +1,11 @@
-//! Conflicts under `conflict = "lww"` (the MySQL default), through real
-//! agents and servers: two DCs writing the same rows while the line
-//! between them is down converge to the greater version everywhere, every
-//! conflict is in the conflict log and the status, nothing echoes; and the
-//! HLC, not a DC's wall clock, decides (docs/conflicts.md).
+//! Conflicts through real agents and servers (docs/conflicts.md). Under
+//! `conflict = "lww"`: two or three DCs writing the same rows while the
+//! lines between them are down converge to the greater version everywhere,
+//! every conflict is in the conflict log and the status, nothing echoes,
+//! the HLC (not a DC's wall clock) decides, a secondary unique value keeps
+//! one row everywhere, and an agent killed while applying conflicts loses
+//! and doubles nothing. Under `conflict = "owner"` (the MySQL default) the
+//! unit's owner wins, also after the unit moved to another DC.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,6 +13,9 @@ mod common;
 use common::{options, Cluster, ClusterOptions, MYSQL_STORE};
 use std::path::Path;
 use std::time::Duration;
+
+/// The store key of the `lww` tests.
+const LWW: &str = "conflict = \"lww\"\n";
 
 const SCHEMA: &str = "CREATE DATABASE IF NOT EXISTS shop; \
     CREATE TABLE shop.items (id INT PRIMARY KEY, note VARCHAR(64), n INT) ENGINE=InnoDB;";
@@ -68,6 +74,7 @@ fn version(v: &serde_json::Value) -> (u64, String) {
 async fn the_same_rows_written_in_both_dcs_converge_to_the_greater_version() {
     let mut c = Cluster::start(ClusterOptions {
         schema_sql: SCHEMA.into(),
+        mysql_store_toml: LWW.into(),
         ..options()
     })
     .await;
@@ -184,6 +191,7 @@ async fn the_same_rows_written_in_both_dcs_converge_to_the_greater_version() {
 async fn the_hlc_not_the_wall_clock_decides() {
     let mut c = Cluster::start(ClusterOptions {
         schema_sql: SCHEMA.into(),
+        mysql_store_toml: LWW.into(),
         ..options()
     })
     .await;
@@ -270,6 +278,7 @@ async fn three_dcs_writing_the_same_rows_converge() {
     let mut c = Cluster::start(ClusterOptions {
         dcs: vec!["bj", "sh", "gz"],
         schema_sql: SCHEMA.into(),
+        mysql_store_toml: LWW.into(),
         ..options()
     })
     .await;
@@ -330,6 +339,7 @@ async fn three_dcs_writing_the_same_rows_converge() {
 async fn an_agent_killed_while_applying_conflicts_loses_and_doubles_nothing() {
     let mut c = Cluster::start(ClusterOptions {
         schema_sql: SCHEMA.into(),
+        mysql_store_toml: LWW.into(),
         ..options()
     })
     .await;
@@ -389,6 +399,7 @@ async fn the_same_unique_value_inserted_in_both_dcs_keeps_one_row_everywhere() {
             CREATE TABLE shop.accounts (id INT PRIMARY KEY, email VARCHAR(64) NOT NULL, \
               name VARCHAR(32), UNIQUE KEY email (email)) ENGINE=InnoDB;"
             .into(),
+        mysql_store_toml: LWW.into(),
         ..options()
     })
     .await;

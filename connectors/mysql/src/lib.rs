@@ -94,11 +94,12 @@ impl Connector for MysqlConnector {
         &["mysql"]
     }
 
-    /// `lww` (the default), `owner` or `none` (docs/conflicts.md).
+    /// `owner` (the default: `lww` for rows without a unit), `lww` or
+    /// `none` (docs/conflicts.md).
     fn conflict_policies(&self) -> &'static [dcsync_core::conflict::ConflictPolicy] {
         &[
-            dcsync_core::conflict::ConflictPolicy::Lww,
             dcsync_core::conflict::ConflictPolicy::Owner,
+            dcsync_core::conflict::ConflictPolicy::Lww,
             dcsync_core::conflict::ConflictPolicy::None,
         ]
     }

@@ -226,7 +226,7 @@ impl MariaDb {
                 Err(e) => panic!(
                     "connect to {}: {e}\n--- server error log (tail) ---\n{}",
                     self.url(),
-                    crate::cluster::tail(&self.log(), 30)
+                    crate::cluster::tail(&self.log(), 80)
                 ),
             }
         }
