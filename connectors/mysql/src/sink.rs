@@ -348,6 +348,9 @@ async fn run_or_roll_back(
                 };
             }
             Err(e) => {
+                // Nothing of this partition committed; the sender retries
+                // the group with backoff (a source still behind, a deadlock
+                // while reading rows to re-ship).
                 let _ = tokio::time::timeout(ROLLBACK_TIMEOUT, conn.query_drop("ROLLBACK")).await;
                 return PartitionResult {
                     conn: None,
@@ -670,6 +673,7 @@ impl MysqlSink {
                     lost.clone(),
                     group_record.clone(),
                     reassert.clone(),
+                    &self.url,
                 ))
             });
             let end: &[u8] = if check.is_some() { b"" } else { b"COMMIT" };

@@ -96,6 +96,8 @@ pub(super) struct Check {
     /// `owner`: the rows to re-ship, taken by the first partition ready to
     /// commit (read under lock, journaled before the commit).
     reassert: Arc<Reassert>,
+    /// The store's URL, for the conflict log's own read connection.
+    url: String,
 }
 
 /// The versions of all rows of one group, recorded at most once.
@@ -124,6 +126,7 @@ impl Check {
         lost: Arc<std::sync::Mutex<Vec<Lost>>>,
         group: Arc<GroupRecord>,
         reassert: Arc<Reassert>,
+        url: &str,
     ) -> Check {
         Check {
             versions,
@@ -132,7 +135,17 @@ impl Check {
             lost,
             group,
             reassert,
+            url: url.to_string(),
         }
+    }
+
+    /// A connection of its own to the store (for the conflict log).
+    async fn read_conn(&self) -> Result<mysql_async::Conn, ConnectorError> {
+        let opts = mysql_async::Opts::from_url(&self.url)
+            .map_err(|e| ConnectorError::Definite(format!("bad store URL: {e}")))?;
+        mysql_async::Conn::new(opts)
+            .await
+            .map_err(|e| classify("connecting to read the kept rows", e))
     }
 
     /// On `conn`, whose transaction ran its statements: reads the binlog's
@@ -180,7 +193,7 @@ impl Check {
         }
         let lost = std::mem::take(&mut *self.lost.lock().unwrap_or_else(|e| e.into_inner()));
         if !lost.is_empty() {
-            self.log(conn, lost).await;
+            self.log(lost).await;
         }
         self.group
             .done
@@ -631,8 +644,21 @@ impl Check {
     /// Logs `lost`, each with the row it lost to as the target holds it
     /// now (read back on `conn`, in the open transaction; one query per
     /// table and [`READ_BACK_ROWS`] rows).
-    async fn log(&self, conn: &mut mysql_async::Conn, lost: Vec<Lost>) {
+    async fn log(&self, lost: Vec<Lost>) {
         let mut kept: Vec<String> = vec!["(not read)".to_string(); lost.len()];
+        // The kept rows are read on a connection of their own, outside the
+        // partition's transaction: no snapshot of it, no locks it could wait
+        // for (a read in it once saw no row; a failed read there would have
+        // rolled the partition back).
+        let mut conn = match self.read_conn().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                for k in &mut kept {
+                    *k = format!("(not readable: {e})");
+                }
+                None
+            }
+        };
         let mut by_table: HashMap<(String, String), Vec<usize>> = HashMap::new();
         for (i, l) in lost.iter().enumerate() {
             by_table
@@ -642,7 +668,9 @@ impl Check {
         }
         for idx in by_table.values() {
             for chunk in idx.chunks(READ_BACK_ROWS) {
-                read_back(conn, &lost, chunk, &mut kept).await;
+                if let Some(conn) = conn.as_mut() {
+                    read_back(conn, &lost, chunk, &mut kept).await;
+                }
             }
         }
         for (l, kept) in lost.into_iter().zip(kept) {
@@ -762,9 +790,6 @@ async fn read_back(
     );
     sql.extend_from_slice(&list);
     sql.push(b')');
-    // A locking read: the rows as last committed, not as of a snapshot
-    // this transaction may have taken earlier.
-    sql.extend_from_slice(b" LOCK IN SHARE MODE");
     for i in chunk {
         kept[*i] = "(no row)".into();
     }
