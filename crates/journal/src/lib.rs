@@ -196,7 +196,9 @@ fn storage<E: std::fmt::Display>(e: E) -> JournalError {
 }
 
 /// Sets the version of `key` of `store` to `(hlc, dc)` unless the index
-/// holds a greater one.
+/// holds a greater one. One B-tree operation when the new version is the
+/// greater (the usual case): the previous value comes back from the insert
+/// and is put back only if it was greater.
 fn put_version(
     t: &mut redb::Table<(&str, &[u8]), (u64, &str)>,
     store: &str,
@@ -204,22 +206,17 @@ fn put_version(
     hlc: Hlc,
     dc: &str,
 ) -> Result<(), JournalError> {
-    let new = Version {
-        hlc,
-        dc: dc.to_string(),
-    };
-    let keep = match t.get((store, key)).map_err(storage)? {
-        Some(g) => {
+    let previous = t
+        .insert((store, key), (hlc.0, dc))
+        .map_err(storage)?
+        .map(|g| {
             let (h, d) = g.value();
-            new >= Version {
-                hlc: Hlc(h),
-                dc: d.to_string(),
-            }
+            (h, d.to_string())
+        });
+    if let Some((h, d)) = previous {
+        if (Hlc(h), d.as_str()) > (hlc, dc) {
+            t.insert((store, key), (h, d.as_str())).map_err(storage)?;
         }
-        None => true,
-    };
-    if keep {
-        t.insert((store, key), (hlc.0, dc)).map_err(storage)?;
     }
     Ok(())
 }
