@@ -62,6 +62,22 @@ fn restore(c: &Cluster) {
     }
 }
 
+/// With the line cut, `bj_sql` runs in bj, then `sh_sql` in sh with sh's
+/// server clock five minutes ahead (its binlog events carry that time, and
+/// the HLC derives from it); then the line returns and `table` converges.
+async fn race_with_sh_ahead(c: &mut Cluster, table: &str, bj_sql: &str, sh_sql: &str) {
+    cut(c);
+    c.dcs[0].db.exec(bj_sql).await;
+    c.dcs[1]
+        .db
+        .exec(&format!(
+            "SET SESSION timestamp = UNIX_TIMESTAMP() + 300; {sh_sql}"
+        ))
+        .await;
+    restore(c);
+    c.wait_converged(&[table], 90).await;
+}
+
 /// `(hlc, dc)` of a version in a conflict record.
 fn version(v: &serde_json::Value) -> (u64, String) {
     (
@@ -204,20 +220,13 @@ async fn the_hlc_not_the_wall_clock_decides() {
     // sh's server clock runs five minutes ahead (its binlog events carry
     // that time, and the HLC derives from it). Concurrent writes: sh's is
     // stamped later, so it wins in both DCs.
-    cut(&c);
-    c.dcs[0]
-        .db
-        .exec("UPDATE shop.items SET note = 'bj-concurrent' WHERE id = 1")
-        .await;
-    c.dcs[1]
-        .db
-        .exec(
-            "SET SESSION timestamp = UNIX_TIMESTAMP() + 300; \
-             UPDATE shop.items SET note = 'sh-ahead' WHERE id = 1",
-        )
-        .await;
-    restore(&c);
-    c.wait_converged(&["shop.items"], 90).await;
+    race_with_sh_ahead(
+        &mut c,
+        "shop.items",
+        "UPDATE shop.items SET note = 'bj-concurrent' WHERE id = 1",
+        "UPDATE shop.items SET note = 'sh-ahead' WHERE id = 1",
+    )
+    .await;
     assert_eq!(notes(&c, 0).await, vec![(1, "sh-ahead".to_string())]);
 
     // bj writes after it has seen sh's value: by the wall clock bj's write
@@ -514,20 +523,13 @@ async fn under_owner_the_units_owner_wins_and_a_moved_unit_follows_its_new_owner
 
     // bj owns the row's unit. sh's write is stamped five minutes later (its
     // clock runs ahead): lww would keep it, owner keeps bj's.
-    cut(&c);
-    c.dcs[0]
-        .db
-        .exec("UPDATE shop.profiles SET note = 'bj-owner' WHERE id = 1")
-        .await;
-    c.dcs[1]
-        .db
-        .exec(
-            "SET SESSION timestamp = UNIX_TIMESTAMP() + 300; \
-             UPDATE shop.profiles SET note = 'sh-ahead' WHERE id = 1",
-        )
-        .await;
-    restore(&c);
-    c.wait_converged(&["shop.profiles"], 90).await;
+    race_with_sh_ahead(
+        &mut c,
+        "shop.profiles",
+        "UPDATE shop.profiles SET note = 'bj-owner' WHERE id = 1",
+        "UPDATE shop.profiles SET note = 'sh-ahead' WHERE id = 1",
+    )
+    .await;
     assert_eq!(profile_note(&c, 0).await, "bj-owner");
     assert_eq!(profile_note(&c, 1).await, "bj-owner");
     let bj = conflicts(&c.agents.dcs[0].data_dir);
