@@ -79,16 +79,12 @@
 //!   refused)
 //! - `meta`: `"format" -> 3`, `"hlc" -> u64` (highest HLC journaled, the
 //!   clock floor after restart)
-//! - `versions`: `(store, row or key) -> (HLC, DC)`: the version of the
-//!   value each row or key holds in this DC's store, for stores with a
-//!   conflict policy (docs/conflicts.md). Keys are
-//!   [`dcsync_core::conflict::row_version_key`]s. Written with local
-//!   appends ([`Journal::append_versioned`]) and by the sink before it
-//!   commits ([`Journal::record_versions`]); each entry keeps the greater
-//!   version. Added in format 3 without a format change: an agent that
-//!   does not know the table never opens it.
+//! - `versions`: `(store, row key) -> (HLC, DC)`, the version index of
+//!   stores with a conflict policy ([`Journal::append_versioned`],
+//!   [`Journal::record_versions`]; an entry keeps the greater version).
+//!   Added in format 3 without a format change (unknown tables are unread).
 
-use dcsync_core::conflict::Version;
+use crate::versions::put_version;
 use dcsync_core::connector::Position;
 use dcsync_core::envelope::{decode_tx, decode_tx_v1, encode_tx, encode_tx_into};
 use dcsync_core::{Hlc, Transaction};
@@ -193,32 +189,6 @@ fn cum_prefix(v: &[u8]) -> u64 {
 
 fn storage<E: std::fmt::Display>(e: E) -> JournalError {
     JournalError::Storage(e.to_string())
-}
-
-/// Sets the version of `key` of `store` to `(hlc, dc)` unless the index
-/// holds a greater one. One B-tree operation when the new version is the
-/// greater (the usual case): the previous value comes back from the insert
-/// and is put back only if it was greater.
-fn put_version(
-    t: &mut redb::Table<(&str, &[u8]), (u64, &str)>,
-    store: &str,
-    key: &[u8],
-    hlc: Hlc,
-    dc: &str,
-) -> Result<(), JournalError> {
-    let previous = t
-        .insert((store, key), (hlc.0, dc))
-        .map_err(storage)?
-        .map(|g| {
-            let (h, d) = g.value();
-            (h, d.to_string())
-        });
-    if let Some((h, d)) = previous {
-        if (Hlc(h), d.as_str()) > (hlc, dc) {
-            t.insert((store, key), (h, d.as_str())).map_err(storage)?;
-        }
-    }
-    Ok(())
 }
 
 /// Backlog of one peer for one origin stream.
@@ -473,52 +443,6 @@ impl Journal {
         };
         w.commit().map_err(storage)?;
         Ok(new_head)
-    }
-
-    /// The versions of `keys` of `store` in the version index, in order
-    /// (`None`: no write known). See the module docs, `versions`.
-    pub fn versions(
-        &self,
-        store: &str,
-        keys: &[Vec<u8>],
-    ) -> Result<Vec<Option<Version>>, JournalError> {
-        let r = self.db.begin_read().map_err(storage)?;
-        let t = match r.open_table(VERSIONS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
-            Err(e) => return Err(storage(e)),
-        };
-        keys.iter()
-            .map(|k| {
-                Ok(t.get((store, k.as_slice())).map_err(storage)?.map(|g| {
-                    let (hlc, dc) = g.value();
-                    Version {
-                        hlc: Hlc(hlc),
-                        dc: dc.to_string(),
-                    }
-                }))
-            })
-            .collect()
-    }
-
-    /// Records `entries` (row or key, version) of `store` in the version
-    /// index in one durable commit, each keeping the greater version.
-    pub fn record_versions(
-        &self,
-        store: &str,
-        entries: &[(Vec<u8>, Version)],
-    ) -> Result<(), JournalError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let w = self.db.begin_write().map_err(storage)?;
-        {
-            let mut t = w.open_table(VERSIONS).map_err(storage)?;
-            for (key, v) in entries {
-                put_version(&mut t, store, key, v.hlc, &v.dc)?;
-            }
-        }
-        w.commit().map_err(storage)
     }
 
     /// The source checkpoint of `store`: where its source resumes.
@@ -966,6 +890,8 @@ fn migrate_v1(w: &WriteTransaction, me: &str) -> Result<(), JournalError> {
     w.delete_table(v1::REMOVED_CUM).map_err(storage)?;
     Ok(())
 }
+
+mod versions;
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
 use super::*;
+use dcsync_core::conflict::Version;
 use dcsync_core::envelope::encode_tx;
 use dcsync_core::{Change, Payload, RedisCommand};
 
