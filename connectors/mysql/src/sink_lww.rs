@@ -426,6 +426,80 @@ impl Check {
     }
 }
 
+/// `` `a` `` or `` (`a`,`b`) `` of `r`'s primary key columns.
+fn pk_expr(r: &RowChange) -> String {
+    let names: Vec<String> = r
+        .primary_key()
+        .iter()
+        .filter_map(|i| r.table.columns.get(*i))
+        .map(|c| quote_ident(&c.name))
+        .collect();
+    if names.len() == 1 {
+        names[0].clone()
+    } else {
+        format!("({})", names.join(","))
+    }
+}
+
+/// `` `a`,`b`,.. `` of all of `r`'s columns.
+fn column_list(r: &RowChange) -> String {
+    r.table
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `SELECT <all columns> FROM t WHERE <pk> = <pk of img><suffix>`.
+fn select_row_sql(r: &RowChange, img: &[dcsync_core::Value], suffix: &str) -> String {
+    let mut sql = format!(
+        "SELECT {} FROM {}.{} WHERE {} = ",
+        column_list(r),
+        quote_ident(&r.table.schema),
+        quote_ident(&r.table.name),
+        pk_expr(r)
+    )
+    .into_bytes();
+    sql.extend_from_slice(&pk_literal(r, img));
+    sql.extend_from_slice(suffix.as_bytes());
+    String::from_utf8_lossy(&sql).into_owned()
+}
+
+/// A fetched row of `r`'s table (its columns from index `offset` on) in
+/// short readable form, as the conflict log shows rows.
+fn describe_fetched(r: &RowChange, row: &mysql_async::Row, offset: usize) -> String {
+    let cols: Vec<String> = r
+        .table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(n, c)| {
+            let v = row
+                .as_ref(n + offset)
+                .map_or("?".to_string(), |v| v.as_sql(false));
+            format!("{}={}", c.name, dcsync_core::conflict::truncate(&v, 64))
+        })
+        .collect();
+    dcsync_core::conflict::truncate(
+        &format!("{{{}}}", cols.join(", ")),
+        dcsync_core::conflict::IMAGE_CHARS,
+    )
+}
+
+/// A value read back from the target as a change value: the text protocol
+/// gives bytes, which the sink writes back as literals (integers keep
+/// their type).
+pub(super) fn from_mysql(v: Option<&mysql_async::Value>) -> dcsync_core::Value {
+    match v {
+        Some(mysql_async::Value::Bytes(b)) => dcsync_core::Value::Bytes(b.clone()),
+        Some(mysql_async::Value::Int(x)) => dcsync_core::Value::Int(*x),
+        Some(mysql_async::Value::UInt(x)) => dcsync_core::Value::UInt(*x),
+        Some(mysql_async::Value::NULL) | None => dcsync_core::Value::Null,
+        Some(other) => dcsync_core::Value::Bytes(other.as_sql(true).into_bytes()),
+    }
+}
+
 /// The primary key of `r` in `image` as a SQL tuple `(v1,v2)` (or `v1`).
 fn pk_literal(r: &RowChange, image: &[dcsync_core::Value]) -> Vec<u8> {
     let pk = r.primary_key();
@@ -459,17 +533,7 @@ async fn read_back(
     let Some(first) = chunk.first().map(|i| &lost[*i].row) else {
         return;
     };
-    let pk = first.primary_key();
-    let pk_names: Vec<String> = pk
-        .iter()
-        .filter_map(|i| first.table.columns.get(*i))
-        .map(|c| quote_ident(&c.name))
-        .collect();
-    let pk_expr = if pk_names.len() == 1 {
-        pk_names[0].clone()
-    } else {
-        format!("({})", pk_names.join(","))
-    };
+    let pk_expr = pk_expr(first);
     let mut sql = b"SELECT CASE ".to_vec();
     let mut list = Vec::new();
     for i in chunk {
@@ -490,16 +554,7 @@ async fn read_back(
         return;
     }
     sql.extend_from_slice(b" END, ");
-    sql.extend_from_slice(
-        first
-            .table
-            .columns
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(",")
-            .as_bytes(),
-    );
+    sql.extend_from_slice(column_list(first).as_bytes());
     sql.extend_from_slice(
         format!(
             " FROM {}.{} WHERE {pk_expr} IN (",
@@ -533,22 +588,7 @@ async fn read_back(
         let Some(slot) = kept.get_mut(i) else {
             continue;
         };
-        let cols: Vec<String> = first
-            .table
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(n, c)| {
-                let v = row
-                    .as_ref(n + 1)
-                    .map_or("?".to_string(), |v| v.as_sql(false));
-                format!("{}={}", c.name, dcsync_core::conflict::truncate(&v, 64))
-            })
-            .collect();
-        *slot = dcsync_core::conflict::truncate(
-            &format!("{{{}}}", cols.join(", ")),
-            dcsync_core::conflict::IMAGE_CHARS,
-        );
+        *slot = describe_fetched(first, &row, 1);
     }
     let missing = chunk.iter().filter(|i| kept[**i] == "(no row)").count();
     if missing > 0 {
@@ -570,48 +610,11 @@ async fn read_one(conn: &mut mysql_async::Conn, r: &RowChange) -> String {
     let Some(img) = r.after.as_deref().or(r.before.as_deref()) else {
         return "(no row)".into();
     };
-    let pk = r.primary_key();
-    let names: Vec<String> = pk
-        .iter()
-        .filter_map(|i| r.table.columns.get(*i))
-        .map(|c| quote_ident(&c.name))
-        .collect();
-    let pk_expr = if names.len() == 1 {
-        names[0].clone()
-    } else {
-        format!("({})", names.join(","))
-    };
-    let mut sql = format!(
-        "SELECT {} FROM {}.{} WHERE {pk_expr} = ",
-        r.table
-            .columns
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(","),
-        quote_ident(&r.table.schema),
-        quote_ident(&r.table.name)
-    )
-    .into_bytes();
-    sql.extend_from_slice(&pk_literal(r, img));
-    let sql = String::from_utf8_lossy(&sql).into_owned();
-    match conn.query_first::<mysql_async::Row, _>(sql).await {
-        Ok(Some(row)) => {
-            let cols: Vec<String> = r
-                .table
-                .columns
-                .iter()
-                .enumerate()
-                .map(|(n, c)| {
-                    let v = row.as_ref(n).map_or("?".to_string(), |v| v.as_sql(false));
-                    format!("{}={}", c.name, dcsync_core::conflict::truncate(&v, 64))
-                })
-                .collect();
-            dcsync_core::conflict::truncate(
-                &format!("{{{}}}", cols.join(", ")),
-                dcsync_core::conflict::IMAGE_CHARS,
-            )
-        }
+    match conn
+        .query_first::<mysql_async::Row, _>(select_row_sql(r, img, ""))
+        .await
+    {
+        Ok(Some(row)) => describe_fetched(r, &row, 0),
         Ok(None) => "(no row)".into(),
         Err(e) => format!("(not readable: {e})"),
     }
@@ -653,32 +656,7 @@ async fn current_rows(
             continue;
         };
         let pk = r.primary_key();
-        let mut sql = format!(
-            "SELECT {} FROM {}.{} WHERE ",
-            r.table
-                .columns
-                .iter()
-                .map(|c| quote_ident(&c.name))
-                .collect::<Vec<_>>()
-                .join(","),
-            quote_ident(&r.table.schema),
-            quote_ident(&r.table.name)
-        )
-        .into_bytes();
-        for (n, i) in pk.iter().enumerate() {
-            if n > 0 {
-                sql.extend_from_slice(b" AND ");
-            }
-            let name = r.table.columns.get(*i).map_or("?", |c| c.name.as_str());
-            sql.extend_from_slice(quote_ident(name).as_bytes());
-            sql.extend_from_slice(b" = ");
-            match img.get(*i) {
-                Some(v) => push_literal(&mut sql, v, true),
-                None => sql.extend_from_slice(b"NULL"),
-            }
-        }
-        sql.extend_from_slice(b" FOR UPDATE");
-        let sql = String::from_utf8_lossy(&sql).into_owned();
+        let sql = select_row_sql(r, img, " FOR UPDATE");
         let row: Option<mysql_async::Row> = conn
             .query_first(sql)
             .await
@@ -686,13 +664,7 @@ async fn current_rows(
         let change = match row {
             Some(row) => {
                 let image: Vec<dcsync_core::Value> = (0..r.table.columns.len())
-                    .map(|i| match row.as_ref(i) {
-                        Some(mysql_async::Value::Bytes(b)) => dcsync_core::Value::Bytes(b.clone()),
-                        Some(mysql_async::Value::Int(x)) => dcsync_core::Value::Int(*x),
-                        Some(mysql_async::Value::UInt(x)) => dcsync_core::Value::UInt(*x),
-                        Some(mysql_async::Value::NULL) | None => dcsync_core::Value::Null,
-                        Some(other) => dcsync_core::Value::Bytes(other.as_sql(true).into_bytes()),
-                    })
+                    .map(|i| from_mysql(row.as_ref(i)))
                     .collect();
                 RowChange {
                     table: r.table.clone(),

@@ -278,13 +278,7 @@ impl MysqlSink {
                 let mut image = vec![dcsync_core::Value::Null; meta.columns.len()];
                 for (n, i) in wanted.iter().enumerate() {
                     if let (Some(slot), Some(v)) = (image.get_mut(*i), row.as_ref(n)) {
-                        *slot = match v {
-                            mysql_async::Value::NULL => dcsync_core::Value::Null,
-                            mysql_async::Value::Bytes(b) => dcsync_core::Value::Bytes(b.clone()),
-                            mysql_async::Value::Int(x) => dcsync_core::Value::Int(*x),
-                            mysql_async::Value::UInt(x) => dcsync_core::Value::UInt(*x),
-                            other => dcsync_core::Value::Bytes(other.as_sql(true).into_bytes()),
-                        };
+                        *slot = super::lww::from_mysql(Some(v));
                     }
                 }
                 image
