@@ -136,9 +136,17 @@ async fn statement_format_write_stops_the_store_visibly_and_the_fix_loses_nothin
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // ... and nothing bj wrote after the statement reaches sh: the source
-    // fails before it reads anything after the statement, and each retry
-    // fails at the same event (the status keeps the first failure's time).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // fails before it reads anything after the statement, so once sh has
+    // acknowledged everything bj journaled, the row is still missing there
+    // (and each retry fails at the same event: the status keeps the first
+    // failure's time).
+    let since = dcsync_core::now_ms();
+    wait_for("sh acknowledged all that bj journaled", 60, &mut c, |c| {
+        c.agents.status(0).is_some_and(|s| {
+            s.written_ms() > since && s.backlogs(MYSQL_STORE).iter().all(|(_, b)| b.txns == 0)
+        })
+    })
+    .await;
     assert_eq!(
         c.dcs[1]
             .db
