@@ -10,6 +10,8 @@
 //! - [`Proxy::stall`]: keep connections open but move no bytes (blackhole).
 //! - [`Proxy::drop_connections`]: close the open connections once; new ones
 //!   are accepted (a flapping line).
+//! - [`Proxy::set_target`]: close the open connections and forward new ones
+//!   to another server (a VIP moved to a promoted replica).
 //!
 //! Connections are counted so tests can wait for a reconnect.
 
@@ -42,6 +44,7 @@ pub struct Proxy {
     shape: Arc<Shape>,
     epoch: watch::Sender<u64>,
     accepted: Arc<AtomicU64>,
+    target: Arc<std::sync::Mutex<String>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -54,7 +57,13 @@ impl Proxy {
         let shape = Arc::new(Shape::default());
         let (epoch, epoch_rx) = watch::channel(0u64);
         let accepted = Arc::new(AtomicU64::new(0));
-        let (st, acc, sh) = (state.clone(), accepted.clone(), shape.clone());
+        let target = Arc::new(std::sync::Mutex::new(target));
+        let (st, acc, sh, tg) = (
+            state.clone(),
+            accepted.clone(),
+            shape.clone(),
+            target.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -65,8 +74,8 @@ impl Proxy {
                     continue;
                 }
                 acc.fetch_add(1, Ordering::SeqCst);
-                let (st, sh, target, mut ep) =
-                    (st.clone(), sh.clone(), target.clone(), epoch_rx.clone());
+                let target = tg.lock().map(|t| t.clone()).unwrap_or_default();
+                let (st, sh, mut ep) = (st.clone(), sh.clone(), epoch_rx.clone());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(&target).await else {
                         return;
@@ -92,8 +101,18 @@ impl Proxy {
             shape,
             epoch,
             accepted,
+            target,
             task,
         }
+    }
+
+    /// Forwards new connections to `target` (`host:port`) from now on and
+    /// closes the open ones: what moving a VIP to another server does.
+    pub fn set_target(&self, target: String) {
+        if let Ok(mut t) = self.target.lock() {
+            *t = target;
+        }
+        self.epoch.send_modify(|e| *e += 1);
     }
 
     /// `127.0.0.1:<port>`.
