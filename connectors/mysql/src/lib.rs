@@ -68,8 +68,8 @@ pub const MARKER_SCHEMA: &str = "dcsync";
 pub const MARKER_TABLE: &str = "apply_marker";
 
 use dcsync_core::connector::{
-    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Inspection, RouteQuery, Source,
-    SourceContext,
+    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Inspection, Position, RouteQuery,
+    Source, SourceContext,
 };
 use dcsync_core::topology::{StoreConfig, StoreKeys, StoreOptions};
 use std::time::Duration;
@@ -82,6 +82,32 @@ pub static CONNECTOR: MysqlConnector = MysqlConnector;
 pub struct MysqlConnector;
 
 impl Connector for MysqlConnector {
+    fn parse_position(&self, display: &str) -> Result<Position, ConnectorError> {
+        let bad = || {
+            ConnectorError::Definite(format!(
+                "{display:?} is not a MySQL binlog position (`file:offset [gtid=...]`)"
+            ))
+        };
+        let mut words = display.split(' ');
+        let (file, pos) = words
+            .next()
+            .and_then(|w| w.rsplit_once(':'))
+            .ok_or_else(bad)?;
+        let pos: u64 = pos.parse().map_err(|_| bad())?;
+        let gtid = words
+            .find_map(|w| w.strip_prefix("gtid="))
+            .map(str::to_string);
+        if file.is_empty() || pos < 4 {
+            return Err(bad());
+        }
+        Ok(position::BinlogPosition {
+            file: file.to_string(),
+            pos,
+            gtid,
+        }
+        .to_position())
+    }
+
     fn kind(&self) -> &'static str {
         "mysql"
     }

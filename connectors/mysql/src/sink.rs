@@ -46,7 +46,7 @@ use crate::plan::{GroupPlan, PartitionRuns, Run, RunKind, Spread};
 use crate::sqltext::{push_literal, Chunks, TableText};
 use crate::{MARKER_SCHEMA, MARKER_TABLE};
 use dcsync_core::conflict::Versions;
-use dcsync_core::connector::{ConnectorError, Sink};
+use dcsync_core::connector::{AppliedMark, ConnectorError, Sink};
 use dcsync_core::topology::{redact_url, StoreConfig};
 use dcsync_core::{Payload, RowChange, Transaction, Value};
 use mysql_async::prelude::Queryable;
@@ -80,8 +80,11 @@ pub fn quote_ident(name: &str) -> String {
 ///
 /// Columns: `origin VARCHAR(64)` (DC id), `store VARCHAR(64)` (logical
 /// store), `slot SMALLINT UNSIGNED` (`partition * 16 + seq % 16`), `seq BIGINT UNSIGNED`,
-/// `hlc BIGINT UNSIGNED` (the group's last HLC), `applied_at TIMESTAMP(6)`;
-/// primary key `(origin, store, slot)`.
+/// `hlc BIGINT UNSIGNED` (the group's last HLC), `applied_at TIMESTAMP(6)`,
+/// `epoch BIGINT UNSIGNED` (the origin journal's epoch of `seq`),
+/// `position VARCHAR(512)` (the origin's source position after `seq`,
+/// human-readable); primary key `(origin, store, slot)`. A table of an
+/// older release gains the last two columns (`ALTER TABLE`, once).
 pub async fn ensure_marker_table(conn: &mut Conn) -> Result<(), ConnectorError> {
     let n: Option<u64> = conn
         .exec_first(
@@ -91,6 +94,24 @@ pub async fn ensure_marker_table(conn: &mut Conn) -> Result<(), ConnectorError> 
         .await
         .map_err(|e| classify("checking the apply marker table", e))?;
     if n.unwrap_or(0) > 0 {
+        let cols: Option<u64> = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.columns \
+                 WHERE table_schema=? AND table_name=? AND column_name IN ('epoch','position')",
+                (MARKER_SCHEMA, MARKER_TABLE),
+            )
+            .await
+            .map_err(|e| classify("checking the apply marker table's columns", e))?;
+        if cols.unwrap_or(0) < 2 {
+            conn.query_drop(format!(
+                "ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS epoch BIGINT UNSIGNED NOT NULL DEFAULT 0, \
+                 ADD COLUMN IF NOT EXISTS position VARCHAR(512) NOT NULL DEFAULT ''",
+                quote_ident(MARKER_SCHEMA),
+                quote_ident(MARKER_TABLE)
+            ))
+            .await
+            .map_err(|e| classify("adding epoch and position to dcsync.apply_marker", e))?;
+        }
         return Ok(());
     }
     let sql = format!(
@@ -102,6 +123,8 @@ pub async fn ensure_marker_table(conn: &mut Conn) -> Result<(), ConnectorError> 
            seq BIGINT UNSIGNED NOT NULL, \
            hlc BIGINT UNSIGNED NOT NULL, \
            applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), \
+           epoch BIGINT UNSIGNED NOT NULL DEFAULT 0, \
+           position VARCHAR(512) NOT NULL DEFAULT '', \
            PRIMARY KEY (origin, store, slot) \
          ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
         s = quote_ident(MARKER_SCHEMA),
@@ -289,21 +312,40 @@ const DEADLOCK_RETRIES: usize = 8;
 fn push_marker_upsert(buf: &mut Vec<u8>, origin: &str, store: &str, slot: u64, tx: &Transaction) {
     buf.extend_from_slice(b"INSERT INTO ");
     buf.extend_from_slice(marker_table().as_bytes());
-    buf.extend_from_slice(b" (origin, store, slot, seq, hlc, applied_at) VALUES (");
+    buf.extend_from_slice(
+        b" (origin, store, slot, seq, hlc, epoch, position, applied_at) VALUES (",
+    );
     for v in [
         Value::Bytes(origin.as_bytes().to_vec()),
         Value::Bytes(store.as_bytes().to_vec()),
         Value::UInt(slot),
         Value::UInt(tx.seq),
         Value::UInt(tx.hlc.0),
+        Value::UInt(tx.epoch),
+        marker_position(tx),
     ] {
         push_literal(buf, &v, false);
         buf.push(b',');
     }
     buf.extend_from_slice(
         b"NOW(6)) ON DUPLICATE KEY UPDATE seq=VALUES(seq), hlc=VALUES(hlc), \
-          applied_at=VALUES(applied_at);\n",
+          epoch=VALUES(epoch), position=VALUES(position), applied_at=VALUES(applied_at);\n",
     );
+}
+
+/// Most bytes of the `position` column of the apply marker.
+const MARKER_POSITION_BYTES: usize = 512;
+
+/// `tx`'s source position as the marker stores it: the human-readable form,
+/// empty when longer than the column (a replacement agent then cannot
+/// resume from this marker, and says so).
+fn marker_position(tx: &Transaction) -> Value {
+    let p = if tx.position.len() <= MARKER_POSITION_BYTES {
+        tx.position.as_bytes().to_vec()
+    } else {
+        Vec::new()
+    };
+    Value::Bytes(p)
 }
 
 fn marker_table() -> String {
@@ -371,15 +413,22 @@ impl MysqlSink {
         let table = marker_table();
         let conn = self.conn(0).await?;
         let r = async {
-            let rows: Vec<(u64, u64)> = conn
+            let rows: Vec<(u64, u64, u64, Vec<u8>)> = conn
                 .exec(
-                    format!("SELECT slot, seq FROM {table} WHERE origin=? AND store=?"),
+                    format!(
+                        "SELECT slot, seq, epoch, position FROM {table} WHERE origin=? AND store=?"
+                    ),
                     (origin, store.as_str()),
                 )
                 .await
                 .map_err(|e| classify("reading the apply marker", e))?;
             let mut by_part: std::collections::BTreeMap<u64, u64> = Default::default();
-            for (slot, seq) in rows {
+            let low_row = rows
+                .iter()
+                .min_by_key(|r| r.1)
+                .map(|r| (r.2, r.3.clone()))
+                .unwrap_or_default();
+            for (slot, seq, _, _) in rows {
                 let m = by_part.entry(slot / MARKER_SLOTS).or_insert(0);
                 *m = (*m).max(seq);
             }
@@ -403,14 +452,16 @@ impl MysqlSink {
             for p in 0..n as u64 {
                 conn.exec_drop(
                     format!(
-                        "INSERT INTO {table} (origin, store, slot, seq, hlc, applied_at) \
-                         VALUES (?,?,?,?,0,NOW(6))"
+                        "INSERT INTO {table} (origin, store, slot, seq, hlc, epoch, position, \
+                         applied_at) VALUES (?,?,?,?,0,?,?,NOW(6))"
                     ),
                     (
                         origin,
                         store.as_str(),
                         p * MARKER_SLOTS + low % MARKER_SLOTS,
                         low,
+                        low_row.0,
+                        low_row.1.clone(),
                     ),
                 )
                 .await
@@ -746,6 +797,30 @@ impl Sink for MysqlSink {
         // A new connection of the sender resends from what is committed.
         self.release_held().await;
         Ok(self.floors(origin).await?.into_iter().min().unwrap_or(0))
+    }
+
+    async fn applied_mark(&mut self, origin: &str) -> Result<AppliedMark, ConnectorError> {
+        let seq = Sink::applied_seq(self, origin).await?;
+        if seq == 0 {
+            return Ok(AppliedMark::default());
+        }
+        let (table, store) = (marker_table(), self.store.clone());
+        let conn = self.conn(0).await?;
+        let row: Option<(u64, Vec<u8>)> = conn
+            .exec_first(
+                format!(
+                    "SELECT epoch, position FROM {table} WHERE origin=? AND store=? AND seq=? LIMIT 1"
+                ),
+                (origin, store.as_str(), seq),
+            )
+            .await
+            .map_err(|e| classify("reading the apply marker", e))?;
+        let (epoch, position) = row.unwrap_or_default();
+        Ok(AppliedMark {
+            seq,
+            epoch,
+            position: String::from_utf8_lossy(&position).into_owned(),
+        })
     }
 
     async fn apply(&mut self, origin: &str, txs: &[Transaction]) -> Result<u64, ConnectorError> {

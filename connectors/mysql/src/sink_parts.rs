@@ -3,7 +3,9 @@
 //! connection 0, held open between [`dcsync_core::connector::Sink::apply`]
 //! calls until the last part.
 
-use super::{marker_table, push_marker_upsert, MysqlSink, MARKER_SLOTS, ROLLBACK_TIMEOUT};
+use super::{
+    marker_position, marker_table, push_marker_upsert, MysqlSink, MARKER_SLOTS, ROLLBACK_TIMEOUT,
+};
 use crate::error::classify;
 use crate::plan::{GroupPlan, Spread};
 use crate::sqltext::push_literal;
@@ -107,6 +109,10 @@ impl MysqlSink {
             push_literal(&mut last_sql, &Value::UInt(last_part.seq), false);
             last_sql.extend_from_slice(b", hlc=");
             push_literal(&mut last_sql, &Value::UInt(last_part.hlc.0), false);
+            last_sql.extend_from_slice(b", epoch=");
+            push_literal(&mut last_sql, &Value::UInt(last_part.epoch), false);
+            last_sql.extend_from_slice(b", position=");
+            push_literal(&mut last_sql, &marker_position(last_part), false);
             last_sql.extend_from_slice(b", applied_at=NOW(6) WHERE origin=");
             push_literal(
                 &mut last_sql,

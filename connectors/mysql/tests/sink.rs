@@ -62,6 +62,7 @@ fn set_tx(table: &str, keys: std::ops::Range<i64>, seq: u64) -> Transaction {
         changes,
         part: 0,
         more: false,
+        epoch: 0,
     }
 }
 

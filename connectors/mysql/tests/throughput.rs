@@ -46,6 +46,7 @@ async fn apply_throughput() {
             hlc: Hlc::new(seq, 0),
             position: String::new(),
             commit_ts_ms: 0,
+            epoch: 0,
             changes: (0..ROWS_PER_TX)
                 .map(|r| Change {
                     unit: None,

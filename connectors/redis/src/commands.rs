@@ -83,7 +83,7 @@ pub fn marker_of(args: &[Vec<u8>]) -> Option<(String, u64)> {
         return None;
     }
     let origin = String::from_utf8_lossy(&args[1][MARKER_PREFIX.len()..]).into_owned();
-    let seq = std::str::from_utf8(&args[2]).ok()?.parse().ok()?;
+    let seq = crate::sink::parse_marker(std::str::from_utf8(&args[2]).ok()?)?.seq;
     Some((origin, seq))
 }
 

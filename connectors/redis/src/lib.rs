@@ -52,8 +52,8 @@ pub use unit::UnitRules;
 pub const MARKER_PREFIX: &str = "dcsync:marker:";
 
 use dcsync_core::connector::{
-    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Inspection, RouteQuery, Source,
-    SourceContext,
+    ApplyGroup, BoxFuture, Connector, ConnectorError, DynSink, Inspection, Position, RouteQuery,
+    Source, SourceContext,
 };
 use dcsync_core::topology::{StoreConfig, StoreKeys, StoreOptions};
 
@@ -65,6 +65,26 @@ pub static CONNECTOR: RedisConnector = RedisConnector;
 pub struct RedisConnector;
 
 impl Connector for RedisConnector {
+    fn parse_position(&self, display: &str) -> Result<Position, ConnectorError> {
+        let bad = || {
+            ConnectorError::Definite(format!(
+                "{display:?} is not a Redis replication position (`redis <replid> offset <n>`)"
+            ))
+        };
+        let w: Vec<&str> = display.split(' ').collect();
+        match w.as_slice() {
+            ["redis", replid, "offset", offset, ..] if replid.len() == 40 => {
+                Ok(position::ReplPosition {
+                    replid: replid.to_string(),
+                    offset: offset.parse().map_err(|_| bad())?,
+                    snapshot: w.len() > 4,
+                }
+                .to_position())
+            }
+            _ => Err(bad()),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         "redis"
     }

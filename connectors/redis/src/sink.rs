@@ -23,7 +23,7 @@
 //! and counted in `dcsync_apply_skipped_total`).
 
 use crate::MARKER_PREFIX;
-use dcsync_core::connector::{ConnectorError, Sink};
+use dcsync_core::connector::{AppliedMark, ConnectorError, Sink};
 use dcsync_core::topology::StoreConfig;
 use dcsync_core::{Payload, Transaction};
 use redis::aio::MultiplexedConnection;
@@ -57,6 +57,29 @@ type Queued = (u64, Vec<u8>, Vec<u8>);
 
 fn marker_key(origin: &str) -> String {
     format!("{MARKER_PREFIX}{origin}")
+}
+
+/// The marker value of `tx`: `<seq> <epoch, hex> <position>` (see
+/// [`parse_marker`]).
+fn marker_value(tx: &Transaction) -> String {
+    format!("{} {:x} {}", tx.seq, tx.epoch, tx.position)
+}
+
+/// Parses an apply-marker value: `<seq>` (releases before journal
+/// epochs) or `<seq> <origin journal epoch, hex> <origin source position,
+/// human-readable>`. `None` if it does not start with a decimal seq.
+pub fn parse_marker(v: &str) -> Option<AppliedMark> {
+    let mut it = v.splitn(3, ' ');
+    let seq = it.next()?.parse().ok()?;
+    let epoch = match it.next() {
+        Some(e) => u64::from_str_radix(e, 16).ok()?,
+        None => 0,
+    };
+    Some(AppliedMark {
+        seq,
+        epoch,
+        position: it.next().unwrap_or_default().to_string(),
+    })
 }
 
 fn redis_err(what: &str, e: redis::RedisError) -> ConnectorError {
@@ -118,6 +141,13 @@ impl RedisSink {
         if let Some(s) = self.markers.get(origin) {
             return Ok(*s);
         }
+        let mark = self.read_mark(origin).await?;
+        self.markers.insert(origin.to_string(), mark.seq);
+        Ok(mark.seq)
+    }
+
+    /// The marker of `origin` as stored (not cached).
+    async fn read_mark(&mut self, origin: &str) -> Result<AppliedMark, ConnectorError> {
         let mut c = self.conn().await?;
         let mut p = redis::pipe();
         if self.selected != Some(0) {
@@ -130,17 +160,15 @@ impl RedisSink {
             e
         })?;
         self.selected = Some(0);
-        let seq = match v {
-            None => 0,
-            Some(s) => s.parse().map_err(|_| {
+        match v {
+            None => Ok(AppliedMark::default()),
+            Some(s) => parse_marker(&s).ok_or_else(|| {
                 ConnectorError::Definite(format!(
-                    "redis sink: marker {} holds {s:?}, not a sequence number",
+                    "redis sink: marker {} holds {s:?}, not `<seq> <epoch> <position>`",
                     marker_key(origin)
                 ))
-            })?,
-        };
-        self.markers.insert(origin.to_string(), seq);
-        Ok(seq)
+            }),
+        }
     }
 
     /// Whether the target does not know command `name`: looked up in its
@@ -253,7 +281,7 @@ impl RedisSink {
                 queued.push(None);
                 sel = Some(0);
             }
-            p.cmd("SET").arg(marker_key(origin)).arg(tx.seq);
+            p.cmd("SET").arg(marker_key(origin)).arg(marker_value(tx));
             queued.push(None);
             for (i, ch) in tx.changes.iter().enumerate() {
                 if skip.contains(&(tx.seq, i)) {
@@ -363,6 +391,12 @@ fn describe(q: &Queued, reason: &str) -> String {
 impl Sink for RedisSink {
     async fn applied_seq(&mut self, origin: &str) -> Result<u64, ConnectorError> {
         self.read_marker(origin).await
+    }
+
+    async fn applied_mark(&mut self, origin: &str) -> Result<AppliedMark, ConnectorError> {
+        let mark = self.read_mark(origin).await?;
+        self.markers.insert(origin.to_string(), mark.seq);
+        Ok(mark)
     }
 
     async fn apply(&mut self, origin: &str, txs: &[Transaction]) -> Result<u64, ConnectorError> {

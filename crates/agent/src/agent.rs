@@ -127,6 +127,9 @@ pub async fn run(
         tls: tls.clone(),
     });
     let mut tasks = Vec::new();
+    // What the peers applied of this DC's streams (a new journal waits for
+    // it before shipping; see recovery.rs).
+    let marks = Arc::new(dcsync_link::PeerMarks::default());
     // The admin endpoint: `--admin` wins over the DC's `admin` key.
     if let Some(addr) = admin.as_ref().or(my_dc.admin.as_ref()) {
         tasks.push(crate::admin::serve(addr, metrics, board.clone(), shutdown_rx.clone()).await?);
@@ -155,6 +158,7 @@ pub async fn run(
             stores: topo.stores.iter().map(|s| s.name.clone()).collect(),
             settings: topo.link.clone(),
             tls: tls.clone(),
+            marks: Some(marks.clone()),
         };
         tasks.push(tokio::spawn(sender::run(
             cfg,
@@ -176,6 +180,13 @@ pub async fn run(
         let sup = Supervisor {
             position,
             floor,
+            marks: marks.clone(),
+            peers: topo
+                .peers_of(&me)
+                .iter()
+                .filter(|p| store.url_for(&p.id).is_some())
+                .map(|p| p.id.clone())
+                .collect(),
             me: me.clone(),
             store: store.clone(),
             topo: topo.clone(),
@@ -279,6 +290,15 @@ async fn wait_for_signal() {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs one store's source, restarting it from the journal after failures.
 struct Supervisor {
     /// The store's durable source position, for the sinks' conflict
@@ -288,6 +308,10 @@ struct Supervisor {
     /// an owner's rows (`conflict = "owner"`): local transactions journaled
     /// after are stamped above it.
     floor: Arc<std::sync::atomic::AtomicU64>,
+    /// What the peers applied of this DC's streams.
+    marks: Arc<dcsync_link::PeerMarks>,
+    /// The peers that apply this store.
+    peers: Vec<String>,
     me: String,
     store: StoreConfig,
     topo: Topology,
@@ -324,7 +348,8 @@ impl Supervisor {
                 return;
             }
             let delay = match &result {
-                Ok(()) => return,
+                Ok(true) => continue,
+                Ok(false) => return,
                 Err(ConnectorError::Transient(e)) => {
                     tracing::warn!(store = %self.store.name, error = %e, "source failed, restarting from the journaled position");
                     backoff.next_delay()
@@ -334,7 +359,7 @@ impl Supervisor {
                     Duration::from_secs(30)
                 }
             };
-            if let (Ok(mut st), Err(e)) = (self.status.lock(), &result) {
+            if let (Ok(mut st), Err(e)) = (self.status.lock(), result.as_ref()) {
                 if e.is_transient() {
                     st.state = "failed".into();
                     st.stuck_since_ms = None;
@@ -356,7 +381,9 @@ impl Supervisor {
         }
     }
 
-    async fn once(&mut self) -> Result<(), ConnectorError> {
+    /// One run of the source, until it ends. `Ok(true)`: run it again at
+    /// once (the stream was restarted at a peer's marker).
+    async fn once(&mut self) -> Result<bool, ConnectorError> {
         let j = self.journal.clone();
         let name = self.store.name.clone();
         let resume = tokio::task::spawn_blocking(move || j.position(&name))
@@ -379,6 +406,19 @@ impl Supervisor {
         let (etx, mut erx) = mpsc::channel(SOURCE_CHANNEL);
         let (durable_tx, durable_rx) = watch::channel(resume.clone());
         let (fragments_tx, fragments_rx) = watch::channel(0u64);
+        // The source stops on shutdown, or when a new journal's stream is
+        // restarted at a peer's marker.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
+        let forward = {
+            let (mut sd, stop) = (self.shutdown.clone(), stop_tx.clone());
+            AbortOnDrop(tokio::spawn(async move {
+                let _ = sd.wait_for(|v| *v).await;
+                let _ = stop.send(true);
+            }))
+        };
+        let recovered: Arc<Mutex<Option<crate::recovery::Settle>>> = Arc::default();
+        let settler = self.settler(stop_tx.clone(), recovered.clone())?;
         let cx = SourceContext {
             dc: self.me.clone(),
             store: self.store.clone(),
@@ -387,7 +427,7 @@ impl Supervisor {
             events: etx,
             durable: durable_rx,
             fragments_journaled: fragments_rx,
-            shutdown: self.shutdown.clone(),
+            shutdown: stop_rx,
         };
         let connector = REGISTRY.connector_for(&self.store)?;
         let handle = tokio::spawn(connector.run_source(self.url.clone(), cx));
@@ -410,12 +450,73 @@ impl Supervisor {
             self.journal_events(std::mem::take(&mut buf), &durable_tx, &fragments_tx)
                 .await?;
         }
-        match handle.await {
-            Ok(r) => r,
+        let ended = handle.await;
+        drop((forward, settler));
+        let decision = recovered.lock().ok().and_then(|mut r| r.take());
+        if let Some(d) = decision {
+            let (j, name) = (self.journal.clone(), self.store.name.clone());
+            tokio::task::spawn_blocking(move || crate::recovery::apply(&j, &name, &d))
+                .await
+                .map_err(|e| ConnectorError::Transient(e.to_string()))??;
+            let head = self.journal.head(&self.me, &self.store.name);
+            self.last_hlc = head.map(|h| h.1).unwrap_or_default();
+            return Ok(true);
+        }
+        match ended {
+            Ok(r) => r.map(|()| false),
             Err(e) => Err(ConnectorError::Transient(format!(
                 "source task ended abnormally: {e}"
             ))),
         }
+    }
+
+    /// For a stream of a new journal (not settled), a task that waits for
+    /// every peer's marker and settles it: as it is, or by stopping the
+    /// source (`stop`) with the restart decision in `recovered`.
+    fn settler(
+        &self,
+        stop: Arc<watch::Sender<bool>>,
+        recovered: Arc<Mutex<Option<crate::recovery::Settle>>>,
+    ) -> Result<Option<AbortOnDrop>, ConnectorError> {
+        let settled = self
+            .journal
+            .settled(&self.store.name)
+            .map_err(|e| ConnectorError::Definite(format!("journal: {e}")))?;
+        if settled {
+            return Ok(None);
+        }
+        let connector = REGISTRY.connector_for(&self.store)?;
+        let (journal, marks, peers) =
+            (self.journal.clone(), self.marks.clone(), self.peers.clone());
+        let (store, status) = (self.store.name.clone(), self.status.clone());
+        Ok(Some(AbortOnDrop(tokio::spawn(async move {
+            let parse = |d: &str| connector.parse_position(d);
+            match crate::recovery::decide(&store, &peers, &marks, parse).await {
+                Ok(crate::recovery::Settle::Fresh) => {
+                    let r = tokio::task::spawn_blocking(move || {
+                        crate::recovery::apply(&journal, &store, &crate::recovery::Settle::Fresh)
+                    })
+                    .await;
+                    if let Ok(Err(e)) | Err(e) =
+                        r.map_err(|e| ConnectorError::Transient(e.to_string()))
+                    {
+                        tracing::error!(error = %e, "cannot settle the journal stream");
+                    }
+                }
+                Ok(d) => {
+                    if let Ok(mut r) = recovered.lock() {
+                        *r = Some(d);
+                    }
+                    let _ = stop.send(true);
+                }
+                Err(e) => {
+                    tracing::error!(%store, error = %e, "new journal: cannot recover this DC's stream; nothing of it is shipped");
+                    if let Ok(mut st) = status.lock() {
+                        st.error = Some(e.to_string());
+                    }
+                }
+            }
+        }))))
     }
 
     /// Counts something the source deliberately did not ship and keeps it
@@ -478,6 +579,7 @@ impl Supervisor {
                         changes,
                         part: self.part,
                         more: true,
+                        epoch: 0,
                     });
                     self.part += 1;
                 }
@@ -510,6 +612,7 @@ impl Supervisor {
                             changes,
                             part: self.part,
                             more: false,
+                            epoch: 0,
                         });
                         self.part = 0;
                     }

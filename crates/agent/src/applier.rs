@@ -5,7 +5,7 @@
 
 use crate::registry::REGISTRY;
 use dcsync_core::conflict::Versions;
-use dcsync_core::connector::{ConnectorError, DynSink};
+use dcsync_core::connector::{AppliedMark, ConnectorError, DynSink};
 use dcsync_core::topology::StoreConfig;
 use dcsync_core::{HlcClock, Topology, Transaction};
 use dcsync_link::{Applier, ApplyError, BoxFuture};
@@ -102,13 +102,13 @@ impl Applier for AgentApplier {
         &'a self,
         origin: &'a str,
         store: &'a str,
-    ) -> BoxFuture<'a, Result<u64, ApplyError>> {
+    ) -> BoxFuture<'a, Result<AppliedMark, ApplyError>> {
         Box::pin(async move {
             let slot = self.slot(origin, store)?;
             let mut guard = slot.sink.lock().await;
             let result = connected(slot, &mut guard, store, self.versions.get(store))
                 .await?
-                .applied_seq(origin)
+                .applied_mark(origin)
                 .await;
             result.map_err(|e| {
                 *guard = None;

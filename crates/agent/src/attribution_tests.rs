@@ -75,6 +75,7 @@ fn tx(changes: Vec<Change>, position: &str) -> Transaction {
         changes,
         part: 0,
         more: false,
+        epoch: 0,
     }
 }
 

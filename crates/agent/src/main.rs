@@ -17,6 +17,7 @@ mod agent;
 mod applier;
 mod attribution;
 mod check;
+mod recovery;
 mod registry;
 mod route;
 mod status;

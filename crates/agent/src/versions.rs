@@ -267,6 +267,7 @@ impl Versions for AgentVersions {
                 changes,
                 part: 0,
                 more: false,
+                epoch: 0,
             }];
             let j = self.journal.clone();
             let store = self.store.clone();

@@ -47,6 +47,14 @@ pub struct Transaction {
     /// More parts of the same source transaction follow (with seq + 1);
     /// `false` on the last (or only) part.
     pub more: bool,
+    /// Identity (epoch) of the origin's journal that assigned `seq`: a
+    /// random non-zero number chosen when that journal was created, kept by
+    /// a journal recovered from peers for the seqs it continues; 0 when
+    /// unknown (a record of envelope version 3 or older). Apply markers
+    /// record it with the seq, so that a new journal's seq N is never taken
+    /// for an old journal's seq N (docs/architecture.md, "Journal
+    /// identity").
+    pub epoch: u64,
 }
 
 impl Transaction {

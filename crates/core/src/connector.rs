@@ -201,6 +201,22 @@ pub trait Sink: Send + 'static {
         txs: &[Transaction],
     ) -> impl Future<Output = Result<u64, ConnectorError>> + Send;
 
+    /// What the apply marker of `origin` says: the applied seq (as
+    /// [`Sink::applied_seq`]), and the origin journal's epoch and the
+    /// origin's source position recorded with it. The default knows only
+    /// the seq (epoch 0, no position).
+    fn applied_mark(
+        &mut self,
+        origin: &str,
+    ) -> impl Future<Output = Result<AppliedMark, ConnectorError>> + Send {
+        async move {
+            Ok(AppliedMark {
+                seq: self.applied_seq(origin).await?,
+                ..AppliedMark::default()
+            })
+        }
+    }
+
     /// Gives the sink the store's version index and conflict log, which a
     /// store with a conflict policy other than `none` needs before its
     /// first [`Sink::apply`] (the agent calls it right after connecting).
@@ -223,6 +239,12 @@ pub trait DynSink: Send + 'static {
         origin: &'a str,
         txs: &'a [Transaction],
     ) -> BoxFuture<'a, Result<u64, ConnectorError>>;
+
+    /// See [`Sink::applied_mark`].
+    fn applied_mark<'a>(
+        &'a mut self,
+        origin: &'a str,
+    ) -> BoxFuture<'a, Result<AppliedMark, ConnectorError>>;
 
     /// See [`Sink::set_versions`].
     fn set_versions(&mut self, versions: std::sync::Arc<dyn crate::conflict::Versions>);
@@ -247,6 +269,27 @@ impl<S: Sink> DynSink for S {
     fn set_versions(&mut self, versions: std::sync::Arc<dyn crate::conflict::Versions>) {
         Sink::set_versions(self, versions)
     }
+
+    fn applied_mark<'a>(
+        &'a mut self,
+        origin: &'a str,
+    ) -> BoxFuture<'a, Result<AppliedMark, ConnectorError>> {
+        Box::pin(Sink::applied_mark(self, origin))
+    }
+}
+
+/// An apply marker of one origin stream as a sink reads it
+/// ([`Sink::applied_mark`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AppliedMark {
+    /// Highest origin seq applied (0: none).
+    pub seq: u64,
+    /// Epoch of the origin journal that assigned `seq`
+    /// ([`Transaction::epoch`]); 0 when the marker does not tell.
+    pub epoch: u64,
+    /// The origin's source position after `seq`, in its human-readable form
+    /// ([`Transaction::position`]); empty when the marker does not tell.
+    pub position: String,
 }
 
 /// Default bounds of one sink commit group of a store kind
@@ -466,6 +509,22 @@ pub trait Connector: Send + Sync + 'static {
     fn route(&self, query: RouteQuery<'_>) -> Option<Result<crate::unit::Routed, ConnectorError>> {
         let _ = query;
         None
+    }
+
+    /// The source position whose human-readable form is `display` (what
+    /// [`Position::display`] printed, as carried in
+    /// [`Transaction::position`] and recorded in the peers' apply markers):
+    /// where a replacement agent with an empty journal resumes this DC's
+    /// source (docs/architecture.md, "Journal identity").
+    ///
+    /// Errors: [`ConnectorError::Definite`] naming the text when it is not
+    /// such a position; the default (a kind whose display cannot be read
+    /// back) always fails.
+    fn parse_position(&self, display: &str) -> Result<Position, ConnectorError> {
+        Err(ConnectorError::Definite(format!(
+            "kind {} cannot resume its source from a peer's apply marker ({display:?})",
+            self.kind()
+        )))
     }
 }
 

@@ -42,10 +42,12 @@
 //! which the peer's apply marker turns into a no-op.
 //!
 //! # Format version and migration
-//! `meta["format"]` holds [`FORMAT_VERSION`]. Format 3 differs from format
-//! 2 only in that records may be envelope version 3 and `open_parts`
-//! exists; a format-2 journal is upgraded by rewriting the number (an agent
-//! of format 2 then refuses it instead of failing on a record). A journal
+//! `meta["format"]` holds [`FORMAT_VERSION`]. Format 4 differs from format
+//! 3 in that records may be envelope version 4 and the journal has an epoch
+//! and the `ancestors` table (see [`identity`]); format 3 differs from
+//! format 2 only in that records may be envelope version 3 and `open_parts`
+//! exists. An older journal is upgraded by rewriting the number (an agent
+//! of the older format then refuses it instead of failing on a record). A journal
 //! written by a
 //! format-1 agent (entries keyed by `(store, seq)`, untagged bincode,
 //! cursors by `(peer, store)`) is migrated in one atomic write transaction
@@ -61,7 +63,7 @@
 //! duplicated or torn entries; sled 0.34 (2021) has open reports of corruption
 //! after unclean shutdown and sled 1.0 is an alpha.
 //!
-//! # Layout (format 3, redb tables)
+//! # Layout (format 4, redb tables)
 //! - `log`: `(origin, store, seq) -> cum_bytes: u64 LE | record`, where
 //!   `record` is a tagged envelope ([`dcsync_core::envelope::encode_tx`]) and
 //!   `cum_bytes` the total record bytes of the stream up to and including
@@ -76,17 +78,20 @@
 //! - `positions`: `store -> bincode(Position)` (local source checkpoints)
 //! - `peer_cursors`: `(peer, origin, store) -> seq`
 //! - `identity`: `"dc" -> the DC id` (a journal opened as another DC is
-//!   refused)
-//! - `meta`: `"format" -> 3`, `"hlc" -> u64` (highest HLC journaled, the
+//!   refused), `"epoch" -> 16 hex digits` (see [`identity`])
+//! - `ancestors`: `store -> epochs` the local stream continues (see
+//!   [`identity`])
+//! - `meta`: `"format" -> 4`, `"hlc" -> u64` (highest HLC journaled, the
 //!   clock floor after restart)
 //! - `versions`: `(store, row key) -> (HLC, DC)`, the version index of
 //!   stores with a conflict policy ([`Journal::append_versioned`],
 //!   [`Journal::record_versions`]; an entry keeps the greater version).
 //!   Added in format 3 without a format change (unknown tables are unread).
 
+use crate::migrate::{migrate_v1, v1};
 use crate::versions::put_version;
 use dcsync_core::connector::Position;
-use dcsync_core::envelope::{decode_tx, decode_tx_v1, encode_tx, encode_tx_into};
+use dcsync_core::envelope::{decode_tx, encode_tx_into};
 use dcsync_core::{Hlc, Transaction};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
@@ -95,7 +100,7 @@ use redb::{
 use std::path::{Path, PathBuf};
 
 /// The journal format this agent writes.
-pub const FORMAT_VERSION: u64 = 3;
+pub const FORMAT_VERSION: u64 = 4;
 
 const LOG: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("log");
 const HEADS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("heads");
@@ -109,16 +114,6 @@ const OPEN_PARTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("ope
 const IDENTITY: TableDefinition<&str, &str> = TableDefinition::new("identity");
 /// `(store, row/key) -> (HLC, DC)`: the version index (see [`Journal::versions`]).
 const VERSIONS: TableDefinition<(&str, &[u8]), (u64, &str)> = TableDefinition::new("versions");
-
-/// Format-1 tables, read only by the migration.
-mod v1 {
-    use redb::TableDefinition;
-    pub const TXS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("txs");
-    pub const LAST_SEQ: TableDefinition<&str, u64> = TableDefinition::new("last_seq");
-    pub const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
-    pub const CUM: TableDefinition<&str, u64> = TableDefinition::new("cum");
-    pub const REMOVED_CUM: TableDefinition<&str, u64> = TableDefinition::new("removed_cum");
-}
 
 /// Journal errors. All are fatal for the operation; none leaves a partial
 /// write behind (redb transactions are atomic).
@@ -213,6 +208,8 @@ pub struct Journal {
     db: Database,
     me: String,
     peers: Vec<String>,
+    /// See [`Journal::epoch`].
+    epoch: u64,
 }
 
 /// redb's page cache, bytes. Its default (1 GiB) would let the agent's
@@ -256,14 +253,17 @@ impl Journal {
             let f = m.get("format").map_err(storage)?.map(|g| g.value());
             f
         };
+        let existed = format.is_some() || existing.iter().any(|t| t == v1::TXS.name());
         match format {
             Some(f) if f > FORMAT_VERSION => {
                 return Err(JournalError::NewerFormat { path, found: f });
             }
             Some(f) if f < FORMAT_VERSION => {
                 // Format 2 -> 3: records may now be envelope version 3 and
-                // the `open_parts` table exists; format-2 records stay
-                // readable as they are.
+                // the `open_parts` table exists; 3 -> 4: records may be
+                // envelope version 4 and the journal has an epoch (written
+                // below; the old markers' epoch 0 is continued). Older
+                // records stay readable as they are.
                 w.open_table(META)
                     .map_err(storage)?
                     .insert("format", FORMAT_VERSION)
@@ -302,6 +302,7 @@ impl Journal {
                 }
             }
         }
+        let epoch = identity::open_epoch(&w, existed)?;
         {
             w.open_table(LOG).map_err(storage)?;
             w.open_table(HEADS).map_err(storage)?;
@@ -329,6 +330,7 @@ impl Journal {
             db,
             me: me.to_string(),
             peers: peers.to_vec(),
+            epoch,
         })
     }
 
@@ -380,6 +382,7 @@ impl Journal {
             for tx in txs.iter_mut() {
                 last += 1;
                 tx.seq = last;
+                tx.epoch = self.epoch;
                 tx.origin.clone_from(&self.me);
             }
             put_entries(&w, &self.me, store, txs)?;
@@ -810,87 +813,8 @@ fn put_entries(
     Ok(())
 }
 
-/// Rewrites a format-1 journal as format 2 inside `w` (the caller commits).
-/// A format-1 journal only held local changes (its sender refused to ship
-/// any other origin), so every entry, head, cursor and byte total moves
-/// under origin `me`; an entry naming another origin means the data
-/// directory belongs to another DC and is refused.
-fn migrate_v1(w: &WriteTransaction, me: &str) -> Result<(), JournalError> {
-    {
-        let old = w.open_table(v1::TXS).map_err(storage)?;
-        let mut log = w.open_table(LOG).map_err(storage)?;
-        let mut heads = w.open_table(HEADS).map_err(storage)?;
-        let mut buf = Vec::new();
-        for item in old.iter().map_err(storage)? {
-            let (k, v) = item.map_err(storage)?;
-            let (store, seq) = k.value();
-            let raw = v.value();
-            let corrupt = |reason: String| JournalError::Corrupt {
-                origin: me.to_string(),
-                store: store.to_string(),
-                seq,
-                reason,
-            };
-            let tx = decode_tx_v1(raw.get(8..).unwrap_or_default())
-                .map_err(|e| corrupt(format!("format-1 entry: {e}")))?;
-            if tx.origin != me {
-                return Err(corrupt(format!(
-                    "format-1 entry of origin {:?} in the journal of dc {me:?}: is this data directory another DC's?",
-                    tx.origin
-                )));
-            }
-            let record = encode_tx(&tx).map_err(|e| corrupt(e.to_string()))?;
-            buf.clear();
-            // The cumulative byte count stays the format-1 one: backlog
-            // bytes are differences of it, and the tag byte is noise.
-            buf.extend_from_slice(&cum_prefix(raw).to_le_bytes());
-            buf.extend_from_slice(&record);
-            log.insert((me, store, seq), buf.as_slice())
-                .map_err(storage)?;
-            heads
-                .insert((me, store), (seq, tx.hlc.0))
-                .map_err(storage)?;
-        }
-    }
-    {
-        let last = w.open_table(v1::LAST_SEQ).map_err(storage)?;
-        let mut heads = w.open_table(HEADS).map_err(storage)?;
-        for item in last.iter().map_err(storage)? {
-            let (k, s) = item.map_err(storage)?;
-            let store = k.value();
-            let hlc = heads
-                .get((me, store))
-                .map_err(storage)?
-                .map(|g| g.value().1)
-                .unwrap_or(0);
-            heads
-                .insert((me, store), (s.value(), hlc))
-                .map_err(storage)?;
-        }
-        let old_c = w.open_table(v1::CURSORS).map_err(storage)?;
-        let mut cur = w.open_table(PEER_CURSORS).map_err(storage)?;
-        for item in old_c.iter().map_err(storage)? {
-            let (k, s) = item.map_err(storage)?;
-            let (peer, store) = k.value();
-            cur.insert((peer, me, store), s.value()).map_err(storage)?;
-        }
-        for (old, new) in [(v1::CUM, STREAM_CUM), (v1::REMOVED_CUM, STREAM_REMOVED_CUM)] {
-            let o_t = w.open_table(old).map_err(storage)?;
-            let mut n_t = w.open_table(new).map_err(storage)?;
-            for item in o_t.iter().map_err(storage)? {
-                let (k, v) = item.map_err(storage)?;
-                n_t.insert((me, k.value()), v.value()).map_err(storage)?;
-            }
-        }
-    }
-    w.delete_table(v1::TXS).map_err(storage)?;
-    w.delete_table(v1::LAST_SEQ).map_err(storage)?;
-    w.delete_table(v1::CURSORS).map_err(storage)?;
-    w.delete_table(v1::CUM).map_err(storage)?;
-    w.delete_table(v1::REMOVED_CUM).map_err(storage)?;
-    Ok(())
-}
-
+pub mod identity;
+mod migrate;
 mod versions;
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ fn tx(n: u64) -> Transaction {
         }],
         part: 0,
         more: false,
+        epoch: 0,
     }
 }
 
@@ -85,7 +86,13 @@ fn entries_removed_only_when_every_peer_acked() {
     assert_eq!(j.backlog("gz", "bj", "s").unwrap().txns, 5);
     assert_eq!(j.backlog("gz", "bj", "s").unwrap().oldest, Some(Hlc(6)));
     assert_eq!(j.backlog("sh", "bj", "s").unwrap().txns, 2);
-    let per_tx = encode_tx(&Transaction { seq: 1, ..tx(1) }).unwrap().len() as u64;
+    let per_tx = encode_tx(&Transaction {
+        seq: 1,
+        epoch: j.epoch(),
+        ..tx(1)
+    })
+    .unwrap()
+    .len() as u64;
     let gz = j.backlog("gz", "bj", "s").unwrap();
     assert!(
         gz.bytes >= 5 * per_tx - 5 && gz.bytes <= 5 * per_tx + 5,
@@ -235,11 +242,11 @@ fn a_journal_of_a_newer_format_is_refused_untouched() {
     }
     let e = Journal::open(d.path(), "bj", &["sh".into()]).err().unwrap();
     assert!(
-        matches!(e, JournalError::NewerFormat { found: 4, .. }),
+        matches!(e, JournalError::NewerFormat { found: 5, .. }),
         "{e}"
     );
     assert!(
-        e.to_string().contains("newer than this agent's format 3"),
+        e.to_string().contains("newer than this agent's format 4"),
         "{e}"
     );
 }
@@ -360,4 +367,79 @@ fn the_version_index_keeps_the_greater_version_across_reopen() {
         j.versions("s", &[a, b]).unwrap(),
         vec![Some(v(10, "sh")), Some(v(3, "sh"))]
     );
+}
+
+#[test]
+fn a_new_journal_has_an_epoch_and_its_streams_wait_to_be_settled() {
+    let d = tempfile::tempdir().unwrap();
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+    let epoch = j.epoch();
+    assert_ne!(epoch, 0);
+    assert!(
+        !j.settled("s").unwrap(),
+        "a new journal's stream is unsettled"
+    );
+    assert!(!j.continues("s", 0).unwrap());
+    assert!(!j.continues("s", 7).unwrap());
+    assert!(j.continues("s", epoch).unwrap());
+    let mut v: Vec<_> = (1..=3).map(tx).collect();
+    j.append("s", &mut v, None).unwrap();
+    assert!(
+        v.iter().all(|t| t.epoch == epoch),
+        "entries carry the epoch"
+    );
+    let read = j.read("bj", "s", 0, 10, usize::MAX).unwrap();
+    assert!(read.iter().all(|t| t.epoch == epoch), "and keep it on disk");
+    j.settle("s", &[]).unwrap();
+    assert!(j.settled("s").unwrap());
+    assert!(!j.continues("s", 7).unwrap(), "no ancestor was named");
+    drop(j);
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+    assert_eq!(j.epoch(), epoch, "the epoch survives a reopen");
+    assert!(j.settled("s").unwrap());
+}
+
+#[test]
+fn recover_restarts_the_local_stream_at_a_peer_marker() {
+    let d = tempfile::tempdir().unwrap();
+    let j = Journal::open(d.path(), "bj", &["sh".into(), "gz".into()]).unwrap();
+    // Journaled by the source before the peers answered: discarded, the
+    // source reads it again from the recovered position.
+    let mut v: Vec<_> = (1..=4).map(tx).collect();
+    j.append("s", &mut v, Some(&pos(99))).unwrap();
+    j.recover("s", 500, Hlc(0), &pos(500), &[0xabc, 0xdef])
+        .unwrap();
+    assert_eq!(j.last_seq("bj", "s").unwrap(), 500);
+    assert!(j.read("bj", "s", 0, 10, usize::MAX).unwrap().is_empty());
+    assert_eq!(j.position("s").unwrap(), Some(pos(500)));
+    assert!(j.settled("s").unwrap());
+    assert!(j.continues("s", 0xabc).unwrap() && j.continues("s", 0xdef).unwrap());
+    assert!(!j.continues("s", 0x123).unwrap());
+    assert_eq!(j.cursor("sh", "bj", "s").unwrap(), 500);
+    let mut more: Vec<_> = (1..=2).map(tx).collect();
+    assert_eq!(j.append("s", &mut more, None).unwrap(), Some((501, 502)));
+    assert_eq!(j.backlog("gz", "bj", "s").unwrap().txns, 2);
+}
+
+#[test]
+fn a_journal_of_the_format_before_epochs_continues_epoch_zero() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+        let w = j.db.begin_write().unwrap();
+        w.open_table(META).unwrap().insert("format", 3).unwrap();
+        w.delete_table(identity::ANCESTORS).unwrap();
+        w.open_table(IDENTITY).unwrap().remove("epoch").unwrap();
+        w.commit().unwrap();
+    }
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+    assert!(
+        j.settled("any").unwrap(),
+        "an upgraded journal's streams are settled"
+    );
+    assert!(
+        j.continues("any", 0).unwrap(),
+        "markers without an epoch are its own"
+    );
+    assert!(!j.continues("any", 9).unwrap());
 }

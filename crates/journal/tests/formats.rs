@@ -18,7 +18,7 @@ fn copy_fixture() -> tempfile::TempDir {
 fn format_one_journal_is_migrated_without_loss() {
     let d = copy_fixture();
     let peers = vec!["sh".to_string(), "gz".to_string()];
-    assert_eq!(FORMAT_VERSION, 3);
+    assert_eq!(FORMAT_VERSION, 4);
     for reopen in 0..2 {
         let j = Journal::open(d.path(), "bj", &peers).unwrap();
         // orders: seqs 1-3 journaled; sh acked 1, gz acked 2 → entry 1 removed.
@@ -27,6 +27,11 @@ fn format_one_journal_is_migrated_without_loss() {
         assert_eq!(rows.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![2, 3]);
         let t3 = &rows[1];
         assert_eq!(t3.origin, "bj");
+        assert_eq!(t3.epoch, 0, "entries before epochs name none");
+        assert!(
+            j.settled("orders").unwrap() && j.continues("orders", 0).unwrap(),
+            "a migrated journal continues the markers written before epochs"
+        );
         assert_eq!(t3.position, "mysql-bin.000001:1003");
         assert_eq!(t3.commit_ts_ms, 1_700_000_000_003);
         assert_eq!(t3.hlc, dcsync_core::Hlc::new(1_700_000_000_003, 3));

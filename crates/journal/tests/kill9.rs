@@ -41,6 +41,7 @@ fn tx(n: u64) -> Transaction {
         }],
         part: 0,
         more: false,
+        epoch: 0,
     }
 }
 
@@ -115,6 +116,7 @@ fn kill9_never_loses_or_duplicates() {
                 t,
                 &Transaction {
                     seq: t.seq,
+                    epoch: j.epoch(),
                     ..tx(t.seq)
                 },
                 "round {round}: torn entry"

@@ -51,6 +51,7 @@ fn row_tx(origin: &str, n: u64) -> Transaction {
         }],
         part: 0,
         more: false,
+        epoch: 0,
     }
 }
 

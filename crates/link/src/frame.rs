@@ -27,7 +27,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 ///   version 2. A batch may end inside a split transaction; the receiver
 ///   acknowledges only what it committed, so such batches do not count
 ///   against the sender's window (see `sender`).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// - **4**: the receiver answers [`Frame::WelcomeMarks`], which adds to
+///   every applied seq the origin journal's epoch and source position
+///   recorded with it (a replacement agent resumes from them, and a sender
+///   refuses a peer whose marker names a journal it does not continue);
+///   batches in envelope version 4 (each record carries its journal
+///   epoch).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Lowest protocol version this agent speaks (a rolling upgrade from a
 /// version-1 release keeps working).
@@ -160,6 +166,18 @@ pub enum Frame {
         /// report about a batch it already gave up on is stale).
         seq: u64,
     },
+    /// Protocol 4+: the receiver accepted the hello ([`Frame::Welcome`]
+    /// with each applied seq's journal epoch and source position).
+    WelcomeMarks {
+        /// The receiver's DC id.
+        dc: String,
+        /// The negotiated protocol version.
+        version: u32,
+        /// For every origin stream the receiver applies, its apply marker.
+        applied: Vec<AppliedAt>,
+        /// The codec the sender must use for batches.
+        codec: Codec,
+    },
 }
 
 impl Frame {
@@ -176,6 +194,7 @@ impl Frame {
             Frame::Batch { .. } => "Batch",
             Frame::Ack { .. } => "Ack",
             Frame::StoreFailed { .. } => "StoreFailed",
+            Frame::WelcomeMarks { .. } => "Welcome (protocol 4)",
         }
     }
 }
@@ -191,11 +210,28 @@ pub struct Applied {
     pub seq: u64,
 }
 
+/// One apply marker in [`Frame::WelcomeMarks`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedAt {
+    /// Origin DC.
+    pub origin: String,
+    /// Store name.
+    pub store: String,
+    /// Highest origin seq applied (0 = none).
+    pub seq: u64,
+    /// Epoch of the origin journal that assigned `seq` (0: unknown).
+    pub epoch: u64,
+    /// The origin's source position after `seq`, human-readable form
+    /// (empty: unknown).
+    pub position: String,
+}
+
 /// The envelope version of batches in protocol `version`.
 pub fn envelope_version(protocol: u32) -> u8 {
     match protocol {
         0 | 1 => 1,
         2 => 2,
+        3 => 3,
         _ => dcsync_core::envelope::ENVELOPE_VERSION,
     }
 }

@@ -67,6 +67,7 @@ proptest::proptest! {
                 kind: dcsync_core::RowKind::Insert, before: None,
                 after: Some(vec![dcsync_core::Value::Int(-5), dcsync_core::Value::Bytes(vec![0, 255]), dcsync_core::Value::Null]) }) }],
             part: 0, more: false,
+            epoch: 0,
         }).collect();
         for (codec, protocol) in [(Codec::None, 1), (Codec::Lz4, 1), (Codec::None, 2), (Codec::Lz4, 2), (Codec::None, 3), (Codec::Lz4, 3)] {
             let (raw_len, data) = pack_batch(&txs, codec, protocol).unwrap();

@@ -59,14 +59,15 @@ pub enum ApplyError {
 /// What the receiving agent does with incoming changes: its sinks.
 pub trait Applier: Send + Sync + 'static {
     /// Highest seq of `origin`'s changes to `store` already applied
-    /// (committed). Called when a connection starts: parts of a split
-    /// transaction held uncommitted from an earlier connection are rolled
-    /// back, since the sender resends from this seq.
+    /// (committed), with the origin journal's epoch and source position the
+    /// apply marker recorded. Called when a connection starts: parts of a
+    /// split transaction held uncommitted from an earlier connection are
+    /// rolled back, since the sender resends from this seq.
     fn applied<'a>(
         &'a self,
         origin: &'a str,
         store: &'a str,
-    ) -> BoxFuture<'a, Result<u64, ApplyError>>;
+    ) -> BoxFuture<'a, Result<dcsync_core::connector::AppliedMark, ApplyError>>;
     /// Applies `txs` (ascending seqs, one origin, one store); returns the
     /// highest applied (committed) seq. Idempotent: already applied seqs are
     /// skipped. When `txs` ends inside a transaction split in parts
@@ -79,6 +80,48 @@ pub trait Applier: Send + Sync + 'static {
         store: &'a str,
         txs: Vec<Transaction>,
     ) -> BoxFuture<'a, Result<u64, ApplyError>>;
+}
+
+/// What the peers' apply markers say about this DC's own origin streams,
+/// as the senders learn it at each handshake: what a new journal waits for
+/// before it ships (see `dcsync_journal::identity`). Keyed by `(peer,
+/// store)`; [`PeerMarks::watch`] changes on every report.
+#[derive(Debug)]
+pub struct PeerMarks {
+    marks: Mutex<std::collections::BTreeMap<(String, String), dcsync_core::connector::AppliedMark>>,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for PeerMarks {
+    fn default() -> Self {
+        PeerMarks {
+            marks: Mutex::new(Default::default()),
+            changed: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl PeerMarks {
+    /// Records what `peer` reported of this DC's `store`.
+    pub fn report(&self, peer: &str, store: &str, mark: dcsync_core::connector::AppliedMark) {
+        if let Ok(mut m) = self.marks.lock() {
+            m.insert((peer.to_string(), store.to_string()), mark);
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// The last report of `peer` about `store`, if any.
+    pub fn get(&self, peer: &str, store: &str) -> Option<dcsync_core::connector::AppliedMark> {
+        self.marks
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(peer.to_string(), store.to_string())).cloned())
+    }
+
+    /// Changes on every [`PeerMarks::report`].
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
 }
 
 /// State of one outbound link, for `dcsync status` and logs.

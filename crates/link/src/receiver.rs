@@ -7,7 +7,7 @@
 //! log line naming the reason; the listener and every other link go on.
 
 use crate::frame::{
-    read_frame, write_frame, Applied, Codec, Frame, FrameError, MIN_PROTOCOL_VERSION,
+    read_frame, write_frame, Applied, AppliedAt, Codec, Frame, FrameError, MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
 };
 use crate::{now_ms, AbortOnDrop, Applier, ApplyError, InboundBoard, InboundStream};
@@ -206,14 +206,18 @@ async fn handle(
         cfg.peers.clone()
     };
     let mut expected: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut marks: BTreeMap<(String, String), dcsync_core::connector::AppliedMark> =
+        BTreeMap::new();
     // Streams that failed since their last successful apply: their batches
     // still in flight are stale and dropped.
     let mut failed: std::collections::BTreeSet<(String, String)> = Default::default();
     for o in &origins {
         for store in &cfg.stores {
             match applier.applied(o, store).await {
-                Ok(seq) => {
+                Ok(mark) => {
+                    let seq = mark.seq;
                     expected.insert((o.clone(), store.clone()), seq + 1);
+                    marks.insert((o.clone(), store.clone()), mark);
                     publish(&cfg.board, o, store, |st| {
                         st.applied_seq = st.applied_seq.max(seq)
                     });
@@ -234,6 +238,22 @@ async fn handle(
             applied: expected
                 .iter()
                 .map(|((_, st), next)| (st.clone(), next - 1))
+                .collect(),
+            codec,
+        }
+    } else if negotiated >= 4 {
+        Frame::WelcomeMarks {
+            dc: cfg.me.clone(),
+            version: negotiated,
+            applied: marks
+                .into_iter()
+                .map(|((o, st), m)| AppliedAt {
+                    origin: o,
+                    store: st,
+                    seq: m.seq,
+                    epoch: m.epoch,
+                    position: m.position,
+                })
                 .collect(),
             codec,
         }
@@ -314,7 +334,10 @@ async fn handle(
         // The stream's next expected seq, reading the marker if unknown.
         let want = match expected.get(&key) {
             Some(n) => Ok(*n),
-            None => applier.applied(&batch_origin, &store).await.map(|a| a + 1),
+            None => applier
+                .applied(&batch_origin, &store)
+                .await
+                .map(|a| a.seq + 1),
         };
         let result = match want {
             Ok(want) if first > want && failed.contains(&key) => {

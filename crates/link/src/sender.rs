@@ -25,6 +25,7 @@
 
 use crate::frame::{read_frame, Codec, Frame, FrameError, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::{now_ms, AbortOnDrop, Backoff, LinkState, SharedStats, StreamFailure};
+use dcsync_core::connector::AppliedMark;
 use dcsync_core::events;
 use dcsync_core::topology::LinkSettings;
 use dcsync_journal::Journal;
@@ -55,6 +56,9 @@ pub struct SenderConfig {
     pub settings: LinkSettings,
     /// Mutual TLS; `None` = plain TCP (`[tls] plaintext = true`).
     pub tls: Option<crate::tls::LinkTls>,
+    /// Where the peer's markers of this DC's own streams are reported at
+    /// each handshake (the recovery of a new journal waits for them).
+    pub marks: Option<Arc<crate::PeerMarks>>,
 }
 
 /// Why a session ended.
@@ -78,6 +82,10 @@ pub enum SessionError {
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] dcsync_journal::JournalError),
+    /// A stream this session held back (its journal stream was not
+    /// settled) is settled now: redial at once to ship it.
+    #[error("a held-back stream is settled: redialing")]
+    Settled,
     /// Connect failed or timed out.
     #[error("connect to {addr}: {reason}")]
     Connect {
@@ -126,6 +134,7 @@ pub async fn run(
         }
         let err = match result {
             Ok(()) => return,
+            Err(SessionError::Settled) => continue,
             Err(SessionError::Downgrade(v)) => {
                 tracing::info!(peer = %cfg.peer, version = v, "peer speaks an older protocol version; redialing with it");
                 version = v;
@@ -227,8 +236,33 @@ async fn session(
     let first = tokio::time::timeout(dead, read_frame(&mut rd, s.max_frame_bytes))
         .await
         .map_err(|_| SessionError::Stalled(s.dead_after_ms))??;
-    let (version, codec, peer_dc, applied): (u32, Codec, String, BTreeMap<Stream, u64>) =
+    let seq_only = |seq: u64| AppliedMark {
+        seq,
+        ..AppliedMark::default()
+    };
+    let (version, codec, peer_dc, applied): (u32, Codec, String, BTreeMap<Stream, AppliedMark>) =
         match first {
+            Frame::WelcomeMarks {
+                dc,
+                version,
+                applied,
+                codec,
+            } => (
+                version,
+                codec,
+                dc,
+                applied
+                    .into_iter()
+                    .map(|a| {
+                        let mark = AppliedMark {
+                            seq: a.seq,
+                            epoch: a.epoch,
+                            position: a.position,
+                        };
+                        ((a.origin, a.store), mark)
+                    })
+                    .collect(),
+            ),
             Frame::Welcome {
                 dc,
                 version,
@@ -240,7 +274,7 @@ async fn session(
                 dc,
                 applied
                     .into_iter()
-                    .map(|a| ((a.origin, a.store), a.seq))
+                    .map(|a| ((a.origin, a.store), seq_only(a.seq)))
                     .collect(),
             ),
             Frame::LegacyWelcome { dc, applied, codec } => (
@@ -249,7 +283,7 @@ async fn session(
                 dc,
                 applied
                     .into_iter()
-                    .map(|(store, seq)| ((cfg.me.clone(), store), seq))
+                    .map(|(store, seq)| ((cfg.me.clone(), store), seq_only(seq)))
                     .collect(),
             ),
             Frame::Refused { reason } => {
@@ -278,13 +312,37 @@ async fn session(
             "peer chose protocol version {version}, outside {MIN_PROTOCOL_VERSION}..={offer}"
         )));
     }
-    // The streams this session ships: protocol 1 carries only our own.
-    let streams: Vec<Stream> = cfg
+    // What the peer applied of our own streams, for the recovery of a new
+    // journal.
+    if let Some(board) = &cfg.marks {
+        for st in &cfg.stores {
+            if let Some(m) = applied.get(&(cfg.me.clone(), st.clone())) {
+                board.report(&cfg.peer, st, m.clone());
+            }
+        }
+    }
+    // The streams this session ships: protocol 1 carries only our own; an
+    // own stream of a new journal waits until it is settled (it may be
+    // restarted at a peer's marker).
+    let mut unsettled: Vec<Stream> = Vec::new();
+    let mut streams: Vec<Stream> = Vec::new();
+    for o in cfg
         .origins
         .iter()
         .filter(|o| **o != cfg.peer && (version >= 2 || **o == cfg.me))
-        .flat_map(|o| cfg.stores.iter().map(move |st| (o.clone(), st.clone())))
-        .collect();
+    {
+        for st in &cfg.stores {
+            let key = (o.clone(), st.clone());
+            if *o == cfg.me && !journal.settled(st)? {
+                unsettled.push(key);
+            } else {
+                streams.push(key);
+            }
+        }
+    }
+    if !unsettled.is_empty() {
+        tracing::info!(peer = %cfg.peer, streams = ?unsettled, "holding back streams of a new journal until every peer has told what it applied of them");
+    }
     // Resume points.
     let mut next: BTreeMap<Stream, u64> = BTreeMap::new();
     let mut acked: BTreeMap<Stream, u64> = BTreeMap::new();
@@ -293,20 +351,41 @@ async fn session(
         // A stream the peer could not report (its store not ready) resumes
         // from our cursor: at or below what it applied, so a resend is a
         // no-op there, and never below what this journal still holds.
-        let peer_applied = match applied.get(key) {
-            Some(seq) => *seq,
-            None => journal.cursor(&cfg.peer, origin, store)?,
+        let mark = match applied.get(key) {
+            Some(m) => m.clone(),
+            None => seq_only(journal.cursor(&cfg.peer, origin, store)?),
         };
+        let peer_applied = mark.seq;
         let last = journal.last_seq(origin, store)?;
-        if peer_applied > last {
+        if *origin == cfg.me
+            && version >= 4
+            && peer_applied > 0
+            && !journal.continues(store, mark.epoch)?
+        {
+            return Err(SessionError::Protocol(format!(
+                "peer {} has applied {origin}/{store} up to seq {peer_applied} of journal epoch {:016x}, \
+                 which this journal (epoch {:016x}) does not continue: this DC's journal was replaced \
+                 without recovering from {}; refusing to ship (seqs of two journals would be confused \
+                 and changes skipped). See docs/operations.md, \"Replacing an agent's host\"",
+                cfg.peer,
+                mark.epoch,
+                journal.epoch(),
+                cfg.peer
+            )));
+        }
+        if peer_applied > last && *origin != cfg.me {
             return Err(SessionError::Protocol(format!(
                 "peer {} has applied {origin}/{store} up to seq {peer_applied} but this journal only reaches seq {last}; \
                  the journal was lost or reset: refusing to ship (restore the journal directory)",
                 cfg.peer
             )));
         }
-        if peer_applied > journal.cursor(&cfg.peer, origin, store)? {
-            journal.ack(&cfg.peer, origin, store, peer_applied)?;
+        // A peer ahead of this journal (a recovered journal re-reading its
+        // source from a less advanced peer's marker): its stream resumes
+        // once the source has read past what it applied.
+        let cursor = peer_applied.min(last);
+        if cursor > journal.cursor(&cfg.peer, origin, store)? {
+            journal.ack(&cfg.peer, origin, store, cursor)?;
         }
         next.insert(key.clone(), peer_applied);
         acked.insert(key.clone(), peer_applied);
@@ -545,6 +624,11 @@ async fn session(
             _ = tick.tick() => {
                 if last_rx.elapsed() > dead {
                     return Err(SessionError::Stalled(s.dead_after_ms));
+                }
+                for (_, store) in &unsettled {
+                    if journal.settled(store)? {
+                        return Err(SessionError::Settled);
+                    }
                 }
                 if last_tx.elapsed() >= Duration::from_millis(s.heartbeat_ms) {
                     timed_write(&mut wr, &Frame::Heartbeat, dead, s.dead_after_ms).await?;

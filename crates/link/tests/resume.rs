@@ -4,6 +4,7 @@
 //! journal no longer holds), and the other stream is not held back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use dcsync_core::connector::AppliedMark;
 use dcsync_core::topology::LinkSettings;
 use dcsync_core::{Change, Hlc, Payload, RedisCommand, Transaction};
 use dcsync_journal::Journal;
@@ -31,6 +32,7 @@ fn tx(store: &str, n: u64) -> Transaction {
         }],
         part: 0,
         more: false,
+        epoch: 0,
     }
 }
 
@@ -50,17 +52,20 @@ impl Applier for NotReadyOnce {
         &'a self,
         _o: &'a str,
         store: &'a str,
-    ) -> BoxFuture<'a, Result<u64, ApplyError>> {
+    ) -> BoxFuture<'a, Result<AppliedMark, ApplyError>> {
         Box::pin(async move {
             if store != "orders" {
-                return Ok(0);
+                return Ok(AppliedMark::default());
             }
             if self.orders_reads.fetch_add(1, Ordering::SeqCst) == 0 {
                 return Err(ApplyError::Transient(
                     "store orders: connection refused".into(),
                 ));
             }
-            Ok(self.orders_marker.unwrap_or(3))
+            Ok(AppliedMark {
+                seq: self.orders_marker.unwrap_or(3),
+                ..AppliedMark::default()
+            })
         })
     }
     fn apply<'a>(
@@ -103,6 +108,10 @@ async fn rig(applier: NotReadyOnce) -> Rig {
     };
     let dir = tempfile::tempdir().unwrap();
     let journal = Arc::new(Journal::open(dir.path(), "bj", &["sh".into()]).unwrap());
+    // Settled as after a first start (the peers' markers name no journal).
+    for store in ["orders", "cache", "shop"] {
+        journal.settle(store, &[0]).unwrap();
+    }
     journal
         .append(
             "orders",
@@ -155,6 +164,7 @@ async fn rig(applier: NotReadyOnce) -> Rig {
         stores: vec!["orders".into(), "cache".into()],
         settings,
         tls: None,
+        marks: None,
     };
     let task = tokio::spawn(sender::run(
         scfg,

@@ -3,6 +3,7 @@
 //! release really sends (`fixtures/v1`), byte for byte where it matters.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use dcsync_core::connector::AppliedMark;
 use dcsync_core::topology::LinkSettings;
 use dcsync_core::{Change, Hlc, Payload, RedisCommand, Transaction};
 use dcsync_journal::Journal;
@@ -37,6 +38,7 @@ fn tx(n: u64) -> Transaction {
         }],
         part: 0,
         more: false,
+        epoch: 0,
     }
 }
 
@@ -54,6 +56,10 @@ fn settings() -> LinkSettings {
 async fn a_protocol_two_sender_downgrades_to_a_protocol_one_listener() {
     let dir = tempfile::tempdir().unwrap();
     let journal = Arc::new(Journal::open(dir.path(), "bj", &["sh".into()]).unwrap());
+    // Settled as after a first start (the peers' markers name no journal).
+    for store in ["orders", "cache", "shop"] {
+        journal.settle(store, &[0]).unwrap();
+    }
     journal
         .append("orders", &mut [tx(1), tx(2), tx(3)], None)
         .unwrap();
@@ -123,6 +129,7 @@ async fn a_protocol_two_sender_downgrades_to_a_protocol_one_listener() {
         stores: vec!["orders".into()],
         settings: settings(),
         tls: None,
+        marks: None,
     };
     let task = tokio::spawn(sender::run(
         cfg,
@@ -152,8 +159,12 @@ async fn a_protocol_two_sender_downgrades_to_a_protocol_one_listener() {
 struct Recorder(Mutex<Vec<(String, String, u64)>>);
 
 impl Applier for Recorder {
-    fn applied<'a>(&'a self, _o: &'a str, _s: &'a str) -> BoxFuture<'a, Result<u64, ApplyError>> {
-        Box::pin(async { Ok(0) })
+    fn applied<'a>(
+        &'a self,
+        _o: &'a str,
+        _s: &'a str,
+    ) -> BoxFuture<'a, Result<AppliedMark, ApplyError>> {
+        Box::pin(async { Ok(AppliedMark::default()) })
     }
     fn apply<'a>(
         &'a self,

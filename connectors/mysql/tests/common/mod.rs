@@ -199,6 +199,7 @@ pub fn as_transactions(locals: &[(Vec<Change>, Position)], first_seq: u64) -> Ve
             changes: changes.clone(),
             part: 0,
             more: false,
+            epoch: 0,
         })
         .collect()
 }

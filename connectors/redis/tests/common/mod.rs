@@ -483,6 +483,7 @@ pub fn to_tx(
         changes,
         part: 0,
         more: false,
+        epoch: 0,
     }
 }
 

@@ -2,7 +2,11 @@
 //! the journal and sent in link batches.
 //!
 //! # Format
-//! - **Version 3** (current, [`ENVELOPE_VERSION`]): one tag byte `3`, then
+//! - **Version 4** (current, [`ENVELOPE_VERSION`]): one tag byte `4`, then
+//!   the bincode of the pair (version-3 wire record, origin journal epoch
+//!   as a varint `u64`), i.e. the version-3 bytes followed by the epoch
+//!   ([`crate::Transaction::epoch`]); a batch is a sequence of such pairs.
+//! - **Version 3**: one tag byte `3`, then
 //!   the bincode 2 (standard config: little endian, varint integers)
 //!   encoding of the wire record in [`v3`] (a single record, [`encode_tx`])
 //!   or of a sequence of them (a link batch, [`encode_batch`]). A record
@@ -38,7 +42,7 @@ pub mod v3;
 use crate::Transaction;
 
 /// The envelope version this agent writes.
-pub const ENVELOPE_VERSION: u8 = 3;
+pub const ENVELOPE_VERSION: u8 = 4;
 
 /// Upper bound on what the decoder may allocate for one record or batch,
 /// bytes.
@@ -109,7 +113,7 @@ pub(crate) fn decode_exact<T: serde::de::DeserializeOwned>(
 /// Encodes one transaction as a tagged record of the current version
 /// (journal entries).
 pub fn encode_tx(tx: &Transaction) -> Result<Vec<u8>, EnvelopeError> {
-    encode_tagged(&v3::TxOut::from_tx(tx), ENVELOPE_VERSION)
+    encode_tagged(&(v3::TxOut::from_tx(tx), tx.epoch), ENVELOPE_VERSION)
 }
 
 /// [`encode_tx`] appended to `out` (no intermediate buffer: the journal
@@ -117,7 +121,7 @@ pub fn encode_tx(tx: &Transaction) -> Result<Vec<u8>, EnvelopeError> {
 pub fn encode_tx_into(tx: &Transaction, out: &mut Vec<u8>) -> Result<usize, EnvelopeError> {
     let start = out.len();
     out.push(ENVELOPE_VERSION);
-    bincode::serde::encode_into_std_write(v3::TxOut::from_tx(tx), out, config())
+    bincode::serde::encode_into_std_write((v3::TxOut::from_tx(tx), tx.epoch), out, config())
         .map_err(|e| EnvelopeError::Encode(e.to_string()))?;
     Ok(out.len() - start)
 }
@@ -134,11 +138,19 @@ pub fn decode_tx(bytes: &[u8]) -> Result<Transaction, EnvelopeError> {
         }),
         Some((&2, rest)) => decode_exact::<v1::Transaction>(rest, 2).map(Transaction::from),
         Some((&3, rest)) => decode_exact::<v3::TxIn>(rest, 3)?.into_tx(),
+        Some((&4, rest)) => with_epoch(decode_exact::<(v3::TxIn, u64)>(rest, 4)?),
         Some((&v, _)) => Err(EnvelopeError::UnknownVersion {
             found: v,
             newest: ENVELOPE_VERSION,
         }),
     }
+}
+
+/// A version-4 pair as a transaction.
+fn with_epoch((tx, epoch): (v3::TxIn, u64)) -> Result<Transaction, EnvelopeError> {
+    let mut tx = tx.into_tx()?;
+    tx.epoch = epoch;
+    Ok(tx)
 }
 
 /// Decodes an untagged version-1 record (journal format 1).
@@ -147,8 +159,8 @@ pub fn decode_tx_v1(bytes: &[u8]) -> Result<Transaction, EnvelopeError> {
 }
 
 /// Encodes the transactions of a link batch in envelope `version` (1 for a
-/// protocol-1 peer: untagged; 2: tagged version-1 layout; 3 and up: the
-/// current layout).
+/// protocol-1 peer: untagged; 2: tagged version-1 layout; 3: the version-3
+/// layout, without the journal epoch; 4 and up: the current layout).
 ///
 /// Errors: [`EnvelopeError::NotRepresentable`] when `version` is 1 or 2 and
 /// a transaction is a part of a split one.
@@ -167,8 +179,15 @@ pub fn encode_batch(txs: &[Transaction], version: u8) -> Result<Vec<u8>, Envelop
                 encode_tagged(&old, 2)
             }
         }
-        _ => {
+        3 => {
             let out: Vec<v3::TxOut<'_>> = txs.iter().map(v3::TxOut::from_tx).collect();
+            encode_tagged(&out, 3)
+        }
+        _ => {
+            let out: Vec<(v3::TxOut<'_>, u64)> = txs
+                .iter()
+                .map(|t| (v3::TxOut::from_tx(t), t.epoch))
+                .collect();
             encode_tagged(&out, ENVELOPE_VERSION)
         }
     }
@@ -191,6 +210,10 @@ pub fn decode_batch(bytes: &[u8], version: u8) -> Result<Vec<Transaction>, Envel
         Some((&3, rest)) => decode_exact::<Vec<v3::TxIn>>(rest, 3)?
             .into_iter()
             .map(v3::TxIn::into_tx)
+            .collect(),
+        Some((&4, rest)) => decode_exact::<Vec<(v3::TxIn, u64)>>(rest, 4)?
+            .into_iter()
+            .map(with_epoch)
             .collect(),
         Some((&v, _)) => Err(EnvelopeError::UnknownVersion {
             found: v,

@@ -47,6 +47,7 @@ fn sample(seq: u64) -> Transaction {
         ],
         part: 0,
         more: false,
+        epoch: 0,
     }
 }
 

@@ -176,6 +176,7 @@ impl From<Transaction> for crate::Transaction {
             changes,
             part: 0,
             more: false,
+            epoch: 0,
         }
     }
 }

@@ -235,6 +235,7 @@ impl TxIn {
             changes,
             part: self.part,
             more: self.more,
+            epoch: 0,
         })
     }
 }
