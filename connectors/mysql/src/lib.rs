@@ -45,6 +45,7 @@
 
 pub mod config;
 pub mod error;
+pub mod lease;
 pub mod plan;
 pub mod position;
 mod server;
@@ -82,6 +83,14 @@ pub static CONNECTOR: MysqlConnector = MysqlConnector;
 pub struct MysqlConnector;
 
 impl Connector for MysqlConnector {
+    fn lease(
+        &self,
+        url: String,
+        req: dcsync_core::connector::LeaseRequest,
+    ) -> Option<BoxFuture<'static, Result<dcsync_core::connector::Lease, ConnectorError>>> {
+        Some(Box::pin(async move { lease::lease(&url, &req).await }))
+    }
+
     fn parse_position(&self, display: &str) -> Result<Position, ConnectorError> {
         let bad = || {
             ConnectorError::Definite(format!(

@@ -264,7 +264,7 @@ impl std::fmt::Debug for MysqlSink {
     }
 }
 
-async fn open(url: &str) -> Result<Conn, ConnectorError> {
+pub(crate) async fn open(url: &str) -> Result<Conn, ConnectorError> {
     let opts = Opts::from_url(url)
         .map_err(|e| ConnectorError::Definite(format!("bad store URL {}: {e}", redact_url(url))))?;
     let opts = OptsBuilder::from_opts(opts).tcp_keepalive(Some(Duration::from_secs(10)));

@@ -39,6 +39,7 @@ pub async fn run(
     me: String,
     data_dir: PathBuf,
     admin: Option<String>,
+    lease_ms: u64,
 ) -> anyhow::Result<()> {
     let Some(my_dc) = topo.dc(&me).cloned() else {
         bail!(
@@ -68,6 +69,23 @@ pub async fn run(
             Some(dcsync_link::tls::LinkTls::load(&topo.cluster, &ca, &cert, &key).context("loading the [tls] files")?)
         }
     };
+    // One active agent per DC: a standby waits here.
+    if lease_ms > 0 {
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        match crate::lease::DcLease::new(&topo, &me, &data_dir, lease_ms) {
+            Some(lease) => {
+                tokio::select! {
+                    _ = lease.acquire() => {}
+                    _ = wait_for_signal() => return Ok(()),
+                }
+                tokio::spawn(lease.keep());
+            }
+            None => {
+                tracing::warn!(dc = %me, "no store of this DC keeps an agent lease: nothing stops a second agent of this DC")
+            }
+        }
+    }
     let peers: Vec<String> = topo.peers_of(&me).iter().map(|d| d.id.clone()).collect();
     let journal = Arc::new(
         Journal::open(&data_dir, &me, &peers)

@@ -17,6 +17,7 @@ mod agent;
 mod applier;
 mod attribution;
 mod check;
+mod lease;
 mod recovery;
 mod registry;
 mod route;
@@ -74,6 +75,11 @@ enum Cmd {
         /// `host:port` (overrides the DC's `admin` key in the topology).
         #[arg(long)]
         admin: Option<String>,
+        /// Lifetime of the DC's agent lease, ms: a standby agent of the same
+        /// DC takes over at most this long after the active one died
+        /// (0: no lease; see docs/operations.md, "Standby agent").
+        #[arg(long, default_value_t = 10_000)]
+        lease_ms: u64,
     },
     /// Generate a cluster CA and one certificate per DC of a topology, for the
     /// `[tls]` section (an existing ca.crt/ca.key in OUT is reused).
@@ -224,7 +230,8 @@ fn main() -> ExitCode {
             dc,
             data_dir,
             admin,
-        } => run(topology, dc, data_dir, admin),
+            lease_ms,
+        } => run(topology, dc, data_dir, admin, lease_ms),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -282,6 +289,7 @@ fn run(
     dc: String,
     data_dir: Option<PathBuf>,
     admin: Option<String>,
+    lease_ms: u64,
 ) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -296,5 +304,5 @@ fn run(
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(agent::run(topo, dc, data_dir, admin))
+    rt.block_on(agent::run(topo, dc, data_dir, admin, lease_ms))
 }

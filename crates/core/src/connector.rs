@@ -278,6 +278,26 @@ impl<S: Sink> DynSink for S {
     }
 }
 
+/// What [`Connector::lease`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// The DC whose active agent the lease names.
+    pub dc: String,
+    /// Who asks: unique per agent process (`host:pid:random`).
+    pub holder: String,
+    /// How long the lease lasts from now if granted, ms.
+    pub ttl_ms: u64,
+}
+
+/// The lease after a [`Connector::lease`] call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Who holds it.
+    pub holder: String,
+    /// For how much longer, ms (0 if expired).
+    pub remaining_ms: u64,
+}
+
 /// An apply marker of one origin stream as a sink reads it
 /// ([`Sink::applied_mark`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -508,6 +528,22 @@ pub trait Connector: Send + Sync + 'static {
     /// `None` (the default): the kind has no units to tell.
     fn route(&self, query: RouteQuery<'_>) -> Option<Result<crate::unit::Routed, ConnectorError>> {
         let _ = query;
+        None
+    }
+
+    /// Optional capability: acquires or renews, in the DC's own store at
+    /// `url`, the lease that lets one agent of DC `req.dc` be active
+    /// (docs/operations.md, "Standby agent"). Atomic in the store: the lease
+    /// goes to `req.holder` for `req.ttl_ms` if it is free, expired or
+    /// already `req.holder`'s; otherwise it stays with its holder. Returns
+    /// who holds it now and for how much longer (ms, by the store's clock).
+    /// `None` (the default): the kind keeps no lease.
+    fn lease(
+        &self,
+        url: String,
+        req: LeaseRequest,
+    ) -> Option<BoxFuture<'static, Result<Lease, ConnectorError>>> {
+        let _ = (url, req);
         None
     }
 

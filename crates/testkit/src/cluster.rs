@@ -248,6 +248,32 @@ impl Agents {
         d.child = Some(child);
     }
 
+    /// Starts a second agent for DC `i` with its own data directory
+    /// `data_dir` (a standby on another host), logging to `log`; the caller
+    /// owns (and kills) the process.
+    pub fn spawn_standby(&self, i: usize, data_dir: &Path, log: &Path) -> Child {
+        let d = &self.dcs[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("standby log");
+        Command::new(&self.dcsync)
+            .arg("run")
+            .arg("--topology")
+            .arg(&self.topology)
+            .arg("--dc")
+            .arg(&d.id)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("DCSYNC_LOG", &self.log_filter)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.dcsync.display()))
+    }
+
     /// Kills the agent of DC `i` with SIGKILL.
     pub fn kill_agent(&mut self, i: usize) {
         if let Some(mut c) = self.dcs[i].child.take() {
