@@ -3,7 +3,7 @@
 //!
 //! Before it opens its journal, binds its ports or reads a source, `dcsync
 //! run` takes the DC's lease in the first store of the DC whose kind keeps
-//! one ([`Connector::lease`]; MySQL: `dcsync.agent_lease`). The holder is
+//! one (`Connector::lease`; MySQL: `dcsync.agent_lease`). The holder is
 //! `host:data-dir`, so an agent restarted with its own data directory takes
 //! its lease back at once, while a second agent (another host, another
 //! directory) waits as a standby and takes over once the lease expires. The
@@ -22,10 +22,14 @@ use std::time::{Duration, Instant};
 /// Exit code of an agent that lost its lease.
 pub const LOST_LEASE_EXIT: i32 = 3;
 
+/// One lease call of a store (`Connector::lease` with its arguments bound).
+type LeaseCall =
+    Box<dyn Fn() -> Option<BoxFuture<'static, Result<Lease, ConnectorError>>> + Send + Sync>;
+
 /// The lease of one DC in one store.
 pub struct DcLease {
     store: String,
-    call: Box<dyn Fn() -> Option<BoxFuture<'static, Result<Lease, ConnectorError>>> + Send + Sync>,
+    call: LeaseCall,
     req: LeaseRequest,
 }
 
