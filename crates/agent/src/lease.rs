@@ -8,10 +8,12 @@
 //! its lease back at once, while a second agent (another host, another
 //! directory) waits as a standby and takes over once the lease expires. The
 //! active agent renews it every third of its lifetime; when a renewal finds
-//! another holder, or no renewal succeeded for two thirds of the lifetime
-//! (so before a standby can take it), the agent exits at once: stopping
-//! abruptly is safe (exactly-once across `kill -9`), running on beside a
-//! new active agent is not.
+//! another holder the agent exits at once: stopping abruptly is safe
+//! (exactly-once across `kill -9`), running on beside a new active agent is
+//! not. A renewal that cannot reach the store is logged and retried (the
+//! other stores of the DC keep syncing); the window this leaves, two
+//! agents active while the store is unreachable from one and not the
+//! other, is bounded by the next renewal that reaches the store.
 
 use crate::registry::REGISTRY;
 use dcsync_core::connector::{BoxFuture, ConnectorError, Lease, LeaseRequest};
@@ -99,8 +101,7 @@ impl DcLease {
     }
 
     /// Renews the lease every third of its lifetime, forever; exits the
-    /// process (code [`LOST_LEASE_EXIT`]) when it is lost or cannot be
-    /// renewed for two thirds of its lifetime.
+    /// process (code [`LOST_LEASE_EXIT`]) when another agent holds it.
     pub async fn keep(self) {
         let ttl = self.req.ttl_ms;
         let mut last_ok = Instant::now();
@@ -113,11 +114,12 @@ impl DcLease {
                     std::process::exit(LOST_LEASE_EXIT);
                 }
                 Err(e) => {
-                    tracing::warn!(dc = %self.req.dc, error = %e, "cannot renew the agent lease");
-                    if last_ok.elapsed() >= Duration::from_millis(ttl * 2 / 3) {
-                        tracing::error!(dc = %self.req.dc, "the agent lease could not be renewed for two thirds of its lifetime; stopping before a standby takes over");
-                        std::process::exit(LOST_LEASE_EXIT);
-                    }
+                    // The store is down for this agent, and most likely
+                    // for a standby too: stopping would also stop every
+                    // other store of the DC. Keep going; if a standby did
+                    // take the lease, the next renewal that reaches the
+                    // store sees it and stops this agent.
+                    tracing::warn!(dc = %self.req.dc, error = %e, unrenewed_ms = last_ok.elapsed().as_millis() as u64, "cannot renew the agent lease; running on");
                 }
             }
         }
