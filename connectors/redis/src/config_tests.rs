@@ -180,12 +180,14 @@ fn sentinel_urls_are_accepted_and_checked() {
     assert_eq!(i.len(), 2, "{i:?}");
     assert_eq!(i[0].line, 16, "{i:?}");
     assert!(
-        i[0].message.contains("url for dc \"bj\": sentinel url: no master name"),
+        i[0].message
+            .contains("url for dc \"bj\": sentinel url: no master name"),
         "{i:?}"
     );
     assert!(!i[0].message.contains("s3cret"), "{i:?}");
     assert!(
-        i[1].message.contains("url for dc \"sh\": sentinel url: \"h:0\" is not host:port"),
+        i[1].message
+            .contains("url for dc \"sh\": sentinel url: \"h:0\" is not host:port"),
         "{i:?}"
     );
     let i = issues(&with_urls("bj = \"rediss://a:1\", sh = \"redis://b:1\""));
