@@ -94,7 +94,9 @@ async fn mysql8_roundtrip_and_echo() {
                     "sink's apply came back as local: {changes:?}"
                 );
             }
-            SourceEvent::Progress { .. } | SourceEvent::Skipped { .. } => {}
+            SourceEvent::Progress { .. }
+            | SourceEvent::Skipped { .. }
+            | SourceEvent::Resync { .. } => {}
             e @ SourceEvent::Fragment { .. } => panic!("a small transaction was split: {e:?}"),
         }
     }

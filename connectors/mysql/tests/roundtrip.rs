@@ -171,7 +171,9 @@ async fn every_type_round_trips_byte_exactly_and_echoes_are_attributed() {
                 assert!(seq >= last_echo, "{seq} after {last_echo}");
                 last_echo = seq;
             }
-            SourceEvent::Progress { .. } | SourceEvent::Skipped { .. } => {}
+            SourceEvent::Progress { .. }
+            | SourceEvent::Skipped { .. }
+            | SourceEvent::Resync { .. } => {}
             e @ (SourceEvent::Local { .. } | SourceEvent::Fragment { .. }) => {
                 panic!("sink write came out as local: {e:?}")
             }

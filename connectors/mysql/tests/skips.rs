@@ -41,7 +41,7 @@ async fn collect(src: &mut Running, n: usize) -> (Vec<(String, u64, String)>, Ve
                     }
                 }
             }
-            SourceEvent::Progress { .. } => {}
+            SourceEvent::Progress { .. } | SourceEvent::Resync { .. } => {}
             e @ SourceEvent::Echo { .. } => panic!("unexpected {e:?}"),
         }
     }

@@ -161,3 +161,39 @@ fn unit_rule_problems_are_located() {
         ]
     );
 }
+
+/// The store `cache` with the given `url` table body.
+fn with_urls(urls: &str) -> String {
+    format!("{HEAD}[[store]]\nname = \"cache\"\nkind = \"redis\"\nurl = {{ {urls} }}\n")
+}
+
+#[test]
+fn sentinel_urls_are_accepted_and_checked() {
+    let ok = with_urls(
+        "bj = \"redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/bj-cache/0\", sh = \"sentinel://10.1.0.1/sh-cache\"",
+    );
+    let t = Topology::parse(&ok, &REGISTRY).unwrap();
+    assert!(t.store("cache").is_some());
+    let i = issues(&with_urls(
+        "bj = \"sentinel://:s3cret@10.0.0.1:26379\", sh = \"sentinel://h:0/m\"",
+    ));
+    assert_eq!(i.len(), 2, "{i:?}");
+    assert_eq!(i[0].line, 16, "{i:?}");
+    assert!(
+        i[0].message
+            .contains("url for dc \"bj\": sentinel url: no master name"),
+        "{i:?}"
+    );
+    assert!(!i[0].message.contains("s3cret"), "{i:?}");
+    assert!(
+        i[1].message
+            .contains("url for dc \"sh\": sentinel url: \"h:0\" is not host:port"),
+        "{i:?}"
+    );
+    let i = issues(&with_urls("bj = \"rediss://a:1\", sh = \"redis://b:1\""));
+    assert!(
+        i[0].message
+            .contains("must start with redis:// or redis+sentinel:// or sentinel://"),
+        "{i:?}"
+    );
+}

@@ -72,9 +72,27 @@ fn err(what: &str, e: redis::RedisError) -> ConnectorError {
     }
 }
 
+/// Connects to the store's server: for a sentinel URL, the master the
+/// sentinels name (checked to be `role:master`).
 async fn connect(url: &str) -> Result<redis::aio::MultiplexedConnection, ConnectorError> {
+    let resolved = crate::url::resolve(url).await?;
+    let url = resolved.url.as_str();
     let client = redis::Client::open(url)
         .map_err(|e| ConnectorError::Definite(format!("bad redis url {}: {e}", redact_url(url))))?;
+    let mut conn = connect_client(client).await?;
+    if resolved.is_sentinel() {
+        let repl = info(&mut conn, "replication").await?;
+        match repl.get("role").map(String::as_str) {
+            Some("master") => {}
+            role => return Err(crate::url::not_master(&resolved, role.unwrap_or("unknown"))),
+        }
+    }
+    Ok(conn)
+}
+
+async fn connect_client(
+    client: redis::Client,
+) -> Result<redis::aio::MultiplexedConnection, ConnectorError> {
     tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
         .await
         .map_err(|_| {

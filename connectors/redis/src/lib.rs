@@ -17,6 +17,12 @@
 //!   blocks per round trip. The marker is the idempotency checkpoint and the
 //!   echo filter: the source reports a block starting with a marker write as
 //!   [`dcsync_core::connector::SourceEvent::Echo`].
+//! - **Sentinel** ([`url`]): a store `url` may name a Sentinel-monitored
+//!   master (`redis+sentinel://h1:26379,h2:26379/mymaster`); the source,
+//!   the sink and the checks ask the sentinels for the master on every
+//!   (re)connect, so they follow a failover. A source that reconnects to a
+//!   promoted replica continues with `PSYNC` (the replica kept the old
+//!   replication id as `replid2`) and takes the new id into its position.
 //! - **Checks** ([`inspect`]): `dcsync check --connect` reports Redis
 //!   Cluster and a replication backlog too small to survive an agent
 //!   restart under load without a full resync; a starting source logs the
@@ -39,6 +45,7 @@ pub mod sink;
 pub mod source;
 mod stream;
 pub mod unit;
+pub mod url;
 
 pub use config::{FlushPolicy, RedisOptions};
 pub use position::ReplPosition;
@@ -90,7 +97,11 @@ impl Connector for RedisConnector {
     }
 
     fn url_schemes(&self) -> &'static [&'static str] {
-        &["redis"]
+        url::SCHEMES
+    }
+
+    fn check_url(&self, url: &str) -> Result<(), String> {
+        url::StoreUrl::parse(url).map(|_| ())
     }
 
     fn default_apply_group(&self) -> ApplyGroup {

@@ -36,7 +36,9 @@ const COMMAND_TABLE_REFRESH: Duration = Duration::from_secs(1);
 
 /// Redis sink for one store.
 pub struct RedisSink {
-    client: redis::Client,
+    /// The store URL as configured (`redis://` or a sentinel URL),
+    /// resolved again on every connect.
+    url: String,
     conn: Option<MultiplexedConnection>,
     /// Database the connection has selected, `None` if unknown.
     selected: Option<u32>,
@@ -91,17 +93,20 @@ fn redis_err(what: &str, e: redis::RedisError) -> ConnectorError {
 }
 
 impl RedisSink {
-    /// Connects to `url` (`redis://[user:password@]host:port[/db]`) for
-    /// `store`. A bad URL is Definite, an unreachable server Transient.
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`, or a
+    /// sentinel URL: see [`crate::url`]) for `store`. A sentinel URL is
+    /// resolved again on every reconnect, so the sink follows a failover.
+    /// A bad URL or a master name no sentinel knows is Definite, an
+    /// unreachable server or sentinel Transient.
     pub async fn connect(url: &str, store: &StoreConfig) -> Result<RedisSink, ConnectorError> {
-        let client = redis::Client::open(url).map_err(|e| {
+        crate::url::StoreUrl::parse(url).map_err(|e| {
             ConnectorError::Definite(format!(
                 "redis sink: bad url {}: {e}",
                 dcsync_core::topology::redact_url(url)
             ))
         })?;
         let mut sink = RedisSink {
-            client,
+            url: url.to_string(),
             conn: None,
             selected: None,
             markers: HashMap::new(),
@@ -119,11 +124,29 @@ impl RedisSink {
         if let Some(c) = &self.conn {
             return Ok(c.clone());
         }
-        let c = self
-            .client
+        let resolved = crate::url::resolve(&self.url).await?;
+        let client = redis::Client::open(resolved.url.as_str()).map_err(|e| {
+            ConnectorError::Definite(format!(
+                "redis sink: bad url {}: {e}",
+                dcsync_core::topology::redact_url(&resolved.url)
+            ))
+        })?;
+        let mut c = client
             .get_multiplexed_async_connection()
             .await
             .map_err(|e| redis_err("connect", e))?;
+        if let Some(via) = &resolved.via {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| redis_err("INFO replication", e))?;
+            match crate::url::role_of(&info) {
+                Some("master") => {}
+                role => return Err(crate::url::not_master(&resolved, role.unwrap_or("unknown"))),
+            }
+            tracing::info!(store = %self.store, "redis sink: {via}");
+        }
         self.selected = None;
         self.conn = Some(c.clone());
         Ok(c)
@@ -367,6 +390,15 @@ impl RedisSink {
                 self.markers.insert(origin.to_string(), last.seq);
             }
             return Ok(());
+        }
+        if problems.iter().any(|p| p.contains("READONLY")) {
+            // The server became a replica (a failover): nothing of a block
+            // with a refused write applied; reconnect (and ask the
+            // sentinels again) and send it again. The marker skips what did.
+            return Err(ConnectorError::Transient(format!(
+                "redis sink: the target is read-only now (a replica after a failover?): {}",
+                problems.join("; ")
+            )));
         }
         for pr in &problems {
             tracing::error!(origin, "redis sink: target rejected a command: {pr}");

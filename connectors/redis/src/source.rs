@@ -294,7 +294,13 @@ impl Source for RedisSource {
 impl RedisSource {
     async fn run_inner(self, cx: SourceContext) -> Result<(), ConnectorError> {
         let options = RedisOptions::of(&cx.store)?.clone();
-        let url = parse_url(&self.url)?;
+        // A sentinel URL is asked again on every (re)connect, so a source
+        // restarted after its primary went away follows the failover.
+        let resolved = crate::url::resolve(&self.url).await?;
+        if let Some(via) = &resolved.via {
+            tracing::info!(store = %cx.store.name, "redis source: {via}");
+        }
+        let url = parse_url(&resolved.url)?;
         let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&url.addr))
             .await
             .map_err(|_| transient("connect", format!("{} timed out", url.addr)))?
@@ -314,6 +320,15 @@ impl RedisSource {
             }
             args.push(pw.as_bytes());
             conn.command_ok(&args, "AUTH").await?;
+        }
+        if resolved.is_sentinel() {
+            let info = conn
+                .command_ok(&[b"INFO", b"replication"], "INFO replication")
+                .await?;
+            match crate::url::role_of(&info) {
+                Some("master") => {}
+                role => return Err(crate::url::not_master(&resolved, role.unwrap_or("unknown"))),
+            }
         }
         let info = conn
             .command_ok(&[b"INFO", b"cluster"], "INFO cluster")
@@ -368,26 +383,26 @@ impl RedisSource {
                     .next()
                     .and_then(|o| o.parse().ok())
                     .ok_or_else(|| definite(format!("bad FULLRESYNC reply {status:?}")))?;
-                if resume.is_some() {
+                let mut st = StreamState::new(&cx, &options, replid.clone(), offset);
+                if let Some(r) = &resume {
                     FULL_RESYNCS.fetch_add(1, Ordering::SeqCst);
-                    dcsync_core::events::FullResync {
-                        store: &cx.store.name,
-                    }
-                    .emit();
                     self.stats.record(SyncKind::FullResync);
-                    tracing::warn!(
-                        resume = ?cx.resume.as_ref().map(|p| &p.display),
-                        replid, offset,
-                        "redis primary answered +FULLRESYNC: full resync (the backlog no longer \
-                         holds the resume position, or the replication id changed); the dataset \
-                         is re-sent from an RDB"
+                    let detail = format!(
+                        "full resync from {}: it could not continue from {} (its backlog no \
+                         longer holds that offset, or it has another replication history: a \
+                         replica promoted before it had everything); the whole dataset is \
+                         re-sent from an RDB (replid {replid} offset {offset})",
+                        resolved.addr,
+                        r.display()
                     );
+                    tracing::warn!(store = %cx.store.name, "redis primary answered +FULLRESYNC: {detail}");
+                    st.emit(&mut conn, SourceEvent::Resync { full: true, detail })
+                        .await?;
                 } else {
                     self.stats.record(SyncKind::Initial);
                     tracing::info!(replid, offset, "redis initial full sync");
                 }
                 let data = conn.read_rdb().await?;
-                let mut st = StreamState::new(&cx, &options, replid, offset);
                 emit_rdb(&data, &options, &mut st, &mut conn).await?;
                 st
             }
@@ -395,11 +410,36 @@ impl RedisSource {
                 let Some(r) = resume else {
                     return Err(definite("+CONTINUE without a resume position"));
                 };
-                let replid = words.next().map(str::to_string).unwrap_or(r.replid);
+                // psync2: a server whose replication id is not ours (a
+                // promoted replica that kept ours as replid2) answers
+                // `+CONTINUE <its replid>`; the stream goes on in its id.
+                let new_id = words.next().filter(|id| *id != r.replid);
                 PARTIAL_RESYNCS.fetch_add(1, Ordering::SeqCst);
                 self.stats.record(SyncKind::Partial);
-                tracing::info!(replid, offset = r.offset, "redis partial resync: +CONTINUE");
-                StreamState::new(&cx, &options, replid, r.offset)
+                let detail = match new_id {
+                    Some(id) => format!(
+                        "+CONTINUE: continued with PSYNC on the promoted primary (replid2) at {} \
+                         from offset {}: replid {} is now {id}",
+                        resolved.addr, r.offset, r.replid
+                    ),
+                    None => format!(
+                        "+CONTINUE: continued with PSYNC at {} from {}",
+                        resolved.addr,
+                        r.display()
+                    ),
+                };
+                tracing::info!(store = %cx.store.name, "redis partial resync: {detail}");
+                let replid = new_id.map(str::to_string).unwrap_or(r.replid);
+                let mut st = StreamState::new(&cx, &options, replid, r.offset);
+                st.emit(
+                    &mut conn,
+                    SourceEvent::Resync {
+                        full: false,
+                        detail,
+                    },
+                )
+                .await?;
+                st
             }
             _ => return Err(definite(format!("unexpected PSYNC reply {status:?}"))),
         };

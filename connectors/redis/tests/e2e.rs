@@ -73,7 +73,7 @@ async fn handle_one(
             let _ = src.durable.send(Some(position.clone()));
         }
         SourceEvent::Fragment { .. } => panic!("the Redis source never splits a transaction"),
-        SourceEvent::Skipped { .. } => {}
+        SourceEvent::Skipped { .. } | SourceEvent::Resync { .. } => {}
     }
     seen.push(ev);
 }
@@ -370,7 +370,9 @@ async fn sink_blocks_come_back_as_echo() {
                 assert_eq!(keys, vec![b"app".to_vec()], "only the app write is Local");
                 break;
             }
-            SourceEvent::Progress { .. } | SourceEvent::Skipped { .. } => {}
+            SourceEvent::Progress { .. }
+            | SourceEvent::Skipped { .. }
+            | SourceEvent::Resync { .. } => {}
         }
     }
     let want: Vec<(String, u64)> = (1..=4).map(|s| ("sh".to_string(), s)).collect();

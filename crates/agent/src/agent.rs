@@ -557,6 +557,30 @@ impl Supervisor {
         }
     }
 
+    /// Counts how the source's reconnect synchronised (a full resync also
+    /// in `dcsync_source_full_resyncs_total`) and keeps it as the last
+    /// resync in the status; the source logged it.
+    fn resynced(&self, full: bool, detail: String) {
+        if full {
+            dcsync_core::events::FullResync {
+                store: &self.store.name,
+            }
+            .emit();
+        }
+        if let Ok(mut st) = self.status.lock() {
+            if full {
+                st.resyncs_full += 1;
+            } else {
+                st.resyncs_continued += 1;
+            }
+            st.last_resync = Some(crate::status::ResyncStatus {
+                full,
+                detail,
+                at_ms: dcsync_core::now_ms(),
+            });
+        }
+    }
+
     async fn journal_events(
         &mut self,
         events: Vec<SourceEvent>,
@@ -650,6 +674,7 @@ impl Supervisor {
                     detail,
                     position,
                 } => self.skipped(what, count, detail, position),
+                SourceEvent::Resync { full, detail } => self.resynced(full, detail),
             }
         }
         let j = self.journal.clone();

@@ -52,6 +52,29 @@ pub struct SourceStatus {
     /// Local writes to units other DCs own (the attribution guard).
     #[serde(default)]
     pub misrouted: crate::attribution::MisroutedStatus,
+    /// Reconnects since start on which the store continued from the
+    /// source's position (Redis `+CONTINUE`, also on a promoted replica).
+    #[serde(default)]
+    pub resyncs_continued: u64,
+    /// Reconnects since start on which the store could not continue and
+    /// the source re-read the whole dataset (Redis `+FULLRESYNC`; also in
+    /// `dcsync_source_full_resyncs_total`).
+    #[serde(default)]
+    pub resyncs_full: u64,
+    /// The last reconnect's resync.
+    #[serde(default)]
+    pub last_resync: Option<ResyncStatus>,
+}
+
+/// How a source's last reconnect synchronised.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResyncStatus {
+    /// `true` for a full resync (the whole dataset re-read).
+    pub full: bool,
+    /// What the source said: server, how, why.
+    pub detail: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
 }
 
 /// The last conflict of a store, in short.
@@ -556,6 +579,16 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
                 l.position,
                 ago(l.at_ms, now),
                 l.detail
+            );
+        }
+        if let Some(r) = &src.last_resync {
+            println!(
+                "           resyncs: {} continued, {} full; last {} ({}): {}",
+                src.resyncs_continued,
+                src.resyncs_full,
+                if r.full { "FULL RESYNC" } else { "continued" },
+                ago(r.at_ms, now),
+                r.detail
             );
         }
         if let Some(c) = &src.last_conflict {

@@ -122,6 +122,23 @@ pub enum SourceEvent {
         /// (`mysql-bin.000003:4711 gtid=0-1-42`).
         position: String,
     },
+    /// The source (re)connected with a resume position and told the store
+    /// where to continue (a Redis `PSYNC <replid> <offset+1>`). Informational
+    /// only: it moves no position. The agent counts it in the status
+    /// (`resyncs_continued` / `resyncs_full`, and the last one) and counts
+    /// full ones in `dcsync_source_full_resyncs_total`. A first start (no
+    /// resume position) is not a resync and sends none.
+    Resync {
+        /// `true`: the store could not continue from the position and the
+        /// source re-reads the whole dataset (a full resync: Redis
+        /// `+FULLRESYNC`); `false`: it continued from the position (Redis
+        /// `+CONTINUE`).
+        full: bool,
+        /// For the operator, one line: which server, how, and why when full
+        /// (`continued with PSYNC on the promoted primary (replid2) at
+        /// 127.0.0.1:6380, new replid 8f1c…`). No credentials.
+        detail: String,
+    },
 }
 
 /// Most [`SourceEvent::Fragment`]s a source sends ahead of
@@ -445,6 +462,16 @@ pub trait Connector: Send + Sync + 'static {
     /// URL schemes accepted in a store's `url` table, without `://`
     /// (`["mysql"]`); a URL with another scheme is a topology error.
     fn url_schemes(&self) -> &'static [&'static str];
+
+    /// Checks one DC's store `url` (its scheme is one of
+    /// [`Connector::url_schemes`]) without I/O: `Err(message)` names what is
+    /// wrong (`sentinel url has no master name after the hosts`), and the
+    /// topology loader reports it at that DC's `url` entry. Never put the
+    /// URL's credentials in the message. By default every URL passes.
+    fn check_url(&self, url: &str) -> Result<(), String> {
+        let _ = url;
+        Ok(())
+    }
 
     /// The conflict policies the kind's sink implements
     /// (`conflict = "..."`), the default first. By default only

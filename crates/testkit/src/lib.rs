@@ -15,6 +15,7 @@ pub mod mariadb;
 pub mod prometheus;
 pub mod proxy;
 pub mod redis;
+pub mod sentinel;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

@@ -146,7 +146,9 @@ impl Running {
                     all.extend(changes);
                     out.push((all, position))
                 }
-                SourceEvent::Progress { .. } | SourceEvent::Skipped { .. } => {}
+                SourceEvent::Progress { .. }
+                | SourceEvent::Skipped { .. }
+                | SourceEvent::Resync { .. } => {}
                 e @ SourceEvent::Echo { .. } => panic!("unexpected echo {e:?}"),
             }
         }

@@ -511,7 +511,7 @@ pub async fn pump(
             SourceEvent::Echo { position, .. } | SourceEvent::Progress { position } => {
                 let _ = src.durable.send(Some(position.clone()));
             }
-            SourceEvent::Skipped { .. } => {}
+            SourceEvent::Skipped { .. } | SourceEvent::Resync { .. } => {}
         }
         seen.push(ev);
     }

@@ -615,6 +615,8 @@ fn validate_store<'i>(
                             wanted.join(" or ")
                         ),
                     );
+                } else if let Err(why) = conn.check_url(u.get_ref()) {
+                    keys.error(dc.span(), format!("url for dc {:?}: {why}", dc.get_ref()));
                 }
             }
             urls.insert(dc.get_ref().clone(), StoreUrl(u.get_ref().clone()));
