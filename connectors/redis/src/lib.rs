@@ -73,23 +73,7 @@ pub struct RedisConnector;
 
 impl Connector for RedisConnector {
     fn parse_position(&self, display: &str) -> Result<Position, ConnectorError> {
-        let bad = || {
-            ConnectorError::Definite(format!(
-                "{display:?} is not a Redis replication position (`redis <replid> offset <n>`)"
-            ))
-        };
-        let w: Vec<&str> = display.split(' ').collect();
-        match w.as_slice() {
-            ["redis", replid, "offset", offset, ..] if replid.len() == 40 => {
-                Ok(position::ReplPosition {
-                    replid: replid.to_string(),
-                    offset: offset.parse().map_err(|_| bad())?,
-                    snapshot: w.len() > 4,
-                }
-                .to_position())
-            }
-            _ => Err(bad()),
-        }
+        Ok(position::ReplPosition::parse_display(display)?.to_position())
     }
 
     fn kind(&self) -> &'static str {
