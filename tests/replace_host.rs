@@ -169,3 +169,91 @@ async fn a_replaced_agent_recovers_from_its_peers_and_skips_nothing() {
     )
     .await;
 }
+
+/// `INCRBY` of bj's counters and `SET`s of distinct keys in bj's Redis
+/// (`from..to`); returns the sum added.
+async fn redis_write(c: &Cluster, from: u64, to: u64) -> i64 {
+    let mut con = c.dcs[0].redis.as_ref().unwrap().conn().await;
+    let mut sum = 0;
+    for i in from..to {
+        let by = (i % 7 + 1) as i64;
+        let _: i64 = redis::cmd("INCRBY")
+            .arg(format!("bj:ctr:{}", i % 3))
+            .arg(by)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("bj:key:{i}"))
+            .arg(format!("v{i}"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        sum += by;
+    }
+    sum
+}
+
+/// bj's `bj:key:*` keys in DC number `at`'s Redis.
+async fn keys_in(c: &Cluster, at: usize) -> usize {
+    let d = c.dcs[at].redis.as_ref().unwrap().digests().await.unwrap();
+    d.keys().filter(|k| k.starts_with(b"bj:key:")).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replaced_agent_resumes_redis_with_psync_from_a_peer_marker() {
+    let mut c = Cluster::start(ClusterOptions {
+        redis: true,
+        schema_sql: SCHEMA.into(),
+        ..options()
+    })
+    .await;
+    let (bj, sh) = (0, 1);
+    let mut sum = redis_write(&c, 0, 300).await;
+    dcsync_testkit::wait_for("bj's keys in sh", Duration::from_secs(60), || async {
+        (keys_in(&c, sh).await == 300).then_some(())
+    })
+    .await;
+    c.agents.kill_agent(bj);
+    std::fs::remove_dir_all(&c.agents.dcs[bj].data_dir).unwrap();
+    sum += redis_write(&c, 300, 500).await;
+    c.agents.start_agent(bj);
+    sum += redis_write(&c, 500, 600).await;
+
+    dcsync_testkit::wait_for(
+        "bj's Redis and sh's Redis equal",
+        Duration::from_secs(120),
+        || async {
+            let a = c.dcs[bj].redis.as_ref().unwrap().digests().await.unwrap();
+            let b = c.dcs[sh].redis.as_ref().unwrap().digests().await.unwrap();
+            (a == b).then_some(())
+        },
+    )
+    .await;
+    c.wait_converged(TABLES, 60).await;
+    for d in &c.dcs {
+        let mut con = d.redis.as_ref().unwrap().conn().await;
+        let mut total = 0i64;
+        for r in 0..3 {
+            let v: Option<i64> = redis::cmd("GET")
+                .arg(format!("bj:ctr:{r}"))
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            total += v.unwrap_or(0);
+        }
+        assert_eq!(total, sum, "bj's counters in {}", d.id);
+    }
+    assert_eq!(keys_in(&c, sh).await, 600);
+    let log = c.agents.log(bj);
+    let recovered = log
+        .lines()
+        .find(|l| {
+            l.contains("recovered from the peers' apply markers") && l.contains("store=cache")
+        })
+        .unwrap_or_else(|| panic!("no recovery of cache logged:\n{}", common::tail(&log, 40)));
+    assert!(recovered.contains("from=sh"), "{recovered}");
+    // The recovered stream continued the old replication stream (the marker's
+    // offset was still in bj's backlog): no full resync re-shipped every key.
+    assert!(log.contains("+CONTINUE"), "{}", common::tail(&log, 40));
+}

@@ -146,3 +146,74 @@ pub fn apply(journal: &Journal, store: &str, s: &Settle) -> Result<(), Connector
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(seq: u64, epoch: u64, position: &str) -> AppliedMark {
+        AppliedMark {
+            seq,
+            epoch,
+            position: position.into(),
+        }
+    }
+
+    fn parse(d: &str) -> Result<Position, ConnectorError> {
+        Ok(Position {
+            bytes: d.as_bytes().to_vec(),
+            display: d.into(),
+        })
+    }
+
+    fn peers() -> Vec<String> {
+        vec!["sh".into(), "tk".into()]
+    }
+
+    #[tokio::test]
+    async fn no_peer_applied_anything_is_a_first_start() {
+        let marks = Arc::new(PeerMarks::default());
+        marks.report("sh", "shop", mark(0, 0, ""));
+        marks.report("tk", "shop", mark(0, 0, ""));
+        let d = decide("shop", &peers(), &marks, parse).await.unwrap();
+        assert_eq!(d, Settle::Fresh);
+    }
+
+    #[tokio::test]
+    async fn a_lost_journal_restarts_at_the_least_advanced_peer() {
+        let marks = Arc::new(PeerMarks::default());
+        marks.report("sh", "shop", mark(700, 0xa, "bin.1:700"));
+        let waiting = {
+            let marks = marks.clone();
+            tokio::spawn(async move { decide("shop", &peers(), &marks, parse).await })
+        };
+        // tk has not answered yet: nothing is decided.
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        marks.report("tk", "shop", mark(500, 0xb, "bin.1:500"));
+        let d = waiting.await.unwrap().unwrap();
+        let Settle::Recover {
+            from,
+            seq,
+            position,
+            ancestors,
+            ..
+        } = d
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!((from.as_str(), seq), ("tk", 500));
+        assert_eq!(position.display, "bin.1:500");
+        assert_eq!(ancestors, vec![0xa, 0xb]);
+    }
+
+    #[tokio::test]
+    async fn a_marker_without_a_position_cannot_be_resumed_from() {
+        let marks = Arc::new(PeerMarks::default());
+        marks.report("sh", "shop", mark(9, 0, ""));
+        marks.report("tk", "shop", mark(12, 0, "bin.1:12"));
+        let e = decide("shop", &peers(), &marks, parse).await.unwrap_err();
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("holds no source position"), "{e}");
+    }
+}

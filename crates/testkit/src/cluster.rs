@@ -589,7 +589,7 @@ impl Cluster {
                 db.exec(&opts.schema_sql).await;
             }
             let redis = if opts.redis {
-                Some(Redis::start().await)
+                Some(Redis::start_with(vec!["--enable-debug-command".into(), "local".into()]).await)
             } else {
                 None
             };
