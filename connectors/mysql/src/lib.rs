@@ -7,19 +7,28 @@
 //! The source groups ROWS events into the source transaction they committed
 //! in and reports it only at its commit (XID event, or a `COMMIT` QUERY
 //! event for non-transactional engines), with the position *after* the
-//! commit event: binlog file + byte offset (+ the GTID, for operators). A
+//! commit event: binlog file + byte offset and, on MariaDB, the server's
+//! GTID state after the transaction (the last `domain-server-seq` of every
+//! replication domain; MySQL: the transaction's GTID, for operators). A
 //! position therefore always lies on a transaction boundary. Transactions
 //! with nothing to replicate (filtered tables, DDL) advance the position with
 //! throttled `Progress` events.
 //!
 //! # Resumption
 //! On first start the source begins at the server's current position
-//! (`SHOW MASTER STATUS`; existing rows are not copied). On restart the agent
-//! hands back the last durable position; the source checks the file is still
-//! listed by `SHOW BINARY LOGS` and resumes the dump at that file + offset
-//! (works on MySQL and MariaDB alike). A purged file is a
-//! [`ConnectorError::Definite`] error asking for a re-bootstrap: there is no
-//! silent re-snapshot.
+//! (`SHOW MASTER STATUS`, with the GTID state there on MariaDB; existing
+//! rows are not copied). On restart the agent hands back the last durable
+//! position. On MariaDB, a position with a GTID state resumes by GTID
+//! (`@slave_connect_state`), which works on any server of the DC's
+//! replication topology: after a primary switch (a VIP moved to a promoted
+//! replica) the source continues on the new primary right after the last
+//! transaction it journaled, and reports the new server's file + offset.
+//! Otherwise (MySQL 8, positions stored before GTID resumption) the source
+//! checks the file is still listed by `SHOW BINARY LOGS` and resumes at
+//! that file + offset, which is valid only on the same server. A purged
+//! file, or a GTID state the server does not hold (error 1236), is a
+//! [`ConnectorError::Definite`] error naming it: there is no silent
+//! re-snapshot and no start elsewhere. See `source_start.rs`.
 //!
 //! # Echo and idempotency
 //! The sink writes the apply marker row `dcsync.apply_marker(origin, store,
@@ -45,6 +54,7 @@
 
 pub mod config;
 pub mod error;
+pub mod gtid;
 pub mod lease;
 pub mod plan;
 pub mod position;
@@ -57,6 +67,7 @@ pub mod units;
 pub mod value;
 
 pub use config::{MysqlOptions, SkipSet, DEFAULT_APPLY_PARALLEL, MAX_APPLY_PARALLEL};
+pub use gtid::{Gtid, GtidState};
 pub use position::BinlogPosition;
 pub use server::{binlog_retention, inspect, MAX_ALLOWED_PACKET};
 pub use sink::{ensure_marker_table, quote_ident, MysqlSink, MARKER_SLOTS};
@@ -92,29 +103,7 @@ impl Connector for MysqlConnector {
     }
 
     fn parse_position(&self, display: &str) -> Result<Position, ConnectorError> {
-        let bad = || {
-            ConnectorError::Definite(format!(
-                "{display:?} is not a MySQL binlog position (`file:offset [gtid=...]`)"
-            ))
-        };
-        let mut words = display.split(' ');
-        let (file, pos) = words
-            .next()
-            .and_then(|w| w.rsplit_once(':'))
-            .ok_or_else(bad)?;
-        let pos: u64 = pos.parse().map_err(|_| bad())?;
-        let gtid = words
-            .find_map(|w| w.strip_prefix("gtid="))
-            .map(str::to_string);
-        if file.is_empty() || pos < 4 {
-            return Err(bad());
-        }
-        Ok(position::BinlogPosition {
-            file: file.to_string(),
-            pos,
-            gtid,
-        }
-        .to_position())
+        Ok(position::BinlogPosition::parse_display(display)?.to_position())
     }
 
     fn kind(&self) -> &'static str {

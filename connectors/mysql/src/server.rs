@@ -1,9 +1,11 @@
-//! Checks against the server: binlog settings, the current position,
-//! whether a resume position is still retained, and the inspection behind
+//! Checks against the server: binlog settings, the current position and
+//! MariaDB GTID state, whether a resume position is still retained, and the
+//! inspection behind
 //! `dcsync check --connect` ([`inspect`]), which reports every problem
 //! instead of stopping at the first as the source's start-up checks do.
 
 use crate::error::classify;
+use crate::gtid::GtidState;
 use crate::position::BinlogPosition;
 use dcsync_core::connector::{ConnectorError, Finding, Inspection, Limit};
 use dcsync_core::topology::StoreConfig;
@@ -139,14 +141,57 @@ pub(crate) async fn current_position(conn: &mut Conn) -> Result<BinlogPosition, 
     let file: Option<String> = row.get(0);
     let pos: Option<u64> = row.get(1);
     match (file, pos) {
-        (Some(file), Some(pos)) => Ok(BinlogPosition {
-            file,
-            pos,
-            gtid: None,
-        }),
+        (Some(file), Some(pos)) => Ok(BinlogPosition::new(file, pos)),
         _ => Err(ConnectorError::Transient(
             "unexpected SHOW MASTER STATUS row".into(),
         )),
+    }
+}
+
+/// MariaDB: the GTID state at `at` (file and offset of this server's
+/// binlog, on a transaction boundary), by `BINLOG_GTID_POS(file, offset)`.
+/// Empty when the server has none there (no transaction logged yet, or an
+/// offset it cannot map: logged as a warning; positions then carry the
+/// domains seen from there on).
+///
+/// Errors: Transient if the query fails for a connection reason; Definite
+/// if the server answers something that is not a GTID state.
+pub(crate) async fn gtid_at(
+    conn: &mut Conn,
+    at: &BinlogPosition,
+) -> Result<GtidState, ConnectorError> {
+    let v: Option<Option<String>> = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&at.file, at.pos))
+        .await
+        .map_err(|e| classify("SELECT BINLOG_GTID_POS", e))?;
+    match v.flatten() {
+        Some(s) => GtidState::parse(&s)
+            .map_err(|e| ConnectorError::Definite(format!("BINLOG_GTID_POS({at}) returned {e}"))),
+        None => {
+            tracing::warn!(position = %at, "mysql source: the server has no GTID state at the start position (BINLOG_GTID_POS is NULL); positions carry GTIDs from the next transaction on");
+            Ok(GtidState::default())
+        }
+    }
+}
+
+/// MariaDB's `@@gtid_binlog_pos` (the GTID state at the binlog's end);
+/// empty on a server without it (MySQL answers "unknown system variable").
+///
+/// Errors: Transient/Definite as [`classify`] for other failures; Definite
+/// if the value is not a GTID state.
+pub(crate) async fn gtid_binlog_pos(conn: &mut Conn) -> Result<GtidState, ConnectorError> {
+    const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
+    match conn
+        .query_first::<Option<String>, _>("SELECT @@gtid_binlog_pos")
+        .await
+    {
+        Ok(v) => GtidState::parse(&v.flatten().unwrap_or_default()).map_err(|e| {
+            ConnectorError::Definite(format!("@@gtid_binlog_pos is not a GTID state: {e}"))
+        }),
+        Err(mysql_async::Error::Server(s)) if s.code == ER_UNKNOWN_SYSTEM_VARIABLE => {
+            Ok(GtidState::default())
+        }
+        Err(e) => Err(classify("SELECT @@gtid_binlog_pos", e)),
     }
 }
 

@@ -157,12 +157,10 @@ impl Check {
         &self,
         conn: &mut mysql_async::Conn,
     ) -> Result<bool, ConnectorError> {
-        let (file, pos) = binlog_end(conn, &self.store).await?;
+        let end = binlog_end(conn, &self.store).await?;
         self.versions
             .wait_source(
-                Box::new(move |p| {
-                    BinlogPosition::from_position(p).is_ok_and(|b| b.at_or_after(&file, pos))
-                }),
+                Box::new(move |p| BinlogPosition::from_position(p).is_ok_and(|b| b.reached(&end))),
                 SOURCE_WAIT,
             )
             .await?;
@@ -334,26 +332,36 @@ impl MysqlSink {
     }
 }
 
-/// The binlog's end (`SHOW MASTER STATUS`): file and offset.
+/// The binlog's end: `SHOW MASTER STATUS` (file and offset), then on
+/// MariaDB `@@gtid_binlog_pos` (read after, so it is at or past that
+/// offset: waiting for it may wait for a commit more, never for less).
+/// The source is compared with it by [`BinlogPosition::reached`]: by GTID
+/// where both have one, so that right after a primary switch a position
+/// of the old primary is not taken for one of the new primary's.
 pub(super) async fn binlog_end(
     conn: &mut mysql_async::Conn,
     store: &str,
-) -> Result<(String, u64), ConnectorError> {
+) -> Result<BinlogPosition, ConnectorError> {
     let row: Option<mysql_async::Row> = conn
         .query_first("SHOW MASTER STATUS")
         .await
         .map_err(|e| classify("reading the binlog position (SHOW MASTER STATUS)", e))?;
-    row.and_then(|r| {
-        Some((
-            r.get_opt::<String, _>(0)?.ok()?,
-            r.get_opt::<u64, _>(1)?.ok()?,
-        ))
-    })
-    .ok_or_else(|| {
-        ConnectorError::Definite(format!(
-            "store {store}: conflict = \"lww\" needs the binary log on the target server \
+    let (file, pos) = row
+        .and_then(|r| {
+            Some((
+                r.get_opt::<String, _>(0)?.ok()?,
+                r.get_opt::<u64, _>(1)?.ok()?,
+            ))
+        })
+        .ok_or_else(|| {
+            ConnectorError::Definite(format!(
+                "store {store}: conflict = \"lww\" needs the binary log on the target server \
                  (SHOW MASTER STATUS is empty): the local source must see local writes"
-        ))
+            ))
+        })?;
+    Ok(BinlogPosition {
+        gtid_state: crate::server::gtid_binlog_pos(conn).await?,
+        ..BinlogPosition::new(file, pos)
     })
 }
 

@@ -204,12 +204,10 @@ impl MysqlSink {
     ) -> Result<(), ConnectorError> {
         let store = self.store.clone();
         let conn = self.conn(0).await?;
-        let (file, pos) = binlog_end(conn, &store).await?;
+        let end = binlog_end(conn, &store).await?;
         versions
             .wait_source(
-                Box::new(move |p| {
-                    BinlogPosition::from_position(p).is_ok_and(|b| b.at_or_after(&file, pos))
-                }),
+                Box::new(move |p| BinlogPosition::from_position(p).is_ok_and(|b| b.reached(&end))),
                 SOURCE_WAIT,
             )
             .await

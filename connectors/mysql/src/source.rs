@@ -1,7 +1,8 @@
 //! The tailing half: a binlog replica client.
 //!
 //! [`MysqlSource`] registers as a replica (`COM_REGISTER_SLAVE`,
-//! `COM_BINLOG_DUMP` by file + offset) through `mysql_async`'s binlog stream
+//! `COM_BINLOG_DUMP` by file + offset, or on MariaDB by GTID state: see
+//! `source_start.rs`) through `mysql_async`'s binlog stream
 //! and turns the event stream
 //! (<https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_replication_binlog_event.html>,
 //! <https://mariadb.com/kb/en/replication-protocol/>) into
@@ -41,9 +42,8 @@
 //! bytes after the file name, which are stripped.
 
 use crate::config::MysqlOptions;
-use crate::error::classify;
+use crate::gtid::GtidState;
 use crate::position::BinlogPosition;
-use crate::server::{check_retained, check_settings, check_tables, current_position};
 use crate::statement::{classify_statement, loggable_statement, Statement};
 use crate::units::UnitRules;
 use crate::value::{from_binlog, table_info, TableInfo};
@@ -56,8 +56,6 @@ use dcsync_core::{Change, Payload, RowChange, RowKind, Value};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{BinlogEventHeader, Event, EventData, RowsEventData};
 use mysql_async::binlog::EventType;
-use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStreamRequest, Conn, Opts};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::time::Instant as TokioInstant;
@@ -169,7 +167,12 @@ struct Tailer {
     start_file: String,
     /// Last non-zero header `log_pos` seen.
     last_log_pos: u32,
+    /// MySQL: GTID of the last transaction read (for operators).
     gtid: Option<String>,
+    /// MariaDB: the last GTID of every domain read so far.
+    gtid_state: GtidState,
+    /// The state the dump was requested from, if resumed by GTID.
+    by_gtid: Option<GtidState>,
     tables: HashMap<u64, TableInfo>,
     tx: Tx,
     pending_progress: Option<BinlogPosition>,
@@ -202,6 +205,8 @@ impl Tailer {
             start_file: String::new(),
             last_log_pos: 0,
             gtid: None,
+            gtid_state: GtidState::default(),
+            by_gtid: None,
             tables: HashMap::new(),
             tx: Tx::default(),
             pending_progress: None,
@@ -221,52 +226,24 @@ impl Tailer {
         if self.shutting_down() {
             return Ok(());
         }
-        let opts = Opts::from_url(url).map_err(|e| {
-            ConnectorError::Definite(format!("bad store URL {}: {e}", redact_url(url)))
-        })?;
-        let mut conn = Conn::new(opts)
-            .await
-            .map_err(|e| classify(&format!("connecting to {}", redact_url(url)), e))?;
-        let info = check_settings(&mut conn).await?;
-        check_tables(&mut conn, &self.cx.store.name, &self.options).await?;
-        let start = match &self.cx.resume {
-            Some(p) => {
-                let bp = BinlogPosition::from_position(p)?;
-                check_retained(&mut conn, &bp).await?;
-                bp
-            }
-            None => current_position(&mut conn).await?,
+        let start::Opened {
+            mut stream,
+            start,
+            by_gtid,
+        } = start::open(url, server_id, &self.cx, &self.options).await?;
+        // Resumed by GTID, the stored file and offset may be another
+        // server's: this server's come with the ROTATE it sends first.
+        (self.file, self.last_log_pos) = match by_gtid {
+            Some(_) => (String::new(), 4),
+            None => (
+                start.file.clone(),
+                u32::try_from(start.pos).unwrap_or(u32::MAX),
+            ),
         };
-        tracing::info!(
-            server = %redact_url(url),
-            start = %start,
-            mariadb = info.mariadb,
-            server_id,
-            "mysql source: starting binlog dump"
-        );
-        if info.mariadb {
-            // 4 = MARIA_SLAVE_CAPABILITY_GTID: send GTID events as such.
-            conn.query_drop("SET @mariadb_slave_capability=4")
-                .await
-                .map_err(|e| classify("SET @mariadb_slave_capability", e))?;
-        }
-        let period_ns = HEARTBEAT_PERIOD.as_nanos();
-        conn.query_drop(format!(
-            "SET @master_heartbeat_period={period_ns}, @source_heartbeat_period={period_ns}"
-        ))
-        .await
-        .map_err(|e| classify("SET @master_heartbeat_period", e))?;
-        self.file = start.file.clone();
-        self.start_file = start.file.clone();
-        self.last_log_pos = u32::try_from(start.pos).unwrap_or(u32::MAX);
+        self.start_file = self.file.clone();
         self.gtid = start.gtid.clone();
-        let req = BinlogStreamRequest::new(server_id)
-            .with_filename(start.file.as_bytes())
-            .with_pos(start.pos);
-        let mut stream = conn
-            .get_binlog_stream(req)
-            .await
-            .map_err(|e| classify("starting the binlog dump", e))?;
+        self.gtid_state = start.gtid_state.clone();
+        self.by_gtid = by_gtid;
         if self.cx.resume.is_none() {
             // A first start begins at the binlog's end: journal it at once,
             // so the agent knows how far this DC's log is read even before
@@ -327,7 +304,7 @@ impl Tailer {
                     last_event = Instant::now();
                     let ev = match ev {
                         Some(Ok(ev)) => ev,
-                        Some(Err(e)) => break Err(classify("reading the binlog stream", e)),
+                        Some(Err(e)) => break Err(start::stream_error(e, self.by_gtid.as_ref())),
                         None => break Err(ConnectorError::Transient("the server closed the binlog stream".into())),
                     };
                     let t = ev.header().event_type_raw();
@@ -387,6 +364,7 @@ impl Tailer {
             file: self.file.clone(),
             pos: u64::from(log_pos),
             gtid: self.gtid.clone(),
+            gtid_state: self.gtid_state.clone(),
         }
     }
 
@@ -450,6 +428,9 @@ impl Tailer {
                     tracing::debug!(raw = ?String::from_utf8_lossy(raw), "mysql source: stripped checksum bytes from ROTATE file name");
                 }
                 self.file = String::from_utf8_lossy(name).into_owned();
+                if let (0, Some(state)) = (header.log_pos(), &self.by_gtid) {
+                    tracing::info!(gtid = %state, file = %self.file, "mysql source: resumed by GTID; the server sends from this binlog file");
+                }
                 if header.log_pos() != 0 {
                     // Table ids are per file.
                     self.tables.clear();
@@ -457,9 +438,8 @@ impl Tailer {
                 if header.log_pos() != 0 && !self.tx.open {
                     // A real rotate: the next file starts at r.position().
                     let p = BinlogPosition {
-                        file: self.file.clone(),
                         pos: r.position(),
-                        gtid: self.gtid.clone(),
+                        ..self.position_at(0)
                     };
                     return Ok(self.progress(p).await);
                 }
@@ -745,20 +725,11 @@ impl Tailer {
         self.skipped("no_primary_key", n, name, at).await
     }
 
-    /// Starts a transaction at a MariaDB GTID event: seq_no (8 bytes LE),
-    /// domain_id (4 bytes LE), flags (1 byte), ...
+    /// Starts a transaction at a MariaDB GTID event (recorded in the
+    /// GTID state; see [`crate::gtid::decode_gtid_event`]).
     fn begin_mariadb_gtid(&mut self, data: &[u8], server_id: u32) {
-        if data.len() >= 13 {
-            let mut seq = [0u8; 8];
-            seq.copy_from_slice(&data[0..8]);
-            let mut dom = [0u8; 4];
-            dom.copy_from_slice(&data[8..12]);
-            self.gtid = Some(format!(
-                "{}-{}-{}",
-                u32::from_le_bytes(dom),
-                server_id,
-                u64::from_le_bytes(seq)
-            ));
+        if let Some(g) = crate::gtid::decode_gtid_event(data, server_id) {
+            self.gtid_state.record(g);
         }
         self.tx = Tx {
             open: true,
@@ -896,4 +867,6 @@ impl Tailer {
 
 #[path = "source_binlog.rs"]
 mod binlog;
+#[path = "source_start.rs"]
+mod start;
 use binlog::{format_uuid, marker_of, strip_checksum};

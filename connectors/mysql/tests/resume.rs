@@ -77,6 +77,23 @@ async fn restart_from_last_position_loses_and_duplicates_nothing() {
     src.stop().await;
 }
 
+/// Purges every binlog file before the current one (retrying: PURGE skips
+/// a file a dump thread still reads).
+async fn purge_to_current(db: &dcsync_testkit::mariadb::MariaDb) {
+    db.exec("FLUSH BINARY LOGS; FLUSH BINARY LOGS").await;
+    let (current, _) = db.binlog_pos().await;
+    dcsync_testkit::wait_for("binlogs purged", DEADLINE, || async {
+        db.exec(&format!("PURGE BINARY LOGS TO '{current}'")).await;
+        let mut c = db.conn().await;
+        let files: Vec<mysql_async::Row> = c.query("SHOW BINARY LOGS").await.unwrap();
+        let first: String = files[0].get(0).unwrap();
+        (first == current).then_some(())
+    })
+    .await;
+}
+
+/// A position stored without a GTID state (older releases) resumes by
+/// file + offset: a purged file is a definite error naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_from_a_purged_binlog_is_a_definite_error() {
     let db = start_db(Default::default()).await;
@@ -88,21 +105,54 @@ async fn resume_from_a_purged_binlog_is_a_definite_error() {
     db.exec("INSERT INTO shop.t VALUES (1)").await;
     let pos = src.locals(1).await.remove(0).1;
     src.stop().await;
-    db.exec("FLUSH BINARY LOGS; FLUSH BINARY LOGS").await;
-    let (current, _) = db.binlog_pos().await;
-    // PURGE skips a file a dump thread still reads: retry until it is gone.
-    dcsync_testkit::wait_for("mysql-bin.000001 purged", DEADLINE, || async {
-        db.exec(&format!("PURGE BINARY LOGS TO '{current}'")).await;
-        let mut c = db.conn().await;
-        let files: Vec<mysql_async::Row> = c.query("SHOW BINARY LOGS").await.unwrap();
-        let first: String = files[0].get(0).unwrap();
-        (first != "mysql-bin.000001").then_some(())
-    })
-    .await;
-    let src = start_source(db.url(), store, units, Some(pos));
+    let mut bp = dcsync_mysql::BinlogPosition::from_position(&pos).unwrap();
+    bp.gtid_state = Default::default();
+    purge_to_current(&db).await;
+    let src = start_source(db.url(), store, units, Some(bp.to_position()));
     match src.error().await {
         ConnectorError::Definite(m) => {
             assert!(m.contains("mysql-bin.000001"), "{m}");
+            assert!(m.contains("purged"), "{m}");
+            assert!(m.contains("re-bootstrap"), "{m}");
+        }
+        e => panic!("expected a definite error, got {e:?}"),
+    }
+}
+
+/// Resumed by GTID, a purged file is no problem as long as no transaction
+/// after the position was in it (the next file's GTID list starts at the
+/// state); once one was, the server cannot start at the state: a definite
+/// error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_by_gtid_past_purged_transactions_is_a_definite_error() {
+    let db = start_db(Default::default()).await;
+    db.exec("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY)")
+        .await;
+    let (store, units) = store(&["shop.*"], None);
+    let mut src = start_source(db.url(), store.clone(), units.clone(), None);
+    wait_ready(&db, &mut src).await;
+    db.exec("INSERT INTO shop.t VALUES (1)").await;
+    let pos = src.locals(1).await.remove(0).1;
+    src.stop().await;
+    let state = dcsync_mysql::BinlogPosition::from_position(&pos)
+        .unwrap()
+        .gtid_state
+        .to_string();
+    assert!(!state.is_empty(), "{}", pos.display);
+
+    // Nothing after the position purged: resumes, next rows arrive.
+    purge_to_current(&db).await;
+    let mut src = start_source(db.url(), store.clone(), units.clone(), Some(pos.clone()));
+    db.exec("INSERT INTO shop.t VALUES (2)").await;
+    assert_eq!(ids(&src.locals(1).await), vec![2]);
+    src.stop().await;
+
+    // Row 2 was after the position and its file is purged now.
+    purge_to_current(&db).await;
+    let src = start_source(db.url(), store, units, Some(pos));
+    match src.error().await {
+        ConnectorError::Definite(m) => {
+            assert!(m.contains(&format!("GTID state {state}")), "{m}");
             assert!(m.contains("purged"), "{m}");
             assert!(m.contains("re-bootstrap"), "{m}");
         }

@@ -110,12 +110,7 @@ async fn source_throughput() {
             .await
             .unwrap();
     }
-    let resume = dcsync_mysql::BinlogPosition {
-        file,
-        pos,
-        gtid: None,
-    }
-    .to_position();
+    let resume = dcsync_mysql::BinlogPosition::new(file, pos).to_position();
     let start = Instant::now();
     let mut src = start_source(db.url(), store, units, Some(resume));
     let got = src.locals(TXNS).await;

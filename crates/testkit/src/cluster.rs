@@ -527,6 +527,12 @@ pub struct ClusterOptions {
     pub db_args: Vec<String>,
     /// `[link] dead_after_ms` (default 3000: outages are detected fast).
     pub dead_after_ms: u64,
+    /// Every DC's agent reaches its MariaDB through a [`Proxy`] standing in
+    /// for the DC's VIP ([`Dc::vip`]), and the servers are started with
+    /// [`crate::mariadb::MariaDbOptions::gtid_replication`], so a test can
+    /// give a DC's primary a GTID replica, promote it and move the VIP
+    /// ([`Proxy::set_target`]) to switch the DC's primary.
+    pub mysql_vip: bool,
 }
 
 impl ClusterOptions {
@@ -542,6 +548,7 @@ impl ClusterOptions {
             tls: true,
             db_args: Vec::new(),
             dead_after_ms: 3000,
+            mysql_vip: false,
         }
     }
 }
@@ -554,6 +561,25 @@ pub struct Dc {
     pub db: MariaDb,
     /// Its Redis ([`REDIS_STORE`]), if the cluster has one.
     pub redis: Option<Redis>,
+    /// The proxy in front of `db` that the agent's store URL names, if the
+    /// cluster was started with [`ClusterOptions::mysql_vip`]. A test that
+    /// switches the primary points it at the new server and puts that
+    /// server in `db`.
+    pub vip: Option<Proxy>,
+}
+
+impl Dc {
+    /// The URL clients of this DC's MySQL store use: the VIP's if it has
+    /// one, else the server's. The VIP's has `prefer_socket=false`:
+    /// `mysql_async` otherwise reconnects to a 127.0.0.1 server through the
+    /// Unix socket the server names (`@@socket`), past the proxy, and a
+    /// moved VIP would not move the connection.
+    pub fn mysql_url(&self) -> String {
+        match &self.vip {
+            Some(v) => format!("mysql://root@{}?prefer_socket=false", v.addr()),
+            None => self.db.url(),
+        }
+    }
 }
 
 /// The counters of one store's source at every DC, as of a moment when
@@ -581,9 +607,15 @@ impl Cluster {
         for id in &opts.dcs {
             let db = MariaDb::start_with(crate::mariadb::MariaDbOptions {
                 extra_args: opts.db_args.clone(),
+                gtid_replication: opts.mysql_vip,
                 ..Default::default()
             })
             .await;
+            let vip = if opts.mysql_vip {
+                Some(Proxy::start(format!("127.0.0.1:{}", db.port)).await)
+            } else {
+                None
+            };
             db.exec(WARMUP_SQL).await;
             if !opts.schema_sql.is_empty() {
                 db.exec(&opts.schema_sql).await;
@@ -597,6 +629,7 @@ impl Cluster {
                 id: id.to_string(),
                 db,
                 redis,
+                vip,
             });
         }
         let urls = |url: &dyn Fn(&Dc) -> String| -> String {
@@ -609,7 +642,7 @@ impl Cluster {
         let mut stores = format!(
             "[[store]]\nname = \"{MYSQL_STORE}\"\nkind = \"mysql\"\ntables = [\"shop.*\"]\nunit_key = \"user_id\"\n{}url = {{ {} }}\n",
             opts.mysql_store_toml,
-            urls(&|d| d.db.url())
+            urls(&Dc::mysql_url)
         );
         if opts.redis {
             stores += &format!(

@@ -1,6 +1,11 @@
 //! A private `mariadbd` for tests: `mariadb-install-db` into a temporary data
 //! dir, started on a free loopback port with the binlog on (ROW, FULL row
 //! image, FULL row metadata unless overridden), root without a password.
+//!
+//! Two of them make a DC's primary and its GTID replica
+//! ([`MariaDbOptions::gtid_replication`], [`MariaDb::replicate_from`],
+//! [`MariaDb::wait_caught_up`], [`MariaDb::promote`]), for primary-switch
+//! tests where a [`crate::proxy::Proxy`] plays the VIP.
 
 use mysql_async::prelude::Queryable;
 use std::path::{Path, PathBuf};
@@ -20,6 +25,12 @@ pub struct MariaDbOptions {
     pub durable: bool,
     /// Extra `--option=value` arguments.
     pub extra_args: Vec<String>,
+    /// A member of a GTID replication pair: `log_slave_updates=ON` (a
+    /// replica logs what it applies, with the original GTIDs, so it can be
+    /// promoted and tailed by GTID) and `gtid_strict_mode=ON` (GTIDs of a
+    /// domain only ever grow in its binlog). Every server gets its own
+    /// `server_id` either way.
+    pub gtid_replication: bool,
 }
 
 impl Default for MariaDbOptions {
@@ -28,6 +39,7 @@ impl Default for MariaDbOptions {
             binlog_format: "ROW".into(),
             durable: false,
             extra_args: Vec::new(),
+            gtid_replication: false,
         }
     }
 }
@@ -170,6 +182,10 @@ impl MariaDb {
             cmd.arg("--innodb-flush-log-at-trx-commit=2")
                 .arg("--sync-binlog=0");
         }
+        if self.opts.gtid_replication {
+            cmd.arg("--log-slave-updates=ON")
+                .arg("--gtid-strict-mode=ON");
+        }
         for a in &self.opts.extra_args {
             cmd.arg(a);
         }
@@ -274,6 +290,88 @@ impl MariaDb {
             .expect("binlog on");
         let _ = c.disconnect().await;
         (row.get(0).expect("file"), row.get(1).expect("pos"))
+    }
+
+    /// `@@gtid_binlog_pos`: the last GTID of every domain in the binlog
+    /// (`0-101-42`; empty before the first transaction).
+    pub async fn gtid_binlog_pos(&self) -> String {
+        let mut c = self.conn().await;
+        let v: Option<Option<String>> = c
+            .query_first("SELECT @@gtid_binlog_pos")
+            .await
+            .expect("gtid_binlog_pos");
+        let _ = c.disconnect().await;
+        v.flatten().unwrap_or_default()
+    }
+
+    /// Makes this server a GTID replica of `primary` (`CHANGE MASTER TO
+    /// ... MASTER_USE_GTID=slave_pos; START SLAVE`). A replica started
+    /// empty replays the primary's whole binlog, so it gets every schema
+    /// and row written since the primary started. Start both with
+    /// [`MariaDbOptions::gtid_replication`].
+    pub async fn replicate_from(&self, primary: &MariaDb) {
+        self.exec(&format!(
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='root', \
+             MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE",
+            primary.port
+        ))
+        .await;
+    }
+
+    /// Waits until this replica has applied every transaction `primary`
+    /// has logged now (its `@@gtid_binlog_pos`, with `MASTER_GTID_WAIT`),
+    /// within `deadline`; panics with the replica's `SHOW SLAVE STATUS`
+    /// error otherwise.
+    pub async fn wait_caught_up(&self, primary: &MariaDb, deadline: Duration) {
+        let pos = primary.gtid_binlog_pos().await;
+        self.wait_gtid(&pos, deadline).await;
+    }
+
+    /// Waits until this replica has applied up to the GTID position `pos`
+    /// (`MASTER_GTID_WAIT`), within `deadline`; panics with the replica's
+    /// `SHOW SLAVE STATUS` error otherwise.
+    pub async fn wait_gtid(&self, pos: &str, deadline: Duration) {
+        let mut c = self.conn().await;
+        let r: Option<i64> = c
+            .exec_first(
+                "SELECT MASTER_GTID_WAIT(?, ?)",
+                (pos, deadline.as_secs_f64()),
+            )
+            .await
+            .expect("MASTER_GTID_WAIT");
+        if r != Some(0) {
+            let st: Option<mysql_async::Row> = c
+                .query_first("SHOW SLAVE STATUS")
+                .await
+                .expect("SHOW SLAVE STATUS");
+            let field = |name: &str| -> String {
+                st.as_ref()
+                    .and_then(|r| {
+                        let i = r.columns_ref().iter().position(|c| c.name_str() == name)?;
+                        r.get_opt::<String, usize>(i)?.ok()
+                    })
+                    .unwrap_or_default()
+            };
+            panic!(
+                "replica on port {} did not reach GTID {pos} in {deadline:?} (at {}): IO {} {}, \
+                 SQL {} {}",
+                self.port,
+                field("Gtid_IO_Pos"),
+                field("Slave_IO_Running"),
+                field("Last_IO_Error"),
+                field("Slave_SQL_Running"),
+                field("Last_SQL_Error"),
+            );
+        }
+        let _ = c.disconnect().await;
+    }
+
+    /// Promotes this replica to a primary: `STOP SLAVE; RESET SLAVE ALL`
+    /// and `read_only` off. Its binlog keeps the primary's GTIDs; its own
+    /// writes continue the domain's sequence with its own `server_id`.
+    pub async fn promote(&self) {
+        self.exec("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = OFF")
+            .await;
     }
 
     /// Stops the server cleanly (SIGTERM, wait).
