@@ -82,7 +82,12 @@ CREATE TABLE bench.lag (id INT PRIMARY KEY, t BIGINT NOT NULL) ENGINE=InnoDB;";
 /// The dcsync store covering the benchmark schemas, plus the TOML lines in
 /// `DCSYNC_BENCH_STORE_EXTRA` (e.g. `apply_parallel = 2`) to try settings.
 fn store_toml(a: &MariaDb, b: &MariaDb) -> String {
-    let extra = std::env::var("DCSYNC_BENCH_STORE_EXTRA").unwrap_or_default();
+    let mut extra = std::env::var("DCSYNC_BENCH_STORE_EXTRA").unwrap_or_default();
+    if !extra.contains("initial") {
+        // The replay cases fill one DC before the agents start and measure
+        // the binlog replay, not an initial snapshot.
+        extra.push_str("\ninitial = \"none\"");
+    }
     format!(
         "[[store]]\nname = \"sql\"\nkind = \"mysql\"\ntables = [\"sbtest.*\", \"bench.*\"]\n{extra}\nurl = {{ a = \"{}\", b = \"{}\" }}\n",
         a.url(),

@@ -9,6 +9,8 @@
 //! | `unit_values` | `{ "value" = unit }`: the unit of a `unit_key` value (others hash) |
 //! | `apply_parallel` | sink connections per group, 1..=[`MAX_APPLY_PARALLEL`] |
 //! | `skip` | what the source may skip instead of stopping: `"statement_dml"`, `"no_primary_key"` |
+//! | `initial` | first start: `"snapshot"` (default: ship the rows the tables already hold, then tail from the snapshot's position) or `"none"` (tail from the binlog's end) |
+//! | `snapshot_rows_per_sec` | rate limit of the initial snapshot, rows/s (0 = none, the default) |
 
 use dcsync_core::connector::ConnectorError;
 use dcsync_core::topology::{Spanned, StoreConfig, StoreKeys, StoreOptions};
@@ -55,6 +57,23 @@ pub struct MysqlOptions {
     /// What the source may skip (logged and counted) instead of stopping the
     /// store with a definite error. Empty by default: nothing is skipped.
     pub skip: SkipSet,
+    /// What the source does on its first start (no resume position).
+    pub initial: Initial,
+    /// Most rows per second the initial snapshot reads (0: no limit).
+    pub snapshot_rows_per_sec: u64,
+}
+
+/// What a MySQL store's source does on its first start (the `initial` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Initial {
+    /// Read the replicated tables in a consistent snapshot, ship their rows
+    /// as ordinary local changes, then tail the binlog from the snapshot's
+    /// position: rows that existed before, and rows written while the agent
+    /// was starting, are not missed (see `crate::source` snapshot module).
+    #[default]
+    Snapshot,
+    /// Tail from the binlog's end: only what is written afterwards ships.
+    None,
 }
 
 /// What a MySQL store's source may skip instead of stopping (the `skip` key).
@@ -85,6 +104,8 @@ impl Default for MysqlOptions {
             unit_values: BTreeMap::new(),
             apply_parallel: DEFAULT_APPLY_PARALLEL,
             skip: SkipSet::default(),
+            initial: Initial::default(),
+            snapshot_rows_per_sec: 0,
         }
     }
 }
@@ -201,6 +222,34 @@ pub(crate) fn parse(keys: &mut StoreKeys<'_>) -> StoreOptions {
             ),
         }
     }
+    let initial = match keys.take::<String>("initial") {
+        None => Initial::default(),
+        Some(v) => match v.get_ref().as_str() {
+            "snapshot" => Initial::Snapshot,
+            "none" => Initial::None,
+            other => {
+                keys.error(
+                    v.span(),
+                    format!("initial = {other:?}: must be \"snapshot\" or \"none\""),
+                );
+                Initial::default()
+            }
+        },
+    };
+    let snapshot_rows_per_sec = match keys.take::<i64>("snapshot_rows_per_sec") {
+        None => 0,
+        Some(n) if *n.get_ref() >= 0 => *n.get_ref() as u64,
+        Some(n) => {
+            keys.error(
+                n.span(),
+                format!(
+                    "snapshot_rows_per_sec = {}: must be 0 (no limit) or more",
+                    n.get_ref()
+                ),
+            );
+            0
+        }
+    };
     StoreOptions::new(MysqlOptions {
         tables,
         unit_key,
@@ -208,6 +257,8 @@ pub(crate) fn parse(keys: &mut StoreKeys<'_>) -> StoreOptions {
         unit_values,
         apply_parallel,
         skip,
+        initial,
+        snapshot_rows_per_sec,
     })
 }
 

@@ -226,6 +226,9 @@ impl Tailer {
         if self.shutting_down() {
             return Ok(());
         }
+        if let Flow::Shutdown = self.snapshot(url).await? {
+            return Ok(());
+        }
         let start::Opened {
             mut stream,
             start,
@@ -867,6 +870,8 @@ impl Tailer {
 
 #[path = "source_binlog.rs"]
 mod binlog;
+#[path = "source_snapshot.rs"]
+pub mod snapshot;
 #[path = "source_start.rs"]
 mod start;
 use binlog::{format_uuid, marker_of, strip_checksum};

@@ -694,7 +694,7 @@ impl Supervisor {
                 store: &self.store.name,
                 txns: n,
                 changes: changes_n,
-                lag_ms: (last_commit_ms > 0)
+                lag_ms: (last_commit_ms > dcsync_core::connector::SNAPSHOT_COMMIT_MS)
                     .then(|| dcsync_core::now_ms().saturating_sub(last_commit_ms)),
             }
             .emit();

@@ -141,6 +141,14 @@ pub enum SourceEvent {
     },
 }
 
+/// The commit time (ms since the Unix epoch) of a [`SourceEvent::Local`]
+/// holding rows an initial snapshot copied rather than a write: older than
+/// any write, so a snapshot copy is stamped before every live change and
+/// the conflict rules (`lww`) let every write made anywhere win over it,
+/// while two DCs' copies of the same row are still ordered (HLC, then DC).
+/// Not a commit time for lag figures.
+pub const SNAPSHOT_COMMIT_MS: u64 = 1;
+
 /// Most [`SourceEvent::Fragment`]s a source sends ahead of
 /// [`SourceContext::fragments_journaled`].
 pub const MAX_FRAGMENTS_IN_FLIGHT: u64 = 1;

@@ -513,6 +513,12 @@ pub struct ClusterOptions {
     pub dcs: Vec<&'static str>,
     /// SQL run on every DC's MariaDB before the agents start.
     pub schema_sql: String,
+    /// Per DC (by index), SQL run on its MariaDB after `schema_sql`, before
+    /// the agents start: rows that only that DC holds.
+    pub seed_sql: Vec<String>,
+    /// Wait for the agents to ship and apply before returning (default);
+    /// `false` returns as soon as they are started (no echo baseline).
+    pub wait_ready: bool,
     /// Extra keys of the [`MYSQL_STORE`] store, a line each
     /// (`units_by_table = { "shop.audit" = 40 }\n`).
     pub mysql_store_toml: String,
@@ -542,6 +548,8 @@ impl ClusterOptions {
             dcsync: dcsync.into(),
             dcs: vec!["bj", "sh"],
             schema_sql: String::new(),
+            seed_sql: Vec::new(),
+            wait_ready: true,
             mysql_store_toml: String::new(),
             redis: false,
             link_toml: String::new(),
@@ -620,6 +628,9 @@ impl Cluster {
             if !opts.schema_sql.is_empty() {
                 db.exec(&opts.schema_sql).await;
             }
+            if let Some(sql) = opts.seed_sql.get(dcs.len()).filter(|s| !s.is_empty()) {
+                db.exec(sql).await;
+            }
             let redis = if opts.redis {
                 Some(Redis::start_with(vec!["--enable-debug-command".into(), "local".into()]).await)
             } else {
@@ -639,8 +650,15 @@ impl Cluster {
                 .collect();
             u.join(", ")
         };
+        // The scenarios seed the same rows in every DC and count what each
+        // source journals: no initial snapshot unless a test asks for one.
+        let initial = if opts.mysql_store_toml.contains("initial") {
+            ""
+        } else {
+            "initial = \"none\"\n"
+        };
         let mut stores = format!(
-            "[[store]]\nname = \"{MYSQL_STORE}\"\nkind = \"mysql\"\ntables = [\"shop.*\"]\nunit_key = \"user_id\"\n{}url = {{ {} }}\n",
+            "[[store]]\nname = \"{MYSQL_STORE}\"\nkind = \"mysql\"\ntables = [\"shop.*\"]\nunit_key = \"user_id\"\n{initial}{}url = {{ {} }}\n",
             opts.mysql_store_toml,
             urls(&Dc::mysql_url)
         );
@@ -673,6 +691,9 @@ impl Cluster {
             dcs,
             baseline: BTreeMap::new(),
         };
+        if !opts.wait_ready {
+            return c;
+        }
         c.wait_ready().await;
         for store in c.stores() {
             let counters = c.settled_sources(store, 60).await;

@@ -37,6 +37,7 @@ owners = {{ bj = "0-3", sh = "4-7" }}
 name = "orders"
 kind = "mysql"
 tables = [{}]
+initial = "none"
 {unit}url = {{ bj = "mysql://root@127.0.0.1:1", sh = "mysql://root@127.0.0.1:2" }}
 "#,
         tables.join(",")
