@@ -558,7 +558,8 @@ pub trait Connector: Send + Sync + 'static {
         url: String,
         store: StoreConfig,
         opts: crate::verify::VerifyOptions,
-    ) -> Option<BoxFuture<'static, Result<Box<dyn crate::verify::VerifyScan>, ConnectorError>>> {
+    ) -> Option<BoxFuture<'static, Result<Box<dyn crate::verify::VerifyScan>, ConnectorError>>>
+    {
         let _ = (url, store, opts);
         None
     }
