@@ -298,7 +298,7 @@ async fn load(c: Arc<Cluster>, k: usize, rows: i64, stop: Arc<AtomicBool>) -> u6
         ))
         .await
         .unwrap();
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             db.query_drop(format!(
                 "INSERT INTO shop.pairs VALUES ({k}, 'load{n}', NULL)"
             ))
@@ -312,7 +312,7 @@ async fn load(c: Arc<Cluster>, k: usize, rows: i64, stop: Arc<AtomicBool>) -> u6
             .query_async(&mut r)
             .await
             .unwrap();
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             let _: i64 = redis::cmd("HINCRBY")
                 .arg(format!("h:{k}:{}", rand::random::<u64>() % 30 * 10))
                 .arg("a")

@@ -441,7 +441,10 @@ async fn recheck(
 ) -> anyhow::Result<()> {
     let k = args.rechecks.max(1);
     let last_round = if args.rechecks >= 2 { 2 * k } else { k };
-    let mut pending: Vec<(String, VerifyUnit, Option<BTreeMap<Vec<u8>, Candidate>>)> =
+    // Each unit with the items that differed in every round so far
+    // (`None` before the first round).
+    type Candidates = Option<BTreeMap<Vec<u8>, Candidate>>;
+    let mut pending: Vec<(String, VerifyUnit, Candidates)> =
         pending.into_iter().map(|(c, u)| (c, u, None)).collect();
     for round in 1..=last_round {
         if pending.is_empty() {
