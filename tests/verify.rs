@@ -363,3 +363,50 @@ async fn a_steady_write_load_gives_no_false_difference() {
     assert!(m["units_rechecked"].as_u64().unwrap() > 0, "{out_m}");
     assert!(writes > 100, "{writes} writes");
 }
+
+/// How fast verify reads: two servers holding the same 200,000 rows
+/// (filled from MariaDB's sequence engine, no agents), compared with the
+/// default chunk size; prints rows/s (not asserted: the machine is
+/// shared). `cargo test -p dcsync-agent --test verify -- --ignored
+/// --nocapture throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check: run it by name"]
+async fn throughput_on_200k_rows() {
+    use dcsync_testkit::mariadb::MariaDb;
+    let (bj, sh) = (MariaDb::start().await, MariaDb::start().await);
+    for db in [&bj, &sh] {
+        db.exec(SCHEMA).await;
+        db.exec(
+            "INSERT INTO shop.items SELECT seq, 'bj', CONCAT('note ', seq), seq / 4, \
+             '2024-05-01 10:00:00.123' FROM shop.seq_1_to_200000",
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("topology.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "cluster = \"bench\"\n\
+             [[dc]]\nid = \"bj\"\nlink = \"127.0.0.1:7701\"\n\
+             [[dc]]\nid = \"sh\"\nlink = \"127.0.0.1:7702\"\n\
+             [units]\ncount = 2\nowners = {{ bj = \"0\", sh = \"1\" }}\n\
+             [[store]]\nname = \"orders\"\nkind = \"mysql\"\ntables = [\"shop.*\"]\n\
+             url = {{ bj = \"{}\", sh = \"{}\" }}\n\
+             [tls]\nplaintext = true\n",
+            bj.url(),
+            sh.url()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dcsync"))
+        .args(["verify", "--topology"])
+        .arg(&path)
+        .args(["--store", "orders"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("200000 row(s)"), "{text}");
+}
