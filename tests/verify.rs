@@ -410,3 +410,58 @@ async fn throughput_on_200k_rows() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("200000 row(s)"), "{text}");
 }
+
+/// Nothing to conclude is exit 2 with a message naming the problem: an
+/// unknown store, a single DC, a store that cannot be reached (its DC and
+/// redacted url named, no password).
+#[test]
+fn what_cannot_be_compared_is_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("topology.toml");
+    let down = dcsync_testkit::free_port();
+    std::fs::write(
+        &path,
+        format!(
+            "cluster = \"t\"\n\
+             [[dc]]\nid = \"bj\"\nlink = \"127.0.0.1:7701\"\n\
+             [[dc]]\nid = \"sh\"\nlink = \"127.0.0.1:7702\"\n\
+             [units]\ncount = 2\nowners = {{ bj = \"0\", sh = \"1\" }}\n\
+             [[store]]\nname = \"cache\"\nkind = \"redis\"\n\
+             url = {{ bj = \"redis://:secret@127.0.0.1:{down}\", sh = \"redis://:secret@127.0.0.1:{down}\" }}\n\
+             [tls]\nplaintext = true\n"
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dcsync"))
+            .args(["verify", "--topology"])
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = run(&["--store", "orders"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("store \"orders\" is not declared") && err.contains("(declared: cache)"),
+        "{err}"
+    );
+    let (code, err) = run(&["--store", "cache", "--dc", "bj"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("verify compares at least two DCs, 1 given"),
+        "{err}"
+    );
+    let (code, err) = run(&["--store", "cache"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("cannot open the store")
+            && (err.contains("dc bj (redis://") || err.contains("dc sh (redis://"))
+            && !err.contains("secret"),
+        "{err}"
+    );
+}
