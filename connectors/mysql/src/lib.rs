@@ -47,6 +47,10 @@
 //! `unwrap`ped. URLs are logged only through
 //! [`dcsync_core::topology::redact_url`].
 //!
+//! # Verify
+//! [`MysqlVerify`] compares tables across DCs in chunks of primary keys
+//! for `dcsync verify` (see [`verify`]).
+//!
 //! See `docs/mysql.md` for server settings, the type mapping and limits.
 //!
 //! [`ConnectorError::Definite`]: dcsync_core::connector::ConnectorError::Definite
@@ -65,6 +69,7 @@ pub mod sqltext;
 mod statement;
 pub mod units;
 pub mod value;
+pub mod verify;
 
 pub use config::{MysqlOptions, SkipSet, DEFAULT_APPLY_PARALLEL, MAX_APPLY_PARALLEL};
 pub use gtid::{Gtid, GtidState};
@@ -73,6 +78,7 @@ pub use server::{binlog_retention, inspect, MAX_ALLOWED_PACKET};
 pub use sink::{ensure_marker_table, quote_ident, MysqlSink, MARKER_SLOTS};
 pub use source::{MysqlSource, PROGRESS_INTERVAL};
 pub use units::UnitRules;
+pub use verify::MysqlVerify;
 
 /// Schema of the apply marker table.
 pub const MARKER_SCHEMA: &str = "dcsync";
@@ -173,6 +179,20 @@ impl Connector for MysqlConnector {
         store: StoreConfig,
     ) -> Option<BoxFuture<'static, Result<Inspection, ConnectorError>>> {
         Some(Box::pin(inspect(url, store)))
+    }
+
+    fn verify(
+        &self,
+        url: String,
+        store: StoreConfig,
+        opts: dcsync_core::verify::VerifyOptions,
+    ) -> Option<BoxFuture<'static, Result<Box<dyn dcsync_core::verify::VerifyScan>, ConnectorError>>>
+    {
+        Some(Box::pin(async move {
+            let scan: Box<dyn dcsync_core::verify::VerifyScan> =
+                Box::new(MysqlVerify::connect(&url, &store, opts).await?);
+            Ok(scan)
+        }))
     }
 
     fn route(

@@ -64,7 +64,9 @@ fn number(fields: &BTreeMap<String, String>, key: &str) -> Option<u64> {
     fields.get(key).and_then(|v| v.parse().ok())
 }
 
-fn err(what: &str, e: redis::RedisError) -> ConnectorError {
+/// A driver error as a [`ConnectorError`]: I/O, dropped or refused
+/// connections and timeouts are transient, the rest definite.
+pub(crate) fn err(what: &str, e: redis::RedisError) -> ConnectorError {
     if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
         ConnectorError::Transient(format!("{what}: {e}"))
     } else {
@@ -74,7 +76,9 @@ fn err(what: &str, e: redis::RedisError) -> ConnectorError {
 
 /// Connects to the store's server: for a sentinel URL, the master the
 /// sentinels name (checked to be `role:master`).
-async fn connect(url: &str) -> Result<redis::aio::MultiplexedConnection, ConnectorError> {
+pub(crate) async fn connect(
+    url: &str,
+) -> Result<redis::aio::MultiplexedConnection, ConnectorError> {
     let resolved = crate::url::resolve(url).await?;
     let url = resolved.url.as_str();
     let client = redis::Client::open(url)

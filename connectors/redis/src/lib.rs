@@ -27,6 +27,8 @@
 //!   Cluster and a replication backlog too small to survive an agent
 //!   restart under load without a full resync; a starting source logs the
 //!   same backlog warning.
+//! - **Verify** ([`verify`]): `dcsync verify` compares each database's
+//!   keys in buckets by key hash, with encoding-independent value digests.
 //! - **Errors**: I/O is `Transient` (the agent restarts from the last durable
 //!   position), protocol, parse and server-setting problems are `Definite`.
 //!
@@ -46,12 +48,14 @@ pub mod source;
 mod stream;
 pub mod unit;
 pub mod url;
+pub mod verify;
 
 pub use config::{FlushPolicy, RedisOptions};
 pub use position::ReplPosition;
 pub use sink::RedisSink;
 pub use source::{RedisSource, SyncKind, SyncStats, FULL_RESYNCS, PARTIAL_RESYNCS};
 pub use unit::UnitRules;
+pub use verify::RedisVerify;
 
 /// Prefix of the apply-marker keys the sink writes in database 0:
 /// `dcsync:marker:<origin dc>` holds the last applied origin seq (decimal).
@@ -133,6 +137,20 @@ impl Connector for RedisConnector {
         store: StoreConfig,
     ) -> Option<BoxFuture<'static, Result<Inspection, ConnectorError>>> {
         Some(Box::pin(inspect::inspect(url, store)))
+    }
+
+    fn verify(
+        &self,
+        url: String,
+        store: StoreConfig,
+        opts: dcsync_core::verify::VerifyOptions,
+    ) -> Option<BoxFuture<'static, Result<Box<dyn dcsync_core::verify::VerifyScan>, ConnectorError>>>
+    {
+        Some(Box::pin(async move {
+            let scan: Box<dyn dcsync_core::verify::VerifyScan> =
+                Box::new(RedisVerify::connect(&url, &store, opts).await?);
+            Ok(scan)
+        }))
     }
 
     fn route(

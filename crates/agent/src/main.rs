@@ -11,6 +11,9 @@
 //!   print the conflicts the agent recorded (`DIR/conflicts.jsonl`).
 //! - `dcsync route --topology FILE --store S [--table schema.table] VALUE`:
 //!   print the unit of a row or key and its owner DC ([`route`]).
+//! - `dcsync verify --topology FILE --store S [--dc ID ...] [--json]`:
+//!   compare one store across DCs while writes go on; exit 1 if a
+//!   difference remains ([`verify`]).
 
 mod admin;
 mod agent;
@@ -22,6 +25,7 @@ mod recovery;
 mod registry;
 mod route;
 mod status;
+mod verify;
 mod versions;
 
 /// mimalloc instead of glibc malloc: the agent allocates and frees many
@@ -111,6 +115,36 @@ enum Cmd {
         /// The unit key value (row stores: the unit_key column's value,
         /// integers in decimal) or the key (Redis).
         value: String,
+    },
+    /// Compare one store's data across DCs while writes go on, and name
+    /// every row or key that differs (exit 0: equal, 1: a difference
+    /// remains after the re-checks, 2: could not compare).
+    Verify {
+        /// The topology file (TOML).
+        #[arg(long)]
+        topology: PathBuf,
+        /// The store, by name.
+        #[arg(long)]
+        store: String,
+        /// Only these DCs (at least two; default: every DC with a url for
+        /// the store). The first one plans the chunks.
+        #[arg(long = "dc")]
+        dcs: Vec<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Delay before each re-check of a chunk or bucket that differs,
+        /// ms: long enough for a change in flight to arrive.
+        #[arg(long, default_value_t = 2000)]
+        recheck_ms: u64,
+        /// How many re-checks a difference must survive to be reported
+        /// (0: report what differs at once).
+        #[arg(long, default_value_t = 3)]
+        rechecks: u32,
+        /// Rows (Redis: keys) per chunk (bucket): what one query reads and
+        /// a re-check holds in memory.
+        #[arg(long, default_value_t = 10_000)]
+        chunk_rows: u64,
     },
     /// Show link states and backlogs of a running agent.
     Status {
@@ -210,6 +244,27 @@ fn main() -> ExitCode {
             connect,
             dcs,
         } => return check::run(&topology, connect, &dcs),
+        Cmd::Verify {
+            topology,
+            store,
+            dcs,
+            json,
+            recheck_ms,
+            rechecks,
+            chunk_rows,
+        } => {
+            return verify::run(
+                &topology,
+                &verify::Args {
+                    store,
+                    dcs,
+                    json,
+                    recheck: std::time::Duration::from_millis(recheck_ms),
+                    rechecks,
+                    chunk_rows,
+                },
+            )
+        }
         Cmd::Certs { topology, out, dcs } => certs(&topology, out, dcs),
         Cmd::Status { dc, data_dir, json } => status::print(&data_dir_for(&dc, data_dir), json),
         Cmd::Conflicts {

@@ -552,6 +552,26 @@ pub trait Connector: Send + Sync + 'static {
         None
     }
 
+    /// Optional capability: a read-only connection to the store at `url`
+    /// (one DC's store of `store`) that digests its data by collections,
+    /// units and items, so that `dcsync verify` can compare DCs without
+    /// reading the data whole (see [`crate::verify`]). `opts` are the run's
+    /// settings.
+    ///
+    /// Errors: [`ConnectorError::Definite`] for a bad URL or refused login,
+    /// [`ConnectorError::Transient`] when the server cannot be reached.
+    /// `None` (the default): the kind cannot be verified.
+    fn verify(
+        &self,
+        url: String,
+        store: StoreConfig,
+        opts: crate::verify::VerifyOptions,
+    ) -> Option<BoxFuture<'static, Result<Box<dyn crate::verify::VerifyScan>, ConnectorError>>>
+    {
+        let _ = (url, store, opts);
+        None
+    }
+
     /// Optional capability: the unit the source gives one row or key of a
     /// store, and the rule that chose it, computed with the same rules
     /// (what an application's routing layer asks, `dcsync route`). Pure,

@@ -10,6 +10,7 @@
 //! - [`unit`]: unit (shard) computation and owner-DC routing.
 //! - [`connector`]: what a store connector implements (the [`connector::Connector`]
 //!   factory, source and sink) and the [`connector::Registry`] of connectors.
+//! - [`verify`]: what a connector tells `dcsync verify` to compare DCs.
 
 pub mod change;
 pub mod conflict;
@@ -19,6 +20,7 @@ pub mod events;
 pub mod hlc;
 pub mod topology;
 pub mod unit;
+pub mod verify;
 
 pub use change::{
     Change, ColumnMeta, Payload, RedisCommand, RowChange, RowKind, TableMeta, Transaction, Value,
