@@ -82,6 +82,9 @@ name = "orders"
 kind = "mysql"
 tables = ["shop.*"]
 unit_key = "user_id"
+# Both DCs are created with the same seed rows: nothing to copy at the first
+# start (see "Starting on existing data" in docs/operations.md).
+initial = "none"
 url = { bj = "mysql://root@127.0.0.1:13306", sh = "mysql://root@127.0.0.1:13307" }
 [[store]]
 name = "cache"
