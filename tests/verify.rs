@@ -278,6 +278,40 @@ async fn changes_behind_the_agents_backs_are_named() {
         "{out}"
     );
     assert_eq!(diffs[0]["collection"], "db0");
+
+    // Repair: bj's copy wins. Its agent ships what --repair writes there
+    // (id 17 and 1000042 written again), and the row bj lacks is deleted
+    // in sh; all through the agents, nothing behind their backs.
+    c.agents.start_agent(bj);
+    let mut args = fast.to_vec();
+    args.extend(["--repair", "--from", "bj"]);
+    let (code, out, err) = verify(&c, MYSQL_STORE, &args);
+    assert_eq!(code, 0, "{out}{err}");
+    let repaired: Vec<&str> = out.lines().filter(|l| l.starts_with("repaired:")).collect();
+    assert_eq!(repaired.len(), 3, "{out}");
+    assert!(
+        out.contains("repaired: table shop.items row id=17: written again in bj")
+            && out.contains("repaired: table shop.items row id=1000042: written again in bj")
+            && out.contains("repaired: table shop.pairs row a=1, b='extra': deleted in sh"),
+        "{out}"
+    );
+    // A second verify is clean once the agents shipped the repairs; the
+    // Redis differences heal by themselves now that bj's agent ships its
+    // backlog and applies sh's.
+    for store in [MYSQL_STORE, REDIS_STORE] {
+        dcsync_testkit::wait_for(
+            &format!("a clean verify of {store} after the repair"),
+            Duration::from_secs(60),
+            || async { (verify(&c, store, &fast).0 == 0).then_some(()) },
+        )
+        .await;
+    }
+    let note: String = c.dcs[sh]
+        .db
+        .query_i64("SELECT COUNT(*) FROM shop.items WHERE id = 17 AND note = 'drift'")
+        .await
+        .to_string();
+    assert_eq!(note, "1", "bj's copy of row 17 won in sh");
 }
 
 /// Writes to DC number `k`'s own rows and keys until `stop`: updates of

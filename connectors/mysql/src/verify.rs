@@ -286,6 +286,84 @@ impl MysqlVerify {
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
+
+    /// See [`VerifyScan::repair`]: the row deleted and inserted again with
+    /// its own values in one transaction (foreign key checks off, so no
+    /// cascade fires; triggers do), so the binlog holds it and this DC's
+    /// source ships it; or deleted.
+    async fn repair(
+        &mut self,
+        name: &str,
+        key: &[u8],
+        delete: bool,
+    ) -> Result<bool, ConnectorError> {
+        let def = self.keyed_def(name).await?;
+        let cond = key_condition(&def.pk, key)?;
+        let table = def.quoted();
+        let what = |w: &str| format!("{w} {name} where {cond}");
+        if delete {
+            self.conn
+                .query_drop(format!("DELETE FROM {table} WHERE {cond}"))
+                .await
+                .map_err(|e| classify(&what("deleting"), e))?;
+            return Ok(self.conn.affected_rows() > 0);
+        }
+        let generated: Vec<String> = self
+            .conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? \
+                 AND TABLE_NAME = ? AND EXTRA LIKE '%GENERATED%'",
+                (&def.schema, &def.table),
+            )
+            .await
+            .map_err(|e| classify(&what("reading the generated columns of"), e))?;
+        let cols: Vec<String> = def
+            .column_names()
+            .into_iter()
+            .filter(|c| !generated.contains(c))
+            .collect();
+        let list = quoted_list(&cols);
+        let r = async {
+            self.conn
+                .query_drop("SET SESSION foreign_key_checks = 0; BEGIN")
+                .await?;
+            let row: Option<Row> = self
+                .conn
+                .exec_first(
+                    format!("SELECT {list} FROM {table} WHERE {cond} FOR UPDATE"),
+                    (),
+                )
+                .await?;
+            let Some(row) = row else {
+                self.conn.query_drop("ROLLBACK").await?;
+                return Ok(false);
+            };
+            self.conn
+                .query_drop(format!("DELETE FROM {table} WHERE {cond}"))
+                .await?;
+            let marks = vec!["?"; cols.len()].join(", ");
+            self.conn
+                .exec_drop(
+                    format!("INSERT INTO {table} ({list}) VALUES ({marks})"),
+                    row_values(&row),
+                )
+                .await?;
+            self.conn.query_drop("COMMIT").await?;
+            Ok::<bool, mysql_async::Error>(true)
+        }
+        .await;
+        let _ = self
+            .conn
+            .query_drop("SET SESSION foreign_key_checks = 1")
+            .await;
+        match r {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                let _ = self.conn.query_drop("ROLLBACK").await;
+                Err(classify(&what("writing again"), e))
+            }
+        }
+    }
 }
 
 impl VerifyScan for MysqlVerify {
@@ -330,6 +408,15 @@ impl VerifyScan for MysqlVerify {
         units: &'a [VerifyUnit],
     ) -> BoxFuture<'a, Result<Vec<ItemDigest>, ConnectorError>> {
         Box::pin(MysqlVerify::items(self, collection, units))
+    }
+
+    fn repair<'a>(
+        &'a mut self,
+        collection: &'a str,
+        key: &'a [u8],
+        delete: bool,
+    ) -> BoxFuture<'a, Result<bool, ConnectorError>> {
+        Box::pin(MysqlVerify::repair(self, collection, key, delete))
     }
 }
 
@@ -422,10 +509,37 @@ fn key_text(pk: &[String], values: &[Value]) -> String {
 }
 
 /// A row's identity (the same bytes in every DC for the same key: its
-/// values as SQL literals) and its label.
+/// values as SQL literals, NUL-separated; a literal never holds a NUL
+/// byte, `as_sql` escapes it) and its label.
 fn key_of(pk: &[String], values: &[Value]) -> (Vec<u8>, String) {
     let label = key_text(pk, values);
-    (label.clone().into_bytes(), label)
+    let key = values
+        .iter()
+        .take(pk.len())
+        .map(|v| v.as_sql(false))
+        .collect::<Vec<_>>()
+        .join("\0");
+    (key.into_bytes(), label)
+}
+
+/// `` `a` = 1 AND `b` = 'x' ``: the row named by a [`key_of`] key.
+fn key_condition(pk: &[String], key: &[u8]) -> Result<String, ConnectorError> {
+    let text = std::str::from_utf8(key)
+        .map_err(|_| ConnectorError::Definite("a row key that is not text".into()))?;
+    let literals: Vec<&str> = text.split('\0').collect();
+    if literals.len() != pk.len() {
+        return Err(ConnectorError::Definite(format!(
+            "a row key of {} value(s) for a primary key of {} column(s)",
+            literals.len(),
+            pk.len()
+        )));
+    }
+    Ok(pk
+        .iter()
+        .zip(literals)
+        .map(|(c, l)| format!("{} = {l}", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(" AND "))
 }
 
 /// `id >= 10000 and < 20000`, `from the start to id < 100`,
@@ -515,6 +629,14 @@ mod tests {
             "from the start to before (a=1, b='it\\'s')"
         );
         let (key, label) = key_of(&pk(&["id"]), &[Value::Int(42)]);
-        assert_eq!((key, label.as_str()), (b"id=42".to_vec(), "id=42"));
+        assert_eq!((key, label.as_str()), (b"42".to_vec(), "id=42"));
+        let two = pk(&["a", "b"]);
+        let (key, _) = key_of(&two, &[Value::Int(1), Value::Bytes(b"x, y".to_vec())]);
+        assert_eq!(
+            key_condition(&two, &key).unwrap(),
+            "`a` = 1 AND `b` = 'x, y'",
+            "a key reads back as the row's condition, commas in values included"
+        );
+        assert!(key_condition(&pk(&["id"]), &key).is_err());
     }
 }

@@ -360,6 +360,49 @@ impl VerifyScan for RedisVerify {
         })
     }
 
+    /// See [`VerifyScan::repair`]: `RESTORE key ttl <its own DUMP>
+    /// REPLACE` (the replication stream carries it, and this DC's source
+    /// ships it), or `DEL`.
+    fn repair<'a>(
+        &'a mut self,
+        collection: &'a str,
+        key: &'a [u8],
+        delete: bool,
+    ) -> BoxFuture<'a, Result<bool, ConnectorError>> {
+        Box::pin(async move {
+            self.select(collection).await?;
+            let label = key_label(key);
+            if delete {
+                let n: i64 = redis::cmd("DEL")
+                    .arg(key)
+                    .query_async(&mut self.conn)
+                    .await
+                    .map_err(|e| err(&format!("DEL {label}"), e))?;
+                return Ok(n > 0);
+            }
+            let (dump, pttl): (Option<Vec<u8>>, i64) = redis::pipe()
+                .cmd("DUMP")
+                .arg(key)
+                .cmd("PTTL")
+                .arg(key)
+                .query_async(&mut self.conn)
+                .await
+                .map_err(|e| err(&format!("DUMP {label}"), e))?;
+            let Some(dump) = dump else {
+                return Ok(false);
+            };
+            redis::cmd("RESTORE")
+                .arg(key)
+                .arg(pttl.max(0))
+                .arg(dump)
+                .arg("REPLACE")
+                .query_async::<()>(&mut self.conn)
+                .await
+                .map_err(|e| err(&format!("RESTORE {label}"), e))?;
+            Ok(true)
+        })
+    }
+
     fn items<'a>(
         &'a mut self,
         collection: &'a str,

@@ -145,6 +145,17 @@ enum Cmd {
         /// a re-check holds in memory.
         #[arg(long, default_value_t = 10_000)]
         chunk_rows: u64,
+        /// Make every differing row or key equal to the `--from` DC's copy,
+        /// through the normal pipeline: written again in that DC (its
+        /// agent ships it to every DC), or deleted where that DC does not
+        /// hold it. Run verify again afterwards.
+        #[arg(long)]
+        repair: bool,
+        /// With `--repair`: the DC whose copy wins (default: the first DC
+        /// compared). Choose the one the store's conflict policy would make
+        /// win (the unit's owner under `conflict = "owner"`).
+        #[arg(long, value_name = "DC", requires = "repair")]
+        from: Option<String>,
     },
     /// Show link states and backlogs of a running agent.
     Status {
@@ -252,6 +263,8 @@ fn main() -> ExitCode {
             recheck_ms,
             rechecks,
             chunk_rows,
+            repair,
+            from,
         } => {
             return verify::run(
                 &topology,
@@ -262,6 +275,7 @@ fn main() -> ExitCode {
                     recheck: std::time::Duration::from_millis(recheck_ms),
                     rechecks,
                     chunk_rows,
+                    repair_from: repair.then(|| from.unwrap_or_default()),
                 },
             )
         }

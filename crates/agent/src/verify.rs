@@ -50,6 +50,9 @@ pub struct Args {
     pub rechecks: u32,
     /// Rows (keys) per chunk (bucket).
     pub chunk_rows: u64,
+    /// `--repair --from DC`: make every differing row or key equal to this
+    /// DC's copy, through the normal pipeline.
+    pub repair_from: Option<String>,
 }
 
 /// What one DC holds of a differing item or collection.
@@ -65,6 +68,9 @@ pub struct Difference {
     /// Per DC: `missing`, the item's digest (16 hex digits), or the
     /// collection's definition.
     pub dcs: BTreeMap<String, String>,
+    /// The item's identity ([`ItemDigest::key`]), for `--repair`.
+    #[serde(skip)]
+    pub key: Option<Vec<u8>>,
 }
 
 /// A collection that could not be compared, and why.
@@ -104,6 +110,9 @@ pub struct Report {
     pub unsettled: Vec<Difference>,
     /// What could not be compared.
     pub not_compared: Vec<NotCompared>,
+    /// With `--repair`: what was written again (`table shop.items row
+    /// id=17: rewritten in bj`), in the order done.
+    pub repaired: Vec<String>,
     /// Wall time of the run, ms.
     pub elapsed_ms: u64,
     /// Items per second of the run (first DC's items).
@@ -136,7 +145,7 @@ pub fn run(path: &Path, args: &Args) -> ExitCode {
             } else {
                 print_text(&report);
             }
-            if !report.differences.is_empty() {
+            if !report.differences.is_empty() && args.repair_from.is_none() {
                 ExitCode::from(EXIT_DIFFERENT)
             } else if !report.not_compared.is_empty() || !report.unsettled.is_empty() {
                 ExitCode::from(EXIT_FAILED)
@@ -193,6 +202,9 @@ fn print_text(r: &Report) {
             "not compared: {} {}: {}",
             t.collection, n.collection, n.reason
         );
+    }
+    for line in &r.repaired {
+        println!("repaired: {line}");
     }
     let result = if r.differences.is_empty() && r.not_compared.is_empty() && r.unsettled.is_empty()
     {
@@ -306,6 +318,7 @@ async fn verify(path: &Path, args: &Args) -> anyhow::Result<Report> {
         differences: Vec::new(),
         unsettled: Vec::new(),
         not_compared: Vec::new(),
+        repaired: Vec::new(),
         elapsed_ms: 0,
         items_per_s: 0,
     };
@@ -327,6 +340,11 @@ async fn verify(path: &Path, args: &Args) -> anyhow::Result<Report> {
     }
     report.units_rechecked = pending.len() as u64;
     recheck(&mut scans, &dcs, pending, args, &mut report).await?;
+    if let Some(from) = &args.repair_from {
+        // `--repair` without `--from`: the first DC compared.
+        let from = if from.is_empty() { &dcs[0] } else { from };
+        repair(&mut scans, &dcs, from, &mut report).await?;
+    }
     let elapsed = started.elapsed();
     report.elapsed_ms = elapsed.as_millis() as u64;
     report.items_per_s = (report.items as f64 / elapsed.as_secs_f64().max(0.001)) as u64;
@@ -355,6 +373,7 @@ async fn compare_collection(
             item: None,
             what: format!("missing in {}", missing.join(", ")),
             dcs: dcs.iter().cloned().zip(shapes.iter().map(state)).collect(),
+            key: None,
         });
         return Ok(Vec::new());
     }
@@ -364,6 +383,7 @@ async fn compare_collection(
             item: None,
             what: "definition differs".to_string(),
             dcs: dcs.iter().cloned().zip(shapes.iter().map(state)).collect(),
+            key: None,
         });
         return Ok(Vec::new());
     }
@@ -497,7 +517,8 @@ async fn recheck(
                     .collect();
                 for key in decided {
                     if let Some(cd) = next.remove(&key) {
-                        let d = item_difference(c, cd.label, dcs, &cd.holdings);
+                        let mut d = item_difference(c, cd.label, dcs, &cd.holdings);
+                        d.key = Some(key.clone());
                         if cd.stable {
                             report.differences.push(d);
                         } else {
@@ -509,6 +530,64 @@ async fn recheck(
             *cand = Some(next);
         }
         pending.retain(|(_, _, cand)| cand.as_ref().is_none_or(|m| !m.is_empty()));
+    }
+    Ok(())
+}
+
+/// `--repair --from`: every differing item is made equal to `from`'s copy
+/// through the normal pipeline: written again in `from` (its source ships
+/// it to every DC, marked and echo-free like any write), or, where `from`
+/// does not hold it, deleted in the DCs that do. A collection missing or
+/// defined differently is left to the operator (DDL is not replicated).
+async fn repair(
+    scans: &mut [Box<dyn VerifyScan>],
+    dcs: &[String],
+    from: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let Some(reference) = dcs.iter().position(|d| d == from) else {
+        bail!(
+            "--from {from}: not one of the DCs compared ({})",
+            dcs.join(", ")
+        );
+    };
+    for d in &report.differences {
+        let (Some(key), Some(item)) = (&d.key, &d.item) else {
+            report.repaired.push(format!(
+                "{} {}: {} (not repaired: create or alter it by hand)",
+                report.terms.collection, d.collection, d.what
+            ));
+            continue;
+        };
+        let what = format!(
+            "{} {} {} {item}",
+            report.terms.collection, d.collection, report.terms.item
+        );
+        let held = d.dcs.get(from).is_some_and(|h| h != "missing");
+        if held {
+            let done = scans[reference]
+                .repair(&d.collection, key, false)
+                .await
+                .with_context(|| format!("repairing {what} in {from}"))?;
+            report.repaired.push(if done {
+                format!("{what}: written again in {from}, which ships it to every DC")
+            } else {
+                format!("{what}: no longer in {from}; left as it is")
+            });
+        } else {
+            for (i, dc) in dcs.iter().enumerate() {
+                if i == reference || d.dcs.get(dc).is_none_or(|h| h == "missing") {
+                    continue;
+                }
+                scans[i]
+                    .repair(&d.collection, key, true)
+                    .await
+                    .with_context(|| format!("deleting {what} in {dc}"))?;
+                report
+                    .repaired
+                    .push(format!("{what}: deleted in {dc} ({from} does not hold it)"));
+            }
+        }
     }
     Ok(())
 }
@@ -541,6 +620,7 @@ fn item_difference(c: &str, label: String, dcs: &[String], holdings: &Holdings) 
                 Some(d) => format!("{d:016x}"),
             }))
             .collect(),
+        key: None,
     }
 }
 

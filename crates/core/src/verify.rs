@@ -188,6 +188,29 @@ pub trait VerifyScan: Send {
         collection: &'a str,
         units: &'a [VerifyUnit],
     ) -> BoxFuture<'a, Result<Vec<ItemDigest>, ConnectorError>>;
+
+    /// Repair (`dcsync verify --repair`), the only method that writes: the
+    /// item `key` ([`ItemDigest::key`]) of `collection` is written again in
+    /// this DC through the store, so that this DC's source ships it to
+    /// every DC like any write (MySQL: the row deleted and inserted again
+    /// in one transaction; Redis: `RESTORE … REPLACE` of its own `DUMP`);
+    /// with `delete`, it is deleted. Returns whether this DC held it.
+    ///
+    /// Errors: the store's; the default, a kind without repair, a Definite
+    /// error.
+    fn repair<'a>(
+        &'a mut self,
+        collection: &'a str,
+        key: &'a [u8],
+        delete: bool,
+    ) -> BoxFuture<'a, Result<bool, ConnectorError>> {
+        let _ = (collection, key, delete);
+        Box::pin(async {
+            Err(ConnectorError::Definite(
+                "this store kind cannot repair an item".into(),
+            ))
+        })
+    }
 }
 
 /// 64-bit FNV-1a over `parts`, each preceded by its length, so that
