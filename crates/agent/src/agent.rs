@@ -171,9 +171,15 @@ pub async fn run(
             me: me.clone(),
             peer: peer.id.clone(),
             addr: peer.link.clone(),
-            // Mesh: every DC ships its own changes to every other DC.
+            // Mesh: every DC ships its own changes to every other DC, of
+            // the stores both have.
             origins: vec![me.clone()],
-            stores: topo.stores.iter().map(|s| s.name.clone()).collect(),
+            stores: topo
+                .stores
+                .iter()
+                .filter(|s| s.url_for(&me).is_some() && s.url_for(&peer.id).is_some())
+                .map(|s| s.name.clone())
+                .collect(),
             settings: topo.link.clone(),
             tls: tls.clone(),
             marks: Some(marks.clone()),

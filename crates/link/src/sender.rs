@@ -96,6 +96,10 @@ pub enum SessionError {
     },
 }
 
+/// How long a session runs before it redials to ask again for a marker the
+/// peer could not report of a held-back stream.
+const UNREPORTED_REDIAL: Duration = Duration::from_secs(5);
+
 /// One origin stream: `(origin, store)`.
 type Stream = (String, String);
 
@@ -343,6 +347,10 @@ async fn session(
     if !unsettled.is_empty() {
         tracing::info!(peer = %cfg.peer, streams = ?unsettled, "holding back streams of a new journal until every peer has told what it applied of them");
     }
+    // A held-back stream the peer could not report (its store not ready):
+    // ask again with a new handshake after a while.
+    let unreported = unsettled.iter().any(|k| !applied.contains_key(k));
+    let session_start = Instant::now();
     // Resume points.
     let mut next: BTreeMap<Stream, u64> = BTreeMap::new();
     let mut acked: BTreeMap<Stream, u64> = BTreeMap::new();
@@ -629,6 +637,13 @@ async fn session(
                     if journal.settled(store)? {
                         return Err(SessionError::Settled);
                     }
+                }
+                if unreported && session_start.elapsed() >= UNREPORTED_REDIAL {
+                    return Err(SessionError::Protocol(format!(
+                        "peer {} could not tell what it applied of this DC's held-back streams \
+                         (its store not ready?): asking again",
+                        cfg.peer
+                    )));
                 }
                 if last_tx.elapsed() >= Duration::from_millis(s.heartbeat_ms) {
                     timed_write(&mut wr, &Frame::Heartbeat, dead, s.dead_after_ms).await?;
