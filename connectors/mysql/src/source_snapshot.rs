@@ -17,7 +17,9 @@
 //!   idempotent). Text protocol with `character_set_results = binary` and
 //!   `time_zone = '+00:00'`, so values are the stored bytes, as the binlog
 //!   has them; numbers and dates are typed like the binlog decoder's
-//!   ([`typed`]). Memory: one chunk.
+//!   ([`typed`]). Memory: two chunks (the next chunk is read while the
+//!   agent journals the last one; the snapshot waits for that before it
+//!   sends again).
 //! - **Resumable.** Each chunk's position is the snapshot's binlog position
 //!   plus a cursor (table, last primary key), journaled with the chunk. A
 //!   source restarted mid-snapshot opens a new consistent snapshot and goes
@@ -152,6 +154,10 @@ impl Tailer {
         let pace = self.options.snapshot_rows_per_sec;
         let began = Instant::now();
         let mut rows_total: u64 = 0;
+        // The chunk sent and not yet known journaled: at most one, so the
+        // snapshot holds two chunks at a time (the one being read and the
+        // one being journaled), whatever the table's size.
+        let mut in_flight: Option<Position> = None;
         for t in &tables {
             let name = t.meta.qualified();
             let after = match &cursor {
@@ -163,6 +169,11 @@ impl Tailer {
             let mut after = after;
             loop {
                 let (changes, last) = read_chunk(&mut conn, t, after.as_deref()).await?;
+                if let Some(p) = in_flight.take() {
+                    if let Flow::Shutdown = self.journaled(&p).await {
+                        return Ok(Flow::Shutdown);
+                    }
+                }
                 let Some(last) = last else { break };
                 let n = changes.len();
                 let changes: Vec<Change> = changes
@@ -188,12 +199,13 @@ impl Tailer {
                     .send(SourceEvent::Local {
                         changes,
                         commit_ts_ms: SNAPSHOT_COMMIT_MS,
-                        position,
+                        position: position.clone(),
                     })
                     .await
                 {
                     return Ok(Flow::Shutdown);
                 }
+                in_flight = Some(position);
                 rows_total += n as u64;
                 after = Some(last);
                 if pace > 0 {
@@ -224,6 +236,19 @@ impl Tailer {
         }
         self.cx.resume = Some(done);
         Ok(Flow::Continue)
+    }
+
+    /// Waits until the agent journaled up to `p` (a chunk this snapshot
+    /// sent): the bound on what the snapshot holds in memory.
+    async fn journaled(&mut self, p: &Position) -> Flow {
+        let mut durable = self.cx.durable.clone();
+        let mut shutdown = self.cx.shutdown.clone();
+        tokio::select! {
+            r = durable.wait_for(|d| d.as_ref() == Some(p)) => {
+                if r.is_err() { Flow::Shutdown } else { Flow::Continue }
+            }
+            _ = shutdown.wait_for(|v| *v) => Flow::Shutdown,
+        }
     }
 
     /// The store's replicated base tables, in name order, with their

@@ -16,6 +16,7 @@ pub mod prometheus;
 pub mod proxy;
 pub mod redis;
 pub mod sentinel;
+pub mod status;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
