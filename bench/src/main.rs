@@ -179,10 +179,18 @@ fn print_rows(rows: &[Row]) {
 
 fn markdown(rows: &[Row], header: &str) -> String {
     let mut s = format!("{header}\n\n| case | setting | dcsync | native | dcsync/native | notes |\n|---|---|---|---|---|---|\n");
+    // A `|` inside a cell (the snapshot row names a shell pipeline) would
+    // end the cell.
+    let cell = |v: &str| v.replace('|', "\\|");
     for r in rows {
         s += &format!(
             "| {} | {} | {} | {} | {} | {} |\n",
-            r.case, r.setting, r.dcsync, r.native, r.ratio, r.notes
+            cell(&r.case),
+            cell(&r.setting),
+            cell(&r.dcsync),
+            cell(&r.native),
+            cell(&r.ratio),
+            cell(&r.notes)
         );
     }
     s
