@@ -7,6 +7,12 @@
 #   ./scripts/bench.sh --quick --markdown out.md     # also write the table
 #   ./scripts/bench.sh --txns 50000 --cases replay   # one case, own size
 #   ./scripts/bench.sh --cases big-transaction       # one 300,000-row UPDATE, agent peak RSS
+#   ./scripts/bench.sh --cases snapshot,verify       # 1,000,000-row initial snapshot against
+#                                                    # mysqldump | mysql, then dcsync verify
+#   ./scripts/bench.sh --cases snapshot --snapshot-rows 100000   # smaller table
+#
+# snapshot and verify run only when named in --cases (the default run leaves
+# them out); verify needs the dcsync snapshot and runs it first.
 #
 # Every option is passed to `dcsync-bench` (`--help` lists them). Private
 # mariadbd/redis-server instances are started on free loopback ports in

@@ -17,6 +17,14 @@
 //! 5. MySQL big transaction: one 300,000-row UPDATE of a 10-column table on
 //!    A, timed until B holds it, with each agent's peak RSS (VmHWM); against
 //!    native MariaDB replication of the same UPDATE.
+//! 6. MySQL initial snapshot (`--cases snapshot`, not in the default run):
+//!    one sysbench table in DC A, an empty copy in B, the agents started with
+//!    `initial = "snapshot"` and timed until B holds every row with A's
+//!    checksum, with agent A's peak RSS; against `mariadb-dump
+//!    --single-transaction --no-create-info | mariadb` of the same table.
+//! 7. `dcsync verify` (`--cases verify`, not in the default run) over the
+//!    two DCs once the snapshot converged: rows checked per second; the
+//!    case fails unless it reports them equal.
 //!
 //! Speed and memory are measured here, never asserted in tests. Run it with
 //! `scripts/bench.sh`; see `docs/benchmarks.md`.
@@ -24,6 +32,7 @@
 mod cluster;
 mod mysql_cases;
 mod redis_cases;
+mod snapshot_cases;
 mod util;
 
 use anyhow::{Context, Result};
@@ -43,10 +52,16 @@ struct Args {
     /// redis-benchmark requests per command (four commands).
     #[arg(long)]
     redis_n: Option<u64>,
+    /// Rows of the snapshot and verify cases' table (default: 1,000,000;
+    /// 100,000 with --quick).
+    #[arg(long)]
+    snapshot_rows: Option<u64>,
     /// Seconds of offered load per lag measurement.
     #[arg(long)]
     lag_secs: Option<u64>,
-    /// Cases to run, comma-separated: replay, lag, redis, big-transaction.
+    /// Cases to run, comma-separated: replay, lag, redis, big-transaction,
+    /// snapshot, verify. The default leaves out snapshot and verify (a
+    /// 1,000,000-row table in the full run): name them to run them.
     #[arg(
         long,
         default_value = "replay,lag,redis,big-transaction",
@@ -76,7 +91,14 @@ struct Args {
 }
 
 /// Every case `--cases` accepts.
-const CASES: [&str; 4] = ["replay", "lag", "redis", "big-transaction"];
+const CASES: [&str; 6] = [
+    "replay",
+    "lag",
+    "redis",
+    "big-transaction",
+    "snapshot",
+    "verify",
+];
 
 /// One table row.
 struct Row {
@@ -157,10 +179,18 @@ fn print_rows(rows: &[Row]) {
 
 fn markdown(rows: &[Row], header: &str) -> String {
     let mut s = format!("{header}\n\n| case | setting | dcsync | native | dcsync/native | notes |\n|---|---|---|---|---|---|\n");
+    // A `|` inside a cell (the snapshot row names a shell pipeline) would
+    // end the cell.
+    let cell = |v: &str| v.replace('|', "\\|");
     for r in rows {
         s += &format!(
             "| {} | {} | {} | {} | {} | {} |\n",
-            r.case, r.setting, r.dcsync, r.native, r.ratio, r.notes
+            cell(&r.case),
+            cell(&r.setting),
+            cell(&r.dcsync),
+            cell(&r.native),
+            cell(&r.ratio),
+            cell(&r.notes)
         );
     }
     s
@@ -205,6 +235,9 @@ async fn main() -> Result<()> {
     let redis_n = args
         .redis_n
         .unwrap_or(if args.quick { 100_000 } else { 500_000 });
+    let snapshot_rows = args
+        .snapshot_rows
+        .unwrap_or(if args.quick { 100_000 } else { 1_000_000 });
     let mode = if args.quick { "quick" } else { "full" };
     let links = if args.plaintext {
         "plaintext"
@@ -394,16 +427,94 @@ async fn main() -> Result<()> {
         ));
     }
 
+    if has("snapshot") || has("verify") {
+        snapshot_rows_of(
+            &dcsync,
+            snapshot_rows,
+            has("snapshot"),
+            has("verify"),
+            &mut rows,
+        )
+        .await?;
+    }
+
     println!();
     print_rows(&rows);
     if let Some(path) = &args.markdown {
         let header = format!(
-            "dcsync-bench {mode} (links: {links}): {} trx per replay, {} tables x {} rows, lag {} s per rate, redis-benchmark -n {}",
-            p.txns, p.tables, p.table_size, p.lag_secs, redis_n
+            "dcsync-bench {mode} (links: {links}): {} trx per replay, {} tables x {} rows, lag {} s per rate, redis-benchmark -n {}, snapshot {} rows",
+            p.txns, p.tables, p.table_size, p.lag_secs, redis_n, snapshot_rows
         );
         std::fs::write(path, markdown(&rows, &header))
             .with_context(|| format!("write {}", path.display()))?;
         eprintln!("markdown written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// The snapshot case (dcsync against `mariadb-dump | mariadb`, when
+/// `snapshot`) and the verify case (after the dcsync snapshot, which it
+/// needs, when `verify`), over one prepared table of `n` rows.
+async fn snapshot_rows_of(
+    dcsync: &std::path::Path,
+    n: u64,
+    snapshot: bool,
+    verify: bool,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    eprintln!("== MySQL initial snapshot of {n} rows: sysbench prepare on A");
+    let src = snapshot_cases::Source::prepare(n).await?;
+    eprintln!("== MySQL initial snapshot of {n} rows (durable): dcsync");
+    let d = snapshot_cases::snapshot_dcsync(dcsync, &src, verify).await?;
+    eprintln!("   {d:?}");
+    if snapshot {
+        eprintln!("== MySQL initial snapshot of {n} rows (durable): mariadb-dump | mariadb");
+        let m = snapshot_cases::snapshot_dump(&src).await?;
+        eprintln!("   {m:?}");
+        let (dr, mr) = (n as f64 / d.secs, n as f64 / m.secs);
+        let peaks = d
+            .peak_rss
+            .iter()
+            .map(|k| format!("{:.0}", *k as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let cpu = d
+            .cpu_secs
+            .iter()
+            .map(|s| format!("{s:.1}"))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        rows.push(row(
+            "MySQL initial snapshot rows/s",
+            &format!("durable, 1 sysbench table x {n} rows"),
+            format!("{dr:.0}"),
+            format!("{mr:.0}"),
+            ratio(dr, mr),
+            format!(
+                "native = mariadb-dump --single-transaction --no-create-info | mariadb; \
+                 {:.1} s from agent start vs {:.1} s; A's source read it in {} s; \
+                 agent peak RSS, MiB (A / B, VmHWM): {}; agent CPU s (A / B): {}",
+                d.secs,
+                m.secs,
+                d.source_secs.map_or("?".into(), |s| format!("{s:.1}")),
+                peaks,
+                cpu,
+            ),
+        ));
+    }
+    if let Some(v) = d.verify {
+        rows.push(row(
+            "MySQL verify rows/s",
+            &format!("2 DCs x {} rows, equal", v.rows),
+            format!("{:.0}", v.rows as f64 / v.secs),
+            "-".into(),
+            "-".into(),
+            format!(
+                "dcsync verify --json: exit 0 (equal), {} rows in {} chunks, {:.2} s wall \
+                 ({} ms by its own clock)",
+                v.rows, v.chunks, v.secs, v.own_ms
+            ),
+        ));
     }
     Ok(())
 }

@@ -95,13 +95,13 @@ fn store_toml(a: &MariaDb, b: &MariaDb) -> String {
     )
 }
 
-async fn conn(db: &MariaDb) -> Result<Conn> {
+pub async fn conn(db: &MariaDb) -> Result<Conn> {
     Conn::from_url(db.url())
         .await
         .with_context(|| format!("connect {}", db.url()))
 }
 
-async fn start_db(durable: bool, extra: &[&str]) -> MariaDb {
+pub async fn start_db(durable: bool, extra: &[&str]) -> MariaDb {
     // Both the dcsync and the native runs use the same server settings; the
     // pool holds the whole benchmark data set.
     let mut extra_args = vec!["--innodb-buffer-pool-size=512M".to_string()];

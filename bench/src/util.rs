@@ -1,5 +1,6 @@
 //! Small measuring helpers: a process-wide microsecond clock, percentiles,
-//! an RSS sampler over `/proc/<pid>/status`, and the `sysbench` driver.
+//! an RSS sampler over `/proc/<pid>/status`, CPU time from
+//! `/proc/<pid>/stat`, and the `sysbench` driver.
 
 use anyhow::{bail, Context, Result};
 use std::process::Command;
@@ -35,6 +36,18 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// CPU time (user + system) `pid` has used, in seconds, from
+/// `/proc/<pid>/stat` (in clock ticks of 1/100 s: Linux's `USER_HZ`).
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name, from field 3 (state):
+    // utime and stime are fields 14 and 15.
+    let mut f = s.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 /// RSS (KiB) of one process over a sampling window.
