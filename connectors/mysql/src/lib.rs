@@ -56,6 +56,7 @@
 //! [`ConnectorError::Definite`]: dcsync_core::connector::ConnectorError::Definite
 //! [`ConnectorError::Transient`]: dcsync_core::connector::ConnectorError::Transient
 
+pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod gtid;
@@ -100,6 +101,19 @@ pub static CONNECTOR: MysqlConnector = MysqlConnector;
 pub struct MysqlConnector;
 
 impl Connector for MysqlConnector {
+    fn bootstrap(
+        &self,
+        from_url: String,
+        to_url: String,
+        store: StoreConfig,
+        from: dcsync_core::connector::BootstrapFrom,
+    ) -> Option<BoxFuture<'static, Result<dcsync_core::connector::Bootstrapped, ConnectorError>>>
+    {
+        Some(Box::pin(async move {
+            bootstrap::bootstrap(&from_url, &to_url, &store, &from).await
+        }))
+    }
+
     fn lease(
         &self,
         url: String,

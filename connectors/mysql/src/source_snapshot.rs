@@ -93,10 +93,10 @@ pub fn cursor_of(p: &Position) -> Option<Cursor> {
 }
 
 /// One table to read.
-struct Table {
-    meta: Arc<TableMeta>,
+pub(crate) struct Table {
+    pub(crate) meta: Arc<TableMeta>,
     /// Column indexes of the primary key, in the key's order.
-    pk: Vec<usize>,
+    pub(crate) pk: Vec<usize>,
     /// Lower-cased `DATA_TYPE` of each column.
     types: Vec<String>,
 }
@@ -150,7 +150,7 @@ impl Tailer {
             resumed = ?cursor.as_ref().map(|c| c.table.clone()),
             "mysql source: initial snapshot of the replicated tables; the binlog is tailed from its position afterwards"
         );
-        let tables = self.snapshot_tables(&mut conn).await?;
+        let tables = replicated_tables(&mut conn, &self.options).await?;
         let pace = self.options.snapshot_rows_per_sec;
         let began = Instant::now();
         let mut rows_total: u64 = 0;
@@ -250,82 +250,85 @@ impl Tailer {
             _ = shutdown.wait_for(|v| *v) => Flow::Shutdown,
         }
     }
+}
 
-    /// The store's replicated base tables, in name order, with their
-    /// columns and primary keys.
-    async fn snapshot_tables(&self, conn: &mut Conn) -> Result<Vec<Table>, ConnectorError> {
-        let names: Vec<(String, String)> = conn
-            .query(
-                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
-                 WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN \
-                 ('mysql', 'sys', 'information_schema', 'performance_schema', 'dcsync') \
-                 ORDER BY TABLE_SCHEMA, TABLE_NAME",
+/// The store's replicated base tables (by `options`), in name order, with
+/// their columns and primary keys.
+pub(crate) async fn replicated_tables(
+    conn: &mut Conn,
+    options: &crate::config::MysqlOptions,
+) -> Result<Vec<Table>, ConnectorError> {
+    let names: Vec<(String, String)> = conn
+        .query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN \
+             ('mysql', 'sys', 'information_schema', 'performance_schema', 'dcsync') \
+             ORDER BY TABLE_SCHEMA, TABLE_NAME",
+        )
+        .await
+        .map_err(|e| classify("listing the tables to snapshot", e))?;
+    let mut out = Vec::new();
+    for (schema, name) in names {
+        if !options.matches_table(&schema, &name) {
+            continue;
+        }
+        let cols: Vec<(String, String, String)> = conn
+            .exec(
+                "SELECT COLUMN_NAME, LOWER(DATA_TYPE), LOWER(COLUMN_TYPE) \
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+                 ORDER BY ORDINAL_POSITION",
+                (&schema, &name),
             )
             .await
-            .map_err(|e| classify("listing the tables to snapshot", e))?;
-        let mut out = Vec::new();
-        for (schema, name) in names {
-            if !self.options.matches_table(&schema, &name) {
+            .map_err(|e| classify(&format!("reading the columns of {schema}.{name}"), e))?;
+        let pk_names: Vec<String> = conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+                 ORDER BY ORDINAL_POSITION",
+                (&schema, &name),
+            )
+            .await
+            .map_err(|e| classify(&format!("reading the primary key of {schema}.{name}"), e))?;
+        if pk_names.is_empty() {
+            if options.skip.no_primary_key {
+                tracing::warn!(table = %format!("{schema}.{name}"), "initial snapshot: table without a primary key skipped (skip = [\"no_primary_key\"])");
                 continue;
             }
-            let cols: Vec<(String, String, String)> = conn
-                .exec(
-                    "SELECT COLUMN_NAME, LOWER(DATA_TYPE), LOWER(COLUMN_TYPE) \
-                     FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
-                     ORDER BY ORDINAL_POSITION",
-                    (&schema, &name),
-                )
-                .await
-                .map_err(|e| classify(&format!("reading the columns of {schema}.{name}"), e))?;
-            let pk_names: Vec<String> = conn
-                .exec(
-                    "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
-                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
-                     ORDER BY ORDINAL_POSITION",
-                    (&schema, &name),
-                )
-                .await
-                .map_err(|e| classify(&format!("reading the primary key of {schema}.{name}"), e))?;
-            if pk_names.is_empty() {
-                if self.options.skip.no_primary_key {
-                    tracing::warn!(table = %format!("{schema}.{name}"), "initial snapshot: table without a primary key skipped (skip = [\"no_primary_key\"])");
-                    continue;
-                }
-                return Err(ConnectorError::Definite(format!(
-                    "initial snapshot: table {schema}.{name} has no PRIMARY KEY; dcsync needs one \
-                     (add it, exclude the table with `tables`, or allow skipping it with \
-                     skip = [\"no_primary_key\"])"
-                )));
-            }
-            let columns: Vec<ColumnMeta> = cols
-                .iter()
-                .map(|(c, data_type, column_type)| ColumnMeta {
-                    name: c.clone(),
-                    type_code: type_code(data_type),
-                    unsigned: column_type.contains("unsigned"),
-                    primary_key: pk_names.contains(c),
-                })
-                .collect();
-            let pk = pk_names
-                .iter()
-                .filter_map(|p| columns.iter().position(|c| &c.name == p))
-                .collect();
-            out.push(Table {
-                meta: Arc::new(TableMeta {
-                    schema,
-                    name,
-                    columns,
-                }),
-                pk,
-                types: cols.into_iter().map(|(_, t, _)| t).collect(),
-            });
+            return Err(ConnectorError::Definite(format!(
+                "initial snapshot: table {schema}.{name} has no PRIMARY KEY; dcsync needs one \
+                 (add it, exclude the table with `tables`, or allow skipping it with \
+                 skip = [\"no_primary_key\"])"
+            )));
         }
-        Ok(out)
+        let columns: Vec<ColumnMeta> = cols
+            .iter()
+            .map(|(c, data_type, column_type)| ColumnMeta {
+                name: c.clone(),
+                type_code: type_code(data_type),
+                unsigned: column_type.contains("unsigned"),
+                primary_key: pk_names.contains(c),
+            })
+            .collect();
+        let pk = pk_names
+            .iter()
+            .filter_map(|p| columns.iter().position(|c| &c.name == p))
+            .collect();
+        out.push(Table {
+            meta: Arc::new(TableMeta {
+                schema,
+                name,
+                columns,
+            }),
+            pk,
+            types: cols.into_iter().map(|(_, t, _)| t).collect(),
+        });
     }
+    Ok(out)
 }
 
 /// MariaDB's binlog position of the open consistent snapshot.
-async fn snapshot_position(conn: &mut Conn) -> Result<BinlogPosition, ConnectorError> {
+pub(crate) async fn snapshot_position(conn: &mut Conn) -> Result<BinlogPosition, ConnectorError> {
     let rows: Vec<(String, Vec<u8>)> = conn
         .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
         .await

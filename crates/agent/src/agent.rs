@@ -95,7 +95,7 @@ pub async fn run(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (appended_tx, appended_rx) = watch::channel(0u64);
     let appended_tx = Arc::new(appended_tx);
-    let board = StatusBoard::new(&me, &data_dir);
+    let board = StatusBoard::new(&me, &data_dir, journal.epoch());
     tracing::info!(dc = %me, link = %my_dc.link, data_dir = %data_dir.display(), stores = topo.stores.len(), "dcsync agent starting");
     let metrics = crate::admin::install_recorder(&me)?;
 

@@ -19,6 +19,7 @@ mod admin;
 mod agent;
 mod applier;
 mod attribution;
+mod bootstrap;
 mod check;
 mod lease;
 mod recovery;
@@ -157,6 +158,26 @@ enum Cmd {
         #[arg(long, value_name = "DC", requires = "repair")]
         from: Option<String>,
     },
+    /// Fill a new DC's empty stores from an existing DC while every DC keeps
+    /// writing, and prepare the new DC's journal so that its agent streams
+    /// on from the copy (docs/operations.md, "Adding a DC"). The new DC's
+    /// agent must be stopped; the existing DC's must run (its status is
+    /// read at its `admin` address).
+    Bootstrap {
+        /// The topology file (TOML), already naming the new DC.
+        #[arg(long)]
+        topology: PathBuf,
+        /// The new DC.
+        #[arg(long)]
+        dc: String,
+        /// The DC to copy from.
+        #[arg(long)]
+        from: String,
+        /// The new DC's agent data directory (default: ./dcsync-data/<dc>);
+        /// it must not hold a journal with positions yet.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Show link states and backlogs of a running agent.
     Status {
         /// The DC id of the agent.
@@ -278,6 +299,19 @@ fn main() -> ExitCode {
                     repair_from: repair.then(|| from.unwrap_or_default()),
                 },
             )
+        }
+        Cmd::Bootstrap {
+            topology,
+            dc,
+            from,
+            data_dir,
+        } => {
+            let dir = data_dir_for(&dc, data_dir);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(bootstrap::run(&topology, &dc, &from, &dir)))
         }
         Cmd::Certs { topology, out, dcs } => certs(&topology, out, dcs),
         Cmd::Status { dc, data_dir, json } => status::print(&data_dir_for(&dc, data_dir), json),

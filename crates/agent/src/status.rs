@@ -173,6 +173,10 @@ pub struct Status {
     pub written_ms: u64,
     /// Agent process id.
     pub pid: u32,
+    /// The journal's epoch (docs/architecture.md, "Journal identity"): what
+    /// `dcsync bootstrap` writes into a new DC's apply markers of this DC.
+    #[serde(default)]
+    pub journal_epoch: u64,
     /// Outbound links.
     pub links: Vec<LinkStatus>,
     /// Sources.
@@ -192,6 +196,7 @@ type RateState = (BTreeMap<String, (u64, u64)>, u64);
 #[derive(Clone)]
 pub struct StatusBoard {
     dc: String,
+    journal_epoch: u64,
     path: PathBuf,
     links: Arc<Mutex<Vec<SharedStats>>>,
     sources: Arc<Mutex<Vec<Arc<Mutex<SourceStatus>>>>>,
@@ -207,8 +212,9 @@ pub struct StatusBoard {
 
 impl StatusBoard {
     /// A board writing to `dir/status.json`.
-    pub fn new(dc: &str, dir: &Path) -> Self {
+    pub fn new(dc: &str, dir: &Path, journal_epoch: u64) -> Self {
         StatusBoard {
+            journal_epoch,
             dc: dc.to_string(),
             path: dir.join("status.json"),
             links: Arc::default(),
@@ -385,6 +391,7 @@ impl StatusBoard {
             dc: self.dc.clone(),
             written_ms: now,
             pid: std::process::id(),
+            journal_epoch: self.journal_epoch,
             links: out,
             sources,
             inbound,

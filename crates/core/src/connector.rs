@@ -303,6 +303,33 @@ impl<S: Sink> DynSink for S {
     }
 }
 
+/// The DC a bootstrap copies from ([`Connector::bootstrap`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapFrom {
+    /// Its DC id.
+    pub dc: String,
+    /// A seq of its own stream its journal had reached before the copy
+    /// started (its agent's status).
+    pub seq: u64,
+    /// Its journal's epoch.
+    pub epoch: u64,
+    /// DC ids whose apply markers are not copied (the new DC itself).
+    pub skip_origins: Vec<String>,
+}
+
+/// What a bootstrap did ([`Connector::bootstrap`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrapped {
+    /// Tables (collections) copied.
+    pub tables: u64,
+    /// Rows (items) copied.
+    pub rows: u64,
+    /// Apply markers written: `(origin, applied seq)`.
+    pub markers: Vec<(String, u64)>,
+    /// The new DC's source position after the copy.
+    pub position: Position,
+}
+
 /// What [`Connector::lease`] asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseRequest {
@@ -599,6 +626,27 @@ pub trait Connector: Send + Sync + 'static {
         req: LeaseRequest,
     ) -> Option<BoxFuture<'static, Result<Lease, ConnectorError>>> {
         let _ = (url, req);
+        None
+    }
+
+    /// Optional capability (`dcsync bootstrap`): fills the empty store at
+    /// `to_url` (a new DC's) with what the store at `from_url` (an existing
+    /// DC's) holds, read in one consistent snapshot, and writes the new
+    /// DC's apply markers so that every peer resumes its stream from what
+    /// that snapshot already holds: `from` DC's own changes up to
+    /// `from.seq` (any seq its journal had reached before the snapshot:
+    /// later ones are applied again, idempotently), every other origin's as
+    /// the snapshot's own markers say. Returns the new DC's source position
+    /// after the copy, where its agent starts tailing. `None` (the default):
+    /// the kind cannot bootstrap.
+    fn bootstrap(
+        &self,
+        from_url: String,
+        to_url: String,
+        store: StoreConfig,
+        from: BootstrapFrom,
+    ) -> Option<BoxFuture<'static, Result<Bootstrapped, ConnectorError>>> {
+        let _ = (from_url, to_url, store, from);
         None
     }
 
