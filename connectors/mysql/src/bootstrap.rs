@@ -92,7 +92,19 @@ pub async fn bootstrap(
     }
     let tables = replicated_tables(&mut src, &options).await?;
     let mut rows_total = 0u64;
-    for t in &tables {
+    let started = std::time::Instant::now();
+    for (n, t) in tables.iter().enumerate() {
+        // InnoDB's estimate, for the progress line only.
+        let estimate: Option<u64> = src
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&t.meta.schema, &t.meta.name),
+            )
+            .await
+            .ok()
+            .flatten();
+        let table_started = std::time::Instant::now();
+        let mut table_rows = 0u64;
         let cols: Vec<String> = t
             .meta
             .columns
@@ -151,7 +163,21 @@ pub async fn bootstrap(
             .await
             .map_err(|e| classify(&format!("writing {} on the new DC", t.meta.qualified()), e))?;
             rows_total += rows.len() as u64;
+            table_rows += rows.len() as u64;
+            if table_rows.is_multiple_of(50 * CHUNK_ROWS as u64) {
+                let rate = table_rows as f64 / table_started.elapsed().as_secs_f64().max(0.001);
+                let eta = estimate
+                    .map(|e| {
+                        format!(
+                            "{:.0} s",
+                            e.saturating_sub(table_rows) as f64 / rate.max(1.0)
+                        )
+                    })
+                    .unwrap_or_else(|| "unknown".into());
+                tracing::info!(table = %t.meta.qualified(), rows = table_rows, estimate = ?estimate, rows_per_s = rate as u64, eta = %eta, "bootstrap: copying");
+            }
         }
+        tracing::info!(table = %t.meta.qualified(), rows = table_rows, tables_done = n + 1, tables = tables.len(), rows_total, secs = started.elapsed().as_secs_f64(), "bootstrap: table copied");
     }
     let _ = src.query_drop("COMMIT").await;
     ensure_marker_table(&mut dst).await?;

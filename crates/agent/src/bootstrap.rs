@@ -81,15 +81,23 @@ fn reached(status: &serde_json::Value, store: &str) -> anyhow::Result<(u64, u64)
 /// Errors: the agent unreachable, or no fresh status within 10 s.
 async fn fresh_status(admin: &str) -> anyhow::Result<serde_json::Value> {
     let asked = dcsync_core::now_ms();
+    let mut last = String::from("no answer");
     for _ in 0..100 {
-        let status: serde_json::Value = serde_json::from_str(&http_get(admin, "/status")?)
-            .with_context(|| format!("the agent status at {admin}"))?;
-        if status["written_ms"].as_u64().unwrap_or(0) > asked {
-            return Ok(status);
+        // An agent that is (re)starting answers after a moment.
+        match http_get(admin, "/status") {
+            Ok(body) => {
+                let status: serde_json::Value = serde_json::from_str(&body)
+                    .with_context(|| format!("the agent status at {admin}"))?;
+                if status["written_ms"].as_u64().unwrap_or(0) > asked {
+                    return Ok(status);
+                }
+                last = "its status is older than this command".into();
+            }
+            Err(e) => last = format!("{e:#}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("the agent at {admin} did not write a new status within 10 s: is it running?")
+    bail!("the agent at {admin} gave no new status within 10 s ({last}): is it running?")
 }
 
 /// Runs the bootstrap of DC `to` from DC `from` (see the module docs).

@@ -307,6 +307,14 @@ fn main() -> ExitCode {
             data_dir,
         } => {
             let dir = data_dir_for(&dc, data_dir);
+            // Progress per table goes to stderr (DCSYNC_LOG filters it).
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("DCSYNC_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
