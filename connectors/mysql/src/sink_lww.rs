@@ -287,6 +287,12 @@ impl MysqlSink {
                             current[i] = Some(v.clone());
                         }
                     }
+                    // The origin's own later write is applied already (a
+                    // batch resent after some partitions committed): a
+                    // replay, not a conflict between DCs.
+                    Some(winner) if winner.dc == v.dc => {
+                        d.skip.insert((ti, ci));
+                    }
                     Some(winner) => {
                         d.skip.insert((ti, ci));
                         d.lost.push(Lost {
