@@ -174,6 +174,18 @@ async fn a_snapshot_cut_by_kill9_resumes_and_is_exact() {
         || async { (count(&c, 1, "SELECT COUNT(*) FROM shop.items").await > 40_000).then_some(()) },
     )
     .await;
+    // Meanwhile the status shows the copy running, with an estimate.
+    dcsync_testkit::wait_for(
+        "the copy in bj's status",
+        Duration::from_secs(5),
+        || async {
+            c.agents
+                .status_text(0, false)
+                .contains("INITIAL COPY: table shop.items")
+                .then_some(())
+        },
+    )
+    .await;
     c.agents.kill_agent(0);
     let at_kill = count(&c, 1, "SELECT COUNT(*) FROM shop.items").await;
     assert!(

@@ -151,6 +151,19 @@ impl Tailer {
             "mysql source: initial snapshot of the replicated tables; the binlog is tailed from its position afterwards"
         );
         let tables = replicated_tables(&mut conn, &self.options).await?;
+        // InnoDB's row estimates, for the progress in the status only.
+        let mut rows_estimate = 0u64;
+        for t in &tables {
+            let e: Option<Option<u64>> = conn
+                .exec_first(
+                    "SELECT TABLE_ROWS FROM information_schema.TABLES \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (&t.meta.schema, &t.meta.name),
+                )
+                .await
+                .map_err(|e| classify("reading the tables' row estimates", e))?;
+            rows_estimate += e.flatten().unwrap_or(0);
+        }
         let pace = self.options.snapshot_rows_per_sec;
         let began = Instant::now();
         let mut rows_total: u64 = 0;
@@ -158,7 +171,7 @@ impl Tailer {
         // snapshot holds two chunks at a time (the one being read and the
         // one being journaled), whatever the table's size.
         let mut in_flight: Option<Position> = None;
-        for t in &tables {
+        for (done_tables, t) in tables.iter().enumerate() {
             let name = t.meta.qualified();
             let after = match &cursor {
                 Some(c) if c.table > name => continue,
@@ -207,6 +220,17 @@ impl Tailer {
                 }
                 in_flight = Some(position);
                 rows_total += n as u64;
+                let progress = SourceEvent::Copying {
+                    table: name.clone(),
+                    tables_done: done_tables as u64,
+                    tables: tables.len() as u64,
+                    rows: rows_total,
+                    rows_estimate,
+                    done: false,
+                };
+                if let Flow::Shutdown = self.send(progress).await {
+                    return Ok(Flow::Shutdown);
+                }
                 after = Some(last);
                 if pace > 0 {
                     let due = Duration::from_secs_f64(rows_total as f64 / pace as f64);
@@ -225,6 +249,20 @@ impl Tailer {
             secs = began.elapsed().as_secs_f64(),
             "mysql source: initial snapshot done; tailing the binlog from its position"
         );
+        let finished = SourceEvent::Copying {
+            table: tables
+                .last()
+                .map(|t| t.meta.qualified())
+                .unwrap_or_default(),
+            tables_done: tables.len() as u64,
+            tables: tables.len() as u64,
+            rows: rows_total,
+            rows_estimate,
+            done: true,
+        };
+        if let Flow::Shutdown = self.send(finished).await {
+            return Ok(Flow::Shutdown);
+        }
         let done = binlog.to_position();
         if let Flow::Shutdown = self
             .send(SourceEvent::Progress {

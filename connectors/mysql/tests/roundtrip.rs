@@ -173,7 +173,8 @@ async fn every_type_round_trips_byte_exactly_and_echoes_are_attributed() {
             }
             SourceEvent::Progress { .. }
             | SourceEvent::Skipped { .. }
-            | SourceEvent::Resync { .. } => {}
+            | SourceEvent::Resync { .. }
+            | SourceEvent::Copying { .. } => {}
             e @ (SourceEvent::Local { .. } | SourceEvent::Fragment { .. }) => {
                 panic!("sink write came out as local: {e:?}")
             }

@@ -41,7 +41,9 @@ async fn collect(src: &mut Running, n: usize) -> (Vec<(String, u64, String)>, Ve
                     }
                 }
             }
-            SourceEvent::Progress { .. } | SourceEvent::Resync { .. } => {}
+            SourceEvent::Progress { .. }
+            | SourceEvent::Resync { .. }
+            | SourceEvent::Copying { .. } => {}
             e @ SourceEvent::Echo { .. } => panic!("unexpected {e:?}"),
         }
     }

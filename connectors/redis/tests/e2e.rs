@@ -73,7 +73,7 @@ async fn handle_one(
             let _ = src.durable.send(Some(position.clone()));
         }
         SourceEvent::Fragment { .. } => panic!("the Redis source never splits a transaction"),
-        SourceEvent::Skipped { .. } | SourceEvent::Resync { .. } => {}
+        SourceEvent::Skipped { .. } | SourceEvent::Resync { .. } | SourceEvent::Copying { .. } => {}
     }
     seen.push(ev);
 }
@@ -372,7 +372,8 @@ async fn sink_blocks_come_back_as_echo() {
             }
             SourceEvent::Progress { .. }
             | SourceEvent::Skipped { .. }
-            | SourceEvent::Resync { .. } => {}
+            | SourceEvent::Resync { .. }
+            | SourceEvent::Copying { .. } => {}
         }
     }
     let want: Vec<(String, u64)> = (1..=4).map(|s| ("sh".to_string(), s)).collect();

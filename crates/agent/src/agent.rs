@@ -681,6 +681,29 @@ impl Supervisor {
                     position,
                 } => self.skipped(what, count, detail, position),
                 SourceEvent::Resync { full, detail } => self.resynced(full, detail),
+                SourceEvent::Copying {
+                    table,
+                    tables_done,
+                    tables,
+                    rows,
+                    rows_estimate,
+                    done,
+                } => {
+                    if let Ok(mut st) = self.status.lock() {
+                        let now = dcsync_core::now_ms();
+                        let started_ms = st.copy.as_ref().map_or(now, |c| c.started_ms);
+                        st.copy = Some(crate::status::CopyStatus {
+                            table,
+                            tables_done,
+                            tables,
+                            rows,
+                            rows_estimate,
+                            done,
+                            started_ms,
+                            at_ms: now,
+                        });
+                    }
+                }
             }
         }
         let j = self.journal.clone();

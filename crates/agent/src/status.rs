@@ -18,6 +18,10 @@ use tokio::sync::watch;
 pub struct SourceStatus {
     /// Store name.
     pub store: String,
+    /// The initial copy (snapshot) of this store, while it runs and once
+    /// done (since the agent started).
+    #[serde(default)]
+    pub copy: Option<CopyStatus>,
     /// `starting`, `running`, `failed` (a transient error: restarting with
     /// backoff) or `stopped` (a definite error: needs an operator; retried
     /// every 30 s from the same position, nothing after it is journaled).
@@ -162,6 +166,40 @@ pub struct InboundStatus {
     pub definite: bool,
     /// Since when it fails, ms since the Unix epoch.
     pub failing_since_ms: Option<u64>,
+}
+
+/// Progress of a store's initial copy (`SourceEvent::Copying`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyStatus {
+    /// Table being copied (the last one, once done).
+    pub table: String,
+    /// Tables finished.
+    pub tables_done: u64,
+    /// Tables in all.
+    pub tables: u64,
+    /// Rows shipped.
+    pub rows: u64,
+    /// The server's estimate of all rows (0: unknown).
+    pub rows_estimate: u64,
+    /// Complete.
+    pub done: bool,
+    /// When the agent saw the first progress, ms since the Unix epoch.
+    pub started_ms: u64,
+    /// When it saw the last, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+impl CopyStatus {
+    /// Rows per second so far.
+    pub fn rows_per_s(&self) -> f64 {
+        self.rows as f64 * 1000.0 / (self.at_ms.saturating_sub(self.started_ms).max(1)) as f64
+    }
+
+    /// Seconds left at the rate so far, if the total is estimated.
+    pub fn eta_s(&self) -> Option<f64> {
+        (self.rows_estimate > self.rows && !self.done)
+            .then(|| (self.rows_estimate - self.rows) as f64 / self.rows_per_s().max(1.0))
+    }
 }
 
 /// The whole status document.
@@ -587,6 +625,27 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
                 ago(l.at_ms, now),
                 l.detail
             );
+        }
+        if let Some(c) = &src.copy {
+            if c.done {
+                println!(
+                    "           initial copy done: {} row(s) of {} table(s) in {:.1} s",
+                    c.rows,
+                    c.tables,
+                    c.at_ms.saturating_sub(c.started_ms) as f64 / 1000.0
+                );
+            } else {
+                println!(
+                    "           INITIAL COPY: table {} ({}/{} tables done), {} of ~{} rows, {:.0} rows/s, ETA {}",
+                    c.table,
+                    c.tables_done,
+                    c.tables,
+                    c.rows,
+                    c.rows_estimate,
+                    c.rows_per_s(),
+                    c.eta_s().map_or("unknown".to_string(), |s| format!("{s:.0} s"))
+                );
+            }
         }
         if let Some(r) = &src.last_resync {
             println!(

@@ -139,6 +139,22 @@ pub enum SourceEvent {
         /// 127.0.0.1:6380, new replid 8f1c…`). No credentials.
         detail: String,
     },
+    /// Progress of an initial copy (the MySQL initial snapshot), shown in
+    /// the status; informational: it does not move the position.
+    Copying {
+        /// The table (collection) being copied.
+        table: String,
+        /// Tables finished.
+        tables_done: u64,
+        /// Tables to copy in all.
+        tables: u64,
+        /// Rows (items) shipped so far.
+        rows: u64,
+        /// The store's estimate of all rows to copy (0: unknown).
+        rows_estimate: u64,
+        /// The copy is complete.
+        done: bool,
+    },
 }
 
 /// The commit time (ms since the Unix epoch) of a [`SourceEvent::Local`]

@@ -149,7 +149,8 @@ impl Running {
                 }
                 SourceEvent::Progress { .. }
                 | SourceEvent::Skipped { .. }
-                | SourceEvent::Resync { .. } => {}
+                | SourceEvent::Resync { .. }
+                | SourceEvent::Copying { .. } => {}
                 e @ SourceEvent::Echo { .. } => panic!("unexpected echo {e:?}"),
             }
         }

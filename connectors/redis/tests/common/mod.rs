@@ -511,7 +511,9 @@ pub async fn pump(
             SourceEvent::Echo { position, .. } | SourceEvent::Progress { position } => {
                 let _ = src.durable.send(Some(position.clone()));
             }
-            SourceEvent::Skipped { .. } | SourceEvent::Resync { .. } => {}
+            SourceEvent::Skipped { .. }
+            | SourceEvent::Resync { .. }
+            | SourceEvent::Copying { .. } => {}
         }
         seen.push(ev);
     }
