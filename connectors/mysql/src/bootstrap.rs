@@ -19,7 +19,7 @@ use crate::error::classify;
 use crate::position::BinlogPosition;
 use crate::server::{current_position, gtid_at};
 use crate::sink::{ensure_marker_table, quote_ident};
-use crate::source::snapshot::{replicated_tables, snapshot_position};
+use crate::source::snapshot::{keyset_after, replicated_tables, snapshot_position};
 use crate::{MARKER_SCHEMA, MARKER_TABLE};
 use dcsync_core::connector::{BootstrapFrom, Bootstrapped, ConnectorError};
 use dcsync_core::topology::{redact_url, StoreConfig};
@@ -122,7 +122,12 @@ pub async fn bootstrap(
         loop {
             let (cond, params) = match &after {
                 None => ("TRUE".to_string(), Vec::new()),
-                Some(last) => after_params(&pk, last),
+                Some(last) => (
+                    keyset_after(&pk, last, |_| "?".to_string()),
+                    (0..pk.len().min(last.len()))
+                        .flat_map(|n| last[..=n].iter().cloned())
+                        .collect(),
+                ),
             };
             let rows: Vec<Row> = src
                 .exec(
@@ -233,21 +238,4 @@ pub async fn bootstrap(
         markers,
         position: end.to_position(),
     })
-}
-
-/// `a > ? OR (a = ? AND b > ?)` with its parameters: the keys after `last`.
-fn after_params(pk: &[&String], last: &[Value]) -> (String, Vec<Value>) {
-    let mut ors = Vec::new();
-    let mut params = Vec::new();
-    for n in 0..pk.len().min(last.len()) {
-        let mut ands = Vec::new();
-        for (c, v) in pk.iter().zip(last).take(n) {
-            ands.push(format!("{c} = ?"));
-            params.push(v.clone());
-        }
-        ands.push(format!("{} > ?", pk[n]));
-        params.push(last[n].clone());
-        ors.push(format!("({})", ands.join(" AND ")));
-    }
-    (ors.join(" OR "), params)
 }

@@ -457,13 +457,25 @@ async fn read_chunk(
 /// `(a, b) > (x, y)` spelled out so an index range serves it:
 /// `a > x OR (a = x AND b > y)`.
 fn after_clause(pk_cols: &[&String], after: &[Value]) -> String {
+    keyset_after(pk_cols, after, literal)
+}
+
+/// The keyset condition "primary key after `after`" (`a > x OR (a = x AND
+/// b > y)`), each value written by `render` (a literal, or `?` for a
+/// parameter: the parameters are then, for each disjunct in order, the
+/// values `after[..=n]`).
+pub(crate) fn keyset_after<T>(
+    pk_cols: &[&String],
+    after: &[T],
+    render: impl Fn(&T) -> String,
+) -> String {
     let mut ors = Vec::new();
     for n in 0..pk_cols.len().min(after.len()) {
         let mut ands = Vec::new();
         for (c, v) in pk_cols.iter().zip(after).take(n) {
-            ands.push(format!("{c} = {}", literal(v)));
+            ands.push(format!("{c} = {}", render(v)));
         }
-        ands.push(format!("{} > {}", pk_cols[n], literal(&after[n])));
+        ands.push(format!("{} > {}", pk_cols[n], render(&after[n])));
         ors.push(format!("({})", ands.join(" AND ")));
     }
     ors.join(" OR ")
