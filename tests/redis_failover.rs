@@ -60,6 +60,7 @@ async fn agents(bj_url: &str, sh: &Redis) -> Agents {
         tls: false,
         log_filter: "info".into(),
         dir_prefix: "dcsync-failover-".into(),
+        mode_toml: String::new(),
     })
     .await
 }

@@ -37,6 +37,7 @@ pub async fn start(dcsync: &Path, stores_toml: &str) -> Agents {
         tls: *TLS.get_or_init(|| true),
         log_filter: "info".into(),
         dir_prefix: "dcsync-bench-".into(),
+        mode_toml: String::new(),
     })
     .await
 }

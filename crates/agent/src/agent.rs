@@ -19,7 +19,7 @@ use crate::registry::REGISTRY;
 use crate::status::{SourceStatus, StatusBoard};
 use anyhow::{bail, Context};
 use dcsync_core::connector::{ConnectorError, Position, SourceContext, SourceEvent};
-use dcsync_core::topology::{LinkSecurity, Mode, StoreConfig};
+use dcsync_core::topology::{LinkSecurity, StoreConfig};
 use dcsync_core::{HlcClock, Topology, Transaction};
 use dcsync_journal::Journal;
 use dcsync_link::{receiver, sender, LinkStats};
@@ -33,9 +33,11 @@ const APPEND_MAX_EVENTS: usize = 2048;
 /// Capacity of a source's event channel (events).
 const SOURCE_CHANNEL: usize = 4096;
 
-/// Runs the agent of `me` until SIGINT/SIGTERM.
+/// Runs the agent of `me` until SIGINT/SIGTERM; `SIGHUP` rereads the
+/// routing from `topology_path` (see `routing.rs`).
 pub async fn run(
     topo: Topology,
+    topology_path: Option<PathBuf>,
     me: String,
     data_dir: PathBuf,
     admin: Option<String>,
@@ -51,9 +53,6 @@ pub async fn run(
                 .join(", ")
         );
     };
-    if let Mode::Star { .. } = topo.mode {
-        bail!("mode = \"star\" is not implemented yet; use mode = \"mesh\"");
-    }
     let tls = match &topo.tls {
         LinkSecurity::Unset => bail!(
             "the topology has no [tls] section: links carry your data across the WAN. \
@@ -92,10 +91,24 @@ pub async fn run(
             .with_context(|| format!("opening the journal in {}", data_dir.display()))?,
     );
     let clock = Arc::new(HlcClock::with_floor(journal.hlc_floor()?));
+    // Mesh or star: who ships which origin streams to whom (reloaded on
+    // SIGHUP), and what every DC applied of each origin.
+    let routing = crate::routing::routing_of(&topo, &me);
+    crate::routing::drop_relay_journal(&journal, &routing);
+    if let Some(hub) = routing.hub() {
+        tracing::info!(%hub, relays = routing.relays(), "star topology");
+    }
+    let (routing_tx, routing_rx) = watch::channel(Arc::new(routing.clone()));
+    let vectors = Arc::new(dcsync_link::vectors::AppliedVectors::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (appended_tx, appended_rx) = watch::channel(0u64);
     let appended_tx = Arc::new(appended_tx);
     let board = StatusBoard::new(&me, &data_dir, journal.epoch());
+    board.set_vectors(crate::vector_status::VectorSource {
+        me: me.clone(),
+        routing: routing_rx.clone(),
+        vectors: vectors.clone(),
+    });
     tracing::info!(dc = %me, link = %my_dc.link, data_dir = %data_dir.display(), stores = topo.stores.len(), "dcsync agent starting");
     let metrics = crate::admin::install_recorder(&me)?;
 
@@ -143,8 +156,24 @@ pub async fn run(
         stores: topo.stores.iter().map(|s| s.name.clone()).collect(),
         settings: topo.link.clone(),
         tls: tls.clone(),
+        relay: Some(receiver::Relay {
+            journal: journal.clone(),
+            appended: appended_tx.clone(),
+            routing: routing_rx.clone(),
+            vectors: vectors.clone(),
+        }),
     });
     let mut tasks = Vec::new();
+    if let Some(path) = topology_path {
+        tasks.push(tokio::spawn(crate::routing::reload_on_hangup(
+            path,
+            me.clone(),
+            topo.clone(),
+            routing_tx,
+            journal.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     // What the peers applied of this DC's streams (a new journal waits for
     // it before shipping; see recovery.rs).
     let marks = Arc::new(dcsync_link::PeerMarks::default());
@@ -159,7 +188,8 @@ pub async fn run(
         shutdown_rx.clone(),
     )));
 
-    // Outbound: one sender per peer.
+    // Outbound: one sender per peer; the routing decides which origin
+    // streams it ships (none: idle).
     for peer in topo.peers_of(&me) {
         let stats = Arc::new(Mutex::new(LinkStats {
             peer: peer.id.clone(),
@@ -171,9 +201,9 @@ pub async fn run(
             me: me.clone(),
             peer: peer.id.clone(),
             addr: peer.link.clone(),
-            // Mesh: every DC ships its own changes to every other DC, of
-            // the stores both have.
-            origins: vec![me.clone()],
+            routing: routing_rx.clone(),
+            vectors: Some(vectors.clone()),
+            // The stores both DCs have.
             stores: topo
                 .stores
                 .iter()
@@ -205,11 +235,12 @@ pub async fn run(
             position,
             floor,
             marks: marks.clone(),
-            peers: topo
-                .peers_of(&me)
-                .iter()
-                .filter(|p| store.url_for(&p.id).is_some())
-                .map(|p| p.id.clone())
+            // The DCs this DC ships its own changes to directly (a star's
+            // spoke: the hub) tell what they applied of them.
+            peers: routing
+                .own_receivers()
+                .into_iter()
+                .filter(|p| store.url_for(p).is_some())
                 .collect(),
             me: me.clone(),
             store: store.clone(),

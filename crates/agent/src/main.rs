@@ -25,7 +25,9 @@ mod lease;
 mod recovery;
 mod registry;
 mod route;
+mod routing;
 mod status;
+mod vector_status;
 mod verify;
 mod versions;
 
@@ -177,6 +179,18 @@ enum Cmd {
         /// it must not hold a journal with positions yet.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Make a DC the hub of a star: rewrites `mode = "star"` and `hub` in
+    /// the topology file (comments kept) after checking the DC can be the
+    /// hub. Then copy the file to every DC and send SIGHUP to every agent
+    /// (docs/operations.md, "Star topology: hub failover").
+    Promote {
+        /// The topology file (TOML), rewritten in place.
+        #[arg(long)]
+        topology: PathBuf,
+        /// The DC that becomes the hub.
+        #[arg(long)]
+        dc: String,
     },
     /// Show link states and backlogs of a running agent.
     Status {
@@ -330,6 +344,14 @@ fn main() -> ExitCode {
             since,
             json,
         } => conflicts(&data_dir_for(&dc, data_dir), store.as_deref(), since, json),
+        Cmd::Promote { topology, dc } => routing::promote(&topology, &dc).map(|prev| {
+            println!(
+                "{}: hub is now {dc} (was {}). Copy this file to every DC and send SIGHUP to every agent \
+                 (`kill -HUP <pid>`); start a stopped agent, the old hub's included, with this file.",
+                topology.display(),
+                prev.as_deref().unwrap_or("none: mesh")
+            );
+        }),
         Cmd::Route {
             topology,
             store,
@@ -415,5 +437,12 @@ fn run(
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(agent::run(topo, dc, data_dir, admin, lease_ms))
+    rt.block_on(agent::run(
+        topo,
+        Some(topology.clone()),
+        dc,
+        data_dir,
+        admin,
+        lease_ms,
+    ))
 }

@@ -224,6 +224,12 @@ pub struct Status {
     pub inbound: Vec<InboundStatus>,
     /// Operator warnings (backlog approaching the source's retention, ...).
     pub warnings: Vec<String>,
+    /// Mesh or star, and the hub.
+    #[serde(default)]
+    pub routing: crate::vector_status::RoutingStatus,
+    /// Per store and origin, what each DC applied (applied vectors).
+    #[serde(default)]
+    pub vectors: Vec<crate::vector_status::VectorStatus>,
 }
 
 /// Per peer (acked_txns, ms) at the last snapshot, and when warnings were
@@ -246,6 +252,8 @@ pub struct StatusBoard {
     inbound: dcsync_link::InboundBoard,
     /// The last status document, as JSON (served on `/status`).
     last: Arc<Mutex<Vec<u8>>>,
+    /// Routing and applied vectors, once the agent set them.
+    vectors: Arc<Mutex<Option<crate::vector_status::VectorSource>>>,
 }
 
 impl StatusBoard {
@@ -261,6 +269,14 @@ impl StatusBoard {
             prev: Arc::default(),
             inbound: Arc::default(),
             last: Arc::default(),
+            vectors: Arc::default(),
+        }
+    }
+
+    /// Where the routing and applied vectors are read from.
+    pub fn set_vectors(&self, src: crate::vector_status::VectorSource) {
+        if let Ok(mut v) = self.vectors.lock() {
+            *v = Some(src);
         }
     }
 
@@ -425,7 +441,11 @@ impl StatusBoard {
                     .collect()
             })
             .unwrap_or_default();
+        let src = self.vectors.lock().ok().and_then(|v| v.clone());
+        let (routing, vectors) = src.map(|v| v.read(journal, stores)).unwrap_or_default();
         Status {
+            routing,
+            vectors,
             dc: self.dc.clone(),
             written_ms: now,
             pid: std::process::id(),
@@ -559,6 +579,7 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
             );
         }
     }
+    crate::vector_status::print(&s.routing, &s.vectors);
     if !s.inbound.is_empty() {
         println!(
             "{:<8} {:<10} {:<9} {:>10} {:>10} {:>9}",

@@ -815,6 +815,7 @@ fn put_entries(
 
 pub mod identity;
 mod migrate;
+mod relay;
 mod versions;
 
 #[cfg(test)]

@@ -443,3 +443,46 @@ fn a_journal_of_the_format_before_epochs_continues_epoch_zero() {
     );
     assert!(!j.continues("any", 9).unwrap());
 }
+
+#[test]
+fn a_relay_journal_rebases_on_a_floor_and_is_dropped_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let j = Journal::open(d.path(), "hub", &["bj".into(), "sh".into(), "gz".into()]).unwrap();
+    j.append("s", &mut [tx(1)], None).unwrap();
+    // A new hub: bj starts at its oldest kept change, 41, every DC
+    // having applied 1..=40.
+    assert!(matches!(
+        j.append_relayed(&[remote("bj", 41)]),
+        Err(JournalError::Gap { head: 0, .. })
+    ));
+    assert!(j.rebase_relayed("bj", "s", 40).unwrap());
+    assert!(
+        !j.rebase_relayed("bj", "s", 30).unwrap(),
+        "never moves back"
+    );
+    assert_eq!(j.last_seq("bj", "s").unwrap(), 40);
+    assert_eq!(j.backlog("sh", "bj", "s").unwrap().txns, 0);
+    assert_eq!(
+        j.append_relayed(&[remote("bj", 41), remote("bj", 42)])
+            .unwrap(),
+        42
+    );
+    assert_eq!(j.backlog("sh", "bj", "s").unwrap().txns, 2);
+    let got = j.read("bj", "s", 40, 10, usize::MAX).unwrap();
+    assert_eq!(got.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![41, 42]);
+    // Its own stream is never rebased.
+    assert!(j.rebase_relayed("hub", "s", 9).is_err());
+    // No longer the hub: the relayed streams go, the own one stays.
+    assert_eq!(
+        j.drop_relayed().unwrap(),
+        vec![("bj".to_string(), "s".to_string())]
+    );
+    assert_eq!(j.last_seq("bj", "s").unwrap(), 0);
+    assert!(j.read("bj", "s", 0, 10, usize::MAX).unwrap().is_empty());
+    assert_eq!(j.cursor("sh", "bj", "s").unwrap(), 0);
+    assert_eq!(j.last_seq("hub", "s").unwrap(), 1);
+    assert_eq!(
+        j.streams().unwrap(),
+        vec![("hub".to_string(), "s".to_string())]
+    );
+}

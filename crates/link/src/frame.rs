@@ -33,7 +33,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 ///   refuses a peer whose marker names a journal it does not continue);
 ///   batches in envelope version 4 (each record carries its journal
 ///   epoch).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// - **5**: relaying (star topology; docs/architecture.md, "Relay and
+///   applied vectors"). The receiver answers [`Frame::WelcomeRelay`], which
+///   adds the streams a relaying receiver wants resent from below its
+///   marker (to fill its relay journal); the receiver sends
+///   [`Frame::Progress`] (what other DCs applied of the dialer's own
+///   changes, so the dialer keeps them until every DC has them); the sender
+///   sends [`Frame::Floor`] before a stream that resumes above what the
+///   receiver asked for, because every DC already applied the seqs between.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Lowest protocol version this agent speaks (a rolling upgrade from a
 /// version-1 release keeps working).
@@ -178,6 +186,48 @@ pub enum Frame {
         /// The codec the sender must use for batches.
         codec: Codec,
     },
+    /// Protocol 5+: the receiver accepted the hello ([`Frame::WelcomeMarks`]
+    /// plus `resend`).
+    WelcomeRelay {
+        /// The receiver's DC id.
+        dc: String,
+        /// The negotiated protocol version.
+        version: u32,
+        /// For every origin stream the receiver applies, its apply marker.
+        applied: Vec<AppliedAt>,
+        /// Streams to resume after `seq` rather than after the marker: a
+        /// relaying receiver (a star's hub) asks again for what its relay
+        /// journal lacks, which it applied already (the re-sent seqs are
+        /// skipped by its marker and journaled for the other DCs).
+        resend: Vec<Applied>,
+        /// The codec the sender must use for batches.
+        codec: Codec,
+    },
+    /// Protocol 5+, sender → receiver, before the first batch of a stream
+    /// that resumes after `seq` although the receiver asked for less: every
+    /// DC has applied `(origin, store)` up to `seq` (that is why the
+    /// sender's journal no longer holds those seqs). A relaying receiver
+    /// moves its relay journal's head there.
+    Floor {
+        /// Origin DC.
+        origin: String,
+        /// Store name.
+        store: String,
+        /// Every DC applied the stream up to this seq.
+        seq: u64,
+    },
+    /// Protocol 5+, receiver → sender: what other DCs applied of the
+    /// sender's own stream `(origin, store)`, as the receiver knows it (a
+    /// hub learns it from the acks of the DCs it relays to). The sender
+    /// keeps its changes until every DC applied them.
+    Progress {
+        /// Origin DC (the sender's own).
+        origin: String,
+        /// Store name.
+        store: String,
+        /// `(DC, highest origin seq it applied)`.
+        applied: Vec<(String, u64)>,
+    },
 }
 
 impl Frame {
@@ -195,6 +245,9 @@ impl Frame {
             Frame::Ack { .. } => "Ack",
             Frame::StoreFailed { .. } => "StoreFailed",
             Frame::WelcomeMarks { .. } => "Welcome (protocol 4)",
+            Frame::WelcomeRelay { .. } => "Welcome (protocol 5)",
+            Frame::Floor { .. } => "Floor",
+            Frame::Progress { .. } => "Progress",
         }
     }
 }

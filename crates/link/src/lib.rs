@@ -28,8 +28,10 @@
 
 pub mod frame;
 pub mod receiver;
+pub mod routing;
 pub mod sender;
 pub mod tls;
+pub mod vectors;
 
 use dcsync_core::Transaction;
 use std::future::Future;

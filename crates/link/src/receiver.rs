@@ -38,6 +38,34 @@ pub struct ReceiverConfig {
     /// Where the receiver publishes what it applied and which streams are
     /// failing (read by status and metrics).
     pub board: InboundBoard,
+    /// Relaying and applied vectors; `None`: this agent never relays and
+    /// sends no [`Frame::Progress`].
+    pub relay: Option<Relay>,
+}
+
+/// What a receiver needs to relay (a star's hub journals other origins'
+/// batches before applying them, for the other spokes) and to report
+/// applied vectors.
+#[derive(Clone)]
+pub struct Relay {
+    /// The agent's journal (the relay journal is part of it).
+    pub journal: Arc<dcsync_journal::Journal>,
+    /// Bumped after each relayed append (wakes the senders).
+    pub appended: Arc<watch::Sender<u64>>,
+    /// Whether this agent relays now; a connection closes when it changes.
+    pub routing: crate::routing::RoutingWatch,
+    /// Applied vectors: this DC's applies are recorded in it, and what it
+    /// knows of other DCs is reported to each dialer about its own
+    /// streams.
+    pub vectors: Arc<crate::vectors::AppliedVectors>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("routing", &*self.routing.borrow())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Accepts connections on `listener` until `shutdown` turns true; each
@@ -206,6 +234,11 @@ async fn handle(
         cfg.peers.clone()
     };
     let mut expected: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut routing = cfg.relay.as_ref().map(|r| r.routing.clone());
+    let relaying = routing.as_mut().map(|r| r.borrow_and_update().clone());
+    // Streams of the dialer this DC relays whose relay journal is behind
+    // the marker: asked again from the relay journal's head.
+    let mut resend: Vec<Applied> = Vec::new();
     let mut marks: BTreeMap<(String, String), dcsync_core::connector::AppliedMark> =
         BTreeMap::new();
     // Streams that failed since their last successful apply: their batches
@@ -216,6 +249,21 @@ async fn handle(
             match applier.applied(o, store).await {
                 Ok(mark) => {
                     let seq = mark.seq;
+                    if let Some(r) = &cfg.relay {
+                        r.vectors.report(&cfg.me, o, store, seq);
+                        if *o == origin && relaying.as_ref().is_some_and(|x| x.relays_origin(o)) {
+                            let head = r.journal.last_seq(o, store).map_err(|e| {
+                                ApplyError::Transient(format!("reading the relay journal: {e}"))
+                            })?;
+                            if head < seq {
+                                resend.push(Applied {
+                                    origin: o.clone(),
+                                    store: store.clone(),
+                                    seq: head,
+                                });
+                            }
+                        }
+                    }
                     expected.insert((o.clone(), store.clone()), seq + 1);
                     marks.insert((o.clone(), store.clone()), mark);
                     publish(&cfg.board, o, store, |st| {
@@ -241,20 +289,22 @@ async fn handle(
                 .collect(),
             codec,
         }
+    } else if negotiated >= 5 {
+        if !resend.is_empty() {
+            tracing::info!(peer = %origin, streams = ?resend, "relay journal behind the apply markers: asking the origin again from its head");
+        }
+        Frame::WelcomeRelay {
+            dc: cfg.me.clone(),
+            version: negotiated,
+            applied: applied_at(marks),
+            resend,
+            codec,
+        }
     } else if negotiated >= 4 {
         Frame::WelcomeMarks {
             dc: cfg.me.clone(),
             version: negotiated,
-            applied: marks
-                .into_iter()
-                .map(|((o, st), m)| AppliedAt {
-                    origin: o,
-                    store: st,
-                    seq: m.seq,
-                    epoch: m.epoch,
-                    position: m.position,
-                })
-                .collect(),
+            applied: applied_at(marks),
             codec,
         }
     } else {
@@ -291,6 +341,24 @@ async fn handle(
         }
     });
     let w = AbortOnDrop(writer);
+    // Progress task: what other DCs applied of the dialer's own streams.
+    let _progress = match &cfg.relay {
+        Some(r) if negotiated >= 5 => Some(AbortOnDrop(tokio::spawn(report_progress(
+            r.vectors.clone(),
+            origin.clone(),
+            cfg.me.clone(),
+            cfg.stores.clone(),
+            otx.clone(),
+        )))),
+        _ => None,
+    };
+    let rerouted = async {
+        match routing.as_mut() {
+            Some(r) => crate::routing::changed(r).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::pin!(rerouted);
     loop {
         let f = tokio::select! {
             r = crate::frame::read_frame_progress(&mut rd, s.max_frame_bytes, dead) => match r {
@@ -298,6 +366,10 @@ async fn handle(
                 r => r?,
             },
             _ = shutdown.changed() => return Ok(()),
+            _ = &mut rerouted => {
+                tracing::info!(peer = %origin, "routing changed: closing the inbound link (the peer redials)");
+                return Ok(());
+            }
         };
         let (batch_origin, store, batch_codec, raw_len, data) = match f {
             Frame::Batch {
@@ -314,6 +386,25 @@ async fn handle(
                 data,
             } if negotiated == 1 => (origin.clone(), store, codec, raw_len, data),
             Frame::Heartbeat => continue,
+            Frame::Floor {
+                origin: o,
+                store,
+                seq,
+            } if negotiated >= 5 => {
+                if let Some(r) = cfg
+                    .relay
+                    .as_ref()
+                    .filter(|_| relaying.as_ref().is_some_and(|x| x.relays_origin(&o)))
+                {
+                    let moved = r.journal.rebase_relayed(&o, &store, seq).map_err(|e| {
+                        ApplyError::Transient(format!("rebasing the relay journal: {e}"))
+                    })?;
+                    if moved {
+                        tracing::info!(origin = %o, %store, seq, "every DC applied the stream up to this seq: the relay journal continues after it");
+                    }
+                }
+                continue;
+            }
             other => {
                 let reason = format!(
                     "unexpected {} after handshake (protocol {negotiated})",
@@ -366,6 +457,28 @@ async fn handle(
                 // seqs.
                 Err(ApplyError::Definite(gap_reason(&key, first, want)))
             }
+            Ok(_)
+                if relaying
+                    .as_ref()
+                    .is_some_and(|x| x.relays_origin(&batch_origin)) =>
+            {
+                // Journaled for the other DCs first, then applied: an
+                // acknowledged batch is in both; after a crash between
+                // the two, the origin resends from the marker and the
+                // journal skips what it holds.
+                match relay_append(cfg.relay.as_ref(), txs).await {
+                    Ok(txs) => {
+                        let n = txs.len() as u64;
+                        let hlc = txs.iter().map(|t| t.hlc.0).max().unwrap_or(0);
+                        let last = txs.last().map(|t| t.seq).unwrap_or(0);
+                        applier
+                            .apply(&batch_origin, &store, txs)
+                            .await
+                            .map(|seq| (seq, last, n, hlc))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Ok(_) => {
                 let n = txs.len() as u64;
                 let hlc = txs.iter().map(|t| t.hlc.0).max().unwrap_or(0);
@@ -380,6 +493,9 @@ async fn handle(
         match result {
             Ok((seq, last, n, hlc)) => {
                 failed.remove(&key);
+                if let Some(r) = &cfg.relay {
+                    r.vectors.report(&cfg.me, &batch_origin, &store, seq);
+                }
                 // The sink took every transaction of the batch: `seq` is
                 // what it committed; parts of a split transaction after it
                 // wait, uncommitted, for the batch that ends it.
@@ -463,6 +579,89 @@ async fn handle(
             }
         }
     }
+}
+
+/// Journals a batch of another origin in the relay journal (one durable
+/// commit, off the async task) and wakes the senders; gives the batch back.
+async fn relay_append(
+    relay: Option<&Relay>,
+    txs: Vec<dcsync_core::Transaction>,
+) -> Result<Vec<dcsync_core::Transaction>, ApplyError> {
+    let Some(r) = relay else {
+        return Ok(txs);
+    };
+    let journal = r.journal.clone();
+    let (txs, res) = tokio::task::spawn_blocking(move || {
+        let res = journal.append_relayed(&txs);
+        (txs, res)
+    })
+    .await
+    .map_err(|e| ApplyError::Transient(format!("relay journal task failed: {e}")))?;
+    match res {
+        Ok(_) => {
+            r.appended.send_modify(|n| *n += 1);
+            Ok(txs)
+        }
+        Err(e @ dcsync_journal::JournalError::Gap { .. }) => Err(ApplyError::Definite(format!(
+            "relay journal: {e} (the sender skipped seqs it did not declare applied everywhere)"
+        ))),
+        Err(e) => Err(ApplyError::Transient(format!("relay journal: {e}"))),
+    }
+}
+
+/// Sends [`Frame::Progress`] to the dialer `dialer` whenever what this
+/// agent knows other DCs applied of the dialer's own streams advances
+/// (checked at most once a second).
+async fn report_progress(
+    vectors: Arc<crate::vectors::AppliedVectors>,
+    dialer: String,
+    me: String,
+    stores: Vec<String>,
+    otx: mpsc::Sender<Frame>,
+) {
+    let mut changed = vectors.watch();
+    let mut sent: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    loop {
+        for store in &stores {
+            let applied: Vec<(String, u64)> = vectors
+                .of(&dialer, store)
+                .into_iter()
+                .filter(|(dc, _)| *dc != dialer && *dc != me)
+                .collect();
+            if applied.is_empty() || sent.get(store) == Some(&applied) {
+                continue;
+            }
+            let f = Frame::Progress {
+                origin: dialer.clone(),
+                store: store.clone(),
+                applied: applied.clone(),
+            };
+            if otx.send(f).await.is_err() {
+                return;
+            }
+            sent.insert(store.clone(), applied);
+        }
+        if changed.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Apply markers as a protocol-4+ welcome lists them.
+fn applied_at(
+    marks: BTreeMap<(String, String), dcsync_core::connector::AppliedMark>,
+) -> Vec<AppliedAt> {
+    marks
+        .into_iter()
+        .map(|((o, st), m)| AppliedAt {
+            origin: o,
+            store: st,
+            seq: m.seq,
+            epoch: m.epoch,
+            position: m.position,
+        })
+        .collect()
 }
 
 /// Why a batch starting at `first` cannot be applied to a store whose

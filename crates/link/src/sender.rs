@@ -46,10 +46,11 @@ pub struct SenderConfig {
     pub peer: String,
     /// Peer's link address (`host:port`).
     pub addr: String,
-    /// Origins whose streams go to this peer (mesh: this DC only; a hub
-    /// also forwards the other spokes'). The peer's own origin is never
-    /// sent back to it.
-    pub origins: Vec<String>,
+    /// Which origins' streams go to this peer, read at every session
+    /// ([`crate::routing::Routing::origins_to`]; mesh: this DC only; a hub
+    /// also forwards the other spokes'). A session ends when the routing
+    /// changes; with no origin for this peer the sender stays idle.
+    pub routing: crate::routing::RoutingWatch,
     /// Stores whose changes go to this peer.
     pub stores: Vec<String>,
     /// Link tuning.
@@ -59,6 +60,10 @@ pub struct SenderConfig {
     /// Where the peer's markers of this DC's own streams are reported at
     /// each handshake (the recovery of a new journal waits for them).
     pub marks: Option<Arc<crate::PeerMarks>>,
+    /// Where what the peer applied of every origin is recorded (its
+    /// handshake and acks), and what a relay reports of this DC's own
+    /// streams ([`Frame::Progress`]).
+    pub vectors: Option<Arc<crate::vectors::AppliedVectors>>,
 }
 
 /// Why a session ended.
@@ -86,6 +91,10 @@ pub enum SessionError {
     /// settled) is settled now: redial at once to ship it.
     #[error("a held-back stream is settled: redialing")]
     Settled,
+    /// The routing changed (a topology reload): redial with the new
+    /// streams.
+    #[error("the routing changed: redialing")]
+    Rerouted,
     /// Connect failed or timed out.
     #[error("connect to {addr}: {reason}")]
     Connect {
@@ -119,9 +128,24 @@ pub async fn run(
     );
     let mut failing_since: Option<u64> = None;
     let mut version = PROTOCOL_VERSION;
+    let mut routing = cfg.routing.clone();
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        // No line to this peer under the current routing (two spokes of a
+        // star): idle until it changes.
+        if routing.borrow_and_update().origins_to(&cfg.peer).is_empty() {
+            if let Ok(mut st) = stats.lock() {
+                st.state = LinkState::Idle;
+                st.failing.clear();
+            }
+            failing_since = None;
+            tokio::select! {
+                _ = crate::routing::changed(&mut routing) => {}
+                _ = shutdown.changed() => return,
+            }
+            continue;
         }
         let result = session(
             &cfg,
@@ -138,7 +162,7 @@ pub async fn run(
         }
         let err = match result {
             Ok(()) => return,
-            Err(SessionError::Settled) => continue,
+            Err(SessionError::Settled) | Err(SessionError::Rerouted) => continue,
             Err(SessionError::Downgrade(v)) => {
                 tracing::info!(peer = %cfg.peer, version = v, "peer speaks an older protocol version; redialing with it");
                 version = v;
@@ -244,29 +268,28 @@ async fn session(
         seq,
         ..AppliedMark::default()
     };
+    let mut resend: BTreeMap<Stream, u64> = BTreeMap::new();
     let (version, codec, peer_dc, applied): (u32, Codec, String, BTreeMap<Stream, AppliedMark>) =
         match first {
+            Frame::WelcomeRelay {
+                dc,
+                version,
+                applied,
+                resend: r,
+                codec,
+            } => {
+                resend = r
+                    .into_iter()
+                    .map(|a| ((a.origin, a.store), a.seq))
+                    .collect();
+                (version, codec, dc, marks_of(applied))
+            }
             Frame::WelcomeMarks {
                 dc,
                 version,
                 applied,
                 codec,
-            } => (
-                version,
-                codec,
-                dc,
-                applied
-                    .into_iter()
-                    .map(|a| {
-                        let mark = AppliedMark {
-                            seq: a.seq,
-                            epoch: a.epoch,
-                            position: a.position,
-                        };
-                        ((a.origin, a.store), mark)
-                    })
-                    .collect(),
-            ),
+            } => (version, codec, dc, marks_of(applied)),
             Frame::Welcome {
                 dc,
                 version,
@@ -316,8 +339,13 @@ async fn session(
             "peer chose protocol version {version}, outside {MIN_PROTOCOL_VERSION}..={offer}"
         )));
     }
-    // What the peer applied of our own streams, for the recovery of a new
-    // journal.
+    // What the peer applied of every origin (applied vectors), and of our
+    // own streams for the recovery of a new journal.
+    if let Some(v) = &cfg.vectors {
+        for ((o, st), m) in &applied {
+            v.report(&cfg.peer, o, st, m.seq);
+        }
+    }
     if let Some(board) = &cfg.marks {
         for st in &cfg.stores {
             if let Some(m) = applied.get(&(cfg.me.clone(), st.clone())) {
@@ -330,8 +358,9 @@ async fn session(
     // restarted at a peer's marker).
     let mut unsettled: Vec<Stream> = Vec::new();
     let mut streams: Vec<Stream> = Vec::new();
-    for o in cfg
-        .origins
+    let mut routing = cfg.routing.clone();
+    let origins = routing.borrow_and_update().origins_to(&cfg.peer);
+    for o in origins
         .iter()
         .filter(|o| **o != cfg.peer && (version >= 2 || **o == cfg.me))
     {
@@ -381,22 +410,26 @@ async fn session(
                 cfg.peer
             )));
         }
-        if peer_applied > last && *origin != cfg.me {
-            return Err(SessionError::Protocol(format!(
-                "peer {} has applied {origin}/{store} up to seq {peer_applied} but this journal only reaches seq {last}; \
-                 the journal was lost or reset: refusing to ship (restore the journal directory)",
-                cfg.peer
-            )));
-        }
         // A peer ahead of this journal (a recovered journal re-reading its
-        // source from a less advanced peer's marker): its stream resumes
-        // once the source has read past what it applied.
+        // source from a less advanced peer's marker; a new hub's relay
+        // journal, filled from the origins): its stream resumes once the
+        // journal has passed what it applied.
+        if peer_applied > last && *origin != cfg.me {
+            tracing::debug!(peer = %cfg.peer, %origin, %store, peer_applied, last, "peer is ahead of the relay journal; the stream resumes once the journal passes it");
+        }
         let cursor = peer_applied.min(last);
         if cursor > journal.cursor(&cfg.peer, origin, store)? {
             journal.ack(&cfg.peer, origin, store, cursor)?;
         }
-        next.insert(key.clone(), peer_applied);
-        acked.insert(key.clone(), peer_applied);
+        // A relaying peer asks again for what its relay journal lacks.
+        let start = resend
+            .get(key)
+            .map_or(peer_applied, |r| (*r).min(peer_applied));
+        if start < peer_applied {
+            tracing::info!(peer = %cfg.peer, %origin, %store, from = start + 1, applied = peer_applied, "relaying peer asks again for seqs it applied, for its relay journal");
+        }
+        next.insert(key.clone(), start);
+        acked.insert(key.clone(), start);
     }
     tracing::info!(peer = %cfg.peer, addr = %cfg.addr, version, resume = ?next, "link connected");
     events::LinkConnected {
@@ -503,7 +536,22 @@ async fn session(
                 else {
                     continue;
                 };
-                if first != from + 1 {
+                if first > from + 1 && version >= 5 {
+                    // Entries are removed only once every DC applied them
+                    // (the cursors of every peer, direct or through a
+                    // relay's Progress): tell the peer where the stream
+                    // resumes.
+                    tracing::info!(peer = %cfg.peer, %origin, %store, asked = from + 1, first, "every DC applied the seqs before this journal's oldest entry: the stream resumes at it");
+                    let f = Frame::Floor {
+                        origin: origin.clone(),
+                        store: store.clone(),
+                        seq: first - 1,
+                    };
+                    timed_write(&mut wr, &f, dead, s.dead_after_ms).await?;
+                    if acked.get(key).is_some_and(|a| *a < first - 1) {
+                        acked.insert(key.clone(), first - 1);
+                    }
+                } else if first != from + 1 {
                     return Err(SessionError::Protocol(format!(
                         "journal for {origin}/{store} resumes at seq {first} but the peer needs seq {}: entries were removed before every peer acknowledged them",
                         from + 1
@@ -537,7 +585,7 @@ async fn session(
                 let bytes = timed_write(&mut wr, &frame, dead, s.dead_after_ms).await?;
                 last_tx = Instant::now();
                 next.insert(key.clone(), last_seq);
-                in_flight.push((key.clone(), from + 1, last_seq, n, open));
+                in_flight.push((key.clone(), first, last_seq, n, open));
                 if let Ok(mut st) = stats.lock() {
                     st.sent_txns += n;
                     st.sent_bytes += bytes as u64;
@@ -623,12 +671,20 @@ async fn session(
                         publish_failing(stats, &paused);
                         events::StreamPauseChanged { peer: &cfg.peer, origin: &key.0, store: &key.1, paused: true }.emit();
                     }
+                    Frame::Progress { origin, store, applied } if version >= 5 => {
+                        on_progress(cfg, journal, &origin, &store, &applied)?;
+                    }
                     Frame::Heartbeat => {}
                     Frame::Refused { reason } => return Err(SessionError::Refused(reason)),
                     other => return Err(SessionError::Protocol(format!("unexpected {} from receiver (protocol {version})", other.name()))),
                 }
             }
             _ = appended.changed() => {}
+            _ = crate::routing::changed(&mut routing) => {
+                if routing.borrow_and_update().origins_to(&cfg.peer) != origins {
+                    return Err(SessionError::Rerouted);
+                }
+            }
             _ = tick.tick() => {
                 if last_rx.elapsed() > dead {
                     return Err(SessionError::Stalled(s.dead_after_ms));
@@ -675,6 +731,9 @@ fn on_ack(
         )));
     }
     journal.ack(&cfg.peer, &key.0, &key.1, seq)?;
+    if let Some(v) = &cfg.vectors {
+        v.report(&cfg.peer, &key.0, &key.1, seq);
+    }
     let mut n = 0;
     in_flight.retain(|(k, _, q, c, _)| {
         let done = *k == key && *q <= seq;
@@ -706,6 +765,48 @@ fn on_ack(
     }
     .emit();
     Ok(())
+}
+
+/// Handles a relay's report of what DCs behind it applied of this DC's own
+/// stream `(origin, store)`: journal cursors (this DC keeps its changes
+/// until every DC applied them) and applied vectors.
+fn on_progress(
+    cfg: &SenderConfig,
+    journal: &Journal,
+    origin: &str,
+    store: &str,
+    applied: &[(String, u64)],
+) -> Result<(), SessionError> {
+    if origin != cfg.me {
+        return Err(SessionError::Protocol(format!(
+            "Progress about {origin}/{store}: only this DC's own streams are reported to it"
+        )));
+    }
+    for (dc, seq) in applied {
+        if *dc == cfg.me {
+            continue;
+        }
+        journal.ack(dc, origin, store, *seq)?;
+        if let Some(v) = &cfg.vectors {
+            v.report(dc, origin, store, *seq);
+        }
+    }
+    Ok(())
+}
+
+/// Apply markers of a protocol-4+ welcome, by stream.
+fn marks_of(applied: Vec<crate::frame::AppliedAt>) -> BTreeMap<Stream, AppliedMark> {
+    applied
+        .into_iter()
+        .map(|a| {
+            let mark = AppliedMark {
+                seq: a.seq,
+                epoch: a.epoch,
+                position: a.position,
+            };
+            ((a.origin, a.store), mark)
+        })
+        .collect()
 }
 
 /// A batch read from the journal and encoded for the wire.

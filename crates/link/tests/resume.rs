@@ -142,6 +142,7 @@ async fn rig(applier: NotReadyOnce) -> Rig {
         settings: settings.clone(),
         tls: None,
         board: Default::default(),
+        relay: None,
     });
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(receiver::serve(
@@ -160,7 +161,11 @@ async fn rig(applier: NotReadyOnce) -> Rig {
         me: "bj".into(),
         peer: "sh".into(),
         addr,
-        origins: vec!["bj".into()],
+        routing: dcsync_link::routing::fixed(dcsync_link::routing::Routing::mesh(
+            "bj",
+            &["bj".to_string(), "sh".to_string()],
+        )),
+        vectors: None,
         stores: vec!["orders".into(), "cache".into()],
         settings,
         tls: None,

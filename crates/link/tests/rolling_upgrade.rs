@@ -125,7 +125,11 @@ async fn a_protocol_two_sender_downgrades_to_a_protocol_one_listener() {
         me: "bj".into(),
         peer: "sh".into(),
         addr,
-        origins: vec!["bj".into()],
+        routing: dcsync_link::routing::fixed(dcsync_link::routing::Routing::mesh(
+            "bj",
+            &["bj".to_string(), "sh".to_string()],
+        )),
+        vectors: None,
         stores: vec!["orders".into()],
         settings: settings(),
         tls: None,
@@ -195,6 +199,7 @@ async fn a_protocol_one_dialer_is_served_in_protocol_one() {
         settings: settings(),
         tls: None,
         board: Default::default(),
+        relay: None,
     });
     let (_stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(receiver::serve(

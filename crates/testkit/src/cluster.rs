@@ -50,6 +50,9 @@ pub struct AgentsOptions {
     pub log_filter: String,
     /// Prefix of the temporary directory (topology, certs, logs, data).
     pub dir_prefix: String,
+    /// Top-level routing keys (`mode = "star"\nhub = "bj"\n`); empty: a
+    /// mesh.
+    pub mode_toml: String,
 }
 
 /// One DC's agent and the line into it.
@@ -146,7 +149,12 @@ impl Agents {
                 child: None,
             });
         }
-        let mut t = format!("cluster = \"{}\"\nmode = \"mesh\"\n", o.cluster);
+        let mode = if o.mode_toml.is_empty() {
+            "mode = \"mesh\"\n".to_string()
+        } else {
+            o.mode_toml.clone()
+        };
+        let mut t = format!("cluster = \"{}\"\n{mode}", o.cluster);
         for d in &dcs {
             t += &format!(
                 "[[dc]]\nid = \"{}\"\nlink = \"{}\"\nlisten = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
@@ -273,6 +281,34 @@ impl Agents {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.dcsync.display()))
+    }
+
+    /// Rewrites the topology's routing keys (`mode`, `hub`, ...: the text
+    /// between the `cluster` line and the first `[[dc]]`) with
+    /// `mode_toml`; running agents see it after [`Agents::hangup`].
+    pub fn set_routing(&self, mode_toml: &str) {
+        let t = std::fs::read_to_string(&self.topology).expect("read topology");
+        let (head, rest) = t.split_once("[[dc]]").expect("a [[dc]] table");
+        let cluster = head.lines().next().expect("the cluster line");
+        let out = format!("{cluster}\n{mode_toml}[[dc]]{rest}");
+        let tmp = self.topology.with_extension("tmp");
+        std::fs::write(&tmp, out).expect("write topology");
+        std::fs::rename(&tmp, &self.topology).expect("replace topology");
+    }
+
+    /// Sends SIGHUP to the agent of DC `i` (it rereads the routing).
+    pub fn hangup(&self, i: usize) {
+        let pid = self.dcs[i]
+            .child
+            .as_ref()
+            .map(|c| c.id())
+            .unwrap_or_else(|| panic!("agent {} is not running", self.dcs[i].id));
+        let st = Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -HUP {pid}");
     }
 
     /// Kills the agent of DC `i` with SIGKILL.
@@ -448,6 +484,8 @@ pub struct ClusterOptions {
     /// give a DC's primary a GTID replica, promote it and move the VIP
     /// ([`Proxy::set_target`]) to switch the DC's primary.
     pub mysql_vip: bool,
+    /// A star with this DC as its hub; `None`: a mesh.
+    pub hub: Option<&'static str>,
 }
 
 impl ClusterOptions {
@@ -466,6 +504,7 @@ impl ClusterOptions {
             db_args: Vec::new(),
             dead_after_ms: 3000,
             mysql_vip: false,
+            hub: None,
         }
     }
 }
@@ -593,6 +632,10 @@ impl Cluster {
             tls: opts.tls,
             log_filter: "info,dcsync_link=debug".into(),
             dir_prefix: "dcsync-e2e-".into(),
+            mode_toml: opts
+                .hub
+                .map(|h| format!("mode = \"star\"\nhub = \"{h}\"\n"))
+                .unwrap_or_default(),
         })
         .await;
         let mut c = Cluster {

@@ -299,6 +299,9 @@ pub struct Topology {
     pub cluster: String,
     /// Mesh or star.
     pub mode: Mode,
+    /// DC ids that may become the hub (`hub_candidates`; empty: any DC).
+    /// Each has a url for every store.
+    pub hub_candidates: Vec<String>,
     /// The DCs, in file order.
     pub dcs: Vec<DcConfig>,
     /// Unit routing.
@@ -404,6 +407,19 @@ impl Topology {
     }
 
     /// Ids of every DC except `me`: the peers `me` links to in mesh mode.
+    /// The hub's DC id in a star, `None` in a mesh.
+    pub fn hub(&self) -> Option<&str> {
+        match self.mode {
+            Mode::Mesh => None,
+            Mode::Star { hub } => self.dcs.get(hub).map(|d| d.id.as_str()),
+        }
+    }
+
+    /// DC ids, in file order.
+    pub fn dc_ids(&self) -> Vec<String> {
+        self.dcs.iter().map(|d| d.id.clone()).collect()
+    }
+
     pub fn peers_of(&self, me: &str) -> Vec<&DcConfig> {
         self.dcs.iter().filter(|d| d.id != me).collect()
     }

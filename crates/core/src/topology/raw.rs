@@ -17,6 +17,8 @@ pub(super) struct RawTopology {
     #[serde(default)]
     hub: Option<Spanned<String>>,
     #[serde(default)]
+    hub_candidates: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
     dc: Vec<Spanned<RawDc>>,
     units: Option<Spanned<RawUnits>>,
     // `store` is split off before deserializing: see `Topology::parse_named`.
@@ -253,6 +255,51 @@ pub(super) fn validate<'i>(
         Some(u) => validate_units(u, &seen, c),
     };
     let stores = validate_stores(stores, &dcs, units_count, registry, c);
+    let mut hub_candidates = Vec::new();
+    for h in raw
+        .hub_candidates
+        .as_ref()
+        .map(|v| v.get_ref().as_slice())
+        .unwrap_or_default()
+    {
+        if !dcs.iter().any(|d| &d.id == h.get_ref()) {
+            c.at(
+                h.span(),
+                format!("hub candidate {:?} is not a declared dc", h.get_ref()),
+            );
+        } else {
+            hub_candidates.push(h.get_ref().clone());
+        }
+    }
+    if let (Some(Mode::Star { hub }), Some(h)) = (&mode, &raw.hub) {
+        let id = dcs.get(*hub).map(|d| d.id.clone()).unwrap_or_default();
+        if !hub_candidates.is_empty() && !hub_candidates.contains(&id) {
+            c.at(
+                h.span(),
+                format!("hub {id:?} is not one of hub_candidates {hub_candidates:?}"),
+            );
+        }
+        for st in &stores {
+            if st.url_for(&id).is_none() {
+                c.at(
+                    h.span(),
+                    format!("hub {id:?} has no url for store {:?}: a hub applies and relays every store", st.name),
+                );
+            }
+        }
+    }
+    for id in &hub_candidates {
+        for st in &stores {
+            if st.url_for(id).is_none() {
+                if let Some(span) = raw.hub_candidates.as_ref().map(|v| v.span()) {
+                    c.at(
+                        span,
+                        format!("hub candidate {id:?} has no url for store {:?}: a hub applies and relays every store", st.name),
+                    );
+                }
+            }
+        }
+    }
     let l = raw.link.unwrap_or_default();
     let compression = match l
         .compression
@@ -319,6 +366,7 @@ pub(super) fn validate<'i>(
     Some(Topology {
         cluster: raw.cluster.into_inner(),
         mode: mode?,
+        hub_candidates,
         dcs,
         units: units?,
         stores,
@@ -349,7 +397,16 @@ pub(super) fn validate_stores(
 }
 
 /// Keys of the top level, once `store` is split off.
-const TOP_KEYS: [&str; 7] = ["cluster", "mode", "hub", "dc", "units", "link", "tls"];
+const TOP_KEYS: [&str; 8] = [
+    "cluster",
+    "mode",
+    "hub",
+    "hub_candidates",
+    "dc",
+    "units",
+    "link",
+    "tls",
+];
 /// Keys of a `[[dc]]` table.
 const DC_KEYS: [&str; 4] = ["id", "link", "listen", "admin"];
 /// Keys of `[units]`.
