@@ -296,19 +296,20 @@ impl Agents {
         std::fs::rename(&tmp, &self.topology).expect("replace topology");
     }
 
-    /// Sends SIGHUP to the agent of DC `i` (it rereads the routing).
-    pub fn hangup(&self, i: usize) {
+    /// Sends signal `sig` (`HUP`: reread the routing; `KILL`: die now, to
+    /// be reaped by [`Agents::kill_agent`]) to the agent of DC `i`.
+    pub fn signal(&self, i: usize, sig: &str) {
         let pid = self.dcs[i]
             .child
             .as_ref()
             .map(|c| c.id())
             .unwrap_or_else(|| panic!("agent {} is not running", self.dcs[i].id));
         let st = Command::new("kill")
-            .arg("-HUP")
+            .arg(format!("-{sig}"))
             .arg(pid.to_string())
             .status()
             .expect("run kill");
-        assert!(st.success(), "kill -HUP {pid}");
+        assert!(st.success(), "kill -{sig} {pid}");
     }
 
     /// Kills the agent of DC `i` with SIGKILL.
