@@ -1,16 +1,26 @@
 //! The WAN link between agents.
 //!
 //! Each agent listens on its `link` address ([`receiver::serve`]) and dials
-//! every peer it ships its own changes to ([`sender::run`]): one TCP
-//! connection per direction and pair, so the data of each direction flows one
-//! way and acknowledgements flow back.
+//! every peer it ships changes to ([`sender::run`]): one TCP connection per
+//! direction and pair, so the data of each direction flows one way and
+//! acknowledgements flow back.
+//!
+//! Mesh and star are one code path ([`routing`]): which origin streams a
+//! sender ships to its peer is [`routing::Routing::origins_to`] (mesh: its
+//! own; a star's spoke: its own, to the hub only; the hub: every origin but
+//! the peer's own). A relaying receiver journals another origin's batch
+//! before applying it ([`receiver::Relay`]), and every agent keeps
+//! [`vectors::AppliedVectors`] so that an origin keeps its changes until
+//! every DC applied them (docs/architecture.md, "Relay and applied
+//! vectors").
 //!
 //! # Protocol (see [`frame`])
 //! 1. dialer → `Hello{cluster, dc, version}`; listener checks the cluster
 //!    name, that the DC is declared in the topology and is not itself, and the
-//!    protocol version, then answers `Welcome{applied}` (per store, the highest
-//!    seq of the dialer's changes already applied, read from the apply
-//!    markers) or `Refused{reason}`.
+//!    protocol version, then answers `Welcome{applied}` (per origin stream,
+//!    the highest seq already applied, read from the apply markers; a relay
+//!    also names the streams to resend from below it) or
+//!    `Refused{reason}`.
 //! 2. the sender streams `Batch` frames from the journal starting after
 //!    `applied`, keeping at most `window` batches unacknowledged.
 //! 3. the receiver applies each batch through its [`Applier`] and only then
