@@ -91,6 +91,13 @@ fn sample_exposition() -> String {
             paused: true,
         }
         .emit();
+        events::VectorObserved {
+            store: "orders",
+            origin: "sh",
+            applier: "gz",
+            behind: 4,
+        }
+        .emit();
         events::BacklogObserved {
             peer: "sh",
             origin: "bj",

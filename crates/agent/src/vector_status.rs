@@ -96,6 +96,17 @@ impl VectorSource {
             });
         }
         rows.sort_by(|a, b| (&a.store, &a.origin).cmp(&(&b.store, &b.origin)));
+        for r in &rows {
+            for (dc, _, behind) in &r.applied {
+                dcsync_core::events::VectorObserved {
+                    store: &r.store,
+                    origin: &r.origin,
+                    applier: dc,
+                    behind: *behind,
+                }
+                .emit();
+            }
+        }
         (routing, rows)
     }
 }

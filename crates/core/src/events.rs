@@ -59,6 +59,10 @@ pub mod names {
     pub const BACKLOG_BYTES: &str = "dcsync_backlog_bytes";
     /// Gauge: age of the oldest unacknowledged transaction, seconds.
     pub const BACKLOG_OLDEST_AGE: &str = "dcsync_backlog_oldest_age_seconds";
+    /// Gauge: how many seqs of an origin stream a DC has not applied yet,
+    /// as this agent knows it (the applied vector; a star's hub knows every
+    /// DC's), by `store`, `origin`, `applier`.
+    pub const APPLIED_BEHIND: &str = "dcsync_applied_behind_transactions";
     /// Gauge: 1 while the outbound link to a peer is connected.
     pub const LINK_UP: &str = "dcsync_link_up";
     /// Gauge: negotiated protocol version of the link to a peer.
@@ -94,6 +98,7 @@ pub mod names {
         BACKLOG_TRANSACTIONS,
         BACKLOG_BYTES,
         BACKLOG_OLDEST_AGE,
+        APPLIED_BEHIND,
         LINK_UP,
         LINK_PROTOCOL,
         LINK_CONNECTS,
@@ -180,6 +185,11 @@ pub fn describe() {
         BACKLOG_OLDEST_AGE,
         Unit::Seconds,
         "Age of the oldest unacknowledged transaction."
+    );
+    describe_gauge!(
+        APPLIED_BEHIND,
+        Unit::Count,
+        "Seqs of an origin stream the applier DC has not applied yet, as this agent knows it (applied vectors)."
     );
     describe_gauge!(
         LINK_UP,
@@ -523,5 +533,26 @@ impl BacklogObserved<'_> {
             .set(self.bytes as f64);
         gauge!(BACKLOG_OLDEST_AGE, "peer" => p, "origin" => o, "store" => s)
             .set(self.oldest_age_ms as f64 / 1000.0);
+    }
+}
+
+/// What a DC has applied of an origin stream, from the applied vectors.
+#[derive(Debug, Clone, Copy)]
+pub struct VectorObserved<'a> {
+    /// Store.
+    pub store: &'a str,
+    /// Origin DC of the stream.
+    pub origin: &'a str,
+    /// The DC that applies it.
+    pub applier: &'a str,
+    /// Seqs of the origin's head it has not applied.
+    pub behind: u64,
+}
+
+impl VectorObserved<'_> {
+    /// Updates the gauge.
+    pub fn emit(&self) {
+        gauge!(APPLIED_BEHIND, "store" => self.store.to_string(), "origin" => self.origin.to_string(), "applier" => self.applier.to_string())
+            .set(self.behind as f64);
     }
 }
