@@ -84,6 +84,22 @@ impl Connector for RedisConnector {
         "redis"
     }
 
+    fn conflict_policies(&self) -> &'static [dcsync_core::conflict::ConflictPolicy] {
+        use dcsync_core::conflict::ConflictPolicy;
+        &[
+            ConflictPolicy::None,
+            ConflictPolicy::Lww,
+            ConflictPolicy::Owner,
+        ]
+    }
+
+    fn version_keys(&self, change: &dcsync_core::Change) -> Vec<Vec<u8>> {
+        match &change.payload {
+            dcsync_core::Payload::Redis(c) => sink::command_version_keys(c),
+            _ => Vec::new(),
+        }
+    }
+
     fn url_schemes(&self) -> &'static [&'static str] {
         url::SCHEMES
     }

@@ -23,13 +23,19 @@
 //! and counted in `dcsync_apply_skipped_total`).
 
 use crate::MARKER_PREFIX;
+use dcsync_core::conflict::{ConflictPolicy, Versions};
 use dcsync_core::connector::{AppliedMark, ConnectorError, Sink};
 use dcsync_core::topology::StoreConfig;
 use dcsync_core::{Payload, Transaction};
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "sink_lww.rs"]
+mod lww;
+pub use lww::{command_version_keys, describe_key, version_key};
 
 /// Least time between two reads of the target's command table.
 const COMMAND_TABLE_REFRESH: Duration = Duration::from_secs(1);
@@ -52,6 +58,10 @@ pub struct RedisSink {
     /// Lower-case names of the commands the target knows (`COMMAND
     /// LIST`), `None` if it cannot tell (Redis before 7); when it was read.
     commands: Option<(HashSet<Vec<u8>>, Instant)>,
+    /// The store's conflict policy (docs/conflicts.md, "Redis").
+    policy: ConflictPolicy,
+    /// The version index and conflict log, when the policy needs them.
+    versions: Option<Arc<dyn Versions>>,
 }
 
 /// A queued data command: (seq, command name, first argument / key).
@@ -115,6 +125,8 @@ impl RedisSink {
             store: store.name.clone(),
             skip_unsupported: crate::config::RedisOptions::of(store)?.skip_unsupported_command,
             commands: None,
+            policy: store.conflict,
+            versions: None,
         };
         sink.conn().await?;
         Ok(sink)
@@ -391,23 +403,30 @@ impl RedisSink {
             }
             return Ok(());
         }
+        Err(self.rejected(origin, problems))
+    }
+
+    /// The error of a round trip in which the target rejected commands:
+    /// transient when the target turned read-only (a failover), else
+    /// definite, naming each command.
+    fn rejected(&self, origin: &str, problems: Vec<String>) -> ConnectorError {
         if problems.iter().any(|p| p.contains("READONLY")) {
             // The server became a replica (a failover): nothing of a block
             // with a refused write applied; reconnect (and ask the
             // sentinels again) and send it again. The marker skips what did.
-            return Err(ConnectorError::Transient(format!(
+            return ConnectorError::Transient(format!(
                 "redis sink: the target is read-only now (a replica after a failover?): {}",
                 problems.join("; ")
-            )));
+            ));
         }
         for pr in &problems {
             tracing::error!(origin, "redis sink: target rejected a command: {pr}");
         }
-        Err(ConnectorError::Definite(format!(
+        ConnectorError::Definite(format!(
             "redis sink: target rejected {} command(s) from origin {origin}: {}",
             problems.len(),
             problems.join("; ")
-        )))
+        ))
     }
 }
 
@@ -423,6 +442,10 @@ fn describe(q: &Queued, reason: &str) -> String {
 impl Sink for RedisSink {
     async fn applied_seq(&mut self, origin: &str) -> Result<u64, ConnectorError> {
         self.read_marker(origin).await
+    }
+
+    fn set_versions(&mut self, versions: Arc<dyn Versions>) {
+        self.versions = Some(versions);
     }
 
     async fn applied_mark(&mut self, origin: &str) -> Result<AppliedMark, ConnectorError> {
@@ -454,7 +477,13 @@ impl Sink for RedisSink {
                 }
             }
             let group = &todo[start..end];
-            if let Err(e) = self.apply_group(origin, group).await {
+            let r = match self.versions.clone() {
+                Some(v) if self.policy != ConflictPolicy::None => {
+                    self.apply_group_versioned(origin, group, &v).await
+                }
+                _ => self.apply_group(origin, group).await,
+            };
+            if let Err(e) = r {
                 self.reset(&e);
                 return Err(e);
             }

@@ -504,7 +504,11 @@ async fn emit_rdb(
             conn,
             SourceEvent::Local {
                 changes,
-                commit_ts_ms: now_ms(),
+                // The replication stream carries no commit time: the agent's
+                // HLC clock stamps it (above every stamp it applied or
+                // observed, so a write made after an applied change is
+                // versioned after it: docs/conflicts.md, "Redis").
+                commit_ts_ms: 0,
                 position: pos,
             },
         )
@@ -518,8 +522,6 @@ async fn emit_rdb(
     tracing::info!(transactions = n, "redis full sync: RDB emitted");
     Ok(())
 }
-
-pub(crate) use dcsync_core::now_ms;
 
 /// Whether a `FLUSHDB`/`FLUSHALL` may be shipped under `policy`; logs the
 /// refusal.

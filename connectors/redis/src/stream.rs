@@ -17,8 +17,7 @@ use crate::config::{FlushPolicy, RedisOptions};
 use crate::position::ReplPosition;
 use crate::resp;
 use crate::source::{
-    definite, flush_allowed, now_ms, transient, Conn, ACK_INTERVAL, READ_TIMEOUT,
-    STREAM_COMMANDS_PER_TXN,
+    definite, flush_allowed, transient, Conn, ACK_INTERVAL, READ_TIMEOUT, STREAM_COMMANDS_PER_TXN,
 };
 use crate::unit::UnitRules;
 use dcsync_core::connector::{ConnectorError, Position, SourceContext, SourceEvent};
@@ -148,7 +147,11 @@ impl StreamState {
             conn,
             SourceEvent::Local {
                 changes,
-                commit_ts_ms: now_ms(),
+                // The replication stream carries no commit time: the agent's
+                // HLC clock stamps it (above every stamp it applied or
+                // observed, so a write made after an applied change is
+                // versioned after it: docs/conflicts.md, "Redis").
+                commit_ts_ms: 0,
                 position,
             },
         )
@@ -256,7 +259,11 @@ impl StreamState {
                         } else {
                             SourceEvent::Local {
                                 changes,
-                                commit_ts_ms: now_ms(),
+                                // The replication stream carries no commit time: the agent's
+                                // HLC clock stamps it (above every stamp it applied or
+                                // observed, so a write made after an applied change is
+                                // versioned after it: docs/conflicts.md, "Redis").
+                                commit_ts_ms: 0,
                                 position,
                             }
                         }

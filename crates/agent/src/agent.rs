@@ -90,7 +90,19 @@ pub async fn run(
         Journal::open(&data_dir, &me, &peers)
             .with_context(|| format!("opening the journal in {}", data_dir.display()))?,
     );
-    let clock = Arc::new(HlcClock::with_floor(journal.hlc_floor()?));
+    let skew_ms: i64 = match std::env::var("DCSYNC_CLOCK_SKEW_MS") {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("DCSYNC_CLOCK_SKEW_MS={v:?} is not a number of ms"))?,
+        Err(_) => 0,
+    };
+    if skew_ms != 0 {
+        tracing::warn!(
+            skew_ms,
+            "DCSYNC_CLOCK_SKEW_MS: this agent's clock is moved (for tests only)"
+        );
+    }
+    let clock = Arc::new(HlcClock::with_floor(journal.hlc_floor()?).with_skew(skew_ms));
     // Mesh or star: who ships which origin streams to whom (reloaded on
     // SIGHUP), and what every DC applied of each origin.
     let routing = crate::routing::routing_of(&topo, &me);
@@ -140,6 +152,7 @@ pub async fn run(
                         clock: clock.clone(),
                         appended: appended_tx.clone(),
                         floor: floor.clone(),
+                        connector: REGISTRY.get(&store.kind),
                     },
                 ));
             versions.insert(store.name.clone(), v);
@@ -308,17 +321,19 @@ pub async fn run(
 }
 
 /// Adds the version-index entries `(row or key, hlc)` of `changes` (local
-/// writes stamped `hlc`).
+/// writes stamped `hlc`), as the store's kind names them.
 fn push_versions(
     out: &mut Vec<(Vec<u8>, dcsync_core::Hlc)>,
+    store: &StoreConfig,
     changes: &[dcsync_core::Change],
     hlc: dcsync_core::Hlc,
 ) {
+    let Ok(connector) = REGISTRY.connector_for(store) else {
+        return;
+    };
     for c in changes {
-        if let dcsync_core::Payload::Row(r) = &c.payload {
-            for key in dcsync_core::conflict::row_version_keys(r) {
-                out.push((key, hlc));
-            }
+        for key in connector.version_keys(c) {
+            out.push((key, hlc));
         }
     }
 }
@@ -646,7 +661,7 @@ impl Supervisor {
                     changes_n += changes.len() as u64;
                     fragments_n += 1;
                     if versioned {
-                        push_versions(&mut versions, &changes, hlc);
+                        push_versions(&mut versions, &self.store, &changes, hlc);
                     }
                     txs.push(Transaction {
                         origin: self.me.clone(),
@@ -679,7 +694,7 @@ impl Supervisor {
                         changes_n += changes.len() as u64;
                         last_commit_ms = commit_ts_ms;
                         if versioned {
-                            push_versions(&mut versions, &changes, hlc);
+                            push_versions(&mut versions, &self.store, &changes, hlc);
                         }
                         txs.push(Transaction {
                             origin: self.me.clone(),

@@ -112,6 +112,8 @@ pub struct OwnerContext {
     pub appended: Arc<watch::Sender<u64>>,
     /// The store's stamp floor, shared with its source supervisor.
     pub floor: Arc<std::sync::atomic::AtomicU64>,
+    /// The store's kind, which names the version keys of a change.
+    pub connector: Option<&'static dyn dcsync_core::connector::Connector>,
 }
 
 /// The version index, source wait and conflict log of one store.
@@ -125,6 +127,7 @@ pub struct AgentVersions {
     /// Floor of the HLC stamps of the store's local transactions, shared
     /// with its source supervisor: a re-ship raises it.
     floor: Arc<std::sync::atomic::AtomicU64>,
+    connector: Option<&'static dyn dcsync_core::connector::Connector>,
     journal: Arc<Journal>,
     /// The store's source position durable in the journal (with the
     /// versions of every local write before it).
@@ -153,6 +156,7 @@ impl AgentVersions {
             clock: owner.clock,
             appended: owner.appended,
             floor: owner.floor,
+            connector: owner.connector,
             journal,
             position,
             log,
@@ -250,10 +254,12 @@ impl Versions for AgentVersions {
                 .fetch_max(hlc.0, std::sync::atomic::Ordering::SeqCst);
             let mut versions = Vec::new();
             for c in &changes {
-                if let dcsync_core::Payload::Row(r) = &c.payload {
-                    for k in dcsync_core::conflict::row_version_keys(r) {
-                        versions.push((k, hlc));
-                    }
+                for k in self
+                    .connector
+                    .map(|k| k.version_keys(c))
+                    .unwrap_or_default()
+                {
+                    versions.push((k, hlc));
                 }
             }
             let n = changes.len();
@@ -280,7 +286,7 @@ impl Versions for AgentVersions {
             if let Some((_, last)) = appended {
                 self.appended.send_replace(last);
             }
-            tracing::info!(store = %self.store, rows = n, %hlc, "owner: re-shipped the current value of rows whose conflicting changes of other DCs were not applied");
+            tracing::info!(store = %self.store, rows_or_keys = n, %hlc, "re-shipped the current value of rows or keys whose conflicting changes of other DCs were not applied");
             Ok(())
         })
     }

@@ -666,6 +666,17 @@ pub trait Connector: Send + Sync + 'static {
         None
     }
 
+    /// The version-index keys a local change writes (docs/conflicts.md):
+    /// its row's primary key by default ([`crate::conflict::row_version_keys`]);
+    /// a kind whose changes are not rows overrides it (Redis: the keys of
+    /// the command). Empty: the change is not versioned.
+    fn version_keys(&self, change: &crate::Change) -> Vec<Vec<u8>> {
+        match &change.payload {
+            crate::Payload::Row(r) => crate::conflict::row_version_keys(r),
+            _ => Vec::new(),
+        }
+    }
+
     /// The source position whose human-readable form is `display` (what
     /// [`Position::display`] printed, as carried in
     /// [`Transaction::position`] and recorded in the peers' apply markers):

@@ -43,6 +43,9 @@ impl std::fmt::Display for Hlc {
 #[derive(Debug, Default)]
 pub struct HlcClock {
     last: Mutex<Hlc>,
+    /// Added to the wall clock, ms: a simulated skew for tests
+    /// ([`HlcClock::with_skew`]); 0 otherwise.
+    skew_ms: i64,
 }
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before
@@ -60,19 +63,32 @@ impl HlcClock {
     pub fn with_floor(floor: Hlc) -> Self {
         HlcClock {
             last: Mutex::new(floor),
+            skew_ms: 0,
         }
+    }
+
+    /// This clock with its wall-clock reading moved by `skew_ms` (a DC
+    /// whose clock runs ahead or behind): for tests of conflict rules,
+    /// which must hold whatever the DCs' clocks say.
+    pub fn with_skew(self, skew_ms: i64) -> Self {
+        HlcClock { skew_ms, ..self }
+    }
+
+    /// The (possibly skewed) wall clock, ms since the Unix epoch.
+    fn wall(&self) -> u64 {
+        (now_ms() as i64).saturating_add(self.skew_ms).max(0) as u64
     }
 
     /// A new stamp for a local event, strictly greater than every stamp issued
     /// or observed before.
     pub fn now(&self) -> Hlc {
-        self.tick(now_ms(), None)
+        self.tick(self.wall(), None)
     }
 
     /// Merges a stamp received from another DC and returns a local stamp
     /// greater than both.
     pub fn observe(&self, remote: Hlc) -> Hlc {
-        self.tick(now_ms(), Some(remote))
+        self.tick(self.wall(), Some(remote))
     }
 
     /// The stamp of a change its source committed at `source_ms` (ms since
@@ -86,7 +102,7 @@ impl HlcClock {
     /// this is [`HlcClock::now`] (still above `prev`).
     pub fn stamp_source(&self, source_ms: u64, prev: Hlc) -> Hlc {
         if source_ms == 0 {
-            return self.tick(now_ms(), Some(prev));
+            return self.tick(self.wall(), Some(prev));
         }
         let floor = if prev.logical() == u16::MAX {
             Hlc::new(prev.physical_ms() + 1, 0)

@@ -67,6 +67,9 @@ pub struct Agent {
     pub data_dir: PathBuf,
     /// Port of the agent's admin endpoint (`/metrics`, `/status`).
     pub admin_port: u16,
+    /// Extra environment of the agent process, applied from its next
+    /// [`Agents::start_agent`] on (`DCSYNC_CLOCK_SKEW_MS`).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -146,6 +149,7 @@ impl Agents {
                 listen_port,
                 data_dir: dir.path().join(format!("data-{id}")),
                 admin_port: crate::listen_port(),
+                env: Vec::new(),
                 child: None,
             });
         }
@@ -250,6 +254,7 @@ impl Agents {
             .arg(&d.data_dir)
             .env("DCSYNC_LOG", &self.log_filter)
             .env("NO_COLOR", "1")
+            .envs(d.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -470,6 +475,9 @@ pub struct ClusterOptions {
     pub mysql_store_toml: String,
     /// Also start a Redis per DC with a [`REDIS_STORE`] store.
     pub redis: bool,
+    /// Extra keys of the [`REDIS_STORE`] store, a line each
+    /// (`conflict = "lww"\n`).
+    pub redis_store_toml: String,
     /// Extra `[link]` keys.
     pub link_toml: String,
     /// Mutual TLS on the links; false = `[tls] plaintext = true`.
@@ -500,6 +508,7 @@ impl ClusterOptions {
             wait_ready: true,
             mysql_store_toml: String::new(),
             redis: false,
+            redis_store_toml: String::new(),
             link_toml: String::new(),
             tls: true,
             db_args: Vec::new(),
@@ -613,7 +622,8 @@ impl Cluster {
         );
         if opts.redis {
             stores += &format!(
-                "[[store]]\nname = \"{REDIS_STORE}\"\nkind = \"redis\"\nurl = {{ {} }}\n",
+                "[[store]]\nname = \"{REDIS_STORE}\"\nkind = \"redis\"\n{}url = {{ {} }}\n",
+                opts.redis_store_toml,
                 urls(&|d| d.redis.as_ref().map(Redis::url).unwrap_or_default())
             );
         }
