@@ -87,9 +87,9 @@ impl Connector for RedisConnector {
     fn conflict_policies(&self) -> &'static [dcsync_core::conflict::ConflictPolicy] {
         use dcsync_core::conflict::ConflictPolicy;
         &[
-            ConflictPolicy::None,
-            ConflictPolicy::Lww,
             ConflictPolicy::Owner,
+            ConflictPolicy::Lww,
+            ConflictPolicy::None,
         ]
     }
 

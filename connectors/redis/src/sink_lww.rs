@@ -10,7 +10,11 @@
 //!    source has journaled up to it ([`Versions::wait_source`]): every
 //!    local write that touched those keys before the `WATCH` is then in the
 //!    index; any later one aborts the `EXEC` below.
-//! 2. Read the keys' versions. A command is applied only if its version
+//! 2. Read the keys' versions. A version of the command's own origin does
+//!    not count: changes of one origin arrive in order and the marker,
+//!    written in the same `EXEC`, applies each once, so such a version is
+//!    either older or was recorded for a group whose `EXEC` never ran.
+//!    A command is applied only if its version
 //!    (its transaction's HLC and origin) [`wins`] over the current version
 //!    of every key it writes and, under `owner`, the owner does not veto
 //!    it ([`owner_vetoes`]). Otherwise it *lost*: it is left out and
@@ -221,7 +225,12 @@ impl RedisSink {
                     _ => None,
                 };
                 let against = keys.iter().find_map(|k| {
-                    let cur = current.get(k).cloned().flatten();
+                    // A version of the same origin never stands against
+                    // its changes: they arrive in order and the marker
+                    // applies each once, so a greater one was recorded
+                    // for a group whose EXEC never ran (the agent died
+                    // between the two) and is stale.
+                    let cur = current.get(k).cloned().flatten().filter(|c| c.dc != origin);
                     let vetoed = owner_vetoes(&me, owner.as_deref(), &incoming, cur.as_ref());
                     let beaten = !wins(&incoming, cur.as_ref());
                     (vetoed || beaten).then(|| (k.clone(), cur, vetoed && !beaten))
