@@ -504,11 +504,11 @@ async fn emit_rdb(
             conn,
             SourceEvent::Local {
                 changes,
-                // The replication stream carries no commit time: the agent's
-                // HLC clock stamps it (above every stamp it applied or
-                // observed, so a write made after an applied change is
-                // versioned after it: docs/conflicts.md, "Redis").
-                commit_ts_ms: 0,
+                // The RDB is the store's state, not writes: stamped as a
+                // snapshot copy, so every write made anywhere wins over
+                // it, and the agent leaves out the keys whose value another
+                // DC wrote (docs/conflicts.md, "Redis").
+                commit_ts_ms: dcsync_core::connector::SNAPSHOT_COMMIT_MS,
                 position: pos,
             },
         )

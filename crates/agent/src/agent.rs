@@ -633,6 +633,36 @@ impl Supervisor {
         }
     }
 
+    /// The changes of a snapshot copy (an initial snapshot, a Redis full
+    /// resync's RDB) except those of rows or keys whose current value
+    /// another DC wrote (their version in the index): the copy re-emits
+    /// the store's state, and re-shipping a value another DC wrote as this
+    /// DC's would set back that DC's later changes in flight.
+    fn unowned_snapshot_changes(
+        &self,
+        changes: Vec<dcsync_core::Change>,
+    ) -> Vec<dcsync_core::Change> {
+        let Ok(connector) = REGISTRY.connector_for(&self.store) else {
+            return changes;
+        };
+        let before = changes.len();
+        let kept: Vec<dcsync_core::Change> = changes
+            .into_iter()
+            .filter(|c| {
+                let keys = connector.version_keys(c);
+                match self.journal.versions(&self.store.name, &keys) {
+                    Ok(v) => v.iter().flatten().all(|v| v.dc == self.me),
+                    Err(_) => true,
+                }
+            })
+            .collect();
+        if kept.len() < before {
+            tracing::info!(store = %self.store.name, left_out = before - kept.len(),
+                "snapshot copy: left out rows or keys whose current value another DC wrote");
+        }
+        kept
+    }
+
     async fn journal_events(
         &mut self,
         events: Vec<SourceEvent>,
@@ -678,10 +708,13 @@ impl Supervisor {
                     self.part += 1;
                 }
                 SourceEvent::Local {
-                    changes,
+                    mut changes,
                     commit_ts_ms,
                     position,
                 } => {
+                    if versioned && commit_ts_ms == dcsync_core::connector::SNAPSHOT_COMMIT_MS {
+                        changes = self.unowned_snapshot_changes(changes);
+                    }
                     // The last part of a split transaction is journaled
                     // even without changes: it closes the transaction.
                     if !changes.is_empty() || self.part > 0 {
