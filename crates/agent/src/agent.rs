@@ -260,6 +260,13 @@ pub async fn run(
             }
         }));
     }
+    // Periodic consistency checks this DC runs (`verify_every_s`).
+    tasks.extend(crate::periodic_verify::spawn(
+        &topo,
+        &me,
+        &board,
+        &shutdown_rx,
+    ));
     tasks.push(tokio::spawn(board.clone().run(
         journal.clone(),
         peers,

@@ -22,6 +22,7 @@ mod attribution;
 mod bootstrap;
 mod check;
 mod lease;
+mod periodic_verify;
 mod recovery;
 mod registry;
 mod route;

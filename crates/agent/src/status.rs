@@ -224,6 +224,10 @@ pub struct Status {
     pub inbound: Vec<InboundStatus>,
     /// Operator warnings (backlog approaching the source's retention, ...).
     pub warnings: Vec<String>,
+    /// The periodic consistency checks this agent runs (stores whose
+    /// `verify_from` is this DC), by store.
+    #[serde(default)]
+    pub verify: Vec<crate::periodic_verify::VerifyStatus>,
 }
 
 /// Per peer (acked_txns, ms) at the last snapshot, and when warnings were
@@ -246,6 +250,8 @@ pub struct StatusBoard {
     inbound: dcsync_link::InboundBoard,
     /// The last status document, as JSON (served on `/status`).
     last: Arc<Mutex<Vec<u8>>>,
+    /// Periodic consistency checks, by store.
+    verify: Arc<Mutex<BTreeMap<String, crate::periodic_verify::VerifyStatus>>>,
 }
 
 impl StatusBoard {
@@ -261,6 +267,27 @@ impl StatusBoard {
             prev: Arc::default(),
             inbound: Arc::default(),
             last: Arc::default(),
+            verify: Arc::default(),
+        }
+    }
+
+    /// Registers (or replaces) the periodic check of `v.store`.
+    pub fn set_verify(&self, v: crate::periodic_verify::VerifyStatus) {
+        if let Ok(mut m) = self.verify.lock() {
+            m.insert(v.store.clone(), v);
+        }
+    }
+
+    /// Updates the periodic check of `store`, if registered.
+    pub fn update_verify(
+        &self,
+        store: &str,
+        f: impl FnOnce(&mut crate::periodic_verify::VerifyStatus),
+    ) {
+        if let Ok(mut m) = self.verify.lock() {
+            if let Some(v) = m.get_mut(store) {
+                f(v);
+            }
         }
     }
 
@@ -434,6 +461,11 @@ impl StatusBoard {
             sources,
             inbound,
             warnings,
+            verify: self
+                .verify
+                .lock()
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -669,5 +701,6 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
         }
         crate::attribution::print(&src.misrouted, now);
     }
+    crate::periodic_verify::print(&s.verify, now);
     Ok(())
 }

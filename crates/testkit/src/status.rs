@@ -32,7 +32,43 @@ pub struct Backlog {
     pub acked_seq: u64,
 }
 
+/// One store's periodic consistency check in a [`Status`] (only in the
+/// status of the DC that runs it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyCheck {
+    /// Checks completed since the agent started.
+    pub runs: u64,
+    /// When the last completed check ended, ms since the Unix epoch.
+    pub last_ms: Option<u64>,
+    /// Differences it found.
+    pub differences: u64,
+    /// The first differences, as `dcsync verify` prints them.
+    pub named: Vec<String>,
+    /// Why the last check could not compare, if it could not.
+    pub error: Option<String>,
+}
+
 impl Status {
+    /// The periodic check of `store`, if this agent runs one.
+    pub fn verify(&self, store: &str) -> Option<VerifyCheck> {
+        let v = self.0["verify"]
+            .as_array()?
+            .iter()
+            .find(|v| v["store"].as_str() == Some(store))?;
+        Some(VerifyCheck {
+            runs: v["runs"].as_u64().unwrap_or(0),
+            last_ms: v["last_ms"].as_u64(),
+            differences: v["differences"].as_u64().unwrap_or(0),
+            named: v["named"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect(),
+            error: v["error"].as_str().map(str::to_string),
+        })
+    }
+
     /// Reads `<data_dir>/status.json`; `None` if missing or unreadable.
     pub fn read(data_dir: &Path) -> Option<Status> {
         let s = std::fs::read(data_dir.join("status.json")).ok()?;
