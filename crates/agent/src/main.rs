@@ -26,6 +26,7 @@ mod periodic_verify;
 mod recovery;
 mod registry;
 mod route;
+mod seq_at;
 mod status;
 mod verify;
 mod versions;

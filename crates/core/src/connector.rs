@@ -681,6 +681,26 @@ pub trait Connector: Send + Sync + 'static {
             self.kind()
         )))
     }
+
+    /// Optional capability (`dcsync bootstrap --backup-position`): whether
+    /// a transaction whose source position is `at` (the display form a
+    /// journaled [`Transaction::position`] carries) is held by a backup of
+    /// the store taken at `backup`, i.e. `at` is at or before `backup`.
+    /// `backup` is what an operator copied from the backup tool, in the
+    /// forms the kind documents (MySQL: `file:offset`, a MariaDB GTID
+    /// list, or both).
+    ///
+    /// Errors: [`ConnectorError::Definite`] naming the text that is not
+    /// such a position, or why the two cannot be compared; the default (a
+    /// kind that cannot place a backup in its stream) always fails.
+    fn position_at_or_before(&self, at: &str, backup: &str) -> Result<bool, ConnectorError> {
+        let _ = at;
+        Err(ConnectorError::Definite(format!(
+            "kind {} cannot place a backup position ({backup:?}) in its journal: bootstrap the \
+             store without --backup-position",
+            self.kind()
+        )))
+    }
 }
 
 /// What [`Connector::route`] is asked: which unit one row or key of a store
