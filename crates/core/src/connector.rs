@@ -329,8 +329,17 @@ pub struct BootstrapFrom {
     pub seq: u64,
     /// Its journal's epoch.
     pub epoch: u64,
+    /// The source position after `seq` in its journal, recorded with the
+    /// new DC's marker of it (empty when not known).
+    pub position: String,
     /// DC ids whose apply markers are not copied (the new DC itself).
     pub skip_origins: Vec<String>,
+    /// The new DC's store was already restored from a backup of this DC's
+    /// store (`dcsync bootstrap --backup-position`), `seq` being the last
+    /// of its transactions the backup holds: nothing is copied; only this
+    /// DC's marker is written, and the other origins' markers are those
+    /// the restore brought (the backup's `dcsync` schema).
+    pub restored: bool,
 }
 
 /// What a bootstrap did ([`Connector::bootstrap`]).
@@ -653,8 +662,11 @@ pub trait Connector: Send + Sync + 'static {
     /// `from.seq` (any seq its journal had reached before the snapshot:
     /// later ones are applied again, idempotently), every other origin's as
     /// the snapshot's own markers say. Returns the new DC's source position
-    /// after the copy, where its agent starts tailing. `None` (the default):
-    /// the kind cannot bootstrap.
+    /// after the copy, where its agent starts tailing. With
+    /// [`BootstrapFrom::restored`] the store at `to_url` already holds a
+    /// backup of `from`'s: nothing is copied, `from`'s marker is set at
+    /// `from.seq` and the other origins' markers are the backup's. `None`
+    /// (the default): the kind cannot bootstrap.
     fn bootstrap(
         &self,
         from_url: String,
