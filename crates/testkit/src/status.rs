@@ -19,6 +19,8 @@ pub struct SourceStatus {
     /// Transactions written by dcsync's sink (apply marker seen) that the
     /// source dropped since the agent started.
     pub echo_txns: u64,
+    /// Its initial copy (snapshot) is under way.
+    pub copying: bool,
 }
 
 /// One link's backlog of one store in a [`Status`].
@@ -91,7 +93,18 @@ impl Status {
             position: s["position"].as_str().unwrap_or_default().to_string(),
             local_txns: s["local_txns"].as_u64().unwrap_or(0),
             echo_txns: s["echo_txns"].as_u64().unwrap_or(0),
+            copying: s["copy"].is_object() && s["copy"]["done"].as_bool() != Some(true),
         })
+    }
+
+    /// The peers whose outbound link is connected (handshake done).
+    pub fn connected_peers(&self) -> Vec<String> {
+        let links = self.0["links"].as_array().cloned().unwrap_or_default();
+        links
+            .iter()
+            .filter(|l| l["link"]["state"]["Connected"].is_object())
+            .filter_map(|l| l["link"]["peer"].as_str().map(str::to_string))
+            .collect()
     }
 
     /// `(peer, backlog)` of `store` on every link.
