@@ -33,12 +33,7 @@ CREATE TABLE shop.counters (id INT PRIMARY KEY, user_id BIGINT NOT NULL, n BIGIN
 INSERT INTO shop.counters VALUES (1,1,0),(2,2,0),(3,3,0),(11,11,0),(12,12,0),(13,13,0);
 ";
 
-const TABLES: &[&str] = &[
-    "shop.users",
-    "shop.order_items",
-    "shop.counters",
-    "shop.warmup",
-];
+const TABLES: &[&str] = &["shop.users", "shop.order_items", "shop.counters"];
 
 /// A mixed workload for DC number `k` on rows only it writes. Counts the
 /// successful increments per counter row in `incs`, and in `txns` the

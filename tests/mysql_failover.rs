@@ -45,7 +45,7 @@ INSERT INTO shop.counters VALUES (1,1,0),(2,2,0),(3,3,0),(4,4,0),(11,11,0),(12,1
 CREATE TABLE shop.items (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, dc INT NOT NULL, v BIGINT NOT NULL) ENGINE=InnoDB;
 ";
 
-const TABLES: &[&str] = &["shop.counters", "shop.items", "shop.warmup"];
+const TABLES: &[&str] = &["shop.counters", "shop.items"];
 
 /// What one DC's workload committed.
 #[derive(Default)]

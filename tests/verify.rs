@@ -9,6 +9,7 @@
 mod common;
 
 use common::{options, Cluster, ClusterOptions, MYSQL_STORE, REDIS_STORE};
+use dcsync_testkit::prometheus::{promtool_check, sample};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -159,9 +160,8 @@ async fn converged_dcs_are_equal() {
     // Small chunks: several per table, bounds inside the composite key.
     let (code, out, err) = verify(&c, MYSQL_STORE, &["--chunk-rows", "97"]);
     assert_eq!(code, 0, "{out}{err}");
-    // shop.warmup (the harness's) has 2 rows.
     assert!(
-        out.contains(": equal; 3 table(s), 2602 row(s) in ")
+        out.contains(": equal; 2 table(s), 2600 row(s) in ")
             && out.contains("0 chunk(s) re-checked"),
         "{out}"
     );
@@ -312,6 +312,121 @@ async fn changes_behind_the_agents_backs_are_named() {
         .await
         .to_string();
     assert_eq!(note, "1", "bj's copy of row 17 won in sh");
+}
+
+/// Polls DC number `i`'s status until its periodic check of the MySQL
+/// store satisfies `ok` (deadline 60 s).
+async fn wait_check(
+    c: &Cluster,
+    i: usize,
+    what: &str,
+    ok: impl Fn(&dcsync_testkit::status::VerifyCheck) -> bool,
+) -> dcsync_testkit::status::VerifyCheck {
+    dcsync_testkit::wait_for(what, Duration::from_secs(60), || async {
+        c.agents
+            .status(i)
+            .and_then(|s| s.verify(MYSQL_STORE))
+            .filter(|v| ok(v))
+    })
+    .await
+}
+
+/// `verify_every_s = 1`: bj's agent (the first DC) compares the store with
+/// sh's every second, as `dcsync verify` does, and shows the result in its
+/// status, `dcsync status` and metrics; sh's agent runs no check. A row
+/// changed behind the agents' backs shows as a difference; once repaired
+/// (`dcsync verify --repair`), the next checks find none; a store that
+/// cannot be reached is an error in the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_periodic_check_reports_a_difference_until_it_is_repaired() {
+    let mut c = Cluster::start(ClusterOptions {
+        schema_sql: SCHEMA.into(),
+        mysql_store_toml: "verify_every_s = 1\n".into(),
+        ..options()
+    })
+    .await;
+    let (bj, sh) = (0, 1);
+    fill(&c, bj, 0, 200).await;
+    fill(&c, sh, 0, 200).await;
+    c.wait_converged(TABLES, 60).await;
+    let converged = dcsync_core::now_ms();
+    let v = wait_check(&c, bj, "a check after convergence", |v| {
+        v.last_ms > Some(converged)
+    })
+    .await;
+    assert_eq!((v.differences, v.error.clone()), (0, None), "{v:?}");
+    assert!(
+        c.agents.status(sh).unwrap().verify(MYSQL_STORE).is_none(),
+        "only verify_from (bj) checks"
+    );
+
+    c.dcs[bj]
+        .db
+        .exec("SET SESSION sql_log_bin=0; UPDATE shop.items SET note = 'drift' WHERE id = 17")
+        .await;
+    let v = wait_check(&c, bj, "the drifted row in bj's status", |v| {
+        v.differences == 1
+    })
+    .await;
+    assert!(
+        v.named[0].starts_with("table shop.items row id=17: values differ (bj: "),
+        "{v:?}"
+    );
+    let metrics = c.agents.admin_get(bj, "/metrics").unwrap();
+    let labels = [("store", MYSQL_STORE)];
+    assert_eq!(
+        sample(&metrics, "dcsync_verify_differences", &labels),
+        Some(1.0),
+        "{metrics}"
+    );
+    let last = sample(&metrics, "dcsync_verify_last_timestamp_seconds", &labels).unwrap();
+    assert!(last * 1000.0 >= converged as f64, "{metrics}");
+    promtool_check(&metrics).unwrap_or_else(|e| panic!("{e}\n{metrics}"));
+    let text = c.agents.status_text(bj, false);
+    eprintln!("{text}");
+    assert!(
+        text.contains("difference: table shop.items row id=17: values differ"),
+        "{text}"
+    );
+    assert!(
+        c.agents.log(bj).contains("the DCs differ"),
+        "a warning in bj's log"
+    );
+
+    let fast = ["--recheck-ms", "200", "--rechecks", "2"];
+    let (code, out, err) = verify(&c, MYSQL_STORE, &[&fast[..], &["--repair"]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("written again in bj"), "{out}");
+    let repaired = dcsync_core::now_ms();
+    wait_check(&c, bj, "a clean check after the repair", |v| {
+        v.differences == 0 && v.last_ms > Some(repaired)
+    })
+    .await;
+    let metrics = c.agents.admin_get(bj, "/metrics").unwrap();
+    assert_eq!(
+        sample(&metrics, "dcsync_verify_differences", &labels),
+        Some(0.0),
+        "{metrics}"
+    );
+
+    // sh's store down: the check cannot compare, and says why.
+    c.dcs[sh].db.stop();
+    // (A check running when the server stopped fails on its query; the
+    // next one cannot open the store.)
+    let v = wait_check(&c, bj, "an error in bj's status", |v| {
+        v.error
+            .as_ref()
+            .is_some_and(|e| e.contains("cannot open the store"))
+    })
+    .await;
+    let e = v.error.unwrap_or_default();
+    assert!(e.contains("dc sh (mysql://"), "{e}");
+    let metrics = c.agents.admin_get(bj, "/metrics").unwrap();
+    assert!(sample(&metrics, "dcsync_verify_errors_total", &labels).unwrap_or(0.0) >= 1.0);
+    assert!(c
+        .agents
+        .status_text(bj, false)
+        .contains("could not compare"));
 }
 
 /// Writes to DC number `k`'s own rows and keys until `stop`: updates of

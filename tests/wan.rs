@@ -18,7 +18,7 @@ CREATE TABLE shop.counters (id INT PRIMARY KEY, user_id BIGINT NOT NULL, n BIGIN
 INSERT INTO shop.counters VALUES (1,1,0),(2,2,0);
 CREATE TABLE shop.events (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, payload VARCHAR(200)) ENGINE=InnoDB;
 ";
-const TABLES: &[&str] = &["shop.counters", "shop.events", "shop.warmup"];
+const TABLES: &[&str] = &["shop.counters", "shop.events"];
 
 fn opts() -> ClusterOptions {
     ClusterOptions {

@@ -13,6 +13,11 @@
 //!    DC's own origin at the seq its journal had reached before step 1.
 //! 5. The new DC's binlog position after all that, where its source starts
 //!    (the copy itself is not shipped back).
+//!
+//! With [`BootstrapFrom::restored`] (`--backup-position`) the new DC's server
+//! already holds a backup of the existing DC's, restored with its `dcsync`
+//! schema: steps 1 to 3 are skipped, the restored marker rows of the other
+//! origins are kept, and step 4 writes the existing DC's own marker only.
 
 use crate::config::MysqlOptions;
 use crate::error::classify;
@@ -41,6 +46,141 @@ async fn connect(url: &str) -> Result<Conn, ConnectorError> {
     Ok(c)
 }
 
+/// `dcsync.apply_marker`, quoted.
+fn marker_table() -> String {
+    format!(
+        "{}.{}",
+        quote_ident(MARKER_SCHEMA),
+        quote_ident(MARKER_TABLE)
+    )
+}
+
+/// A marker row: origin, slot, seq, hlc, epoch, position.
+type MarkerRow = (String, u64, u64, u64, u64, Vec<u8>);
+
+/// The marker rows of `store` on `conn` (none without a marker table: that
+/// server never applied anything).
+async fn marker_rows(conn: &mut Conn, store: &str) -> Result<Vec<MarkerRow>, ConnectorError> {
+    match conn
+        .exec(
+            format!(
+                "SELECT origin, slot, seq, hlc, epoch, position FROM {} WHERE store = ?",
+                marker_table()
+            ),
+            (store,),
+        )
+        .await
+    {
+        Ok(rows) => Ok(rows),
+        Err(mysql_async::Error::Server(e)) if e.code == 1146 => Ok(Vec::new()),
+        Err(e) => Err(classify("reading the apply markers", e)),
+    }
+}
+
+/// Refuses markers showing that `from` applied changes of the DC being
+/// bootstrapped: that DC is not new.
+fn refuse_applied_new_dc(rows: &[MarkerRow], from: &BootstrapFrom) -> Result<(), ConnectorError> {
+    match rows
+        .iter()
+        .find(|m| from.skip_origins.contains(&m.0) && m.2 > 0)
+    {
+        Some((_, _, seq, ..)) => Err(ConnectorError::Definite(format!(
+            "{} has applied changes of the DC being bootstrapped (up to seq {seq}): it is not a \
+             new DC. A DC whose agent lost its data directory recovers by itself (docs/operations.md, \
+             \"Replacing an agent's host\"); refilling a DC that lost its store is not supported",
+            from.dc
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Applied seq per origin of marker rows, as the sink reads it: the lowest
+/// of the partitions' highest slots.
+fn applied_per_origin(rows: &[MarkerRow]) -> Vec<(String, u64)> {
+    let mut per_part: std::collections::BTreeMap<(String, u64), u64> = Default::default();
+    for (origin, slot, seq, ..) in rows {
+        let top = per_part
+            .entry((origin.clone(), slot / crate::sink::MARKER_SLOTS))
+            .or_insert(0);
+        *top = (*top).max(*seq);
+    }
+    let mut applied: std::collections::BTreeMap<String, u64> = Default::default();
+    for ((origin, _), top) in per_part {
+        let a = applied.entry(origin).or_insert(u64::MAX);
+        *a = (*a).min(top);
+    }
+    applied.into_iter().collect()
+}
+
+/// Writes the new DC's marker of `from`'s own origin at `from.seq`.
+async fn write_from_marker(
+    dst: &mut Conn,
+    store: &StoreConfig,
+    from: &BootstrapFrom,
+) -> Result<(), ConnectorError> {
+    dst.exec_drop(
+        format!(
+            "INSERT INTO {} (origin, store, slot, seq, hlc, epoch, position) \
+             VALUES (?, ?, 0, ?, 0, ?, ?)",
+            marker_table()
+        ),
+        (&from.dc, &store.name, from.seq, from.epoch, &from.position),
+    )
+    .await
+    .map_err(|e| classify("writing the new DC's apply marker", e))
+}
+
+/// The new DC's binlog end with its GTID state: where its source starts.
+async fn end_position(dst: &mut Conn) -> Result<BinlogPosition, ConnectorError> {
+    let mut end: BinlogPosition = current_position(dst).await?;
+    end.gtid_state = gtid_at(dst, &end).await?;
+    Ok(end)
+}
+
+/// [`BootstrapFrom::restored`]: the store at `to_url` holds a backup of
+/// `from`'s; only `from`'s marker is written (see the module docs).
+async fn restored(
+    to_url: &str,
+    store: &StoreConfig,
+    from: &BootstrapFrom,
+) -> Result<Bootstrapped, ConnectorError> {
+    let mut dst = connect(to_url).await?;
+    let rows = marker_rows(&mut dst, &store.name).await?;
+    refuse_applied_new_dc(&rows, from)?;
+    let others: Vec<MarkerRow> = rows
+        .into_iter()
+        .filter(|m| m.0 != from.dc && !from.skip_origins.contains(&m.0))
+        .collect();
+    if others.is_empty() {
+        tracing::warn!(store = %store.name, from = %from.dc, "the restored store holds no apply marker of another DC: right if {} had applied nothing of the others when the backup was taken; otherwise the backup left out the `dcsync` schema, and the other DCs would resend everything", from.dc);
+    }
+    ensure_marker_table(&mut dst).await?;
+    let mut clear = vec![from.dc.clone()];
+    clear.extend(from.skip_origins.iter().cloned());
+    for origin in &clear {
+        dst.exec_drop(
+            format!(
+                "DELETE FROM {} WHERE store = ? AND origin = ?",
+                marker_table()
+            ),
+            (&store.name, origin),
+        )
+        .await
+        .map_err(|e| classify("clearing the new DC's apply markers", e))?;
+    }
+    write_from_marker(&mut dst, store, from).await?;
+    let mut markers = vec![(from.dc.clone(), from.seq)];
+    markers.extend(applied_per_origin(&others));
+    let end = end_position(&mut dst).await?;
+    tracing::info!(store = %store.name, from = %from.dc, seq = from.seq, new_dc_position = %end, "bootstrap from a restored backup");
+    Ok(Bootstrapped {
+        tables: 0,
+        rows: 0,
+        markers,
+        position: end.to_position(),
+    })
+}
+
 /// See the module docs.
 ///
 /// Errors: Definite for a bad URL, a server without a snapshot position
@@ -51,6 +191,9 @@ pub async fn bootstrap(
     store: &StoreConfig,
     from: &BootstrapFrom,
 ) -> Result<Bootstrapped, ConnectorError> {
+    if from.restored {
+        return restored(to_url, store, from).await;
+    }
     let options = MysqlOptions::of(store)?.clone();
     let mut src = connect(from_url).await?;
     let mut dst = connect(to_url).await?;
@@ -61,35 +204,9 @@ pub async fn bootstrap(
     .await
     .map_err(|e| classify("START TRANSACTION WITH CONSISTENT SNAPSHOT", e))?;
     let at = snapshot_position(&mut src).await?;
-    let marker = format!(
-        "{}.{}",
-        quote_ident(MARKER_SCHEMA),
-        quote_ident(MARKER_TABLE)
-    );
-    type MarkerRow = (String, u64, u64, u64, u64, Vec<u8>);
-    let copied: Vec<MarkerRow> = match src
-        .exec(
-            format!("SELECT origin, slot, seq, hlc, epoch, position FROM {marker} WHERE store = ?"),
-            (&store.name,),
-        )
-        .await
-    {
-        Ok(rows) => rows,
-        // No marker table: that DC never applied anything.
-        Err(mysql_async::Error::Server(e)) if e.code == 1146 => Vec::new(),
-        Err(e) => return Err(classify("reading the apply markers", e)),
-    };
-    if let Some((_, _, seq, ..)) = copied
-        .iter()
-        .find(|m| from.skip_origins.contains(&m.0) && m.2 > 0)
-    {
-        return Err(ConnectorError::Definite(format!(
-            "{} has applied changes of the DC being bootstrapped (up to seq {seq}): it is not a \
-             new DC. A DC whose agent lost its data directory recovers by itself (docs/operations.md, \
-             \"Replacing an agent's host\"); refilling a DC that lost its store is not supported",
-            from.dc
-        )));
-    }
+    let marker = marker_table();
+    let copied = marker_rows(&mut src, &store.name).await?;
+    refuse_applied_new_dc(&copied, from)?;
     let tables = replicated_tables(&mut src, &options).await?;
     let mut rows_total = 0u64;
     let started = std::time::Instant::now();
@@ -192,45 +309,25 @@ pub async fn bootstrap(
     )
     .await
     .map_err(|e| classify("clearing the new DC's apply markers", e))?;
-    let mut markers = vec![(from.dc.clone(), from.seq)];
-    // Applied seq per origin, as the sink reads it: the lowest of the
-    // partitions' highest slots.
-    let mut per_part: std::collections::BTreeMap<(String, u64), u64> = Default::default();
-    dst.exec_drop(
-        format!(
-            "INSERT INTO {marker} (origin, store, slot, seq, hlc, epoch, position) \
-             VALUES (?, ?, 0, ?, 0, ?, '')"
-        ),
-        (&from.dc, &store.name, from.seq, from.epoch),
-    )
-    .await
-    .map_err(|e| classify("writing the new DC's apply marker", e))?;
-    for (origin, slot, seq, hlc, epoch, position) in copied {
-        if origin == from.dc || from.skip_origins.contains(&origin) {
-            continue;
-        }
+    write_from_marker(&mut dst, store, from).await?;
+    let copied: Vec<MarkerRow> = copied
+        .into_iter()
+        .filter(|m| m.0 != from.dc && !from.skip_origins.contains(&m.0))
+        .collect();
+    for (origin, slot, seq, hlc, epoch, position) in &copied {
         dst.exec_drop(
             format!(
                 "INSERT INTO {marker} (origin, store, slot, seq, hlc, epoch, position) \
                  VALUES (?, ?, ?, ?, ?, ?, ?)"
             ),
-            (&origin, &store.name, slot, seq, hlc, epoch, position),
+            (origin, &store.name, slot, seq, hlc, epoch, position),
         )
         .await
         .map_err(|e| classify("copying an apply marker", e))?;
-        let top = per_part
-            .entry((origin, slot / crate::sink::MARKER_SLOTS))
-            .or_insert(0);
-        *top = (*top).max(seq);
     }
-    let mut applied: std::collections::BTreeMap<String, u64> = Default::default();
-    for ((origin, _), top) in per_part {
-        let a = applied.entry(origin).or_insert(u64::MAX);
-        *a = (*a).min(top);
-    }
-    markers.extend(applied);
-    let mut end: BinlogPosition = current_position(&mut dst).await?;
-    end.gtid_state = gtid_at(&mut dst, &end).await?;
+    let mut markers = vec![(from.dc.clone(), from.seq)];
+    markers.extend(applied_per_origin(&copied));
+    let end = end_position(&mut dst).await?;
     tracing::info!(store = %store.name, from = %from.dc, snapshot_at = %at, rows = rows_total, tables = tables.len(), new_dc_position = %end, "bootstrap copied");
     Ok(Bootstrapped {
         tables: tables.len() as u64,

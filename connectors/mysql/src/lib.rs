@@ -126,6 +126,12 @@ impl Connector for MysqlConnector {
         Ok(position::BinlogPosition::parse_display(display)?.to_position())
     }
 
+    /// `backup`: `file:offset`, a MariaDB GTID list, both, or mariabackup's
+    /// `xtrabackup_binlog_info` line ([`BinlogPosition::parse_backup`]).
+    fn position_at_or_before(&self, at: &str, backup: &str) -> Result<bool, ConnectorError> {
+        BinlogPosition::parse_display(at)?.held_by(&BinlogPosition::parse_backup(backup)?)
+    }
+
     fn kind(&self) -> &'static str {
         "mysql"
     }

@@ -168,6 +168,76 @@ impl BinlogPosition {
     }
 }
 
+impl BinlogPosition {
+    /// Parses the position of a backup as an operator gives it (`dcsync
+    /// bootstrap --backup-position`):
+    ///
+    /// - `<file>:<offset>`, optionally followed by ` gtid=<list>`
+    ///   ([`BinlogPosition::parse_display`]);
+    /// - a MariaDB GTID list alone, `0-1-42,1-2-7` (what `mariadb-dump
+    ///   --master-data --gtid` writes as `gtid_slave_pos`): `file` empty;
+    /// - mariabackup's `xtrabackup_binlog_info` line, `<file> <offset>
+    ///   [<gtid list>]` (tabs or spaces).
+    ///
+    /// Errors: [`ConnectorError::Definite`] naming what is not such a
+    /// position.
+    pub fn parse_backup(s: &str) -> Result<BinlogPosition, ConnectorError> {
+        let words: Vec<&str> = s.split_whitespace().collect();
+        match words.as_slice() {
+            [list] if !list.contains(':') => {
+                let gtid_state = GtidState::parse(list).map_err(|e| {
+                    ConnectorError::Definite(format!(
+                        "{s:?} is neither <file>:<offset> nor a MariaDB GTID list: {e}"
+                    ))
+                })?;
+                if gtid_state.is_empty() {
+                    return Err(ConnectorError::Definite(
+                        "the backup position is empty".into(),
+                    ));
+                }
+                Ok(BinlogPosition {
+                    gtid_state,
+                    ..BinlogPosition::default()
+                })
+            }
+            [file, offset, rest @ ..]
+                if !file.contains(':')
+                    && rest.len() <= 1
+                    && offset.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                let line = match rest {
+                    [list] => format!("{file}:{offset} gtid={list}"),
+                    _ => format!("{file}:{offset}"),
+                };
+                BinlogPosition::parse_display(&line)
+            }
+            _ => BinlogPosition::parse_display(s),
+        }
+    }
+
+    /// Whether a transaction ending at this position (a journaled one) is
+    /// held by a backup taken at `backup` ([`BinlogPosition::parse_backup`]):
+    /// by GTID when both name GTIDs (the backup's state covers this one's
+    /// every domain: valid on every server of the replication topology),
+    /// else by file and offset (valid only on the server the backup was
+    /// taken from).
+    ///
+    /// Errors: [`ConnectorError::Definite`] when the backup gives only GTIDs
+    /// and this position has none (MySQL 8, a server without GTIDs).
+    pub fn held_by(&self, backup: &BinlogPosition) -> Result<bool, ConnectorError> {
+        if !backup.gtid_state.is_empty() && !self.gtid_state.is_empty() {
+            return Ok(backup.gtid_state.covers(&self.gtid_state));
+        }
+        if backup.file.is_empty() {
+            return Err(ConnectorError::Definite(format!(
+                "the journaled position {self} has no GTID state to compare with the backup's                  GTIDs {}: give the backup's binlog <file>:<offset>",
+                backup.gtid_state
+            )));
+        }
+        Ok(backup.at_or_after(&self.file, self.pos))
+    }
+}
+
 impl std::fmt::Display for BinlogPosition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.file, self.pos)?;
@@ -301,6 +371,58 @@ mod tests {
         // one-domain state.
         let old = BinlogPosition::parse_display("mysql-bin.000003:4711 gtid=0-1-42").unwrap();
         assert_eq!(old.gtid_state, st("0-1-42"));
+    }
+
+    #[test]
+    fn backup_positions_in_every_form() {
+        let gtids = BinlogPosition::parse_backup("0-1-42,1-2-7").unwrap();
+        assert_eq!(
+            (gtids.file.as_str(), gtids.gtid_state.clone()),
+            ("", st("0-1-42,1-2-7"))
+        );
+        let file = BinlogPosition::parse_backup("mysql-bin.000003:4711").unwrap();
+        assert_eq!(file, BinlogPosition::new("mysql-bin.000003", 4711));
+        let both = BinlogPosition::parse_backup("mysql-bin.000003:4711 gtid=0-1-42").unwrap();
+        assert_eq!(both.gtid_state, st("0-1-42"));
+        // mariabackup's xtrabackup_binlog_info.
+        let info = BinlogPosition::parse_backup("mysql-bin.000003\t4711\t0-1-42\n").unwrap();
+        assert_eq!(info, both);
+        assert_eq!(
+            BinlogPosition::parse_backup("mysql-bin.000003 4711").unwrap(),
+            file
+        );
+        for bad in ["", "0-1", "mysql-bin.000003", "f 12 0-1-2 x", "a:b"] {
+            assert!(BinlogPosition::parse_backup(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_backup_holds_what_ended_at_or_before_it() {
+        let at = |s: &str| BinlogPosition::parse_display(s).unwrap();
+        let backup = |s: &str| BinlogPosition::parse_backup(s).unwrap();
+        let tx = at("mysql-bin.000003:4711 gtid=0-1-42,1-2-7");
+        // By GTID, whatever the file and offset.
+        assert!(tx.held_by(&backup("0-1-42,1-2-7")).unwrap());
+        assert!(tx.held_by(&backup("0-1-50,1-2-7")).unwrap());
+        assert!(!tx.held_by(&backup("0-1-41,1-2-7")).unwrap());
+        assert!(
+            !tx.held_by(&backup("0-1-42")).unwrap(),
+            "domain 1 not in it"
+        );
+        assert!(tx
+            .held_by(&backup("mysql-bin.000001:4 gtid=0-1-42,1-2-7"))
+            .unwrap());
+        // By file and offset when the backup has no GTIDs.
+        assert!(tx.held_by(&backup("mysql-bin.000003:4711")).unwrap());
+        assert!(tx.held_by(&backup("mysql-bin.000004:4")).unwrap());
+        assert!(!tx.held_by(&backup("mysql-bin.000003:4710")).unwrap());
+        // GTIDs only, and a journaled position without any.
+        let no_gtid = at("binlog.000002:157");
+        assert!(no_gtid.held_by(&backup("binlog.000002:157")).unwrap());
+        match no_gtid.held_by(&backup("0-1-42")) {
+            Err(ConnectorError::Definite(m)) => assert!(m.contains("<file>:<offset>"), "{m}"),
+            r => panic!("{r:?}"),
+        }
     }
 
     #[test]

@@ -107,6 +107,13 @@ fn sample_exposition() -> String {
             oldest_age_ms: 2500,
         }
         .emit();
+        events::VerifyChecked {
+            store: "orders",
+            at_ms: 1_764_547_200_000,
+            differences: 2,
+        }
+        .emit();
+        events::VerifyFailed { store: "cache" }.emit();
     });
     handle.render()
 }
@@ -140,6 +147,13 @@ fn every_metric_is_exported_with_help_and_passes_promtool() {
     );
     assert!(
         text.contains(r#"dcsync_misrouted_writes_total{dc="bj",store="orders"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"dcsync_verify_differences{dc="bj",store="orders"} 2"#)
+            && text.contains(
+                r#"dcsync_verify_last_timestamp_seconds{dc="bj",store="orders"} 1764547200"#
+            ),
         "{text}"
     );
     if let Err(e) = dcsync_testkit::prometheus::promtool_check(&text) {

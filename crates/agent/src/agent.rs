@@ -192,7 +192,17 @@ pub async fn run(
     let marks = Arc::new(dcsync_link::PeerMarks::default());
     // The admin endpoint: `--admin` wins over the DC's `admin` key.
     if let Some(addr) = admin.as_ref().or(my_dc.admin.as_ref()) {
-        tasks.push(crate::admin::serve(addr, metrics, board.clone(), shutdown_rx.clone()).await?);
+        let journal_query = crate::seq_at::JournalQuery::new(&journal, &me, &topo);
+        tasks.push(
+            crate::admin::serve(
+                addr,
+                metrics,
+                board.clone(),
+                journal_query,
+                shutdown_rx.clone(),
+            )
+            .await?,
+        );
     }
     tasks.push(tokio::spawn(receiver::serve(
         listener,
@@ -304,6 +314,13 @@ pub async fn run(
             }
         }));
     }
+    // Periodic consistency checks this DC runs (`verify_every_s`).
+    tasks.extend(crate::periodic_verify::spawn(
+        &topo,
+        &me,
+        &board,
+        &shutdown_rx,
+    ));
     tasks.push(tokio::spawn(board.clone().run(
         journal.clone(),
         peers,

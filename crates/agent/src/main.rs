@@ -22,10 +22,12 @@ mod attribution;
 mod bootstrap;
 mod check;
 mod lease;
+mod periodic_verify;
 mod recovery;
 mod registry;
 mod route;
 mod routing;
+mod seq_at;
 mod status;
 mod vector_status;
 mod verify;
@@ -179,6 +181,15 @@ enum Cmd {
         /// it must not hold a journal with positions yet.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The new DC's store was already restored from a backup of the
+        /// `--from` DC's store, `dcsync` schema included, taken at this
+        /// source position (MySQL: `file:offset`, a MariaDB GTID list such
+        /// as mariadb-dump's `gtid_slave_pos`, or mariabackup's
+        /// `xtrabackup_binlog_info` line): nothing is copied, the new DC
+        /// resumes after it. `STORE=POSITION` for one store; repeat per
+        /// store.
+        #[arg(long, value_name = "[STORE=]POSITION")]
+        backup_position: Vec<String>,
     },
     /// Make a DC the hub of a star: rewrites `mode = "star"` and `hub` in
     /// the topology file (comments kept) after checking the DC can be the
@@ -319,6 +330,7 @@ fn main() -> ExitCode {
             dc,
             from,
             data_dir,
+            backup_position,
         } => {
             let dir = data_dir_for(&dc, data_dir);
             // Progress per table goes to stderr (DCSYNC_LOG filters it).
@@ -333,7 +345,15 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(bootstrap::run(&topology, &dc, &from, &dir)))
+                .and_then(|rt| {
+                    rt.block_on(bootstrap::run(
+                        &topology,
+                        &dc,
+                        &from,
+                        &dir,
+                        &backup_position,
+                    ))
+                })
         }
         Cmd::Certs { topology, out, dcs } => certs(&topology, out, dcs),
         Cmd::Status { dc, data_dir, json } => status::print(&data_dir_for(&dc, data_dir), json),

@@ -230,6 +230,10 @@ pub struct Status {
     /// Per store and origin, what each DC applied (applied vectors).
     #[serde(default)]
     pub vectors: Vec<crate::vector_status::VectorStatus>,
+    /// The periodic consistency checks this agent runs (stores whose
+    /// `verify_from` is this DC), by store.
+    #[serde(default)]
+    pub verify: Vec<crate::periodic_verify::VerifyStatus>,
 }
 
 /// Per peer (acked_txns, ms) at the last snapshot, and when warnings were
@@ -254,6 +258,8 @@ pub struct StatusBoard {
     last: Arc<Mutex<Vec<u8>>>,
     /// Routing and applied vectors, once the agent set them.
     vectors: Arc<Mutex<Option<crate::vector_status::VectorSource>>>,
+    /// Periodic consistency checks, by store.
+    verify: Arc<Mutex<BTreeMap<String, crate::periodic_verify::VerifyStatus>>>,
 }
 
 impl StatusBoard {
@@ -270,6 +276,7 @@ impl StatusBoard {
             inbound: Arc::default(),
             last: Arc::default(),
             vectors: Arc::default(),
+            verify: Arc::default(),
         }
     }
 
@@ -277,6 +284,26 @@ impl StatusBoard {
     pub fn set_vectors(&self, src: crate::vector_status::VectorSource) {
         if let Ok(mut v) = self.vectors.lock() {
             *v = Some(src);
+        }
+    }
+
+    /// Registers (or replaces) the periodic check of `v.store`.
+    pub fn set_verify(&self, v: crate::periodic_verify::VerifyStatus) {
+        if let Ok(mut m) = self.verify.lock() {
+            m.insert(v.store.clone(), v);
+        }
+    }
+
+    /// Updates the periodic check of `store`, if registered.
+    pub fn update_verify(
+        &self,
+        store: &str,
+        f: impl FnOnce(&mut crate::periodic_verify::VerifyStatus),
+    ) {
+        if let Ok(mut m) = self.verify.lock() {
+            if let Some(v) = m.get_mut(store) {
+                f(v);
+            }
         }
     }
 
@@ -454,6 +481,11 @@ impl StatusBoard {
             sources,
             inbound,
             warnings,
+            verify: self
+                .verify
+                .lock()
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -690,5 +722,6 @@ pub fn print(dir: &Path, json: bool) -> anyhow::Result<()> {
         }
         crate::attribution::print(&src.misrouted, now);
     }
+    crate::periodic_verify::print(&s.verify, now);
     Ok(())
 }

@@ -160,27 +160,42 @@ pub fn run(path: &Path, args: &Args) -> ExitCode {
     }
 }
 
+/// One difference as the report prints it, after `difference: `:
+/// `table shop.items row id=17: values differ (bj: f7e4…, sh: 3666…)`.
+pub fn difference_text(t: &VerifyTerms, d: &Difference) -> String {
+    let states: Vec<String> = d.dcs.iter().map(|(dc, s)| format!("{dc}: {s}")).collect();
+    match &d.item {
+        Some(item) => format!(
+            "{} {} {} {item}: {} ({})",
+            t.collection,
+            d.collection,
+            t.item,
+            d.what,
+            states.join(", ")
+        ),
+        None => format!(
+            "{} {}: {} ({})",
+            t.collection,
+            d.collection,
+            d.what,
+            states.join("; ")
+        ),
+    }
+}
+
+/// What a report checked: `3 table(s), 1202 row(s) in 21 chunk(s)`.
+pub fn checked_text(r: &Report) -> String {
+    let t = &r.terms;
+    format!(
+        "{} {}(s), {} {}(s) in {} {}(s)",
+        r.collections, t.collection, r.items, t.item, r.units, t.unit
+    )
+}
+
 fn print_text(r: &Report) {
     let t = &r.terms;
     for d in &r.differences {
-        let states: Vec<String> = d.dcs.iter().map(|(dc, s)| format!("{dc}: {s}")).collect();
-        match &d.item {
-            Some(item) => println!(
-                "difference: {} {} {} {item}: {} ({})",
-                t.collection,
-                d.collection,
-                t.item,
-                d.what,
-                states.join(", ")
-            ),
-            None => println!(
-                "difference: {} {}: {} ({})",
-                t.collection,
-                d.collection,
-                d.what,
-                states.join("; ")
-            ),
-        }
+        println!("difference: {}", difference_text(t, d));
     }
     for d in &r.unsettled {
         println!(
@@ -220,17 +235,12 @@ fn print_text(r: &Report) {
         )
     };
     println!(
-        "store {:?} ({}) in {}: {result}; {} {}(s), {} {}(s) in {} {}(s), {} {}(s) re-checked \
-         up to {} time(s); {:.2} s, {} {}s/s",
+        "store {:?} ({}) in {}: {result}; {}, {} {}(s) re-checked up to {} time(s); {:.2} s, \
+         {} {}s/s",
         r.store,
         r.kind,
         r.dcs.join(", "),
-        r.collections,
-        t.collection,
-        r.items,
-        t.item,
-        r.units,
-        t.unit,
+        checked_text(r),
         r.units_rechecked,
         t.unit,
         r.rechecks,
@@ -240,15 +250,26 @@ fn print_text(r: &Report) {
     );
 }
 
-/// Opens every DC's store and compares them.
+/// Loads the topology at `path` and compares the store.
 async fn verify(path: &Path, args: &Args) -> anyhow::Result<Report> {
-    let started = Instant::now();
     let topo = Topology::load(path, &REGISTRY)?;
+    compare(&topo, &path.display().to_string(), args).await
+}
+
+/// Opens every DC's store of `args.store` through `topo`'s urls and
+/// compares them (with `args.repair_from`, repairs what differs): what
+/// `dcsync verify` runs, and the agent's periodic check
+/// (`crate::periodic_verify`). `file` names the topology in messages.
+///
+/// Errors: a store or DC not declared, fewer than two DCs, a kind without
+/// the verify capability, a store that cannot be opened or read.
+pub async fn compare(topo: &Topology, file: &str, args: &Args) -> anyhow::Result<Report> {
+    let started = Instant::now();
     let Some(store) = topo.stores.iter().find(|s| s.name == args.store) else {
         bail!(
             "store {:?} is not declared in {} (declared: {})",
             args.store,
-            path.display(),
+            file,
             topo.stores
                 .iter()
                 .map(|s| s.name.as_str())
@@ -267,7 +288,7 @@ async fn verify(path: &Path, args: &Args) -> anyhow::Result<Report> {
     };
     for dc in &dcs {
         if topo.dc(dc).is_none() {
-            bail!("dc {dc:?} is not declared in {}", path.display());
+            bail!("dc {dc:?} is not declared in {file}");
         }
         if store.url_for(dc).is_none() {
             bail!("store {:?} has no url for dc {dc}", store.name);

@@ -329,8 +329,17 @@ pub struct BootstrapFrom {
     pub seq: u64,
     /// Its journal's epoch.
     pub epoch: u64,
+    /// The source position after `seq` in its journal, recorded with the
+    /// new DC's marker of it (empty when not known).
+    pub position: String,
     /// DC ids whose apply markers are not copied (the new DC itself).
     pub skip_origins: Vec<String>,
+    /// The new DC's store was already restored from a backup of this DC's
+    /// store (`dcsync bootstrap --backup-position`), `seq` being the last
+    /// of its transactions the backup holds: nothing is copied; only this
+    /// DC's marker is written, and the other origins' markers are those
+    /// the restore brought (the backup's `dcsync` schema).
+    pub restored: bool,
 }
 
 /// What a bootstrap did ([`Connector::bootstrap`]).
@@ -653,8 +662,11 @@ pub trait Connector: Send + Sync + 'static {
     /// `from.seq` (any seq its journal had reached before the snapshot:
     /// later ones are applied again, idempotently), every other origin's as
     /// the snapshot's own markers say. Returns the new DC's source position
-    /// after the copy, where its agent starts tailing. `None` (the default):
-    /// the kind cannot bootstrap.
+    /// after the copy, where its agent starts tailing. With
+    /// [`BootstrapFrom::restored`] the store at `to_url` already holds a
+    /// backup of `from`'s: nothing is copied, `from`'s marker is set at
+    /// `from.seq` and the other origins' markers are the backup's. `None`
+    /// (the default): the kind cannot bootstrap.
     fn bootstrap(
         &self,
         from_url: String,
@@ -689,6 +701,26 @@ pub trait Connector: Send + Sync + 'static {
     fn parse_position(&self, display: &str) -> Result<Position, ConnectorError> {
         Err(ConnectorError::Definite(format!(
             "kind {} cannot resume its source from a peer's apply marker ({display:?})",
+            self.kind()
+        )))
+    }
+
+    /// Optional capability (`dcsync bootstrap --backup-position`): whether
+    /// a transaction whose source position is `at` (the display form a
+    /// journaled [`Transaction::position`] carries) is held by a backup of
+    /// the store taken at `backup`, i.e. `at` is at or before `backup`.
+    /// `backup` is what an operator copied from the backup tool, in the
+    /// forms the kind documents (MySQL: `file:offset`, a MariaDB GTID
+    /// list, or both).
+    ///
+    /// Errors: [`ConnectorError::Definite`] naming the text that is not
+    /// such a position, or why the two cannot be compared; the default (a
+    /// kind that cannot place a backup in its stream) always fails.
+    fn position_at_or_before(&self, at: &str, backup: &str) -> Result<bool, ConnectorError> {
+        let _ = at;
+        Err(ConnectorError::Definite(format!(
+            "kind {} cannot place a backup position ({backup:?}) in its journal: bootstrap the \
+             store without --backup-position",
             self.kind()
         )))
     }

@@ -79,6 +79,16 @@ pub mod names {
     pub const LINK_SENT_TRANSACTIONS: &str = "dcsync_link_sent_transactions_total";
     /// Counter: transactions a peer acknowledged.
     pub const LINK_ACKED_TRANSACTIONS: &str = "dcsync_link_acked_transactions_total";
+    /// Gauge: when the store's last periodic consistency check ended,
+    /// seconds since the Unix epoch (only on the DC that runs it).
+    pub const VERIFY_LAST_TIMESTAMP: &str = "dcsync_verify_last_timestamp_seconds";
+    /// Gauge: rows or keys that differed between DCs in the last periodic
+    /// check (after its re-checks), plus collections missing or defined
+    /// differently.
+    pub const VERIFY_DIFFERENCES: &str = "dcsync_verify_differences";
+    /// Counter: periodic checks that could not compare (a store
+    /// unreachable).
+    pub const VERIFY_ERRORS: &str = "dcsync_verify_errors_total";
 
     /// Every metric name above.
     pub const ALL: &[&str] = &[
@@ -107,6 +117,9 @@ pub mod names {
         LINK_RECEIVED_BYTES,
         LINK_SENT_TRANSACTIONS,
         LINK_ACKED_TRANSACTIONS,
+        VERIFY_LAST_TIMESTAMP,
+        VERIFY_DIFFERENCES,
+        VERIFY_ERRORS,
     ];
 }
 
@@ -226,6 +239,21 @@ pub fn describe() {
         LINK_ACKED_TRANSACTIONS,
         Unit::Count,
         "Transactions the peer acknowledged as applied."
+    );
+    describe_gauge!(
+        VERIFY_LAST_TIMESTAMP,
+        Unit::Seconds,
+        "When the store's last periodic consistency check across DCs ended (Unix time)."
+    );
+    describe_gauge!(
+        VERIFY_DIFFERENCES,
+        Unit::Count,
+        "Rows or keys (and collections) that differed between DCs in the last periodic check."
+    );
+    describe_counter!(
+        VERIFY_ERRORS,
+        Unit::Count,
+        "Periodic consistency checks that could not compare the store."
     );
 }
 
@@ -554,5 +582,38 @@ impl VectorObserved<'_> {
     pub fn emit(&self) {
         gauge!(APPLIED_BEHIND, "store" => self.store.to_string(), "origin" => self.origin.to_string(), "applier" => self.applier.to_string())
             .set(self.behind as f64);
+    }
+}
+
+/// A periodic consistency check of `store` across the DCs ended.
+pub struct VerifyChecked<'a> {
+    /// Store.
+    pub store: &'a str,
+    /// When it ended, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Differences found (after the re-checks).
+    pub differences: u64,
+}
+
+impl VerifyChecked<'_> {
+    /// Updates the gauges (the agent logs differences and keeps the
+    /// details in the status).
+    pub fn emit(&self) {
+        let store = self.store.to_string();
+        gauge!(VERIFY_LAST_TIMESTAMP, "store" => store.clone()).set(self.at_ms as f64 / 1000.0);
+        gauge!(VERIFY_DIFFERENCES, "store" => store).set(self.differences as f64);
+    }
+}
+
+/// A periodic consistency check of `store` could not compare.
+pub struct VerifyFailed<'a> {
+    /// Store.
+    pub store: &'a str,
+}
+
+impl VerifyFailed<'_> {
+    /// Counts it (the agent logs the error and keeps it in the status).
+    pub fn emit(&self) {
+        counter!(VERIFY_ERRORS, "store" => self.store.to_string()).increment(1);
     }
 }

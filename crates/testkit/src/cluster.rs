@@ -8,8 +8,9 @@
 //!   evenly, the caller's stores), makes certificates with `dcsync certs`
 //!   and starts, kills and restarts agents. The caller owns the servers.
 //! - [`Cluster`]: the end-to-end tests' cluster: a private `mariadbd` (and
-//!   optionally `redis-server`) per DC plus [`Agents`], a readiness wait,
-//!   convergence waits, and the no-echo check on the sources' counters.
+//!   optionally `redis-server`) per DC plus [`Agents`], a readiness wait
+//!   that writes nothing (the agents' status), convergence waits, and the
+//!   no-echo check on the sources' counters.
 //! - [`Status`]: an agent's `status.json`, read as plain JSON (no dependency
 //!   on the agent's types).
 //!
@@ -446,9 +447,10 @@ pub fn tail(s: &str, n: usize) -> String {
 
 use dcsync_core::now_ms;
 
-/// A replicated table the e2e cluster uses to see that the agents are up.
-const WARMUP_SQL: &str = "CREATE DATABASE IF NOT EXISTS shop;
-CREATE TABLE shop.warmup (id INT PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB;";
+/// The schema the [`MYSQL_STORE`] replicates (`tables = ["shop.*"]`):
+/// created in every DC, as a source refuses a pattern that matches no
+/// schema.
+const SCHEMA_SQL: &str = "CREATE DATABASE IF NOT EXISTS shop";
 
 /// The MySQL store of a [`Cluster`]: every table of schema `shop`.
 pub const MYSQL_STORE: &str = "orders";
@@ -560,7 +562,8 @@ pub struct Cluster {
     pub agents: Agents,
     /// The DCs' stores, in topology order.
     pub dcs: Vec<Dc>,
-    /// Source counters per store right after [`Cluster::start`]'s warm-up.
+    /// Source counters per store once [`Cluster::start`] found the agents
+    /// ready and settled.
     baseline: BTreeMap<&'static str, Counters>,
 }
 
@@ -582,7 +585,7 @@ impl Cluster {
             } else {
                 None
             };
-            db.exec(WARMUP_SQL).await;
+            db.exec(SCHEMA_SQL).await;
             if !opts.schema_sql.is_empty() {
                 db.exec(&opts.schema_sql).await;
             }
@@ -608,8 +611,10 @@ impl Cluster {
                 .collect();
             u.join(", ")
         };
-        // The scenarios seed the same rows in every DC and count what each
-        // source journals: no initial snapshot unless a test asks for one.
+        // `initial = "none"` unless a test asks for a snapshot: the
+        // scenarios seed the same rows in every DC (`schema_sql`) and count
+        // exactly what each source journals; a snapshot would re-ship
+        // those identical rows from every DC as local transactions.
         let initial = if opts.mysql_store_toml.contains("initial") {
             ""
         } else {
@@ -674,36 +679,49 @@ impl Cluster {
         v
     }
 
-    /// Waits until every agent ships and applies: on a first start a source
-    /// begins at the binlog position current when it connects, so rows
-    /// written before that are (by design) not copied. Each DC bumps its own
-    /// row of `shop.warmup` until every DC holds the same rows.
+    /// Waits (writing nothing) until every agent is ready to replicate, as
+    /// its status tells: every source of every store is tailing its store
+    /// (its position journaled, the initial copy if any done: on a first
+    /// start with `initial = "none"` a source begins at the binlog position
+    /// current when it connects, so a row written before that would by
+    /// design not be shipped; a Redis source has finished its full sync),
+    /// and every link to every peer is connected (handshake done: the
+    /// peer's receiver answers and the streams settle).
     pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             self.agents.assert_alive();
-            for (i, d) in self.dcs.iter().enumerate() {
-                d.db.exec(&format!(
-                    "INSERT INTO shop.warmup VALUES ({i}, 1) ON DUPLICATE KEY UPDATE n = n + 1"
-                ))
-                .await;
+            let mut why = Vec::new();
+            for i in 0..self.dcs.len() {
+                let id = &self.dcs[i].id;
+                let Some(st) = self.agents.status(i) else {
+                    why.push(format!("{id}: no status.json yet"));
+                    continue;
+                };
+                for store in self.stores() {
+                    let src = st.source(store).unwrap_or_default();
+                    if src.state != "running"
+                        || src.copying
+                        || Self::position_end(store, &src.position).is_none()
+                    {
+                        why.push(format!("{id}: source of {store} not tailing yet: {src:?}"));
+                    }
+                }
+                let up = st.connected_peers();
+                for peer in self.dcs.iter().filter(|d| &d.id != id) {
+                    if !up.contains(&peer.id) {
+                        why.push(format!("{id}: link to {} not connected", peer.id));
+                    }
+                }
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let mut sums = Vec::new();
-            for d in &self.dcs {
-                let rows = d.db.query_i64("SELECT COUNT(*) FROM shop.warmup").await;
-                sums.push((rows, d.db.checksum("shop.warmup").await));
-            }
-            if sums
-                .iter()
-                .all(|s| s.0 == self.dcs.len() as i64 && *s == sums[0])
-            {
+            if why.is_empty() {
                 return;
             }
             if Instant::now() > deadline {
                 self.agents.dump();
-                panic!("agents not ready within 60 s: {sums:?}");
+                panic!("agents not ready within 60 s:\n{}", why.join("\n"));
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -185,6 +185,14 @@ pub struct StoreConfig {
     /// (`conflict = "none" | "lww"`; default: the first policy the
     /// connector lists in [`crate::connector::Connector::conflict_policies`]).
     pub conflict: crate::conflict::ConflictPolicy,
+    /// Seconds between two periodic comparisons of this store across the
+    /// DCs, the one `dcsync verify` makes (`verify_every_s`; 0, the
+    /// default: never). One DC's agent runs them: [`StoreConfig::verify_from`].
+    pub verify_every_s: u64,
+    /// The DC whose agent runs the periodic comparison (`verify_from`;
+    /// default: the first `[[dc]]` of the file), so that not every agent
+    /// reads every DC's store.
+    pub verify_from: String,
     /// The connector's parsed options (opaque here).
     options: StoreOptions,
 }

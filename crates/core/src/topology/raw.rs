@@ -540,13 +540,15 @@ fn store_tables<'i>(
 }
 
 /// Keys every `[[store]]` table may have, whatever its kind.
-const GENERIC_STORE_KEYS: [&str; 6] = [
+const GENERIC_STORE_KEYS: [&str; 8] = [
     "name",
     "kind",
     "url",
     "apply_group_txns",
     "apply_group_bytes",
     "conflict",
+    "verify_every_s",
+    "verify_from",
 ];
 
 /// What a store is validated against: the declared DCs and `units.count`
@@ -607,6 +609,23 @@ fn validate_store<'i>(
     let group_txns = keys.take::<usize>("apply_group_txns");
     let group_bytes = keys.take::<usize>("apply_group_bytes");
     let conflict = keys.take::<String>("conflict");
+    let verify_every_s = keys.take::<u64>("verify_every_s");
+    let verify_from = keys.take::<String>("verify_from");
+    if let Some(v) = &verify_from {
+        if !dcs.iter().any(|d| &d.id == v.get_ref()) {
+            keys.error(
+                v.span(),
+                format!(
+                    "verify_from = {:?}: not a declared dc (declared: {})",
+                    v.get_ref(),
+                    dcs.iter()
+                        .map(|d| d.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+    }
     let connector = kind.as_ref().and_then(|k| {
         let found = registry.get(k.get_ref());
         if found.is_none() {
@@ -721,6 +740,11 @@ fn validate_store<'i>(
             .unwrap_or(defaults.bytes)
             .max(1),
         conflict: policy?,
+        verify_every_s: verify_every_s.map(Spanned::into_inner).unwrap_or(0),
+        verify_from: verify_from
+            .map(Spanned::into_inner)
+            .or_else(|| dcs.first().map(|d| d.id.clone()))
+            .unwrap_or_default(),
         options: options?,
     })
 }

@@ -482,8 +482,8 @@ fn unknown_connector_key_is_located_at_the_key_and_names_its_kind() {
             18,
             3,
             "store \"orders\": unknown key \"prefixes\" (a key of \"kv\" stores); a \"rows\" \
-             store takes name, kind, url, apply_group_txns, apply_group_bytes, conflict, tables, \
-             unit_key, parallel"
+             store takes name, kind, url, apply_group_txns, apply_group_bytes, conflict, \
+             verify_every_s, verify_from, tables, unit_key, parallel"
                 .to_string()
         )]
     );
@@ -635,6 +635,39 @@ fn generic_store_keys() {
         i.iter()
             .any(|i| i.2 == "store \"orders\": url given for unknown dc \"gz\""),
         "{i:?}"
+    );
+}
+
+#[test]
+fn periodic_verify_keys() {
+    let s = parse(GOOD).unwrap().store("orders").unwrap().clone();
+    // Off by default; run by the first DC of the file.
+    assert_eq!((s.verify_every_s, s.verify_from.as_str()), (0, "bj"));
+    let t = parse(&GOOD.replace(
+        "unit_key = \"user_id\"",
+        "unit_key = \"user_id\"\nverify_every_s = 600\nverify_from = \"sh\"",
+    ))
+    .unwrap();
+    let s = t.store("orders").unwrap();
+    assert_eq!((s.verify_every_s, s.verify_from.as_str()), (600, "sh"));
+    let i = located(&GOOD.replace(
+        "unit_key = \"user_id\"",
+        "unit_key = \"user_id\"\nverify_every_s = -5\nverify_from = \"gz\"",
+    ));
+    assert_eq!(i.len(), 2, "{i:?}");
+    assert_eq!((i[0].0, i[0].1), (18, 18), "{i:?}");
+    assert!(
+        i[0].2
+            .starts_with("store \"orders\": verify_every_s: invalid value"),
+        "{i:?}"
+    );
+    assert_eq!(
+        (i[1].0, i[1].1, i[1].2.as_str()),
+        (
+            19,
+            15,
+            "store \"orders\": verify_from = \"gz\": not a declared dc (declared: bj, sh)"
+        )
     );
 }
 
