@@ -357,8 +357,18 @@ async fn a_killed_hub_restarts_or_is_replaced_by_a_promoted_spoke() {
             .await;
         }
     }
-    let st = c.agents.status_text(sh, false);
-    assert!(st.contains("THIS DC IS THE HUB"), "{st}");
+    // Its status says so (rewritten every second).
+    dcsync_testkit::wait_for(
+        "sh's status naming it the hub",
+        Duration::from_secs(10),
+        || async {
+            c.agents
+                .status_text(sh, false)
+                .contains("THIS DC IS THE HUB")
+                .then_some(())
+        },
+    )
+    .await;
 
     // The old hub comes back as a spoke of sh and catches up both ways.
     c.agents.start_agent(bj);

@@ -708,7 +708,13 @@ impl Cluster {
                     }
                 }
                 let up = st.connected_peers();
-                for peer in self.dcs.iter().filter(|d| &d.id != id) {
+                // In a star two spokes have no line between them.
+                let hub = st.0["routing"]["hub"].as_str().map(str::to_string);
+                let linked = |peer: &str| match &hub {
+                    None => true,
+                    Some(h) => h == id || h == peer,
+                };
+                for peer in self.dcs.iter().filter(|d| &d.id != id && linked(&d.id)) {
                     if !up.contains(&peer.id) {
                         why.push(format!("{id}: link to {} not connected", peer.id));
                     }
