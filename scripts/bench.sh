@@ -10,9 +10,12 @@
 #   ./scripts/bench.sh --cases snapshot,verify       # 1,000,000-row initial snapshot against
 #                                                    # mysqldump | mysql, then dcsync verify
 #   ./scripts/bench.sh --cases snapshot --snapshot-rows 100000   # smaller table
+#   ./scripts/bench.sh --cases star --lag-secs 20    # 4 DCs, star (hub bj) vs mesh: WAN
+#                                                    # bytes/change, lag sh->tk, hub CPU/RSS
+#                                                    # (about a minute; --star-rate N rows/s per DC)
 #
-# snapshot and verify run only when named in --cases (the default run leaves
-# them out); verify needs the dcsync snapshot and runs it first.
+# snapshot, verify and star run only when named in --cases (the default run
+# leaves them out); verify needs the dcsync snapshot and runs it first.
 #
 # Every option is passed to `dcsync-bench` (`--help` lists them). Private
 # mariadbd/redis-server instances are started on free loopback ports in

@@ -25,6 +25,13 @@
 //! 7. `dcsync verify` (`--cases verify`, not in the default run) over the
 //!    two DCs once the snapshot converged: rows checked per second; the
 //!    case fails unless it reports them equal.
+//! 8. Star against mesh (`--cases star`, not in the default run): four DCs
+//!    (`bj` the hub, `sh`, `gz`, `tk`), each inserting heartbeat rows at
+//!    the same fixed rate over 30 ms RTT lines, once as a star and once as
+//!    a mesh on fresh servers: WAN bytes per change over all links, lag
+//!    `sh` → `tk` (through the hub in the star), `bj`'s agent CPU and peak
+//!    RSS. The star goes in the table's first value column, the mesh in
+//!    the second.
 //!
 //! Speed and memory are measured here, never asserted in tests. Run it with
 //! `scripts/bench.sh`; see `docs/benchmarks.md`.
@@ -33,6 +40,7 @@ mod cluster;
 mod mysql_cases;
 mod redis_cases;
 mod snapshot_cases;
+mod star_cases;
 mod util;
 
 use anyhow::{Context, Result};
@@ -56,12 +64,18 @@ struct Args {
     /// 100,000 with --quick).
     #[arg(long)]
     snapshot_rows: Option<u64>,
-    /// Seconds of offered load per lag measurement.
+    /// Seconds of offered load per lag measurement (also the star case's
+    /// load, per topology).
     #[arg(long)]
     lag_secs: Option<u64>,
+    /// Heartbeat rows (one transaction each) every DC inserts per second in
+    /// the star case.
+    #[arg(long, default_value_t = 200)]
+    star_rate: u32,
     /// Cases to run, comma-separated: replay, lag, redis, big-transaction,
-    /// snapshot, verify. The default leaves out snapshot and verify (a
-    /// 1,000,000-row table in the full run): name them to run them.
+    /// snapshot, verify, star. The default leaves out snapshot and verify
+    /// (a 1,000,000-row table in the full run) and star (eight servers and
+    /// agents): name them to run them.
     #[arg(
         long,
         default_value = "replay,lag,redis,big-transaction",
@@ -91,13 +105,14 @@ struct Args {
 }
 
 /// Every case `--cases` accepts.
-const CASES: [&str; 6] = [
+const CASES: [&str; 7] = [
     "replay",
     "lag",
     "redis",
     "big-transaction",
     "snapshot",
     "verify",
+    "star",
 ];
 
 /// One table row.
@@ -438,12 +453,25 @@ async fn main() -> Result<()> {
         .await?;
     }
 
+    if has("star") {
+        star_rows(
+            &dcsync,
+            &star_cases::Params {
+                rate: args.star_rate,
+                secs: p.lag_secs,
+                rtt_ms: 30,
+            },
+            &mut rows,
+        )
+        .await?;
+    }
+
     println!();
     print_rows(&rows);
     if let Some(path) = &args.markdown {
         let header = format!(
-            "dcsync-bench {mode} (links: {links}): {} trx per replay, {} tables x {} rows, lag {} s per rate, redis-benchmark -n {}, snapshot {} rows",
-            p.txns, p.tables, p.table_size, p.lag_secs, redis_n, snapshot_rows
+            "dcsync-bench {mode} (links: {links}): {} trx per replay, {} tables x {} rows, lag {} s per rate, redis-benchmark -n {}, snapshot {} rows, star {} rows/s per DC",
+            p.txns, p.tables, p.table_size, p.lag_secs, redis_n, snapshot_rows, args.star_rate
         );
         std::fs::write(path, markdown(&rows, &header))
             .with_context(|| format!("write {}", path.display()))?;
@@ -516,5 +544,97 @@ async fn snapshot_rows_of(
             ),
         ));
     }
+    Ok(())
+}
+
+/// The star case: a star with hub `bj`, then a mesh, each on four fresh
+/// servers under the same load; rows with the star in the first value
+/// column and the mesh in the second.
+async fn star_rows(
+    dcsync: &std::path::Path,
+    p: &star_cases::Params,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let what = format!(
+        "4 DCs x {} rows/s, {} ms RTT, {} s",
+        p.rate, p.rtt_ms, p.secs
+    );
+    eprintln!("== star (hub bj) vs mesh, {what} (relaxed): star");
+    let s = star_cases::run(dcsync, p, true).await?;
+    eprintln!("   {s:?}");
+    eprintln!("== star (hub bj) vs mesh, {what} (relaxed): mesh");
+    let m = star_cases::run(dcsync, p, false).await?;
+    eprintln!("   {m:?}");
+    let setting = format!("{what} load, relaxed");
+    let cols = "columns: star (hub bj) | mesh; ratio = star / mesh";
+    rows.push(row(
+        "star vs mesh: WAN bytes/change",
+        &setting,
+        format!("{:.0}", s.bytes_per_change()),
+        format!("{:.0}", m.bytes_per_change()),
+        ratio(s.bytes_per_change(), m.bytes_per_change()),
+        format!(
+            "link batch frame bytes summed over all {} / {} links in use ÷ {} / {} rows \
+             written in all DCs ({:.0} / {:.0} rows/s per DC achieved); lines crossed per \
+             change (sent txns ÷ changes) {:.2} / {:.2}; {cols}",
+            s.links.len(),
+            m.links.len(),
+            s.changes(),
+            m.changes(),
+            s.achieved(),
+            m.achieved(),
+            s.crossings(),
+            m.crossings()
+        ),
+    ));
+    rows.push(row(
+        "star vs mesh: lag sh→tk p50/p99/max ms",
+        &setting,
+        lag_cell(s.lag),
+        lag_cell(m.lag),
+        ratio(s.lag.0, m.lag.0),
+        format!(
+            "star: sh → bj → tk (two lines), mesh: sh → tk; {} / {} heartbeats; \
+             ratio of p50; {cols}",
+            s.samples, m.samples
+        ),
+    ));
+    let all = |r: &star_cases::Run| {
+        r.cpu_pct
+            .iter()
+            .map(|c| format!("{c:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    rows.push(row(
+        "star vs mesh: bj agent CPU %",
+        &setting,
+        format!("{:.1}", s.cpu_pct[0]),
+        format!("{:.1}", m.cpu_pct[0]),
+        ratio(s.cpu_pct[0], m.cpu_pct[0]),
+        format!(
+            "% of one core from the load's start until every DC held every row \
+             ({:.1} / {:.1} s, drained {:.2} / {:.2} s after the load); all agents \
+             bj / sh / gz / tk: star {}, mesh {}; in the mesh bj is an ordinary DC; {cols}",
+            s.window_secs,
+            m.window_secs,
+            s.drain_secs,
+            m.drain_secs,
+            all(&s),
+            all(&m)
+        ),
+    ));
+    rows.push(row(
+        "star vs mesh: bj agent peak RSS",
+        &setting,
+        mib(s.hub_peak_rss),
+        mib(m.hub_peak_rss),
+        ratio(s.hub_peak_rss as f64, m.hub_peak_rss as f64),
+        format!(
+            "VmHWM since the agent started; RSS at the end {} / {}; {cols}",
+            mib(s.hub_rss_end),
+            mib(m.hub_rss_end)
+        ),
+    ));
     Ok(())
 }
