@@ -44,9 +44,12 @@ pub struct Lag {
     pub samples: usize,
 }
 
+/// The Redis store of the benchmark; `DCSYNC_BENCH_REDIS_EXTRA` adds keys
+/// (`conflict = "none"` to measure without the conflict checks).
 fn store_toml(a: &Redis, b: &Redis) -> String {
+    let extra = std::env::var("DCSYNC_BENCH_REDIS_EXTRA").unwrap_or_default();
     format!(
-        "[[store]]\nname = \"kv\"\nkind = \"redis\"\nurl = {{ a = \"{}\", b = \"{}\" }}\n",
+        "[[store]]\nname = \"kv\"\nkind = \"redis\"\n{extra}\nurl = {{ a = \"{}\", b = \"{}\" }}\n",
         a.url(),
         b.url()
     )
