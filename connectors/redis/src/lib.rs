@@ -85,11 +85,13 @@ impl Connector for RedisConnector {
     }
 
     fn conflict_policies(&self) -> &'static [dcsync_core::conflict::ConflictPolicy] {
+        // `none` first (the default): the per-key version index costs most
+        // of the throughput at Redis rates (docs/conflicts.md, "Redis").
         use dcsync_core::conflict::ConflictPolicy;
         &[
+            ConflictPolicy::None,
             ConflictPolicy::Owner,
             ConflictPolicy::Lww,
-            ConflictPolicy::None,
         ]
     }
 

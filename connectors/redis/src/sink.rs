@@ -37,6 +37,11 @@ use std::time::{Duration, Instant};
 mod lww;
 pub use lww::{command_version_keys, describe_key, version_key};
 
+/// Most commands in one checked block of a store with a conflict policy
+/// (`sink_lww.rs`: the whole group is one `MULTI`/`EXEC`, which blocks the
+/// server while it runs); a single larger transaction is still one block.
+const VERSIONED_BLOCK_COMMANDS: usize = 1000;
+
 /// Least time between two reads of the target's command table.
 const COMMAND_TABLE_REFRESH: Duration = Duration::from_secs(1);
 
@@ -465,11 +470,20 @@ impl Sink for RedisSink {
                 self.store, t.seq, t.part
             )));
         }
+        // A versioned group is one MULTI/EXEC, which blocks the server
+        // while it runs: it also ends at VERSIONED_BLOCK_COMMANDS commands.
+        let versioned = self.versions.is_some() && self.policy != ConflictPolicy::None;
         let mut start = 0;
         while start < todo.len() {
             let mut end = start;
             let mut bytes = 0;
+            let mut commands = 0;
             while end < todo.len() && end - start < self.group_txns {
+                let n = todo[end].changes.len();
+                if versioned && end > start && commands + n > VERSIONED_BLOCK_COMMANDS {
+                    break;
+                }
+                commands += n;
                 bytes += todo[end].approx_bytes();
                 end += 1;
                 if bytes >= self.group_bytes {
