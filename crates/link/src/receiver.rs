@@ -469,7 +469,7 @@ async fn handle(
                 match relay_append(cfg.relay.as_ref(), txs).await {
                     Ok(txs) => {
                         let n = txs.len() as u64;
-                        let hlc = txs.iter().map(|t| t.hlc.0).max().unwrap_or(0);
+                        let hlc = lag_hlc(&txs);
                         let last = txs.last().map(|t| t.seq).unwrap_or(0);
                         applier
                             .apply(&batch_origin, &store, txs)
@@ -481,7 +481,7 @@ async fn handle(
             }
             Ok(_) => {
                 let n = txs.len() as u64;
-                let hlc = txs.iter().map(|t| t.hlc.0).max().unwrap_or(0);
+                let hlc = lag_hlc(&txs);
                 let last = txs.last().map(|t| t.seq).unwrap_or(0);
                 applier
                     .apply(&batch_origin, &store, txs)
@@ -506,7 +506,12 @@ async fn handle(
                     store: &store,
                     txns: n,
                     bytes: frame_bytes,
-                    lag_ms: now_ms().saturating_sub(dcsync_core::Hlc(hlc).physical_ms()),
+                    // A batch of snapshot copies only tells no commit time.
+                    lag_ms: if hlc == 0 {
+                        0
+                    } else {
+                        now_ms().saturating_sub(dcsync_core::Hlc(hlc).physical_ms())
+                    },
                 }
                 .emit();
                 publish(&cfg.board, &batch_origin, &store, |st| {
@@ -579,6 +584,18 @@ async fn handle(
             }
         }
     }
+}
+
+/// The greatest HLC of `txs` that tells a commit time, for lag figures
+/// (0: none does): a snapshot copy is stamped at the start of time
+/// ([`dcsync_core::connector::SNAPSHOT_COMMIT_MS`]), not when it was written.
+fn lag_hlc(txs: &[dcsync_core::Transaction]) -> u64 {
+    txs.iter()
+        .map(|t| t.hlc)
+        .filter(|h| h.physical_ms() > dcsync_core::connector::SNAPSHOT_COMMIT_MS)
+        .map(|h| h.0)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Journals a batch of another origin in the relay journal (one durable
