@@ -663,15 +663,27 @@ impl Supervisor {
             return changes;
         };
         let before = changes.len();
+        // One index read for the whole event: (change index, key) pairs.
+        let keyed: Vec<(usize, Vec<u8>)> = changes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| connector.version_keys(c).into_iter().map(move |k| (i, k)))
+            .collect();
+        let keys: Vec<Vec<u8>> = keyed.iter().map(|(_, k)| k.clone()).collect();
+        let Ok(found) = self.journal.versions(&self.store.name, &keys) else {
+            return changes;
+        };
+        let mut others = std::collections::HashSet::new();
+        for ((i, _), v) in keyed.iter().zip(found) {
+            if v.is_some_and(|v| v.dc != self.me) {
+                others.insert(*i);
+            }
+        }
         let kept: Vec<dcsync_core::Change> = changes
             .into_iter()
-            .filter(|c| {
-                let keys = connector.version_keys(c);
-                match self.journal.versions(&self.store.name, &keys) {
-                    Ok(v) => v.iter().flatten().all(|v| v.dc == self.me),
-                    Err(_) => true,
-                }
-            })
+            .enumerate()
+            .filter(|(i, _)| !others.contains(i))
+            .map(|(_, c)| c)
             .collect();
         if kept.len() < before {
             tracing::info!(store = %self.store.name, left_out = before - kept.len(),
