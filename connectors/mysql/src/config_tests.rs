@@ -138,7 +138,7 @@ fn keys_of_other_kinds_and_wrong_schemes_are_refused() {
     assert!(
         i[0].message.starts_with(
             "store \"orders\": unknown key \"key_prefixes\"; a \"mysql\" store takes name, kind, \
-             url, apply_group_txns, apply_group_bytes, conflict, verify_every_s, verify_from, tables, \
+             url, apply_group_txns, apply_group_bytes, conflict, verify_every_s, verify_from, version_retention_s, tables, \
              unit_key, units_by_table, unit_values, apply_parallel, skip"
         ),
         "{i:?}"

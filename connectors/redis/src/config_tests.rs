@@ -106,7 +106,7 @@ fn mysql_keys_are_refused() {
     assert!(
         i[0].message.starts_with(
             "store \"cache\": unknown key \"tables\"; a \"redis\" store takes name, kind, url, \
-             apply_group_txns, apply_group_bytes, conflict, verify_every_s, verify_from, unit_key, \
+             apply_group_txns, apply_group_bytes, conflict, verify_every_s, verify_from, version_retention_s, unit_key, \
              units_by_prefix, unit_values, key_prefixes, databases, flush, skip"
         ),
         "{i:?}"

@@ -159,7 +159,14 @@ pub async fn run(
         }
         per_store.insert(store.name.clone(), (st, Arc::new(pos_tx), floor));
     }
-    let applier = Arc::new(AgentApplier::new(&topo, &me, clock.clone(), versions));
+    let applied_hlcs = Arc::new(crate::version_upkeep::AppliedHlcs::default());
+    let applier = Arc::new(AgentApplier::new(
+        &topo,
+        &me,
+        clock.clone(),
+        versions,
+        applied_hlcs.clone(),
+    ));
     let inbound = board.inbound();
     let rcfg = Arc::new(receiver::ReceiverConfig {
         board: inbound,
@@ -315,6 +322,13 @@ pub async fn run(
         }));
     }
     // Periodic consistency checks this DC runs (`verify_every_s`).
+    tasks.extend(crate::version_upkeep::spawn(
+        journal.clone(),
+        &topo,
+        &me,
+        applied_hlcs,
+        &shutdown_rx,
+    ));
     tasks.extend(crate::periodic_verify::spawn(
         &topo,
         &me,

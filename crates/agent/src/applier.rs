@@ -25,6 +25,9 @@ pub struct AgentApplier {
     clock: Arc<HlcClock>,
     /// Version index and conflict log per store with a conflict policy.
     versions: BTreeMap<String, Arc<dyn Versions>>,
+    /// The HLC of the last transaction applied per (origin, store): the
+    /// version index's pruning horizon.
+    applied_hlcs: Arc<crate::version_upkeep::AppliedHlcs>,
 }
 
 impl AgentApplier {
@@ -34,6 +37,7 @@ impl AgentApplier {
         me: &str,
         clock: Arc<HlcClock>,
         versions: BTreeMap<String, Arc<dyn Versions>>,
+        applied_hlcs: Arc<crate::version_upkeep::AppliedHlcs>,
     ) -> Self {
         let mut slots = BTreeMap::new();
         for peer in topo.peers_of(me) {
@@ -54,6 +58,7 @@ impl AgentApplier {
             slots,
             clock,
             versions,
+            applied_hlcs,
         }
     }
 
@@ -125,7 +130,8 @@ impl Applier for AgentApplier {
     ) -> BoxFuture<'a, Result<u64, ApplyError>> {
         Box::pin(async move {
             let slot = self.slot(origin, store)?;
-            if let Some(max) = txs.iter().map(|t| t.hlc).max() {
+            let max = txs.iter().map(|t| t.hlc).max();
+            if let Some(max) = max {
                 self.clock.observe(max);
             }
             let mut guard = slot.sink.lock().await;
@@ -133,6 +139,9 @@ impl Applier for AgentApplier {
                 .await?
                 .apply(origin, &txs)
                 .await;
+            if let (Ok(_), Some(max)) = (&result, max) {
+                self.applied_hlcs.note(origin, store, max);
+            }
             result.map_err(|e| {
                 tracing::debug!(%origin, %store, error = %e, "apply failed; the sink reconnects (the receiver reports the failure and the sender retries the stream)");
                 *guard = None;

@@ -30,6 +30,7 @@ mod routing;
 mod seq_at;
 mod status;
 mod vector_status;
+mod version_upkeep;
 mod verify;
 mod versions;
 

@@ -43,6 +43,11 @@ pub mod names {
     /// Counter: conflicts detected and resolved by a sink (a change of
     /// another DC that lost against the value held here), by `policy`.
     pub const CONFLICTS: &str = "dcsync_conflicts_total";
+    /// Gauge: versions logged and held in memory, not yet folded into the
+    /// version index's B-tree (all stores).
+    pub const VERSIONS_UNFOLDED: &str = "dcsync_version_index_unfolded";
+    /// Counter: versions pruned from the version index, by `store`.
+    pub const VERSIONS_PRUNED: &str = "dcsync_version_index_pruned_total";
     /// Counter: transactions of other DCs applied to the local store.
     pub const APPLIED: &str = "dcsync_applied_transactions_total";
     /// Gauge: apply lag, seconds: when the last transaction of an origin
@@ -120,6 +125,8 @@ pub mod names {
         VERIFY_LAST_TIMESTAMP,
         VERIFY_DIFFERENCES,
         VERIFY_ERRORS,
+        VERSIONS_UNFOLDED,
+        VERSIONS_PRUNED,
     ];
 }
 
@@ -127,6 +134,16 @@ use names::*;
 
 /// Registers the help text and unit of every metric.
 pub fn describe() {
+    describe_gauge!(
+        VERSIONS_UNFOLDED,
+        Unit::Count,
+        "Versions logged and held in memory, not yet folded into the version index."
+    );
+    describe_counter!(
+        VERSIONS_PRUNED,
+        Unit::Count,
+        "Versions pruned from the version index (older than every other DC's applied changes minus version_retention_s)."
+    );
     describe_counter!(
         SOURCE_TRANSACTIONS,
         Unit::Count,
@@ -345,6 +362,27 @@ impl ConflictResolved<'_> {
     pub fn emit(&self) {
         counter!(CONFLICTS, "store" => self.store.to_string(), "policy" => self.policy.to_string())
             .increment(1);
+    }
+}
+
+/// The version index's upkeep: `unfolded` versions wait in memory to be
+/// folded; `pruned` versions of `store` were removed.
+pub struct VersionUpkeep<'a> {
+    /// Store of `pruned` (empty: none pruned).
+    pub store: &'a str,
+    /// Versions pruned by this pass.
+    pub pruned: u64,
+    /// Versions not yet folded (all stores).
+    pub unfolded: u64,
+}
+
+impl VersionUpkeep<'_> {
+    /// Sets the gauge and counts the pruned versions.
+    pub fn emit(&self) {
+        gauge!(VERSIONS_UNFOLDED).set(self.unfolded as f64);
+        if self.pruned > 0 {
+            counter!(VERSIONS_PRUNED, "store" => self.store.to_string()).increment(self.pruned);
+        }
     }
 }
 

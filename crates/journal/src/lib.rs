@@ -87,9 +87,14 @@
 //!   stores with a conflict policy ([`Journal::append_versioned`],
 //!   [`Journal::record_versions`]; an entry keeps the greater version).
 //!   Added in format 3 without a format change (unknown tables are unread).
+//! - `version_log`: `id -> bincode(store, [(row key, HLC, DC)])`, version
+//!   records not yet folded into `versions` (the `versions` module). Added
+//!   in format 4 without a format change: the agent folds the log when it
+//!   opens the journal and when it stops, so an older agent started on a
+//!   cleanly stopped agent's journal finds every version in `versions`.
 
 use crate::migrate::{migrate_v1, v1};
-use crate::versions::put_version;
+pub use crate::versions::Folded;
 use dcsync_core::connector::Position;
 use dcsync_core::envelope::{decode_tx, encode_tx_into};
 use dcsync_core::{Hlc, Transaction};
@@ -114,6 +119,9 @@ const OPEN_PARTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("ope
 const IDENTITY: TableDefinition<&str, &str> = TableDefinition::new("identity");
 /// `(store, row/key) -> (HLC, DC)`: the version index (see [`Journal::versions`]).
 const VERSIONS: TableDefinition<(&str, &[u8]), (u64, &str)> = TableDefinition::new("versions");
+/// `id -> bincode(store, [(row/key, HLC, DC)])`: version records not yet
+/// folded into `versions` (see the `versions` module).
+const VERSION_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("version_log");
 
 /// Journal errors. All are fatal for the operation; none leaves a partial
 /// write behind (redb transactions are atomic).
@@ -210,6 +218,10 @@ pub struct Journal {
     peers: Vec<String>,
     /// See [`Journal::epoch`].
     epoch: u64,
+    /// Logged versions not yet folded into the B-tree (`versions` module).
+    overlay: std::sync::Mutex<versions::Overlay>,
+    /// Next `version_log` id.
+    version_ids: std::sync::atomic::AtomicU64,
 }
 
 /// redb's page cache, bytes. Its default (1 GiB) would let the agent's
@@ -325,12 +337,19 @@ impl Journal {
             let n = discard_open_in(&w, o, st)?;
             tracing::info!(origin = %o, store = %st, parts = n, "journal: discarded the parts of a transaction that was not read to its end");
         }
+        // Versions a stopped agent logged but did not fold.
+        let (folded, _) = versions::fold_in(&w, usize::MAX)?;
+        if folded.records > 0 {
+            tracing::info!(records = folded.records, versions = folded.versions, "journal: folded the version log into the version index");
+        }
         w.commit().map_err(storage)?;
         Ok(Journal {
             db,
             me: me.to_string(),
             peers: peers.to_vec(),
             epoch,
+            overlay: std::sync::Mutex::new(versions::Overlay::default()),
+            version_ids: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -388,12 +407,7 @@ impl Journal {
             put_entries(&w, &self.me, store, txs)?;
             range = Some((first, last));
         }
-        if !versions.is_empty() {
-            let mut t = w.open_table(VERSIONS).map_err(storage)?;
-            for (key, hlc) in versions {
-                put_version(&mut t, store, key, *hlc, &self.me)?;
-            }
-        }
+        let logged = self.log_local_versions(&w, store, versions)?;
         if let Some(p) = position {
             let bytes = bincode::serde::encode_to_vec(p, BINCODE).map_err(storage)?;
             w.open_table(POSITIONS)
@@ -402,6 +416,9 @@ impl Journal {
                 .map_err(storage)?;
         }
         w.commit().map_err(storage)?;
+        if let Some((rec, id)) = logged {
+            self.hold(&rec, id);
+        }
         Ok(range)
     }
 

@@ -486,3 +486,81 @@ fn a_relay_journal_rebases_on_a_floor_and_is_dropped_whole() {
         vec![("hub".to_string(), "s".to_string())]
     );
 }
+
+#[test]
+fn logged_versions_are_read_before_and_after_they_are_folded() {
+    let d = tempfile::tempdir().unwrap();
+    let v = |h: u64, dc: &str| Version {
+        hlc: Hlc(h),
+        dc: dc.into(),
+    };
+    let keys: Vec<Vec<u8>> = (0..50u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    {
+        let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+        let first: Vec<(Vec<u8>, Version)> = keys.iter().map(|k| (k.clone(), v(5, "sh"))).collect();
+        j.record_versions("s", &first).unwrap();
+        assert_eq!(j.unfolded_versions(), 50);
+        // Fold part of the log: the rest stays readable from the overlay.
+        let later: Vec<(Vec<u8>, Version)> =
+            keys[..10].iter().map(|k| (k.clone(), v(7, "tk"))).collect();
+        j.record_versions("s", &later).unwrap();
+        let older: Vec<(Vec<u8>, Version)> =
+            keys[..20].iter().map(|k| (k.clone(), v(3, "tk"))).collect();
+        j.record_versions("s", &older).unwrap();
+        let f = j.compact_versions(1).unwrap();
+        assert_eq!(f.records, 3);
+        assert_eq!(f.versions, 80);
+        assert_eq!(j.unfolded_versions(), 0);
+        let got = j.versions("s", &keys).unwrap();
+        assert!(got[..10].iter().all(|g| g == &Some(v(7, "tk"))));
+        assert!(got[10..].iter().all(|g| g == &Some(v(5, "sh"))));
+        // Left in the log: folded when the journal is opened again.
+        j.record_versions("s", &[(keys[49].clone(), v(9, "sh"))]).unwrap();
+    }
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+    assert_eq!(j.unfolded_versions(), 0);
+    assert_eq!(
+        j.versions("s", &[keys[0].clone(), keys[49].clone()]).unwrap(),
+        vec![Some(v(7, "tk")), Some(v(9, "sh"))]
+    );
+}
+
+#[test]
+fn pruning_removes_only_versions_below_the_horizon_in_chunks() {
+    let d = tempfile::tempdir().unwrap();
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+    let entries: Vec<(Vec<u8>, Version)> = (0..100u32)
+        .map(|i| {
+            (
+                i.to_be_bytes().to_vec(),
+                Version {
+                    hlc: Hlc(u64::from(i)),
+                    dc: "sh".into(),
+                },
+            )
+        })
+        .collect();
+    j.record_versions("s", &entries).unwrap();
+    j.record_versions("t", &entries).unwrap();
+    j.compact_versions(1000).unwrap();
+    let mut after = None;
+    let mut removed = 0;
+    let mut passes = 0;
+    loop {
+        let (n, next) = j.prune_versions("s", Hlc(60), after.as_deref(), 7).unwrap();
+        removed += n;
+        passes += 1;
+        match next {
+            Some(k) => after = Some(k),
+            None => break,
+        }
+    }
+    assert_eq!(removed, 60);
+    assert!(passes >= 100 / 7);
+    let keys: Vec<Vec<u8>> = entries.iter().map(|(k, _)| k.clone()).collect();
+    let s = j.versions("s", &keys).unwrap();
+    assert!(s[..60].iter().all(Option::is_none));
+    assert!(s[60..].iter().all(Option::is_some));
+    // Another store's index is untouched.
+    assert!(j.versions("t", &keys).unwrap().iter().all(Option::is_some));
+}

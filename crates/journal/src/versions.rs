@@ -1,41 +1,193 @@
-//! The version index (`versions` table, see the crate docs): the version of
-//! the value each row or key holds in this DC's store, for stores with a
-//! conflict policy (docs/conflicts.md).
+//! The version index: the version `(HLC, DC)` of the value each row or key
+//! holds in this DC's store, for stores with a conflict policy
+//! (docs/conflicts.md, docs/architecture.md "Conflicts").
+//!
+//! # Write path: a log, folded in the background
+//! Every key of a write is a B-tree insert, and a sink records the versions
+//! of every row or key it applies before it applies them; inserting them
+//! one by one into the `versions` B-tree on that path measured as the
+//! Redis sink's largest cost (docs/benchmarks.md). So a record is written
+//! as **one** entry of the `version_log` table (`id -> bincode
+//! [LoggedVersions]`), in one durable commit (with the journal entries
+//! when the writes are local: [`Journal::append_versioned`]), and also
+//! kept in memory (the *overlay*) until it is folded in.
+//! [`Journal::compact_versions`] folds logged records into the `versions`
+//! B-tree and deletes them, in one write transaction per chunk (atomic, so
+//! a crash leaves either the log entry or the folded versions); the agent
+//! calls it in the background. [`Journal::open`] folds whatever a stopped
+//! agent left in the log.
+//!
+//! # Read path
+//! [`Journal::versions`] takes, per key, the greater of the overlay's and
+//! the B-tree's version. The overlay is read first: an entry leaves the
+//! overlay only after its fold committed, so a reader that misses it in
+//! the overlay finds it in the B-tree.
+//!
+//! # Keep-greater
+//! Every write keeps the greater version, in the overlay, in the log fold
+//! and in the B-tree, so the order in which records are folded does not
+//! matter.
+//!
+//! # Pruning
+//! [`Journal::prune_versions`] removes versions older than a horizon the
+//! caller proves no change still in flight can be older than
+//! (docs/conflicts.md, "Version index size").
 
-use crate::{storage, Journal, JournalError, VERSIONS};
+use crate::{storage, Journal, JournalError, VERSIONS, VERSION_LOG};
 use dcsync_core::conflict::Version;
 use dcsync_core::Hlc;
-use redb::ReadableDatabase;
+use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const BINCODE: bincode::config::Configuration = bincode::config::standard();
+
+/// One record of the `version_log` table: versions of rows or keys of one
+/// store, `(key, HLC, DC)`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct LoggedVersions {
+    store: String,
+    entries: Vec<(Vec<u8>, u64, String)>,
+}
+
+/// A version in the overlay, with the id of the log record that set it.
+#[derive(Debug, Clone)]
+struct Held {
+    hlc: Hlc,
+    dc: Arc<str>,
+    id: u64,
+}
+
+/// The versions logged but not yet folded into the B-tree: store -> key ->
+/// version. Bounded by how often the agent folds (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    stores: HashMap<String, HashMap<Vec<u8>, Held>>,
+    /// DC ids, shared by the entries (a handful of distinct values).
+    dcs: HashMap<String, Arc<str>>,
+    entries: usize,
+}
+
+impl Overlay {
+    fn dc(&mut self, dc: &str) -> Arc<str> {
+        if let Some(d) = self.dcs.get(dc) {
+            return d.clone();
+        }
+        let d: Arc<str> = Arc::from(dc);
+        self.dcs.insert(dc.to_string(), d.clone());
+        d
+    }
+
+    /// Sets `key` to `(hlc, dc)` of log record `id` unless it holds a
+    /// greater version.
+    fn put(&mut self, store: &str, key: &[u8], hlc: Hlc, dc: &str, id: u64) {
+        let dc = self.dc(dc);
+        let m = match self.stores.get_mut(store) {
+            Some(m) => m,
+            None => self.stores.entry(store.to_string()).or_default(),
+        };
+        match m.get_mut(key) {
+            Some(h) => {
+                if (hlc, &*dc) >= (h.hlc, &*h.dc) {
+                    *h = Held { hlc, dc, id };
+                }
+            }
+            None => {
+                m.insert(key.to_vec(), Held { hlc, dc, id });
+                self.entries += 1;
+            }
+        }
+    }
+
+    /// Drops the entries of log records up to `id` (folded into the
+    /// B-tree).
+    fn folded(&mut self, id: u64) {
+        let mut n = 0;
+        for m in self.stores.values_mut() {
+            m.retain(|_, h| h.id > id);
+            n += m.len();
+        }
+        self.stores.retain(|_, m| !m.is_empty());
+        self.entries = n;
+    }
+}
+
+/// Inserts one log record in `w` under the next id and returns the id. Ids
+/// are taken inside the write transaction, which redb serializes: they
+/// rise in commit order.
+fn log_versions(
+    j: &Journal,
+    w: &WriteTransaction,
+    rec: &LoggedVersions,
+) -> Result<u64, JournalError> {
+    let bytes = bincode::serde::encode_to_vec(rec, BINCODE).map_err(storage)?;
+    let id = j
+        .version_ids
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    w.open_table(VERSION_LOG)
+        .map_err(storage)?
+        .insert(id, bytes.as_slice())
+        .map_err(storage)?;
+    Ok(id)
+}
+
+/// What [`Journal::compact_versions`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Folded {
+    /// Log records folded and deleted.
+    pub records: usize,
+    /// Versions written into the B-tree.
+    pub versions: usize,
+}
 
 impl Journal {
-    /// The versions of `keys` of `store` in the version index, in order
-    /// (`None`: no write known). See the module docs, `versions`.
+    /// The versions of `keys` of `store`, in order (`None`: no write
+    /// known): per key the greater of the overlay's and the B-tree's (see
+    /// the module docs).
     pub fn versions(
         &self,
         store: &str,
         keys: &[Vec<u8>],
     ) -> Result<Vec<Option<Version>>, JournalError> {
+        let mut out: Vec<Option<Version>> = {
+            let o = self.overlay.lock().unwrap_or_else(|e| e.into_inner());
+            let m = o.stores.get(store);
+            keys.iter()
+                .map(|k| {
+                    m.and_then(|m| m.get(k)).map(|h| Version {
+                        hlc: h.hlc,
+                        dc: h.dc.to_string(),
+                    })
+                })
+                .collect()
+        };
         let r = self.db.begin_read().map_err(storage)?;
         let t = match r.open_table(VERSIONS) {
             Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
             Err(e) => return Err(storage(e)),
         };
-        keys.iter()
-            .map(|k| {
-                Ok(t.get((store, k.as_slice())).map_err(storage)?.map(|g| {
-                    let (hlc, dc) = g.value();
-                    Version {
+        for (k, o) in keys.iter().zip(out.iter_mut()) {
+            if let Some(g) = t.get((store, k.as_slice())).map_err(storage)? {
+                let (hlc, dc) = g.value();
+                if o
+                    .as_ref()
+                    .is_none_or(|v| (Hlc(hlc), dc) > (v.hlc, v.dc.as_str()))
+                {
+                    *o = Some(Version {
                         hlc: Hlc(hlc),
                         dc: dc.to_string(),
-                    }
-                }))
-            })
-            .collect()
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Records `entries` (row or key, version) of `store` in the version
-    /// index in one durable commit, each keeping the greater version.
+    /// index in one durable commit (one log record), each keeping the
+    /// greater version.
     pub fn record_versions(
         &self,
         store: &str,
@@ -44,15 +196,173 @@ impl Journal {
         if entries.is_empty() {
             return Ok(());
         }
+        let rec = LoggedVersions {
+            store: store.to_string(),
+            entries: entries
+                .iter()
+                .map(|(k, v)| (k.clone(), v.hlc.0, v.dc.clone()))
+                .collect(),
+        };
         let w = self.db.begin_write().map_err(storage)?;
+        let id = log_versions(self, &w, &rec)?;
+        w.commit().map_err(storage)?;
+        self.hold(&rec, id);
+        Ok(())
+    }
+
+    /// Logs the versions of local writes `(key, HLC)` of `store` (DC =
+    /// this DC) in `w`; returns the record to [`Journal::hold`] after the
+    /// commit.
+    pub(crate) fn log_local_versions(
+        &self,
+        w: &WriteTransaction,
+        store: &str,
+        versions: &[(Vec<u8>, Hlc)],
+    ) -> Result<Option<(LoggedVersions, u64)>, JournalError> {
+        if versions.is_empty() {
+            return Ok(None);
+        }
+        let rec = LoggedVersions {
+            store: store.to_string(),
+            entries: versions
+                .iter()
+                .map(|(k, h)| (k.clone(), h.0, self.me.clone()))
+                .collect(),
+        };
+        let id = log_versions(self, w, &rec)?;
+        Ok(Some((rec, id)))
+    }
+
+    /// Puts a committed log record into the overlay.
+    pub(crate) fn hold(&self, rec: &LoggedVersions, id: u64) {
+        let mut o = self.overlay.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, h, dc) in &rec.entries {
+            o.put(&rec.store, k, Hlc(*h), dc, id);
+        }
+    }
+
+    /// Versions held in memory, not yet folded into the B-tree.
+    pub fn unfolded_versions(&self) -> usize {
+        self.overlay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+    }
+
+    /// Folds logged version records into the `versions` B-tree, oldest
+    /// first, at most about `max_versions` versions per write transaction
+    /// (each transaction holds the journal's writer lock: a source append
+    /// waits for it), until the log is empty. Commits are not fsynced: a
+    /// fold moves versions from the log to the B-tree in one atomic
+    /// transaction, and the next durable commit makes it durable.
+    pub fn compact_versions(&self, max_versions: usize) -> Result<Folded, JournalError> {
+        let mut total = Folded::default();
+        loop {
+            let mut w = self.db.begin_write().map_err(storage)?;
+            w.set_durability(Durability::None).map_err(storage)?;
+            let (done, last) = fold_in(&w, max_versions)?;
+            w.commit().map_err(storage)?;
+            let Some(last) = last else {
+                return Ok(total);
+            };
+            self.overlay
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .folded(last);
+            total.records += done.records;
+            total.versions += done.versions;
+        }
+    }
+
+    /// Removes from `store`'s B-tree the versions older than `below`,
+    /// scanning at most `max_keys` keys after `after` (`None`: from the
+    /// first). Returns how many were removed and the key to continue after
+    /// (`None`: the scan reached the end). The caller proves that no change
+    /// older than `below` can still be applied here (docs/conflicts.md,
+    /// "Version index size"). Versions still in the log or the overlay are
+    /// left for a later pass.
+    pub fn prune_versions(
+        &self,
+        store: &str,
+        below: Hlc,
+        after: Option<&[u8]>,
+        max_keys: usize,
+    ) -> Result<(usize, Option<Vec<u8>>), JournalError> {
+        let mut w = self.db.begin_write().map_err(storage)?;
+        w.set_durability(Durability::None).map_err(storage)?;
+        let mut removed = 0;
+        let mut next = None;
         {
             let mut t = w.open_table(VERSIONS).map_err(storage)?;
-            for (key, v) in entries {
-                put_version(&mut t, store, key, v.hlc, &v.dc)?;
+            let mut old: Vec<Vec<u8>> = Vec::new();
+            {
+                let range = match after {
+                    Some(a) => t.range((store, a)..).map_err(storage)?,
+                    None => t.range((store, &[][..])..).map_err(storage)?,
+                };
+                let mut seen = 0;
+                for item in range {
+                    let (k, v) = item.map_err(storage)?;
+                    let (s, key) = k.value();
+                    if s != store {
+                        break;
+                    }
+                    if after == Some(key) {
+                        continue;
+                    }
+                    if seen == max_keys {
+                        break;
+                    }
+                    seen += 1;
+                    if Hlc(v.value().0) < below {
+                        old.push(key.to_vec());
+                    }
+                    next = Some(key.to_vec());
+                }
+                if seen < max_keys {
+                    next = None;
+                }
+            }
+            for k in &old {
+                t.remove((store, k.as_slice())).map_err(storage)?;
+                removed += 1;
             }
         }
-        w.commit().map_err(storage)
+        w.commit().map_err(storage)?;
+        Ok((removed, next))
     }
+}
+
+/// Folds log records, oldest first, until about `max_versions` versions
+/// are written; returns what was folded and the id of the last record.
+pub(crate) fn fold_in(
+    w: &WriteTransaction,
+    max_versions: usize,
+) -> Result<(Folded, Option<u64>), JournalError> {
+    let mut log = w.open_table(VERSION_LOG).map_err(storage)?;
+    let mut t = w.open_table(VERSIONS).map_err(storage)?;
+    let mut done = Folded::default();
+    let mut last = None;
+    while done.versions < max_versions.max(1) {
+        let Some((id, bytes)) = log
+            .pop_first()
+            .map_err(storage)?
+            .map(|(k, v)| (k.value(), v.value().to_vec()))
+        else {
+            break;
+        };
+        let (rec, _): (LoggedVersions, usize) =
+            bincode::serde::decode_from_slice(&bytes, BINCODE).map_err(|e| {
+                JournalError::Storage(format!("version log record {id} does not decode: {e}"))
+            })?;
+        for (k, h, dc) in &rec.entries {
+            put_version(&mut t, &rec.store, k, Hlc(*h), dc)?;
+        }
+        done.records += 1;
+        done.versions += rec.entries.len();
+        last = Some(id);
+    }
+    Ok((done, last))
 }
 
 /// Sets the version of `key` of `store` to `(hlc, dc)` unless the index

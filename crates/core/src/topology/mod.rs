@@ -193,6 +193,12 @@ pub struct StoreConfig {
     /// default: the first `[[dc]]` of the file), so that not every agent
     /// reads every DC's store.
     pub verify_from: String,
+    /// Seconds of HLC a version stays in the version index after every
+    /// other DC's changes applied here passed it (`version_retention_s`,
+    /// default 3600; docs/conflicts.md, "Version index size"). The
+    /// index is pruned below `min(HLC of the last change applied here of
+    /// each other DC) - this`.
+    pub version_retention_s: u64,
     /// The connector's parsed options (opaque here).
     options: StoreOptions,
 }

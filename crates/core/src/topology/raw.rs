@@ -539,8 +539,11 @@ fn store_tables<'i>(
     }
 }
 
+/// `version_retention_s` when the file does not set it: one hour.
+pub const DEFAULT_VERSION_RETENTION_S: u64 = 3600;
+
 /// Keys every `[[store]]` table may have, whatever its kind.
-const GENERIC_STORE_KEYS: [&str; 8] = [
+const GENERIC_STORE_KEYS: [&str; 9] = [
     "name",
     "kind",
     "url",
@@ -549,6 +552,7 @@ const GENERIC_STORE_KEYS: [&str; 8] = [
     "conflict",
     "verify_every_s",
     "verify_from",
+    "version_retention_s",
 ];
 
 /// What a store is validated against: the declared DCs and `units.count`
@@ -611,6 +615,7 @@ fn validate_store<'i>(
     let conflict = keys.take::<String>("conflict");
     let verify_every_s = keys.take::<u64>("verify_every_s");
     let verify_from = keys.take::<String>("verify_from");
+    let retention = keys.take::<u64>("version_retention_s");
     if let Some(v) = &verify_from {
         if !dcs.iter().any(|d| &d.id == v.get_ref()) {
             keys.error(
@@ -745,6 +750,9 @@ fn validate_store<'i>(
             .map(Spanned::into_inner)
             .or_else(|| dcs.first().map(|d| d.id.clone()))
             .unwrap_or_default(),
+        version_retention_s: retention
+            .map(Spanned::into_inner)
+            .unwrap_or(DEFAULT_VERSION_RETENTION_S),
         options: options?,
     })
 }

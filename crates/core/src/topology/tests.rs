@@ -483,7 +483,7 @@ fn unknown_connector_key_is_located_at_the_key_and_names_its_kind() {
             3,
             "store \"orders\": unknown key \"prefixes\" (a key of \"kv\" stores); a \"rows\" \
              store takes name, kind, url, apply_group_txns, apply_group_bytes, conflict, \
-             verify_every_s, verify_from, tables, unit_key, parallel"
+             verify_every_s, verify_from, version_retention_s, tables, unit_key, parallel"
                 .to_string()
         )]
     );
