@@ -209,13 +209,16 @@ mod tests {
 cluster = "c"
 [[dc]]
 id = "bj"
-listen = "127.0.0.1:1"
+link = "127.0.0.1:1"
 [[dc]]
 id = "sh"
-listen = "127.0.0.1:2"
+link = "127.0.0.1:2"
 [[dc]]
 id = "tk"
-listen = "127.0.0.1:3"
+link = "127.0.0.1:3"
+[units]
+count = 3
+owners = { bj = "0", sh = "1", tk = "2" }
 [[store]]
 name = "kv"
 kind = "redis"
