@@ -100,8 +100,8 @@ async fn converged(c: &Cluster) {
 }
 
 /// Rounds of both DCs writing every key with the line down.
-async fn race(c: &Cluster, rounds: u32) {
-    for r in 1..=rounds {
+async fn race(c: &Cluster, rounds: std::ops::RangeInclusive<u32>) {
+    for r in rounds {
         cut(c);
         tokio::join!(write_round(c, 0, r, 1), write_round(c, 1, r, 10));
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -125,7 +125,7 @@ async fn under_lww_redis_keys_converge_and_the_hlc_not_the_wall_clock_decides() 
         .env
         .push(("DCSYNC_CLOCK_SKEW_MS".into(), "300000".into()));
     c.agents.start_agent(1);
-    race(&c, 3).await;
+    race(&c, 1..=3).await;
     for i in [0, 1] {
         for n in 0..KEYS {
             assert_eq!(get(&c, i, &format!("k:{n}")).await.as_deref(), Some("sh-3"));
@@ -212,7 +212,7 @@ async fn under_owner_each_redis_keys_owner_wins() {
         ..options()
     })
     .await;
-    race(&c, 3).await;
+    race(&c, 1..=3).await;
     let mut owners = std::collections::BTreeMap::new();
     for n in 0..KEYS {
         let key = format!("k:{n}");
@@ -244,4 +244,80 @@ async fn under_owner_each_redis_keys_owner_wins() {
             .iter()
             .any(|r| r["decision"].as_str().unwrap().contains("owns unit")));
     }
+}
+
+/// The versions an agent pruned from its version index (its metrics).
+fn pruned(c: &Cluster, i: usize) -> f64 {
+    let text = c.agents.admin_get(i, "/metrics").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("dcsync_version_index_pruned_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// With `version_retention_s = 0` each agent prunes a version as soon as
+/// the other DC's applied changes passed it; races decided afterwards still
+/// end on the policy's winner in both DCs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn races_after_the_version_index_was_pruned_still_converge_on_the_winner() {
+    let mut c = Cluster::start(ClusterOptions {
+        redis: true,
+        redis_store_toml: "conflict = \"lww\"\nversion_retention_s = 0\n".into(),
+        ..options()
+    })
+    .await;
+    c.agents.kill_agent(1);
+    c.agents.dcs[1]
+        .env
+        .push(("DCSYNC_CLOCK_SKEW_MS".into(), "300000".into()));
+    c.agents.start_agent(1);
+    race(&c, 1..=2).await;
+    // One more change each way moves both horizons past the races: sh's
+    // first, and bj's once bj holds it (so bj applied everything sh wrote
+    // or re-shipped before, and bj's change is stamped above all of it).
+    for i in [1, 0] {
+        let mut con = c.dcs[i].redis.as_ref().unwrap().conn().await;
+        let _: () = redis::cmd("SET")
+            .arg(format!("tick:{i}"))
+            .arg(1)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let other = 1 - i;
+        dcsync_testkit::wait_for(
+            "the tick reached the other DC",
+            Duration::from_secs(60),
+            || async { get(&c, other, &format!("tick:{i}")).await.map(|_| ()) },
+        )
+        .await;
+    }
+    converged(&c).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while pruned(&c, 0) == 0.0 || pruned(&c, 1) == 0.0 {
+        if std::time::Instant::now() > deadline {
+            c.agents.dump();
+            panic!(
+                "no versions pruned: bj {}, sh {}",
+                pruned(&c, 0),
+                pruned(&c, 1)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    race(&c, 3..=3).await;
+    for i in [0, 1] {
+        for n in 0..KEYS {
+            assert_eq!(get(&c, i, &format!("k:{n}")).await.as_deref(), Some("sh-3"));
+            assert_eq!(
+                hash(&c, i, &format!("h:{n}")).await,
+                vec![("sh".to_string(), "3".to_string())]
+            );
+        }
+    }
+    let sh = conflicts(&c.agents.dcs[1].data_dir);
+    assert!(
+        sh.iter().any(|r| r["loser_value"] == "SET k:0 bj-3"),
+        "bj's round-3 write lost in sh after the pruning"
+    );
+    c.settled_sources(REDIS_STORE, 60).await;
 }

@@ -85,13 +85,15 @@ impl Connector for RedisConnector {
     }
 
     fn conflict_policies(&self) -> &'static [dcsync_core::conflict::ConflictPolicy] {
-        // `none` first (the default): the per-key version index costs most
-        // of the throughput at Redis rates (docs/conflicts.md, "Redis").
+        // `owner` first (the default, as for MySQL): two DCs writing the
+        // same key converge. Its cost at Redis rates is in
+        // docs/benchmarks.md ("Redis with a conflict policy"); `none` is
+        // the opt-out for stores whose units guarantee one writer per key.
         use dcsync_core::conflict::ConflictPolicy;
         &[
-            ConflictPolicy::None,
             ConflictPolicy::Owner,
             ConflictPolicy::Lww,
+            ConflictPolicy::None,
         ]
     }
 

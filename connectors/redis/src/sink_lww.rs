@@ -19,9 +19,9 @@
 //!    of every key it writes and, under `owner`, the owner does not veto
 //!    it ([`owner_vetoes`]). Otherwise it *lost*: it is left out and
 //!    recorded as a conflict.
-//! 3. Record the winners' versions (durable), then `MULTI`, the marker,
-//!    the winning commands, a `DUMP` and `PTTL` of every key that had a
-//!    losing command, `EXEC`. A nil `EXEC` (a watched key changed: a local
+//! 3. Queue `MULTI`, the marker, the winning commands, a `DUMP` and `PTTL`
+//!    of every key that had a losing command while the winners' versions
+//!    are recorded (durable), then `EXEC`. A nil `EXEC` (a watched key changed: a local
 //!    write) decides the group again from step 1.
 //! 4. Re-ship the dumped keys ([`Versions::reassert`]): each as `RESTORE
 //!    … REPLACE` (or `DEL` when it does not exist) in a local transaction of
@@ -267,10 +267,9 @@ impl RedisSink {
                     }
                 }
             }
-            if !record.is_empty() {
-                versions.record(record).await?;
-            }
             // 3. One block: marker, winners, dumps of the keys to re-ship.
+            // It is queued (MULTI and its commands) while the winners'
+            // versions are recorded, and executed once they are durable.
             let Some(last) = txs.last() else {
                 return Ok(());
             };
@@ -333,11 +332,29 @@ impl RedisSink {
                 p.cmd("PTTL").arg(key);
                 queued.push(None);
             }
-            p.cmd("EXEC");
-            let replies: Vec<Value> = p
+            let mut queue_conn = c.clone();
+            let (queued_replies, recorded) =
+                tokio::join!(p.query_async::<Vec<Value>>(&mut queue_conn), async {
+                    if record.is_empty() {
+                        Ok(())
+                    } else {
+                        versions.record(record).await
+                    }
+                });
+            let mut replies = queued_replies.map_err(|e| redis_err("apply", e))?;
+            if let Err(e) = recorded {
+                // Nothing of the block runs: DISCARD ends the MULTI.
+                let _: Result<Value, _> = redis::cmd("DISCARD").query_async(&mut c).await;
+                return Err(e);
+            }
+            let mut exec = redis::pipe();
+            exec.ignore_errors();
+            exec.cmd("EXEC");
+            let exec_reply: Vec<Value> = exec
                 .query_async(&mut c)
                 .await
                 .map_err(|e| redis_err("apply", e))?;
+            replies.extend(exec_reply);
             self.selected = sel;
             let mut problems = Vec::new();
             let mut it = replies.into_iter();

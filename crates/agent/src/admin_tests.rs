@@ -114,6 +114,12 @@ fn sample_exposition() -> String {
         }
         .emit();
         events::VerifyFailed { store: "cache" }.emit();
+        events::VersionUpkeep {
+            store: "cache",
+            pruned: 12,
+            unfolded: 300,
+        }
+        .emit();
     });
     handle.render()
 }

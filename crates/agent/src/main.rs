@@ -30,8 +30,8 @@ mod routing;
 mod seq_at;
 mod status;
 mod vector_status;
-mod version_upkeep;
 mod verify;
+mod version_upkeep;
 mod versions;
 
 /// mimalloc instead of glibc malloc: the agent allocates and frees many

@@ -135,8 +135,12 @@ pub fn spawn(
             Duration::from_millis(store.version_retention_s.saturating_mul(250))
                 .max(Duration::from_secs(1)),
         );
-        let (journal, topo, applied, me) =
-            (journal.clone(), topo.clone(), applied.clone(), me.to_string());
+        let (journal, topo, applied, me) = (
+            journal.clone(),
+            topo.clone(),
+            applied.clone(),
+            me.to_string(),
+        );
         let store = store.clone();
         let mut sd = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -234,7 +238,11 @@ url = { bj = "redis://127.0.0.1:1", sh = "redis://127.0.0.1:2", tk = "redis://12
         let a = AppliedHlcs::default();
         assert_eq!(horizon(&a, &topo, "bj", store), None);
         a.note("sh", "kv", Hlc::new(100_000, 3));
-        assert_eq!(horizon(&a, &topo, "bj", store), None, "tk applied nothing yet");
+        assert_eq!(
+            horizon(&a, &topo, "bj", store),
+            None,
+            "tk applied nothing yet"
+        );
         a.note("tk", "kv", Hlc::new(50_000, 0));
         a.note("tk", "kv", Hlc::new(40_000, 0));
         // The slowest origin, minus 10 s of retention.

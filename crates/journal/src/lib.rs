@@ -340,7 +340,11 @@ impl Journal {
         // Versions a stopped agent logged but did not fold.
         let (folded, _) = versions::fold_in(&w, usize::MAX)?;
         if folded.records > 0 {
-            tracing::info!(records = folded.records, versions = folded.versions, "journal: folded the version log into the version index");
+            tracing::info!(
+                records = folded.records,
+                versions = folded.versions,
+                "journal: folded the version log into the version index"
+            );
         }
         w.commit().map_err(storage)?;
         Ok(Journal {

@@ -515,12 +515,14 @@ fn logged_versions_are_read_before_and_after_they_are_folded() {
         assert!(got[..10].iter().all(|g| g == &Some(v(7, "tk"))));
         assert!(got[10..].iter().all(|g| g == &Some(v(5, "sh"))));
         // Left in the log: folded when the journal is opened again.
-        j.record_versions("s", &[(keys[49].clone(), v(9, "sh"))]).unwrap();
+        j.record_versions("s", &[(keys[49].clone(), v(9, "sh"))])
+            .unwrap();
     }
     let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
     assert_eq!(j.unfolded_versions(), 0);
     assert_eq!(
-        j.versions("s", &[keys[0].clone(), keys[49].clone()]).unwrap(),
+        j.versions("s", &[keys[0].clone(), keys[49].clone()])
+            .unwrap(),
         vec![Some(v(7, "tk")), Some(v(9, "sh"))]
     );
 }

@@ -171,8 +171,7 @@ impl Journal {
         for (k, o) in keys.iter().zip(out.iter_mut()) {
             if let Some(g) = t.get((store, k.as_slice())).map_err(storage)? {
                 let (hlc, dc) = g.value();
-                if o
-                    .as_ref()
+                if o.as_ref()
                     .is_none_or(|v| (Hlc(hlc), dc) > (v.hlc, v.dc.as_str()))
                 {
                     *o = Some(Version {
@@ -351,8 +350,8 @@ pub(crate) fn fold_in(
         else {
             break;
         };
-        let (rec, _): (LoggedVersions, usize) =
-            bincode::serde::decode_from_slice(&bytes, BINCODE).map_err(|e| {
+        let (rec, _): (LoggedVersions, usize) = bincode::serde::decode_from_slice(&bytes, BINCODE)
+            .map_err(|e| {
                 JournalError::Storage(format!("version log record {id} does not decode: {e}"))
             })?;
         for (k, h, dc) in &rec.entries {
