@@ -110,21 +110,28 @@ async fn race(c: &Cluster, rounds: std::ops::RangeInclusive<u32>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn under_lww_redis_keys_converge_and_the_hlc_not_the_wall_clock_decides() {
+/// Two DCs with Redis store settings `store_toml`; sh's agent clock runs
+/// five minutes ahead (`DCSYNC_CLOCK_SKEW_MS`).
+async fn start_with_sh_ahead(store_toml: &str) -> Cluster {
     let mut c = Cluster::start(ClusterOptions {
         redis: true,
-        redis_store_toml: "conflict = \"lww\"\n".into(),
+        redis_store_toml: store_toml.into(),
         ..options()
     })
     .await;
-    // sh's agent clock runs five minutes ahead: its concurrent writes are
-    // stamped later, so they win in both DCs.
     c.agents.kill_agent(1);
     c.agents.dcs[1]
         .env
         .push(("DCSYNC_CLOCK_SKEW_MS".into(), "300000".into()));
     c.agents.start_agent(1);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_lww_redis_keys_converge_and_the_hlc_not_the_wall_clock_decides() {
+    // sh's agent clock runs five minutes ahead: its concurrent writes are
+    // stamped later, so they win in both DCs.
+    let c = start_with_sh_ahead("conflict = \"lww\"\n").await;
     race(&c, 1..=3).await;
     for i in [0, 1] {
         for n in 0..KEYS {
@@ -260,17 +267,7 @@ fn pruned(c: &Cluster, i: usize) -> f64 {
 /// end on the policy's winner in both DCs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn races_after_the_version_index_was_pruned_still_converge_on_the_winner() {
-    let mut c = Cluster::start(ClusterOptions {
-        redis: true,
-        redis_store_toml: "conflict = \"lww\"\nversion_retention_s = 0\n".into(),
-        ..options()
-    })
-    .await;
-    c.agents.kill_agent(1);
-    c.agents.dcs[1]
-        .env
-        .push(("DCSYNC_CLOCK_SKEW_MS".into(), "300000".into()));
-    c.agents.start_agent(1);
+    let c = start_with_sh_ahead("conflict = \"lww\"\nversion_retention_s = 0\n").await;
     race(&c, 1..=2).await;
     // One more change each way moves both horizons past the races: sh's
     // first, and bj's once bj holds it (so bj applied everything sh wrote
