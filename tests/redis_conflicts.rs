@@ -131,7 +131,7 @@ async fn start_with_sh_ahead(store_toml: &str) -> Cluster {
 async fn under_lww_redis_keys_converge_and_the_hlc_not_the_wall_clock_decides() {
     // sh's agent clock runs five minutes ahead: its concurrent writes are
     // stamped later, so they win in both DCs.
-    let c = start_with_sh_ahead("conflict = \"lww\"\n").await;
+    let mut c = start_with_sh_ahead("conflict = \"lww\"\n").await;
     race(&c, 1..=3).await;
     for i in [0, 1] {
         for n in 0..KEYS {
@@ -267,7 +267,7 @@ fn pruned(c: &Cluster, i: usize) -> f64 {
 /// end on the policy's winner in both DCs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn races_after_the_version_index_was_pruned_still_converge_on_the_winner() {
-    let c = start_with_sh_ahead("conflict = \"lww\"\nversion_retention_s = 0\n").await;
+    let mut c = start_with_sh_ahead("conflict = \"lww\"\nversion_retention_s = 0\n").await;
     race(&c, 1..=2).await;
     // One more change each way moves both horizons past the races: sh's
     // first, and bj's once bj holds it (so bj applied everything sh wrote
