@@ -544,7 +544,16 @@ async fn applying_twice_changes_once_and_rejections_are_reported() {
 
 #[tokio::test]
 async fn redis_cluster_is_refused() {
-    let r = Redis::start_with(vec!["--cluster-enabled".into(), "yes".into()]).await;
+    // The cluster bus binds its own port (default: port + 10000, which can
+    // fall in the ephemeral range a client connection holds): name a free
+    // one, or the server may fail to start.
+    let r = Redis::start_with(vec![
+        "--cluster-enabled".into(),
+        "yes".into(),
+        "--cluster-port".into(),
+        dcsync_testkit::free_port().to_string(),
+    ])
+    .await;
     let src = start_source(&r.url(), store(), None);
     let res = tokio::time::timeout(DEADLINE, src.task)
         .await

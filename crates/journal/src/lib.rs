@@ -419,10 +419,7 @@ impl Journal {
                 .insert(store, bytes.as_slice())
                 .map_err(storage)?;
         }
-        w.commit().map_err(storage)?;
-        if let Some((rec, id)) = logged {
-            self.hold(&rec, id);
-        }
+        self.commit_holding(w, logged)?;
         Ok(range)
     }
 

@@ -21,7 +21,9 @@
 //! [`Journal::versions`] takes, per key, the greater of the overlay's and
 //! the B-tree's version. The overlay is read first: an entry leaves the
 //! overlay only after its fold committed, so a reader that misses it in
-//! the overlay finds it in the B-tree.
+//! the overlay finds it in the B-tree; and a record's commit and its entry
+//! into the overlay happen under the overlay's lock, so no reader sees a
+//! committed record in neither.
 //!
 //! # Keep-greater
 //! Every write keeps the greater version, in the overlay, in the log fold
@@ -204,9 +206,7 @@ impl Journal {
         };
         let w = self.db.begin_write().map_err(storage)?;
         let id = log_versions(self, &w, &rec)?;
-        w.commit().map_err(storage)?;
-        self.hold(&rec, id);
-        Ok(())
+        self.commit_holding(w, Some((rec, id)))
     }
 
     /// Logs the versions of local writes `(key, HLC)` of `store` (DC =
@@ -232,12 +232,25 @@ impl Journal {
         Ok(Some((rec, id)))
     }
 
-    /// Puts a committed log record into the overlay.
-    pub(crate) fn hold(&self, rec: &LoggedVersions, id: u64) {
+    /// Commits `w` and puts its log record (if any) into the overlay,
+    /// holding the overlay's lock across both: a reader (which reads the
+    /// overlay, then the B-tree) sees the record either nowhere, because
+    /// it ran before the commit, or in the overlay, never committed but
+    /// missing from both.
+    pub(crate) fn commit_holding(
+        &self,
+        w: WriteTransaction,
+        logged: Option<(LoggedVersions, u64)>,
+    ) -> Result<(), JournalError> {
+        let Some((rec, id)) = logged else {
+            return w.commit().map_err(storage);
+        };
         let mut o = self.overlay.lock().unwrap_or_else(|e| e.into_inner());
+        w.commit().map_err(storage)?;
         for (k, h, dc) in &rec.entries {
             o.put(&rec.store, k, Hlc(*h), dc, id);
         }
+        Ok(())
     }
 
     /// Versions held in memory, not yet folded into the B-tree.
