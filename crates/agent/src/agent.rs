@@ -281,7 +281,10 @@ pub async fn run(
             appended: appended_tx.clone(),
             status: st,
             shutdown: shutdown_rx.clone(),
-            last_hlc: journal.head(&me, &store.name)?.1,
+            last_hlc: journal
+                .head(&me, &store.name)?
+                .1
+                .max(journal.stamp_floor(&store.name)?),
             attribution: crate::attribution::Guard::new(&me, &store.name),
             part: 0,
             fragments: 0,
@@ -560,7 +563,11 @@ impl Supervisor {
                 .await
                 .map_err(|e| ConnectorError::Transient(e.to_string()))??;
             let head = self.journal.head(&self.me, &self.store.name);
-            self.last_hlc = head.map(|h| h.1).unwrap_or_default();
+            let floor = self.journal.stamp_floor(&self.store.name);
+            self.last_hlc = head
+                .map(|h| h.1)
+                .unwrap_or_default()
+                .max(floor.unwrap_or_default());
             return Ok(true);
         }
         match ended {
@@ -833,8 +840,15 @@ impl Supervisor {
         let pos = last_pos.clone();
         let n = txs.iter().filter(|t| !t.more).count() as u64;
         let misrouted = self.attribution.scan(&self.topo.units, &txs);
+        // With the position, the stamp floor the echoes read up to it
+        // raised: a restart resumes past them and does not read them again.
+        let floor = if last_pos.is_some() {
+            self.last_hlc
+        } else {
+            dcsync_core::Hlc(0)
+        };
         let appended = tokio::task::spawn_blocking(move || {
-            j.append_versioned(&name, &mut txs, pos.as_ref(), &versions)
+            j.append_versioned(&name, &mut txs, pos.as_ref(), &versions, floor)
         })
         .await
         .map_err(|e| ConnectorError::Transient(e.to_string()))?

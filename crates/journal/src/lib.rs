@@ -87,6 +87,8 @@
 //!   stores with a conflict policy ([`Journal::append_versioned`],
 //!   [`Journal::record_versions`]; an entry keeps the greater version).
 //!   Added in format 3 without a format change (unknown tables are unread).
+//! - `stamp_floors`: `store -> HLC`, the floor of the store's next local
+//!   stamps, written with the source position ([`Journal::stamp_floor`]).
 //! - `version_log`: `id -> bincode(store, [(row key, HLC, DC)])`, version
 //!   records not yet folded into `versions` (the `versions` module). Added
 //!   in format 4 without a format change: the agent folds the log when it
@@ -122,6 +124,8 @@ const VERSIONS: TableDefinition<(&str, &[u8]), (u64, &str)> = TableDefinition::n
 /// `id -> bincode(store, [(row/key, HLC, DC)])`: version records not yet
 /// folded into `versions` (see the `versions` module).
 const VERSION_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("version_log");
+/// `store -> HLC`: see [`Journal::stamp_floor`].
+const STAMP_FLOORS: TableDefinition<&str, u64> = TableDefinition::new("stamp_floors");
 
 /// Journal errors. All are fatal for the operation; none leaves a partial
 /// write behind (redb transactions are atomic).
@@ -381,20 +385,30 @@ impl Journal {
         txs: &mut [Transaction],
         position: Option<&Position>,
     ) -> Result<Option<(u64, u64)>, JournalError> {
-        self.append_versioned(store, txs, position, &[])
+        self.append_versioned(store, txs, position, &[], Hlc(0))
     }
 
     /// [`Journal::append`], also recording in the same commit the versions
     /// `(row or key, HLC)` of the local writes of `txs` (DC = this DC) in
-    /// the version index, each keeping the greater version.
+    /// the version index, each keeping the greater version, and raising
+    /// the store's stamp floor to `floor` ([`Journal::stamp_floor`]; `Hlc(0)`:
+    /// unchanged).
     pub fn append_versioned(
         &self,
         store: &str,
         txs: &mut [Transaction],
         position: Option<&Position>,
         versions: &[(Vec<u8>, Hlc)],
+        floor: Hlc,
     ) -> Result<Option<(u64, u64)>, JournalError> {
         let mut w = self.db.begin_write().map_err(storage)?;
+        if floor > Hlc(0) {
+            let mut t = w.open_table(STAMP_FLOORS).map_err(storage)?;
+            let prev = t.get(store).map_err(storage)?.map(|g| g.value());
+            if prev.is_none_or(|p| p < floor.0) {
+                t.insert(store, floor.0).map_err(storage)?;
+            }
+        }
         if txs.is_empty() {
             w.set_durability(Durability::None).map_err(storage)?;
         }
@@ -513,6 +527,23 @@ impl Journal {
             out.push((o.to_string(), s.to_string()));
         }
         Ok(out)
+    }
+
+    /// The floor of the HLC stamps of `store`'s next local transactions as
+    /// last journaled with a source position: at least the HLC of every
+    /// change of another DC the source had read (as an echo) up to that
+    /// position. A source resuming past those echoes does not read them
+    /// again, so it starts its stamps above this (docs/architecture.md,
+    /// "Conflicts": a local write is stamped above every value it
+    /// overwrites).
+    pub fn stamp_floor(&self, store: &str) -> Result<Hlc, JournalError> {
+        let r = self.db.begin_read().map_err(storage)?;
+        let t = match r.open_table(STAMP_FLOORS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Hlc(0)),
+            Err(e) => return Err(storage(e)),
+        };
+        Ok(Hlc(t.get(store).map_err(storage)?.map_or(0, |g| g.value())))
     }
 
     /// Highest HLC ever journaled: the clock floor after a restart.

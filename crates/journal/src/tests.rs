@@ -346,7 +346,7 @@ fn the_version_index_keeps_the_greater_version_across_reopen() {
             vec![None]
         );
         // Local writes are recorded with the append, as this DC's.
-        j.append_versioned("s", &mut [tx(1)], Some(&pos(1)), &[(a.clone(), Hlc(10))])
+        j.append_versioned("s", &mut [tx(1)], Some(&pos(1)), &[(a.clone(), Hlc(10))], Hlc(0))
             .unwrap();
         // A smaller version does not overwrite; a greater or equal one does.
         j.record_versions("s", &[(a.clone(), v(9, "sh")), (b.clone(), v(3, "sh"))])
