@@ -38,7 +38,7 @@
 use crate::{storage, Journal, JournalError, VERSIONS, VERSION_LOG};
 use dcsync_core::conflict::Version;
 use dcsync_core::Hlc;
-use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -264,14 +264,15 @@ impl Journal {
     /// Folds logged version records into the `versions` B-tree, oldest
     /// first, at most about `max_versions` versions per write transaction
     /// (each transaction holds the journal's writer lock: a source append
-    /// waits for it), until the log is empty. Commits are not fsynced: a
-    /// fold moves versions from the log to the B-tree in one atomic
-    /// transaction, and the next durable commit makes it durable.
+    /// waits for it), until the log is empty. Each fold is a durable
+    /// commit: a long run of large non-durable commits (a fold after a
+    /// burst of writes, while only non-durable position commits follow)
+    /// was seen to stall the journal's later commits until the next
+    /// durable one.
     pub fn compact_versions(&self, max_versions: usize) -> Result<Folded, JournalError> {
         let mut total = Folded::default();
         loop {
-            let mut w = self.db.begin_write().map_err(storage)?;
-            w.set_durability(Durability::None).map_err(storage)?;
+            let w = self.db.begin_write().map_err(storage)?;
             let (done, last) = fold_in(&w, max_versions)?;
             w.commit().map_err(storage)?;
             let Some(last) = last else {
@@ -300,8 +301,7 @@ impl Journal {
         after: Option<&[u8]>,
         max_keys: usize,
     ) -> Result<(usize, Option<Vec<u8>>), JournalError> {
-        let mut w = self.db.begin_write().map_err(storage)?;
-        w.set_durability(Durability::None).map_err(storage)?;
+        let w = self.db.begin_write().map_err(storage)?;
         let mut removed = 0;
         let mut next = None;
         {
