@@ -346,8 +346,14 @@ fn the_version_index_keeps_the_greater_version_across_reopen() {
             vec![None]
         );
         // Local writes are recorded with the append, as this DC's.
-        j.append_versioned("s", &mut [tx(1)], Some(&pos(1)), &[(a.clone(), Hlc(10))], Hlc(0))
-            .unwrap();
+        j.append_versioned(
+            "s",
+            &mut [tx(1)],
+            Some(&pos(1)),
+            &[(a.clone(), Hlc(10))],
+            Hlc(0),
+        )
+        .unwrap();
         // A smaller version does not overwrite; a greater or equal one does.
         j.record_versions("s", &[(a.clone(), v(9, "sh")), (b.clone(), v(3, "sh"))])
             .unwrap();
@@ -565,4 +571,24 @@ fn pruning_removes_only_versions_below_the_horizon_in_chunks() {
     assert!(s[60..].iter().all(Option::is_some));
     // Another store's index is untouched.
     assert!(j.versions("t", &keys).unwrap().iter().all(Option::is_some));
+}
+
+#[test]
+fn the_stamp_floor_is_journaled_with_the_position_and_only_rises() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+        assert_eq!(j.stamp_floor("s").unwrap(), Hlc(0));
+        // An echo-only batch: no transaction, a position and a floor.
+        j.append_versioned("s", &mut [], Some(&pos(1)), &[], Hlc(50))
+            .unwrap();
+        j.append_versioned("s", &mut [], Some(&pos(2)), &[], Hlc(40))
+            .unwrap();
+        assert_eq!(j.stamp_floor("s").unwrap(), Hlc(50));
+        assert_eq!(j.stamp_floor("other").unwrap(), Hlc(0));
+        // A durable commit after it (a local transaction) keeps it.
+        j.append("s", &mut [tx(1)], Some(&pos(3))).unwrap();
+    }
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+    assert_eq!(j.stamp_floor("s").unwrap(), Hlc(50));
 }
