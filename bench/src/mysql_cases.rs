@@ -229,7 +229,6 @@ pub async fn replay_dcsync(dcsync: &Path, p: &Params, durable: bool) -> Result<R
     let load = run_load(&a, p, backlog_load(p)).await??;
     let rows = rows_changed(&a).await? - rows0;
     let (file, pos) = a.binlog_pos().await;
-    let end = format!("{file}:{pos}");
     // A's source has read up to the binlog end and journaled it.
     let load_end = Instant::now();
     let data_a = agents.dcs[0].data_dir.clone();
@@ -240,14 +239,14 @@ pub async fn replay_dcsync(dcsync: &Path, p: &Params, durable: bool) -> Result<R
         || {
             let st = Status::read(&data_a);
             let alive = agents.check_alive();
-            let end = end.clone();
+            let file = file.clone();
             async move {
                 alive?;
                 let Some(st) = st else { return Ok(None) };
                 let Some(source) = st.source("sql") else {
                     return Ok(None);
                 };
-                if source.position.split_whitespace().next() != Some(end.as_str()) {
+                if !crate::util::binlog_reached(&source.position, &file, pos) {
                     return Ok(None);
                 }
                 Ok(st.last_seq("sql"))

@@ -29,6 +29,29 @@ pub fn lag_summary(samples: &mut [i64]) -> Option<(f64, f64, f64)> {
     Some((pick(0.5), pick(0.99), pick(1.0)))
 }
 
+/// Whether a MariaDB source position as the agent reports it
+/// (`mysql-bin.000001:4711 gtid=...`) is at or past `file:pos` of the same
+/// server. Binlog file names of one server share their base name and a
+/// zero-padded sequence number, so they order as strings.
+///
+/// A source passes the end of a load without stopping on it: dcsync's own
+/// lease renewals (every few seconds) and the position updates that are
+/// coalesced within 100 ms move it on, so a wait for *equality* can miss it
+/// for good.
+pub fn binlog_reached(position: &str, file: &str, pos: u64) -> bool {
+    let Some((f, p)) = position
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.rsplit_once(':'))
+    else {
+        return false;
+    };
+    let Ok(p) = p.parse::<u64>() else {
+        return false;
+    };
+    (f, p) >= (file, pos)
+}
+
 /// VmRSS of `pid` in KiB, if the process exists.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -184,5 +207,23 @@ where
             bail!("timed out after {limit:?} waiting for {what}");
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::binlog_reached;
+
+    #[test]
+    fn binlog_reached_is_at_or_after_in_file_order() {
+        let end = ("mysql-bin.000002", 500);
+        let at = |p: &str| binlog_reached(p, end.0, end.1);
+        assert!(at("mysql-bin.000002:500 gtid=0-1-9"));
+        assert!(at("mysql-bin.000002:501"));
+        assert!(at("mysql-bin.000010:4"));
+        assert!(!at("mysql-bin.000002:499 gtid=0-1-8"));
+        assert!(!at("mysql-bin.000001:90000"));
+        assert!(!at("not a position"));
+        assert!(!at(""));
     }
 }

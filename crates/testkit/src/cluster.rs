@@ -50,7 +50,8 @@ pub struct AgentsOptions {
     /// Mutual TLS on the links (certificates made with `dcsync certs`);
     /// false = `[tls] plaintext = true`.
     pub tls: bool,
-    /// `DCSYNC_LOG` of the agents.
+    /// `DCSYNC_LOG` of the agents (the environment's `DCSYNC_TEST_LOG`,
+    /// when set, takes its place).
     pub log_filter: String,
     /// Prefix of the temporary directory (topology, certs, logs, data).
     pub dir_prefix: String,
@@ -201,7 +202,9 @@ impl Agents {
             topology,
             dir,
             dcsync: o.dcsync,
-            log_filter: o.log_filter,
+            // `DCSYNC_TEST_LOG` overrides the filter for one run (chasing a
+            // failure: `DCSYNC_TEST_LOG=info,dcsync_mysql=debug`).
+            log_filter: std::env::var("DCSYNC_TEST_LOG").unwrap_or(o.log_filter),
         };
         for i in 0..a.dcs.len() {
             a.start_agent(i);
