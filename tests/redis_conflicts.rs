@@ -318,3 +318,78 @@ async fn races_after_the_version_index_was_pruned_still_converge_on_the_winner()
     );
     c.settled_sources(REDIS_STORE, 60).await;
 }
+
+/// An owner whose agent dies between a group's `EXEC` and the journaling
+/// of its re-ship (`DCSYNC_CRASH_AT`, a crash no signal hits reliably)
+/// finishes the re-ship when it starts again: the group's apply marker had
+/// moved, so the group itself is never decided again, and without the
+/// re-ship the other DC would keep its losing values for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owner_killed_between_exec_and_its_reship_finishes_the_reship_on_restart() {
+    let mut c = Cluster::start(ClusterOptions {
+        redis: true,
+        redis_store_toml: "conflict = \"owner\"\n".into(),
+        ..options()
+    })
+    .await;
+    race(&c, 1..=1).await;
+    c.agents.kill_agent(0);
+    c.agents.dcs[0].env.push((
+        dcsync_core::CRASH_AT_ENV.into(),
+        "redis-sink-after-exec".into(),
+    ));
+    c.agents.start_agent(0);
+    cut(&c);
+    tokio::join!(write_round(&c, 0, 2, 1), write_round(&c, 1, 2, 10));
+    restore(&c);
+    // sh's round-2 writes to keys bj owns lose in bj: bj's sink executes
+    // the rest of the group and aborts before journaling the re-ship.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !c.agents.exited(0) {
+        if std::time::Instant::now() > deadline {
+            c.agents.dump();
+            panic!("bj's agent did not reach the crash point");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        c.agents.log(0).contains("aborting here"),
+        "bj's agent exited, but not at the crash point:\n{}",
+        c.agents.log_tail(0, 40)
+    );
+    c.agents.kill_agent(0);
+    c.agents.dcs[0]
+        .env
+        .retain(|(k, _)| k != dcsync_core::CRASH_AT_ENV);
+    c.agents.start_agent(0);
+    converged(&c).await;
+    assert!(
+        c.agents
+            .log(0)
+            .contains("finished the re-ship of a group applied just before the agent stopped"),
+        "bj did not finish the pending re-ship:\n{}",
+        c.agents.log_tail(0, 40)
+    );
+    for n in 0..KEYS {
+        let key = format!("k:{n}");
+        let owner = owner_of(&c, &key);
+        for i in [0, 1] {
+            assert_eq!(
+                get(&c, i, &key).await,
+                Some(format!("{owner}-2")),
+                "{key} (owner {owner}) in {}",
+                c.dcs[i].id
+            );
+        }
+    }
+    // The losers of the interrupted group are in bj's conflict log.
+    let bj = conflicts(&c.agents.dcs[0].data_dir);
+    assert!(
+        bj.iter().any(|r| r["loser_value"]
+            .as_str()
+            .is_some_and(|v| v.ends_with(" sh-2"))
+            && r["winner"]["dc"] == "bj"),
+        "no round-2 loss of sh in bj's conflict log: {bj:?}"
+    );
+    c.settled_sources(REDIS_STORE, 60).await;
+}

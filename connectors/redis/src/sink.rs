@@ -35,6 +35,8 @@ use std::time::{Duration, Instant};
 
 #[path = "sink_lww.rs"]
 mod lww;
+#[path = "sink_pending.rs"]
+mod pending;
 pub use lww::{command_version_keys, describe_key, version_key};
 
 /// Most commands in one checked block of a store with a conflict policy
@@ -67,6 +69,9 @@ pub struct RedisSink {
     policy: ConflictPolicy,
     /// The version index and conflict log, when the policy needs them.
     versions: Option<Arc<dyn Versions>>,
+    /// Origins whose pending re-ship this connection looked for
+    /// (`sink_pending.rs`).
+    pending_checked: HashSet<String>,
 }
 
 /// A queued data command: (seq, command name, first argument / key).
@@ -132,6 +137,7 @@ impl RedisSink {
             commands: None,
             policy: store.conflict,
             versions: None,
+            pending_checked: HashSet::new(),
         };
         sink.conn().await?;
         Ok(sink)
@@ -171,6 +177,7 @@ impl RedisSink {
 
     fn reset(&mut self, e: &ConnectorError) {
         self.markers.clear();
+        self.pending_checked.clear();
         self.selected = None;
         if e.is_transient() {
             self.conn = None;
@@ -184,6 +191,25 @@ impl RedisSink {
         let mark = self.read_mark(origin).await?;
         self.markers.insert(origin.to_string(), mark.seq);
         Ok(mark.seq)
+    }
+
+    /// Once per connection and origin, under a conflict policy: finishes
+    /// a re-ship of `origin`'s changes left pending by an agent that
+    /// stopped between a group's `EXEC` and its re-ship (before anything
+    /// else of that origin is applied or acknowledged).
+    async fn check_pending(&mut self, origin: &str) -> Result<(), ConnectorError> {
+        let Some(v) = self.versions.clone() else {
+            return Ok(());
+        };
+        if self.policy == ConflictPolicy::None || self.pending_checked.contains(origin) {
+            return Ok(());
+        }
+        if let Err(e) = self.finish_pending(origin, &v).await {
+            self.reset(&e);
+            return Err(e);
+        }
+        self.pending_checked.insert(origin.to_string());
+        Ok(())
     }
 
     /// The marker of `origin` as stored (not cached).
@@ -454,12 +480,14 @@ impl Sink for RedisSink {
     }
 
     async fn applied_mark(&mut self, origin: &str) -> Result<AppliedMark, ConnectorError> {
+        self.check_pending(origin).await?;
         let mark = self.read_mark(origin).await?;
         self.markers.insert(origin.to_string(), mark.seq);
         Ok(mark)
     }
 
     async fn apply(&mut self, origin: &str, txs: &[Transaction]) -> Result<u64, ConnectorError> {
+        self.check_pending(origin).await?;
         let mut applied = self.read_marker(origin).await?;
         let todo: Vec<&Transaction> = txs.iter().filter(|t| t.seq > applied).collect();
         // The Redis source never splits a transaction (a MULTI/EXEC block

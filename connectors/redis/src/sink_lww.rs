@@ -23,6 +23,11 @@
 //!    of every key that had a losing command while the winners' versions
 //!    are recorded (durable), then `EXEC`. A nil `EXEC` (a watched key changed: a local
 //!    write) decides the group again from step 1.
+//!    When some command lost, the version record also holds the sink's
+//!    *pending re-ship* ([`Versions::record_pending`]: the keys, the HLC to
+//!    re-ship above, the conflicts), so an agent that dies between the
+//!    `EXEC` and step 4 finishes the re-ship when it starts again
+//!    (`sink_pending.rs`).
 //! 4. Re-ship the dumped keys ([`Versions::reassert`]): each as `RESTORE
 //!    … REPLACE` (or `DEL` when it does not exist) in a local transaction of
 //!    this DC stamped above the losers. Redis commands are not full values
@@ -34,6 +39,7 @@
 //! Commands without a key (`FLUSHDB`, `FLUSHALL`, `SWAPDB`, `FUNCTION`)
 //! are applied unconditionally.
 
+use super::pending::{reship_change, ReshipIntent, CRASH_AFTER_EXEC};
 use super::{describe, redis_err, Queued, RedisSink};
 use crate::position::ReplPosition;
 use dcsync_core::conflict::{
@@ -129,6 +135,38 @@ struct Lost {
 }
 
 impl RedisSink {
+    /// The conflict-log record of a losing command `l`, decided in DC `me`.
+    fn conflict_record(&self, me: &str, l: Lost) -> Conflict {
+        let decision = if l.vetoed {
+            format!(
+                "{me} owns unit {} and wrote the current value ({}): the change of {} seq {} was not applied, and {me} re-shipped the key to every DC",
+                l.unit.unwrap_or_default(),
+                l.winner,
+                l.loser.dc,
+                l.seq
+            )
+        } else {
+            format!(
+                "kept {} (greater version); the change of {} seq {} was not applied, and {me} re-shipped the key to every DC",
+                l.winner, l.loser.dc, l.seq
+            )
+        };
+        Conflict {
+            at_ms: dcsync_core::now_ms(),
+            dc: me.to_string(),
+            store: self.store.clone(),
+            key: describe_key(&l.key),
+            unit: l.unit,
+            policy: self.policy.as_str().into(),
+            winner: l.winner,
+            winner_value: "(the value held here, re-shipped)".into(),
+            loser: l.loser,
+            loser_value: l.command,
+            loser_seq: l.seq,
+            decision,
+        }
+    }
+
     /// Applies one group under the store's conflict policy (see the module
     /// docs). Errors as [`RedisSink::apply_group`], plus transient ones
     /// when the local source is behind or the version index cannot be read.
@@ -172,6 +210,9 @@ impl RedisSink {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        // A pending re-ship recorded by an attempt whose EXEC a local write
+        // aborted, to clear if the last attempt has none.
+        let mut intent_recorded = false;
         for attempt in 1..=MAX_ATTEMPTS {
             let mut c = self.conn().await?;
             // 1. WATCH, then the local offset every earlier local write is at
@@ -273,6 +314,23 @@ impl RedisSink {
             let Some(last) = txs.last() else {
                 return Ok(());
             };
+            let conflicts: Vec<Conflict> = lost
+                .into_iter()
+                .map(|l| self.conflict_record(&me, l))
+                .collect();
+            let intent = if reship.is_empty() {
+                None
+            } else {
+                let intent = ReshipIntent {
+                    last_seq: last.seq,
+                    epoch: last.epoch,
+                    above: above.0,
+                    keys: reship.iter().map(|(k, u)| (k.clone(), *u)).collect(),
+                    conflicts: conflicts.clone(),
+                };
+                Some(intent.encode()?)
+            };
+            let pending = intent.is_some();
             let mut p = redis::pipe();
             p.ignore_errors();
             p.cmd("MULTI");
@@ -335,10 +393,14 @@ impl RedisSink {
             let mut queue_conn = c.clone();
             let (queued_replies, recorded) =
                 tokio::join!(p.query_async::<Vec<Value>>(&mut queue_conn), async {
-                    if record.is_empty() {
-                        Ok(())
-                    } else {
-                        versions.record(record).await
+                    match intent {
+                        Some(intent) => {
+                            versions
+                                .record_pending(record, origin.to_string(), intent)
+                                .await
+                        }
+                        None if record.is_empty() => Ok(()),
+                        None => versions.record(record).await,
                     }
                 });
             let mut replies = queued_replies.map_err(|e| redis_err("apply", e))?;
@@ -347,6 +409,7 @@ impl RedisSink {
                 let _: Result<Value, _> = redis::cmd("DISCARD").query_async(&mut c).await;
                 return Err(e);
             }
+            intent_recorded |= pending;
             let mut exec = redis::pipe();
             exec.ignore_errors();
             exec.cmd("EXEC");
@@ -397,70 +460,29 @@ impl RedisSink {
             if let Some(last) = txs.last() {
                 self.markers.insert(origin.to_string(), last.seq);
             }
-            // 4. Re-ship the keys that had a losing command, then log.
-            let mut changes = Vec::new();
-            for (pos, vkey) in &dumps {
-                let (Some((db, key)), Some(dump), Some(ttl)) = (
-                    vkey.split_first_chunk::<4>(),
-                    results.get(*pos),
-                    results.get(pos + 1),
-                ) else {
-                    continue;
-                };
-                let db = u32::from_be_bytes(*db);
-                let args: Vec<Vec<u8>> = match dump {
-                    Value::BulkString(payload) => {
-                        let ttl = match ttl {
-                            Value::Int(t) if *t > 0 => *t,
-                            _ => 0,
-                        };
-                        vec![
-                            b"RESTORE".to_vec(),
-                            key.to_vec(),
-                            ttl.to_string().into_bytes(),
-                            payload.clone(),
-                            b"REPLACE".to_vec(),
-                        ]
-                    }
-                    _ => vec![b"DEL".to_vec(), key.to_vec()],
-                };
-                changes.push(Change {
-                    unit: reship.get(vkey).copied().flatten(),
-                    payload: Payload::Redis(RedisCommand { db, args }),
-                });
+            if pending {
+                dcsync_core::crash_point(CRASH_AFTER_EXEC);
             }
+            // 4. Re-ship the keys that had a losing command, then log.
+            let changes: Vec<Change> = dumps
+                .iter()
+                .filter_map(|(pos, vkey)| {
+                    reship_change(
+                        vkey,
+                        reship.get(vkey).copied().flatten(),
+                        results.get(*pos)?,
+                        results.get(pos + 1)?,
+                    )
+                })
+                .collect();
             if !changes.is_empty() {
                 versions.reassert(changes, above).await?;
             }
-            for l in lost {
-                let decision = if l.vetoed {
-                    format!(
-                        "{me} owns unit {} and wrote the current value ({}): the change of {} seq {} was not applied, and {me} re-shipped the key to every DC",
-                        l.unit.unwrap_or_default(),
-                        l.winner,
-                        l.loser.dc,
-                        l.seq
-                    )
-                } else {
-                    format!(
-                        "kept {} (greater version); the change of {} seq {} was not applied, and {me} re-shipped the key to every DC",
-                        l.winner, l.loser.dc, l.seq
-                    )
-                };
-                versions.conflict(Conflict {
-                    at_ms: dcsync_core::now_ms(),
-                    dc: me.clone(),
-                    store: self.store.clone(),
-                    key: describe_key(&l.key),
-                    unit: l.unit,
-                    policy: self.policy.as_str().into(),
-                    winner: l.winner,
-                    winner_value: "(the value held here, re-shipped)".into(),
-                    loser: l.loser,
-                    loser_value: l.command,
-                    loser_seq: l.seq,
-                    decision,
-                });
+            for c in conflicts {
+                versions.conflict(c);
+            }
+            if intent_recorded {
+                versions.clear_pending(origin.to_string()).await?;
             }
             return Ok(());
         }

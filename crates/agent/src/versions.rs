@@ -198,6 +198,46 @@ impl Versions for AgentVersions {
         })
     }
 
+    fn record_pending(
+        &self,
+        entries: Vec<(Vec<u8>, Version)>,
+        origin: String,
+        intent: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let j = self.journal.clone();
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || {
+                j.record_versions_pending(&store, &entries, &origin, &intent)
+            })
+            .await
+            .map_err(journal_error)?
+            .map_err(journal_error)
+        })
+    }
+
+    fn pending(&self, origin: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, ConnectorError>> {
+        Box::pin(async move {
+            let j = self.journal.clone();
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || j.pending_reship(&store, &origin))
+                .await
+                .map_err(journal_error)?
+                .map_err(journal_error)
+        })
+    }
+
+    fn clear_pending(&self, origin: String) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let j = self.journal.clone();
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || j.clear_pending_reship(&store, &origin))
+                .await
+                .map_err(journal_error)?
+                .map_err(journal_error)
+        })
+    }
+
     fn wait_source<'a>(
         &'a self,
         reached: Box<dyn Fn(&Position) -> bool + Send + Sync + 'a>,

@@ -265,6 +265,28 @@ pub trait Versions: Send + Sync + 'static {
     fn record(&self, entries: Vec<(Vec<u8>, Version)>)
         -> BoxFuture<'_, Result<(), ConnectorError>>;
 
+    /// Records `entries` as [`Versions::record`] does and, in the same
+    /// durable commit, `intent` as the pending re-ship of `origin`'s
+    /// changes (the sink's own encoding of what it still has to do after
+    /// its target commit; it replaces an earlier one of `origin`). A sink
+    /// that finds it after a restart ([`Versions::pending`]) finishes it.
+    /// Errors: the journal cannot be written (transient).
+    fn record_pending(
+        &self,
+        entries: Vec<(Vec<u8>, Version)>,
+        origin: String,
+        intent: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), ConnectorError>>;
+
+    /// The pending re-ship of `origin`'s changes recorded by
+    /// [`Versions::record_pending`] and not yet cleared, if any. Errors:
+    /// the journal cannot be read (transient).
+    fn pending(&self, origin: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, ConnectorError>>;
+
+    /// Removes the pending re-ship of `origin`'s changes once it is done.
+    /// Errors: the journal cannot be written (transient).
+    fn clear_pending(&self, origin: String) -> BoxFuture<'_, Result<(), ConnectorError>>;
+
     /// Waits until this store's local source has journaled (and so indexed
     /// the versions of) everything up to a position for which `reached`
     /// returns true. Errors: Transient after `timeout` (the source is

@@ -126,6 +126,9 @@ const VERSIONS: TableDefinition<(&str, &[u8]), (u64, &str)> = TableDefinition::n
 const VERSION_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("version_log");
 /// `store -> HLC`: see [`Journal::stamp_floor`].
 const STAMP_FLOORS: TableDefinition<&str, u64> = TableDefinition::new("stamp_floors");
+/// `(store, origin) -> sink's encoding`: see [`Journal::pending_reship`].
+const PENDING_RESHIPS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("pending_reships");
 
 /// Journal errors. All are fatal for the operation; none leaves a partial
 /// write behind (redb transactions are atomic).
@@ -864,6 +867,7 @@ fn put_entries(
 
 pub mod identity;
 mod migrate;
+mod pending;
 mod relay;
 mod versions;
 

@@ -592,3 +592,38 @@ fn the_stamp_floor_is_journaled_with_the_position_and_only_rises() {
     let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
     assert_eq!(j.stamp_floor("s").unwrap(), Hlc(50));
 }
+
+#[test]
+fn a_pending_reship_is_kept_with_its_versions_across_a_reopen_until_cleared() {
+    use dcsync_core::conflict::Version;
+    let d = tempfile::tempdir().unwrap();
+    let v = |h| Version {
+        hlc: Hlc(h),
+        dc: "sh".into(),
+    };
+    {
+        let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+        assert_eq!(j.pending_reship("r", "sh").unwrap(), None);
+        j.record_versions_pending("r", &[(b"k".to_vec(), v(7))], "sh", b"first")
+            .unwrap();
+        // A later group of the same origin replaces it; other stores and
+        // origins are apart.
+        j.record_versions_pending("r", &[], "sh", b"second")
+            .unwrap();
+        j.record_versions_pending("other", &[], "sh", b"x").unwrap();
+        assert_eq!(j.versions("r", &[b"k".to_vec()]).unwrap(), vec![Some(v(7))]);
+    }
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+    assert_eq!(
+        j.pending_reship("r", "sh").unwrap(),
+        Some(b"second".to_vec())
+    );
+    assert_eq!(j.pending_reship("r", "gz").unwrap(), None);
+    assert_eq!(j.versions("r", &[b"k".to_vec()]).unwrap(), vec![Some(v(7))]);
+    j.clear_pending_reship("r", "sh").unwrap();
+    assert_eq!(j.pending_reship("r", "sh").unwrap(), None);
+    assert_eq!(
+        j.pending_reship("other", "sh").unwrap(),
+        Some(b"x".to_vec())
+    );
+}

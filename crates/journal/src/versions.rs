@@ -197,6 +197,22 @@ impl Journal {
         if entries.is_empty() {
             return Ok(());
         }
+        let w = self.db.begin_write().map_err(storage)?;
+        let logged = self.log_sink_versions(&w, store, entries)?;
+        self.commit_holding(w, logged)
+    }
+
+    /// Logs the versions `entries` a sink applies to `store` in `w`;
+    /// returns the record to hold after the commit (`None` if empty).
+    pub(crate) fn log_sink_versions(
+        &self,
+        w: &WriteTransaction,
+        store: &str,
+        entries: &[(Vec<u8>, Version)],
+    ) -> Result<Option<(LoggedVersions, u64)>, JournalError> {
+        if entries.is_empty() {
+            return Ok(None);
+        }
         let rec = LoggedVersions {
             store: store.to_string(),
             entries: entries
@@ -204,9 +220,8 @@ impl Journal {
                 .map(|(k, v)| (k.clone(), v.hlc.0, v.dc.clone()))
                 .collect(),
         };
-        let w = self.db.begin_write().map_err(storage)?;
-        let id = log_versions(self, &w, &rec)?;
-        self.commit_holding(w, Some((rec, id)))
+        let id = log_versions(self, w, &rec)?;
+        Ok(Some((rec, id)))
     }
 
     /// Logs the versions of local writes `(key, HLC)` of `store` (DC =

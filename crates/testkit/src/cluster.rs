@@ -303,6 +303,15 @@ impl Agents {
         }
     }
 
+    /// Whether DC `i`'s agent process has exited (by itself: a crash, an
+    /// injected crash point); false if it runs or was never started.
+    pub fn exited(&mut self, i: usize) -> bool {
+        self.dcs[i]
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     /// Process ids of the running agents, in DC order.
     pub fn pids(&self) -> Vec<u32> {
         self.dcs
