@@ -339,7 +339,13 @@ impl MysqlSink {
         // Look up the target tables not seen yet (or changed), then plan
         // (borrowing self.sql), then execute.
         self.prepare_tables(group).await?;
+        let t_decide = std::time::Instant::now();
         let mut decision = self.decide(origin, group).await?;
+        tracing::trace!(
+            txns = group.len(),
+            decide_us = t_decide.elapsed().as_micros() as u64,
+            "mysql sink: group decided"
+        );
         let skip = std::mem::take(&mut decision.skip);
         let deletes = std::mem::take(&mut decision.deletes);
         let decided: HashMap<Vec<u8>, dcsync_core::conflict::Version> =
@@ -349,11 +355,13 @@ impl MysqlSink {
             std::mem::take(&mut decision.reassert),
             decision.reassert_above,
         )));
-        let group_record = std::sync::Arc::new(lww::GroupRecord::new(
+        let group_record = std::sync::Arc::new(lww::GroupRecord::start(
+            self.versions.as_ref(),
             decided
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            decision.generation,
         ));
         let mut plan = GroupPlan::new(floors.to_vec());
         // Rows that lose their unique value to a winning change, deleted

@@ -68,6 +68,8 @@ pub(super) struct Decision {
     pub(super) reassert: Vec<(RowChange, Option<u32>)>,
     /// The greatest HLC of a vetoed change (the re-ship is stamped above).
     pub(super) reassert_above: dcsync_core::Hlc,
+    /// [`Versions::generation`] before the group's versions were read.
+    pub(super) generation: u64,
 }
 
 /// The rows an `owner` group re-ships, and the HLC to stamp above.
@@ -101,18 +103,83 @@ pub(super) struct Check {
 }
 
 /// The versions of all rows of one group, recorded at most once.
+///
+/// The record starts as soon as the group is decided, while the
+/// partitions run their statements (its durable commit is then off the
+/// path to `COMMIT`); each partition waits for it before its `COMMIT`.
+/// Recorded before the rows commit, a version can describe a row change a
+/// partition then rolls back: harmless, as after a crash between record
+/// and `COMMIT` (which was always possible). The group is retried with the
+/// same versions, which tie with the recorded ones and apply, or it loses
+/// to a greater version, which the index keeps (keep-greater).
 pub(super) struct GroupRecord {
     all: Vec<(Vec<u8>, Version)>,
     done: tokio::sync::OnceCell<()>,
+    /// The record started when the group was decided, until a partition
+    /// waits for it.
+    started: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), ConnectorError>>>>,
+    /// Set once the started record is readable.
+    recorded: Arc<std::sync::atomic::AtomicBool>,
+    /// [`Versions::generation`] before the group's versions were read.
+    generation: u64,
 }
 
 impl GroupRecord {
-    /// The record of a group writing `all`.
-    pub(super) fn new(all: Vec<(Vec<u8>, Version)>) -> GroupRecord {
+    /// The record of a group writing `all`, started at once when there is
+    /// an index (`versions`); `generation` is the index's generation
+    /// before the group's versions were read.
+    pub(super) fn start(
+        versions: Option<&Arc<dyn Versions>>,
+        all: Vec<(Vec<u8>, Version)>,
+        generation: u64,
+    ) -> GroupRecord {
+        let recorded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = versions.filter(|_| !all.is_empty()).map(|v| {
+            let (v, entries, flag) = (v.clone(), all.clone(), recorded.clone());
+            tokio::spawn(async move {
+                v.record(entries).await?;
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            })
+        });
         GroupRecord {
             all,
             done: tokio::sync::OnceCell::new(),
+            started: std::sync::Mutex::new(started),
+            recorded,
+            generation,
         }
+    }
+
+    /// Waits until the group's versions are recorded (durable); records
+    /// them itself if the started record failed. Errors: the journal
+    /// cannot be written (transient).
+    async fn wait(&self, versions: &Arc<dyn Versions>) -> Result<(), ConnectorError> {
+        self.done
+            .get_or_try_init(|| async {
+                let started = self
+                    .started
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                match started {
+                    Some(h) => h.await.map_err(|e| {
+                        ConnectorError::Transient(format!("recording the group's versions: {e}"))
+                    })?,
+                    None => versions.record(self.all.clone()).await,
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Whether no version but the group's own record was recorded since
+    /// the group's versions were read: a re-read would find what the
+    /// decision was made on. (The flag is read before the generation, and
+    /// set after the record raised it.)
+    fn unchanged_since_read(&self, versions: &dyn Versions) -> bool {
+        let own = u64::from(self.recorded.load(std::sync::atomic::Ordering::SeqCst));
+        versions.generation() == self.generation + own
     }
 }
 
@@ -157,23 +224,32 @@ impl Check {
         &self,
         conn: &mut mysql_async::Conn,
     ) -> Result<bool, ConnectorError> {
+        let t0 = std::time::Instant::now();
         let end = binlog_end(conn, &self.store).await?;
+        let t_end = t0.elapsed();
         self.versions
             .wait_source(
                 Box::new(move |p| BinlogPosition::from_position(p).is_ok_and(|b| b.reached(&end))),
                 SOURCE_WAIT,
             )
             .await?;
-        let keys: Vec<Vec<u8>> = self.decided.iter().map(|(k, _)| k.clone()).collect();
-        let now = self.versions.current(keys).await?;
-        if self
-            .decided
-            .iter()
-            .zip(&now)
-            .any(|((_, mine), cur)| !wins(mine, cur.as_ref()))
-        {
-            return Ok(false);
+        let t_wait = t0.elapsed();
+        // Local writes journaled since the decision (or another origin's
+        // group) may have raised a row's version: read them again, unless
+        // nothing was recorded since.
+        if !self.group.unchanged_since_read(self.versions.as_ref()) {
+            let keys: Vec<Vec<u8>> = self.decided.iter().map(|(k, _)| k.clone()).collect();
+            let now = self.versions.current(keys).await?;
+            if self
+                .decided
+                .iter()
+                .zip(&now)
+                .any(|((_, mine), cur)| !wins(mine, cur.as_ref()))
+            {
+                return Ok(false);
+            }
         }
+        let t_read = t0.elapsed();
         let (rows, above) = {
             let mut g = self.reassert.lock().unwrap_or_else(|e| e.into_inner());
             (std::mem::take(&mut g.0), g.1)
@@ -193,13 +269,20 @@ impl Check {
         if !lost.is_empty() {
             self.log(lost).await;
         }
-        self.group
-            .done
-            .get_or_try_init(|| self.versions.record(self.group.all.clone()))
-            .await?;
+        self.group.wait(&self.versions).await?;
+        let t_record = t0.elapsed();
         conn.query_drop("COMMIT")
             .await
             .map_err(|e| classify("COMMIT", e))?;
+        tracing::trace!(
+            rows = self.decided.len(),
+            end_us = t_end.as_micros() as u64,
+            wait_us = (t_wait - t_end).as_micros() as u64,
+            reread_us = (t_read - t_wait).as_micros() as u64,
+            record_us = (t_record - t_read).as_micros() as u64,
+            commit_us = (t0.elapsed() - t_record).as_micros() as u64,
+            "mysql sink: partition check timings"
+        );
         Ok(true)
     }
 }
@@ -214,22 +297,17 @@ impl MysqlSink {
         let Some(versions) = self.versions.clone() else {
             return Ok(Decision::default());
         };
-        let mut keys: Vec<Vec<u8>> = Vec::new();
-        let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
-        for tx in group {
-            for c in &tx.changes {
-                if let Payload::Row(r) = &c.payload {
-                    for k in row_version_keys(r) {
-                        index.entry(k.clone()).or_insert_with(|| {
-                            keys.push(k);
-                            keys.len() - 1
-                        });
-                    }
-                }
-            }
-        }
-        let mut current = versions.current(keys.clone()).await?;
-        let mut d = Decision::default();
+        let GroupVersions {
+            generation,
+            keys,
+            index,
+            change_slots,
+            mut current,
+        } = read_versions(&versions, group).await?;
+        let mut d = Decision {
+            generation,
+            ..Decision::default()
+        };
         let owner_policy = self.policy == dcsync_core::conflict::ConflictPolicy::Owner;
         let me = versions.me().to_string();
         for (ti, tx) in group.iter().enumerate() {
@@ -241,10 +319,7 @@ impl MysqlSink {
                 let Payload::Row(r) = &c.payload else {
                     continue;
                 };
-                let slots: Vec<usize> = row_version_keys(r)
-                    .iter()
-                    .filter_map(|k| index.get(k).copied())
-                    .collect();
+                let slots = &change_slots[ti][ci];
                 let lost_to = slots
                     .iter()
                     .filter_map(|i| current[*i].as_ref())
@@ -284,7 +359,7 @@ impl MysqlSink {
                 match lost_to {
                     None => {
                         for i in slots {
-                            current[i] = Some(v.clone());
+                            current[*i] = Some(v.clone());
                         }
                     }
                     // The origin's own later write is applied already (a
@@ -311,31 +386,96 @@ impl MysqlSink {
         // The versions the written rows will have (the last applied change
         // of each row; changes that lost do not move it; a row deleted for
         // a unique value takes the version of the change that won it).
-        let mut written: HashMap<Vec<u8>, Version> = HashMap::new();
-        for (k, v) in std::mem::take(&mut d.decided) {
-            written.insert(k, v);
-        }
+        let mut written: Vec<Option<Version>> = vec![None; keys.len()];
         for (ti, tx) in group.iter().enumerate() {
-            for (ci, c) in tx.changes.iter().enumerate() {
-                if d.skip.contains(&(ti, ci)) {
+            let v = Version {
+                hlc: tx.hlc,
+                dc: origin.to_string(),
+            };
+            for (ci, slots) in change_slots[ti].iter().enumerate() {
+                if slots.is_empty() || d.skip.contains(&(ti, ci)) {
                     continue;
                 }
-                if let Payload::Row(r) = &c.payload {
-                    for k in row_version_keys(r) {
-                        written.insert(
-                            k,
-                            Version {
-                                hlc: tx.hlc,
-                                dc: origin.to_string(),
-                            },
-                        );
-                    }
+                for i in slots {
+                    written[*i] = Some(v.clone());
                 }
             }
         }
-        d.decided = written.into_iter().collect();
+        // Rows deleted for a unique value, unless a change of the group
+        // writes them too (the later one wins, as in the group's order).
+        let mut deleted: HashMap<Vec<u8>, Version> = HashMap::new();
+        for (k, v) in std::mem::take(&mut d.decided) {
+            if index.get(&k).is_none_or(|i| written[*i].is_none()) {
+                deleted.insert(k, v);
+            }
+        }
+        d.decided = deleted.into_iter().collect();
+        d.decided.extend(
+            written
+                .into_iter()
+                .zip(keys)
+                .filter_map(|(v, k)| Some((k, v?))),
+        );
         Ok(d)
     }
+}
+
+/// The versions of the rows a group writes, read from the index, with the
+/// index's generation before the read: what [`MysqlSink::decide`] decides
+/// on.
+struct GroupVersions {
+    /// [`Versions::generation`] before the read.
+    generation: u64,
+    /// Every row the group writes, once.
+    keys: Vec<Vec<u8>>,
+    /// Position of each key in `keys`.
+    index: HashMap<Vec<u8>, usize>,
+    /// Per transaction and change: its rows, as positions in `keys`.
+    change_slots: Vec<Vec<Vec<usize>>>,
+    /// The current version of each key.
+    current: Vec<Option<Version>>,
+}
+
+/// Reads the current versions of the rows `group` writes (each row's
+/// version keys computed once). Errors: the index cannot be read.
+async fn read_versions(
+    versions: &Arc<dyn Versions>,
+    group: &[&Transaction],
+) -> Result<GroupVersions, ConnectorError> {
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut change_slots: Vec<Vec<Vec<usize>>> = Vec::with_capacity(group.len());
+    for tx in group {
+        let mut per_change = Vec::with_capacity(tx.changes.len());
+        for c in &tx.changes {
+            let mut slots = Vec::new();
+            if let Payload::Row(r) = &c.payload {
+                for k in row_version_keys(r) {
+                    let i = match index.get(&k) {
+                        Some(i) => *i,
+                        None => {
+                            index.insert(k.clone(), keys.len());
+                            keys.push(k);
+                            keys.len() - 1
+                        }
+                    };
+                    slots.push(i);
+                }
+            }
+            per_change.push(slots);
+        }
+        change_slots.push(per_change);
+    }
+    // Taken before the read: a version recorded after it raises it.
+    let generation = versions.generation();
+    let current = versions.current(keys.clone()).await?;
+    Ok(GroupVersions {
+        generation,
+        keys,
+        index,
+        change_slots,
+        current,
+    })
 }
 
 /// The binlog's end: `SHOW MASTER STATUS` (file and offset), then on

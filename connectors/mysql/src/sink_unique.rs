@@ -41,6 +41,21 @@ impl MysqlSink {
         let Some(versions) = self.versions.clone() else {
             return Ok(());
         };
+        // Nothing to look up unless a table of the group has a secondary
+        // unique key (each table checked once).
+        let mut seen: HashSet<(&str, &str)> = HashSet::new();
+        let mut any_unique = false;
+        for c in group.iter().flat_map(|tx| &tx.changes) {
+            if let Payload::Row(r) = &c.payload {
+                if seen.insert((r.table.schema.as_str(), r.table.name.as_str())) {
+                    let key = (r.table.schema.clone(), r.table.name.clone());
+                    any_unique |= self.sql.get(&key).is_some_and(|t| !t.uniques.is_empty());
+                }
+            }
+        }
+        if !any_unique {
+            return Ok(());
+        }
         // Candidates per (table, unique index).
         let mut by_index: HashMap<(String, String, usize), Vec<Candidate>> = HashMap::new();
         let mut written: HashSet<Vec<u8>> = HashSet::new();

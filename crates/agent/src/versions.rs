@@ -198,6 +198,10 @@ impl Versions for AgentVersions {
         })
     }
 
+    fn generation(&self) -> u64 {
+        self.journal.version_generation()
+    }
+
     fn record_pending(
         &self,
         entries: Vec<(Vec<u8>, Version)>,

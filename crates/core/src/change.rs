@@ -226,15 +226,28 @@ impl Value {
     /// Canonical bytes used for unit hashing: integers in decimal text,
     /// byte strings as-is. `None` for NULL.
     pub fn unit_key_bytes(&self) -> Option<Vec<u8>> {
-        match self {
-            Value::Null => None,
-            Value::Int(i) => Some(i.to_string().into_bytes()),
-            Value::UInt(u) => Some(u.to_string().into_bytes()),
-            Value::Float(f) => Some(f.to_string().into_bytes()),
-            Value::Double(f) => Some(f.to_string().into_bytes()),
-            Value::Bytes(b) => Some(b.clone()),
-            other => Some(format!("{other:?}").into_bytes()),
-        }
+        let mut out = Vec::new();
+        self.write_unit_key(&mut out).then_some(out)
+    }
+
+    /// Appends [`Value::unit_key_bytes`] to `out` without allocating;
+    /// false (nothing appended) for NULL.
+    pub fn write_unit_key(&self, out: &mut Vec<u8>) -> bool {
+        use std::io::Write;
+        // Writing to a Vec cannot fail.
+        let _ = match self {
+            Value::Null => return false,
+            Value::Int(i) => write!(out, "{i}"),
+            Value::UInt(u) => write!(out, "{u}"),
+            Value::Float(f) => write!(out, "{f}"),
+            Value::Double(f) => write!(out, "{f}"),
+            Value::Bytes(b) => {
+                out.extend_from_slice(b);
+                Ok(())
+            }
+            other => write!(out, "{other:?}"),
+        };
+        true
     }
 }
 

@@ -110,29 +110,50 @@ pub fn owner_vetoes(
 /// ([`Value::unit_key_bytes`]; NULL as length `0xffff_ffff`). `image` is the
 /// before or after image of `r`. `None` when the table has no primary key.
 pub fn row_version_key(r: &RowChange, image: &[Value]) -> Option<Vec<u8>> {
-    let pk = r.primary_key();
-    if pk.is_empty() {
-        return None;
+    // The primary-key columns in column order, as `primary_key()` lists
+    // them, without collecting them first (this runs for every row a
+    // group writes).
+    let mut key = key_prefix(&r.table.schema, &r.table.name);
+    let mut any = false;
+    for (i, c) in r.table.columns.iter().enumerate() {
+        if c.primary_key {
+            any = true;
+            push_key_part(&mut key, image.get(i));
+        }
     }
-    Some(version_key(&r.table.schema, &r.table.name, &pk, image))
+    any.then_some(key)
+}
+
+fn key_prefix(schema: &str, table: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(schema.len() + table.len() + 24);
+    key.extend_from_slice(schema.as_bytes());
+    key.push(0);
+    key.extend_from_slice(table.as_bytes());
+    key.push(0);
+    key
+}
+
+/// One primary-key value of a version key: its length (u32 big-endian)
+/// and [`Value::unit_key_bytes`], or `u32::MAX` for NULL or a missing
+/// column.
+fn push_key_part(key: &mut Vec<u8>, v: Option<&Value>) {
+    let at = key.len();
+    key.extend_from_slice(&[0; 4]);
+    if v.is_some_and(|v| v.write_unit_key(key)) {
+        let n = (key.len() - at - 4) as u32;
+        key[at..at + 4].copy_from_slice(&n.to_be_bytes());
+    } else {
+        key.truncate(at);
+        key.extend_from_slice(&u32::MAX.to_be_bytes());
+    }
 }
 
 /// [`row_version_key`] from its parts: the table, the indexes of its
 /// primary-key columns and a row image.
 pub fn version_key(schema: &str, table: &str, pk: &[usize], image: &[Value]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(schema.len() + table.len() + 16);
-    key.extend_from_slice(schema.as_bytes());
-    key.push(0);
-    key.extend_from_slice(table.as_bytes());
-    key.push(0);
+    let mut key = key_prefix(schema, table);
     for i in pk {
-        match image.get(*i).and_then(Value::unit_key_bytes) {
-            Some(b) => {
-                key.extend_from_slice(&(b.len() as u32).to_be_bytes());
-                key.extend_from_slice(&b);
-            }
-            None => key.extend_from_slice(&u32::MAX.to_be_bytes()),
-        }
+        push_key_part(&mut key, image.get(*i));
     }
     key
 }
@@ -264,6 +285,12 @@ pub trait Versions: Send + Sync + 'static {
     /// target commit of the changes they describe.
     fn record(&self, entries: Vec<(Vec<u8>, Version)>)
         -> BoxFuture<'_, Result<(), ConnectorError>>;
+
+    /// A counter raised after every version record becomes readable
+    /// (local writes' and sinks'): taken before [`Versions::current`] and
+    /// found unchanged later, no version was recorded in between, so a
+    /// re-read would return the same.
+    fn generation(&self) -> u64;
 
     /// Records `entries` as [`Versions::record`] does and, in the same
     /// durable commit, `intent` as the pending re-ship of `origin`'s

@@ -282,3 +282,40 @@ fn the_owner_wins_against_a_later_clock() {
     assert_eq!(dcs[0].store.get(&1).map(|v| v.0), Some(100));
     assert_eq!(dcs[1].store.get(&1).map(|v| v.0), Some(100));
 }
+
+/// The version index is persisted: a key's bytes must not change between
+/// agent versions (`schema \0 table \0`, then per primary-key column its
+/// length, u32 big-endian, and its unit-key bytes, or `u32::MAX` for NULL).
+#[test]
+fn version_key_bytes_are_stable() {
+    let img = vec![Value::Int(-7), Value::Bytes(b"ab".to_vec()), Value::Null];
+    let mut want = b"s\0t\0".to_vec();
+    want.extend_from_slice(&[0, 0, 0, 2]);
+    want.extend_from_slice(b"-7");
+    want.extend_from_slice(&[0, 0, 0, 2]);
+    want.extend_from_slice(b"ab");
+    want.extend_from_slice(&[0xff; 4]);
+    assert_eq!(version_key("s", "t", &[0, 1, 2], &img), want);
+    // A column the image lacks counts as NULL.
+    let mut short = b"s\0t\0".to_vec();
+    short.extend_from_slice(&[0xff; 4]);
+    assert_eq!(version_key("s", "t", &[9], &img), short);
+    // row_version_key takes the primary-key columns in column order.
+    let r = row(RowKind::Insert, None, Some((42, "x")));
+    let after = r.after.clone().unwrap();
+    assert_eq!(
+        row_version_key(&r, &after),
+        Some(version_key("shop", "items", &r.primary_key(), &after))
+    );
+    for v in [
+        Value::UInt(u64::MAX),
+        Value::Double(1.5),
+        Value::Float(-0.25),
+        Value::Bytes(b"\xff\x00".to_vec()),
+    ] {
+        let mut out = Vec::new();
+        assert!(v.write_unit_key(&mut out));
+        assert_eq!(Some(out), v.unit_key_bytes());
+    }
+    assert_eq!(Value::Null.unit_key_bytes(), None);
+}

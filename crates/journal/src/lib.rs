@@ -229,6 +229,8 @@ pub struct Journal {
     overlay: std::sync::Mutex<versions::Overlay>,
     /// Next `version_log` id.
     version_ids: std::sync::atomic::AtomicU64,
+    /// See [`Journal::version_generation`].
+    version_generation: std::sync::atomic::AtomicU64,
 }
 
 /// redb's page cache, bytes. Its default (1 GiB) would let the agent's
@@ -361,6 +363,7 @@ impl Journal {
             epoch,
             overlay: std::sync::Mutex::new(versions::Overlay::default()),
             version_ids: std::sync::atomic::AtomicU64::new(1),
+            version_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

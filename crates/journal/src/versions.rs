@@ -265,7 +265,20 @@ impl Journal {
         for (k, h, dc) in &rec.entries {
             o.put(&rec.store, k, Hlc(*h), dc, id);
         }
+        // Under the lock, after the versions are readable.
+        self.version_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    /// How many version records (local writes' or a sink's) have been
+    /// committed since the journal was opened. A reader that takes it
+    /// before [`Journal::versions`] and finds it unchanged later knows no
+    /// version was recorded in between (it is raised after the record is
+    /// readable). Folds and prunes do not raise it: they raise no version.
+    pub fn version_generation(&self) -> u64 {
+        self.version_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Versions held in memory, not yet folded into the B-tree.
