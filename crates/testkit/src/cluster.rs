@@ -422,22 +422,10 @@ impl Drop for Agents {
         for i in 0..self.dcs.len() {
             self.kill_agent(i);
         }
-        // `DCSYNC_TEST_KEEP=1` keeps the agents' logs: they are copied to
-        // `<temp dir>/dcsync-kept-<pid>-<n>` before the cluster dir goes.
-        if std::env::var_os("DCSYNC_TEST_KEEP").is_some() {
-            static KEPT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let n = KEPT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let to = std::env::temp_dir().join(format!("dcsync-kept-{}-{n}", std::process::id()));
-            if std::fs::create_dir_all(&to).is_ok() {
-                for i in 0..self.dcs.len() {
-                    let _ = std::fs::copy(
-                        self.log_path(i),
-                        to.join(format!("agent-{}.log", self.dcs[i].id)),
-                    );
-                }
-                eprintln!("agent logs kept in {}", to.display());
-            }
-        }
+        let logs: Vec<(String, PathBuf)> = (0..self.dcs.len())
+            .map(|i| (self.dcs[i].id.clone(), self.log_path(i)))
+            .collect();
+        crate::keep_logs(&logs);
     }
 }
 

@@ -90,3 +90,23 @@ pub fn short_hash(bytes: &[u8]) -> u64 {
         (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
     })
 }
+
+/// With `DCSYNC_TEST_KEEP` set, copies the agents' logs `(dc, path)` to
+/// `<temp dir>/dcsync-kept-<pid>-<n>` (and says where) before a cluster's
+/// temporary directory is removed: for chasing a failure or timing a
+/// benchmark's steps.
+pub fn keep_logs(logs: &[(String, std::path::PathBuf)]) {
+    if std::env::var_os("DCSYNC_TEST_KEEP").is_none() {
+        return;
+    }
+    static KEPT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = KEPT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let to = std::env::temp_dir().join(format!("dcsync-kept-{}-{n}", std::process::id()));
+    if std::fs::create_dir_all(&to).is_err() {
+        return;
+    }
+    for (dc, path) in logs {
+        let _ = std::fs::copy(path, to.join(format!("agent-{dc}.log")));
+    }
+    eprintln!("agent logs kept in {}", to.display());
+}
