@@ -211,6 +211,26 @@ fn owner_of(c: &Cluster, key: &str) -> String {
     owner.to_string()
 }
 
+/// Asserts that every `k:<n>` holds its owner DC's round-`r` value in both
+/// DCs; returns how many keys each DC owns.
+async fn owners_won(c: &Cluster, r: u32) -> std::collections::BTreeMap<String, usize> {
+    let mut owners = std::collections::BTreeMap::new();
+    for n in 0..KEYS {
+        let key = format!("k:{n}");
+        let owner = owner_of(c, &key);
+        for i in [0, 1] {
+            assert_eq!(
+                get(c, i, &key).await,
+                Some(format!("{owner}-{r}")),
+                "{key} (owner {owner}) in {}",
+                c.dcs[i].id
+            );
+        }
+        *owners.entry(owner).or_insert(0) += 1;
+    }
+    owners
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_owner_each_redis_keys_owner_wins() {
     let c = Cluster::start(ClusterOptions {
@@ -220,20 +240,7 @@ async fn under_owner_each_redis_keys_owner_wins() {
     })
     .await;
     race(&c, 1..=3).await;
-    let mut owners = std::collections::BTreeMap::new();
-    for n in 0..KEYS {
-        let key = format!("k:{n}");
-        let owner = owner_of(&c, &key);
-        for i in [0, 1] {
-            assert_eq!(
-                get(&c, i, &key).await,
-                Some(format!("{owner}-3")),
-                "{key} (owner {owner}) in {}",
-                c.dcs[i].id
-            );
-        }
-        *owners.entry(owner).or_insert(0) += 1;
-    }
+    let owners = owners_won(&c, 3).await;
     assert_eq!(
         owners.len(),
         2,
@@ -370,18 +377,7 @@ async fn an_owner_killed_between_exec_and_its_reship_finishes_the_reship_on_rest
         "bj did not finish the pending re-ship:\n{}",
         c.agents.log_tail(0, 40)
     );
-    for n in 0..KEYS {
-        let key = format!("k:{n}");
-        let owner = owner_of(&c, &key);
-        for i in [0, 1] {
-            assert_eq!(
-                get(&c, i, &key).await,
-                Some(format!("{owner}-2")),
-                "{key} (owner {owner}) in {}",
-                c.dcs[i].id
-            );
-        }
-    }
+    owners_won(&c, 2).await;
     // The losers of the interrupted group are in bj's conflict log.
     let bj = conflicts(&c.agents.dcs[0].data_dir);
     assert!(

@@ -671,48 +671,6 @@ impl Supervisor {
         }
     }
 
-    /// The changes of a snapshot copy (an initial snapshot, a Redis full
-    /// resync's RDB) except those of rows or keys whose current value
-    /// another DC wrote (their version in the index): the copy re-emits
-    /// the store's state, and re-shipping a value another DC wrote as this
-    /// DC's would set back that DC's later changes in flight.
-    fn unowned_snapshot_changes(
-        &self,
-        changes: Vec<dcsync_core::Change>,
-    ) -> Vec<dcsync_core::Change> {
-        let Ok(connector) = REGISTRY.connector_for(&self.store) else {
-            return changes;
-        };
-        let before = changes.len();
-        // One index read for the whole event: (change index, key) pairs.
-        let keyed: Vec<(usize, Vec<u8>)> = changes
-            .iter()
-            .enumerate()
-            .flat_map(|(i, c)| connector.version_keys(c).into_iter().map(move |k| (i, k)))
-            .collect();
-        let keys: Vec<Vec<u8>> = keyed.iter().map(|(_, k)| k.clone()).collect();
-        let Ok(found) = self.journal.versions(&self.store.name, &keys) else {
-            return changes;
-        };
-        let mut others = std::collections::HashSet::new();
-        for ((i, _), v) in keyed.iter().zip(found) {
-            if v.is_some_and(|v| v.dc != self.me) {
-                others.insert(*i);
-            }
-        }
-        let kept: Vec<dcsync_core::Change> = changes
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| !others.contains(i))
-            .map(|(_, c)| c)
-            .collect();
-        if kept.len() < before {
-            tracing::info!(store = %self.store.name, left_out = before - kept.len(),
-                "snapshot copy: left out rows or keys whose current value another DC wrote");
-        }
-        kept
-    }
-
     async fn journal_events(
         &mut self,
         events: Vec<SourceEvent>,
@@ -763,7 +721,12 @@ impl Supervisor {
                     position,
                 } => {
                     if versioned && commit_ts_ms == dcsync_core::connector::SNAPSHOT_COMMIT_MS {
-                        changes = self.unowned_snapshot_changes(changes);
+                        changes = crate::versions::unowned_snapshot_changes(
+                            &self.journal,
+                            &self.store,
+                            &self.me,
+                            changes,
+                        );
                     }
                     // The last part of a split transaction is journaled
                     // even without changes: it closes the transaction.

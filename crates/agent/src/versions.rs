@@ -169,33 +169,34 @@ fn journal_error(e: impl std::fmt::Display) -> ConnectorError {
     ConnectorError::Transient(format!("version index: {e}"))
 }
 
+impl AgentVersions {
+    /// Runs `f` on the journal with this store's name, off the async
+    /// threads (redb blocks).
+    async fn on_journal<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Journal, &str) -> Result<T, dcsync_journal::JournalError> + Send + 'static,
+    ) -> Result<T, ConnectorError> {
+        let (j, store) = (self.journal.clone(), self.store.clone());
+        tokio::task::spawn_blocking(move || f(&j, &store))
+            .await
+            .map_err(journal_error)?
+            .map_err(journal_error)
+    }
+}
+
 impl Versions for AgentVersions {
     fn current(
         &self,
         keys: Vec<Vec<u8>>,
     ) -> BoxFuture<'_, Result<Vec<Option<Version>>, ConnectorError>> {
-        Box::pin(async move {
-            let j = self.journal.clone();
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || j.versions(&store, &keys))
-                .await
-                .map_err(journal_error)?
-                .map_err(journal_error)
-        })
+        Box::pin(self.on_journal(move |j, store| j.versions(store, &keys)))
     }
 
     fn record(
         &self,
         entries: Vec<(Vec<u8>, Version)>,
     ) -> BoxFuture<'_, Result<(), ConnectorError>> {
-        Box::pin(async move {
-            let j = self.journal.clone();
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || j.record_versions(&store, &entries))
-                .await
-                .map_err(journal_error)?
-                .map_err(journal_error)
-        })
+        Box::pin(self.on_journal(move |j, store| j.record_versions(store, &entries)))
     }
 
     fn generation(&self) -> u64 {
@@ -208,38 +209,17 @@ impl Versions for AgentVersions {
         origin: String,
         intent: Vec<u8>,
     ) -> BoxFuture<'_, Result<(), ConnectorError>> {
-        Box::pin(async move {
-            let j = self.journal.clone();
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || {
-                j.record_versions_pending(&store, &entries, &origin, &intent)
-            })
-            .await
-            .map_err(journal_error)?
-            .map_err(journal_error)
-        })
+        Box::pin(self.on_journal(move |j, store| {
+            j.record_versions_pending(store, &entries, &origin, &intent)
+        }))
     }
 
     fn pending(&self, origin: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, ConnectorError>> {
-        Box::pin(async move {
-            let j = self.journal.clone();
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || j.pending_reship(&store, &origin))
-                .await
-                .map_err(journal_error)?
-                .map_err(journal_error)
-        })
+        Box::pin(self.on_journal(move |j, store| j.pending_reship(store, &origin)))
     }
 
     fn clear_pending(&self, origin: String) -> BoxFuture<'_, Result<(), ConnectorError>> {
-        Box::pin(async move {
-            let j = self.journal.clone();
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || j.clear_pending_reship(&store, &origin))
-                .await
-                .map_err(journal_error)?
-                .map_err(journal_error)
-        })
+        Box::pin(self.on_journal(move |j, store| j.clear_pending_reship(store, &origin)))
     }
 
     fn wait_source<'a>(
@@ -359,4 +339,48 @@ impl Versions for AgentVersions {
         }
         self.log.append(&c);
     }
+}
+
+/// The changes of a snapshot copy (an initial snapshot, a Redis full
+/// resync's RDB) except those of rows or keys whose current value
+/// another DC wrote (their version in the index): the copy re-emits
+/// the store's state, and re-shipping a value another DC wrote as this
+/// DC's would set back that DC's later changes in flight.
+pub(crate) fn unowned_snapshot_changes(
+    journal: &Journal,
+    store: &dcsync_core::topology::StoreConfig,
+    me: &str,
+    changes: Vec<dcsync_core::Change>,
+) -> Vec<dcsync_core::Change> {
+    let Ok(connector) = crate::registry::REGISTRY.connector_for(store) else {
+        return changes;
+    };
+    let before = changes.len();
+    // One index read for the whole event: (change index, key) pairs.
+    let keyed: Vec<(usize, Vec<u8>)> = changes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| connector.version_keys(c).into_iter().map(move |k| (i, k)))
+        .collect();
+    let keys: Vec<Vec<u8>> = keyed.iter().map(|(_, k)| k.clone()).collect();
+    let Ok(found) = journal.versions(&store.name, &keys) else {
+        return changes;
+    };
+    let mut others = std::collections::HashSet::new();
+    for ((i, _), v) in keyed.iter().zip(found) {
+        if v.is_some_and(|v| v.dc != me) {
+            others.insert(*i);
+        }
+    }
+    let kept: Vec<dcsync_core::Change> = changes
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !others.contains(i))
+        .map(|(_, c)| c)
+        .collect();
+    if kept.len() < before {
+        tracing::info!(store = %store.name, left_out = before - kept.len(),
+            "snapshot copy: left out rows or keys whose current value another DC wrote");
+    }
+    kept
 }

@@ -210,18 +210,10 @@ impl Journal {
         store: &str,
         entries: &[(Vec<u8>, Version)],
     ) -> Result<Option<(LoggedVersions, u64)>, JournalError> {
-        if entries.is_empty() {
-            return Ok(None);
-        }
-        let rec = LoggedVersions {
-            store: store.to_string(),
-            entries: entries
-                .iter()
-                .map(|(k, v)| (k.clone(), v.hlc.0, v.dc.clone()))
-                .collect(),
-        };
-        let id = log_versions(self, w, &rec)?;
-        Ok(Some((rec, id)))
+        let entries = entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.hlc.0, v.dc.clone()));
+        self.log_entries(w, store, entries.collect())
     }
 
     /// Logs the versions of local writes `(key, HLC)` of `store` (DC =
@@ -233,15 +225,26 @@ impl Journal {
         store: &str,
         versions: &[(Vec<u8>, Hlc)],
     ) -> Result<Option<(LoggedVersions, u64)>, JournalError> {
-        if versions.is_empty() {
+        let entries = versions
+            .iter()
+            .map(|(k, h)| (k.clone(), h.0, self.me.clone()));
+        self.log_entries(w, store, entries.collect())
+    }
+
+    /// Logs `(key, HLC, DC)` versions of `store` as one record in `w`
+    /// (`None` if there are none).
+    fn log_entries(
+        &self,
+        w: &WriteTransaction,
+        store: &str,
+        entries: Vec<(Vec<u8>, u64, String)>,
+    ) -> Result<Option<(LoggedVersions, u64)>, JournalError> {
+        if entries.is_empty() {
             return Ok(None);
         }
         let rec = LoggedVersions {
             store: store.to_string(),
-            entries: versions
-                .iter()
-                .map(|(k, h)| (k.clone(), h.0, self.me.clone()))
-                .collect(),
+            entries,
         };
         let id = log_versions(self, w, &rec)?;
         Ok(Some((rec, id)))
