@@ -22,8 +22,9 @@
 //!   the dcsync sink: [`SourceEvent::Echo`] with the marker's origin and seq.
 //! - A transaction with no replicated rows (filtered tables, DDL, ROTATE to a
 //!   new file) advances the position with a throttled
-//!   [`SourceEvent::Progress`] (at most one per [`PROGRESS_INTERVAL`], the
-//!   last one flushed when the stream goes idle).
+//!   [`SourceEvent::Progress`] (at most one per [`PROGRESS_INTERVAL`] while
+//!   events keep coming, the last one flushed once the stream is quiet for
+//!   [`PROGRESS_IDLE`]).
 //! - DDL is logged with `tracing::warn!`, reported as
 //!   [`SourceEvent::Skipped`] (counted in the status) and skipped. A data
 //!   change on a replicated table logged as a statement (a session with
@@ -66,7 +67,12 @@ use tokio::time::Instant as TokioInstant;
 /// docs/architecture.md, "Transactions of any size").
 pub const FRAGMENT_BYTES: usize = 4 << 20;
 
-/// Minimum interval between two [`SourceEvent::Progress`] events.
+/// How long the binlog stream must be quiet before a throttled
+/// [`SourceEvent::Progress`] is sent early.
+pub const PROGRESS_IDLE: Duration = Duration::from_millis(2);
+
+/// Minimum interval between two [`SourceEvent::Progress`] events while
+/// events keep arriving.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Heartbeat period asked of the server (`@master_heartbeat_period`, ns):
@@ -268,10 +274,15 @@ impl Tailer {
         let result = loop {
             let idle_deadline =
                 heartbeats_seen.then(|| TokioInstant::from_std(last_event + self.idle_timeout));
-            let flush_at = self
-                .pending_progress
-                .as_ref()
-                .map(|_| TokioInstant::from_std(self.last_progress + PROGRESS_INTERVAL));
+            // A pending position goes out PROGRESS_INTERVAL after the last
+            // one, or as soon as the stream pauses (a sink deciding a
+            // conflict may be waiting for exactly this position: dcsync's
+            // own lease write at the binlog's end, say).
+            let flush_at = self.pending_progress.as_ref().map(|_| {
+                TokioInstant::from_std(
+                    (self.last_progress + PROGRESS_INTERVAL).min(last_event + PROGRESS_IDLE),
+                )
+            });
             tokio::select! {
                 biased;
                 r = shutdown.changed() => {
