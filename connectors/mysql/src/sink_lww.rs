@@ -52,11 +52,15 @@ pub(super) struct Lost {
     pub(super) decision: Option<String>,
 }
 
+/// The hasher of the per-group maps (thousands of lookups per group, on
+/// the apply path; keys are the group's own rows, not chosen by a peer).
+pub(super) type FastHash = foldhash::fast::RandomState;
+
 /// What the lww rule decided for one group.
 #[derive(Default)]
 pub(super) struct Decision {
     /// `(transaction index, change index)` of the changes left out.
-    pub(super) skip: HashSet<(usize, usize)>,
+    pub(super) skip: HashSet<(usize, usize), FastHash>,
     /// Each written row's key with the version it will have.
     pub(super) decided: Vec<(Vec<u8>, Version)>,
     /// The changes that lost, logged by the first partition to commit.
@@ -382,7 +386,12 @@ impl MysqlSink {
                 }
             }
         }
+        let t_unique = std::time::Instant::now();
         self.unique_collisions(origin, group, &mut d).await?;
+        tracing::trace!(
+            unique_us = t_unique.elapsed().as_micros() as u64,
+            "mysql sink: unique keys checked"
+        );
         // The versions the written rows will have (the last applied change
         // of each row; changes that lost do not move it; a row deleted for
         // a unique value takes the version of the change that won it).
@@ -429,7 +438,7 @@ struct GroupVersions {
     /// Every row the group writes, once.
     keys: Vec<Vec<u8>>,
     /// Position of each key in `keys`.
-    index: HashMap<Vec<u8>, usize>,
+    index: HashMap<Vec<u8>, usize, FastHash>,
     /// Per transaction and change: its rows, as positions in `keys`.
     change_slots: Vec<Vec<Vec<usize>>>,
     /// The current version of each key.
@@ -443,7 +452,7 @@ async fn read_versions(
     group: &[&Transaction],
 ) -> Result<GroupVersions, ConnectorError> {
     let mut keys: Vec<Vec<u8>> = Vec::new();
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut index: HashMap<Vec<u8>, usize, FastHash> = HashMap::default();
     let mut change_slots: Vec<Vec<Vec<usize>>> = Vec::with_capacity(group.len());
     for tx in group {
         let mut per_change = Vec::with_capacity(tx.changes.len());
@@ -451,14 +460,11 @@ async fn read_versions(
             let mut slots = Vec::new();
             if let Payload::Row(r) = &c.payload {
                 for k in row_version_keys(r) {
-                    let i = match index.get(&k) {
-                        Some(i) => *i,
-                        None => {
-                            index.insert(k.clone(), keys.len());
-                            keys.push(k);
-                            keys.len() - 1
-                        }
-                    };
+                    let n = keys.len();
+                    let i = *index.entry(k).or_insert_with_key(|k| {
+                        keys.push(k.clone());
+                        n
+                    });
                     slots.push(i);
                 }
             }
@@ -468,7 +474,13 @@ async fn read_versions(
     }
     // Taken before the read: a version recorded after it raises it.
     let generation = versions.generation();
+    let t0 = std::time::Instant::now();
     let current = versions.current(keys.clone()).await?;
+    tracing::trace!(
+        keys = keys.len(),
+        read_us = t0.elapsed().as_micros() as u64,
+        "mysql sink: group versions read"
+    );
     Ok(GroupVersions {
         generation,
         keys,
