@@ -115,7 +115,13 @@ impl TableSql {
                 .iter()
                 .zip(&r.table.columns)
                 .any(|(a, b)| a != &b.name)
-            || self.pk != r.primary_key()
+            || !self.pk.iter().copied().eq(r
+                .table
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.primary_key)
+                .map(|(i, _)| i))
     }
 
     fn build(
@@ -338,7 +344,12 @@ impl MysqlSink {
         };
         // Look up the target tables not seen yet (or changed), then plan
         // (borrowing self.sql), then execute.
+        let t_prepare = std::time::Instant::now();
         self.prepare_tables(group).await?;
+        tracing::trace!(
+            prepare_us = t_prepare.elapsed().as_micros() as u64,
+            "mysql sink: tables prepared"
+        );
         let t_decide = std::time::Instant::now();
         let mut decision = self.decide(origin, group).await?;
         tracing::trace!(
@@ -348,8 +359,6 @@ impl MysqlSink {
         );
         let skip = std::mem::take(&mut decision.skip);
         let deletes = std::mem::take(&mut decision.deletes);
-        let decided: HashMap<Vec<u8>, dcsync_core::conflict::Version> =
-            std::mem::take(&mut decision.decided).into_iter().collect();
         let lost = std::sync::Arc::new(std::sync::Mutex::new(std::mem::take(&mut decision.lost)));
         let reassert = std::sync::Arc::new(std::sync::Mutex::new((
             std::mem::take(&mut decision.reassert),
@@ -357,12 +366,15 @@ impl MysqlSink {
         )));
         let group_record = std::sync::Arc::new(lww::GroupRecord::start(
             self.versions.as_ref(),
-            decided
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            std::mem::take(&mut decision.decided),
             decision.generation,
         ));
+        // Each written row's decided version, by version key.
+        let decided: HashMap<&[u8], &dcsync_core::conflict::Version, lww::FastHash> = group_record
+            .all()
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v))
+            .collect();
         let mut plan = GroupPlan::new(floors.to_vec());
         // Rows that lose their unique value to a winning change, deleted
         // first (their tables' rows all go to one partition).
@@ -373,6 +385,8 @@ impl MysqlSink {
                     .map_err(|e| ConnectorError::Definite(e.to_string()))?;
             }
         }
+        // One key buffer for every lookup (this runs for every row).
+        let mut key = (String::new(), String::new());
         for (ti, tx) in group.iter().enumerate() {
             for (ci, change) in tx.changes.iter().enumerate() {
                 if skip.contains(&(ti, ci)) {
@@ -380,7 +394,7 @@ impl MysqlSink {
                 }
                 match &change.payload {
                     Payload::Row(r) => {
-                        let key = (r.table.schema.clone(), r.table.name.clone());
+                        set_table_key(&mut key, r);
                         let Some(t) = self.sql.get(&key).filter(|t| !t.needs_rebuild(r)) else {
                             return Err(ConnectorError::Definite(format!(
                                 "no SQL prepared for {}.{}",
@@ -423,8 +437,8 @@ impl MysqlSink {
                     for run in runs {
                         for img in &run.rows {
                             let k = dcsync_core::conflict::version_key(schema, table, &t.pk, img);
-                            if let Some(ver) = decided.get(&k) {
-                                mine.push((k, ver.clone()));
+                            if let Some(ver) = decided.get(k.as_slice()) {
+                                mine.push((k, (*ver).clone()));
                             }
                         }
                     }
@@ -450,16 +464,22 @@ impl MysqlSink {
             let fut: PartitionFuture = Box::pin(run_or_roll_back(conn, chunks, tables, check));
             work.push((p, fut));
         }
+        tracing::trace!(
+            plan_us = t_decide.elapsed().as_micros() as u64,
+            "mysql sink: group decided and planned"
+        );
         Ok(Planned(work))
     }
 
     /// Prepares the SQL of every table of `txs` not seen yet (or whose
     /// shape changed).
     async fn prepare_tables(&mut self, txs: &[&Transaction]) -> Result<(), ConnectorError> {
+        // One key buffer for every lookup (this runs for every row).
+        let mut key = (String::new(), String::new());
         for tx in txs {
             for change in &tx.changes {
                 if let Payload::Row(r) = &change.payload {
-                    let key = (r.table.schema.clone(), r.table.name.clone());
+                    set_table_key(&mut key, r);
                     if self.sql.get(&key).is_none_or(|t| t.needs_rebuild(r)) {
                         self.prepare_table(r).await?;
                     }
@@ -766,6 +786,14 @@ impl Sink for MysqlSink {
         }
         Ok(floors.into_iter().min().unwrap_or(0))
     }
+}
+
+/// Sets `key` to `r`'s `(schema, table)`, reusing its buffers.
+fn set_table_key(key: &mut (String, String), r: &RowChange) {
+    key.0.clear();
+    key.0.push_str(&r.table.schema);
+    key.1.clear();
+    key.1.push_str(&r.table.name);
 }
 
 /// The seq a catch-up group must end at: the highest partition floor when

@@ -155,6 +155,11 @@ impl GroupRecord {
         }
     }
 
+    /// Every row the group writes, with the version it will have.
+    pub(super) fn all(&self) -> &[(Vec<u8>, Version)] {
+        &self.all
+    }
+
     /// Waits until the group's versions are recorded (durable); records
     /// them itself if the started record failed. Errors: the journal
     /// cannot be written (transient).
