@@ -8,6 +8,8 @@
 //!   restarted, and the restarts resume with `+CONTINUE` (no full resync);
 //! - when the server's backlog no longer holds the restart offset, the agent
 //!   takes a full resync, says so, and the data still converges.
+//! - an agent killed right after its first start resumes both of its
+//!   streams (no second full sync, no rows skipped).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -385,5 +387,86 @@ async fn redis_full_resync_when_backlog_exceeded_still_converges() {
         log.contains("full resync"),
         "the full resync was not reported:\n{}",
         common::tail(&log, 30)
+    );
+}
+
+/// An agent killed (SIGKILL) right after its first start, before anything
+/// was written and before it reached its peer (the lines are cut from the
+/// start, so no journal commit after the sources' first positions makes
+/// them durable by the way), resumes both streams where its first run
+/// began: the Redis source continues with `PSYNC` (no second full sync,
+/// which would stamp the keys written meanwhile as a snapshot copy) and the
+/// MariaDB source at its journaled position (not at the binlog end again,
+/// which would skip the rows written meanwhile for good). The first
+/// position of a source run is journaled durably (docs/journal.md,
+/// "Position-only moves").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_killed_right_after_its_first_start_resumes_both_streams() {
+    let mut c = Cluster::start(ClusterOptions {
+        schema_sql: "CREATE DATABASE IF NOT EXISTS shop;\
+                     CREATE TABLE shop.t (id INT PRIMARY KEY, v INT) ENGINE=InnoDB;"
+            .into(),
+        wait_ready: false,
+        ..opts()
+    })
+    .await;
+    for d in &c.agents.dcs {
+        d.proxy.cut();
+    }
+    dcsync_testkit::wait_for(
+        "bj's sources tailing their stores",
+        Duration::from_secs(60),
+        || async {
+            let st = c.agents.status(0)?;
+            [MYSQL_STORE, REDIS_STORE]
+                .iter()
+                .all(|s| {
+                    st.source(s).is_some_and(|s| {
+                        s.state == "running" && !s.copying && !s.position.is_empty()
+                    })
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    c.agents.kill_agent(0);
+    c.dcs[0]
+        .db
+        .exec("INSERT INTO shop.t VALUES (1, 10), (2, 20)")
+        .await;
+    {
+        let mut bj = redis_of(&c, 0).conn().await;
+        for i in 0..50 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("bj:while-down:{i}"))
+                .arg(i)
+                .query_async(&mut bj)
+                .await
+                .unwrap();
+        }
+    }
+    c.agents.start_agent(0);
+    for d in &c.agents.dcs {
+        d.proxy.restore();
+    }
+    c.wait_converged(&["shop.t"], 60).await;
+    assert_eq!(
+        c.dcs[1].db.query_i64("SELECT COUNT(*) FROM shop.t").await,
+        2
+    );
+    assert_eq!(wait_redis_converged(&mut c, 60).await, 50);
+    let log = c.agents.log(0);
+    assert_eq!(
+        log.matches("redis initial full sync").count(),
+        1,
+        "the restart took a second full sync:\n{}",
+        common::tail(&log, 40)
+    );
+    assert!(log.contains("+CONTINUE"), "{}", common::tail(&log, 40));
+    assert_eq!(
+        log.matches("binlog end (first start)").count(),
+        1,
+        "the restart began at the binlog end again:\n{}",
+        common::tail(&log, 40)
     );
 }

@@ -288,6 +288,7 @@ pub async fn run(
             attribution: crate::attribution::Guard::new(&me, &store.name),
             part: 0,
             fragments: 0,
+            sync_position: true,
         };
         tasks.push(tokio::spawn(sup.run()));
     }
@@ -435,6 +436,10 @@ struct Supervisor {
     part: u32,
     /// Fragments of this source run journaled so far.
     fragments: u64,
+    /// Whether the next position-only journal commit must be durable:
+    /// the first of a source run, and the first after snapshot copies
+    /// ([`Journal::append_versioned`]'s `sync_position`).
+    sync_position: bool,
 }
 
 impl Supervisor {
@@ -507,6 +512,7 @@ impl Supervisor {
         }
         self.part = 0;
         self.fragments = 0;
+        self.sync_position = true;
         let (etx, mut erx) = mpsc::channel(SOURCE_CHANNEL);
         let (durable_tx, durable_rx) = watch::channel(resume.clone());
         let (fragments_tx, fragments_rx) = watch::channel(0u64);
@@ -688,6 +694,8 @@ impl Supervisor {
             self.floor.load(std::sync::atomic::Ordering::SeqCst),
         ));
         let mut versions: Vec<(Vec<u8>, dcsync_core::Hlc)> = Vec::new();
+        // Whether the last transaction of the batch is a snapshot copy's.
+        let mut snapshot_last = false;
         for ev in events {
             match ev {
                 SourceEvent::Fragment {
@@ -739,6 +747,7 @@ impl Supervisor {
                         self.last_hlc = hlc;
                         changes_n += changes.len() as u64;
                         last_commit_ms = commit_ts_ms;
+                        snapshot_last = commit_ts_ms == dcsync_core::connector::SNAPSHOT_COMMIT_MS;
                         if versioned {
                             push_versions(&mut versions, &self.store, &changes, hlc);
                         }
@@ -810,12 +819,23 @@ impl Supervisor {
         } else {
             dcsync_core::Hlc(0)
         };
+        let had_txs = !txs.is_empty();
+        let sync = self.sync_position;
         let appended = tokio::task::spawn_blocking(move || {
-            j.append_versioned(&name, &mut txs, pos.as_ref(), &versions, floor)
+            j.append_versioned(&name, &mut txs, pos.as_ref(), &versions, floor, sync)
         })
         .await
         .map_err(|e| ConnectorError::Transient(e.to_string()))?
         .map_err(|e| ConnectorError::Definite(format!("journal append failed: {e}")))?;
+        // A durable commit happened (transactions, or a synced position).
+        // After a snapshot copy's transactions the position that closes the
+        // copy must be durable too: a restart would copy the store again,
+        // and stamp what was written meanwhile as copied.
+        if had_txs {
+            self.sync_position = snapshot_last;
+        } else if last_pos.is_some() {
+            self.sync_position = false;
+        }
         self.attribution.record(misrouted, &self.status);
         if n > 0 {
             dcsync_core::events::SourceCaptured {

@@ -302,7 +302,7 @@ impl Versions for AgentVersions {
             let j = self.journal.clone();
             let store = self.store.clone();
             let appended = tokio::task::spawn_blocking(move || {
-                j.append_versioned(&store, &mut tx, None, &versions, dcsync_core::Hlc(0))
+                j.append_versioned(&store, &mut tx, None, &versions, dcsync_core::Hlc(0), false)
             })
             .await
             .map_err(journal_error)?

@@ -391,7 +391,7 @@ impl Journal {
         txs: &mut [Transaction],
         position: Option<&Position>,
     ) -> Result<Option<(u64, u64)>, JournalError> {
-        self.append_versioned(store, txs, position, &[], Hlc(0))
+        self.append_versioned(store, txs, position, &[], Hlc(0), false)
     }
 
     /// [`Journal::append`], also recording in the same commit the versions
@@ -399,6 +399,15 @@ impl Journal {
     /// the version index, each keeping the greater version, and raising
     /// the store's stamp floor to `floor` ([`Journal::stamp_floor`]; `Hlc(0)`:
     /// unchanged).
+    ///
+    /// A commit with transactions is durable (fsync). A position-only
+    /// commit (`txs` empty) is not, unless `sync_position`: losing it to a
+    /// crash only makes the source read a stretch of its stream again
+    /// (filtered as already journaled), so the caller asks for a durable
+    /// one where a lost position costs more — the first position of a
+    /// source run (without it a restart would begin a new stream instead of
+    /// resuming) and the end of a snapshot copy (without it a restart copies
+    /// the whole store again).
     pub fn append_versioned(
         &self,
         store: &str,
@@ -406,6 +415,7 @@ impl Journal {
         position: Option<&Position>,
         versions: &[(Vec<u8>, Hlc)],
         floor: Hlc,
+        sync_position: bool,
     ) -> Result<Option<(u64, u64)>, JournalError> {
         let mut w = self.db.begin_write().map_err(storage)?;
         if floor > Hlc(0) {
@@ -415,7 +425,7 @@ impl Journal {
                 t.insert(store, floor.0).map_err(storage)?;
             }
         }
-        if txs.is_empty() {
+        if txs.is_empty() && !(sync_position && position.is_some()) {
             w.set_durability(Durability::None).map_err(storage)?;
         }
         let mut range = None;

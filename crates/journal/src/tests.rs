@@ -352,6 +352,7 @@ fn the_version_index_keeps_the_greater_version_across_reopen() {
             Some(&pos(1)),
             &[(a.clone(), Hlc(10))],
             Hlc(0),
+            false,
         )
         .unwrap();
         // A smaller version does not overwrite; a greater or equal one does.
@@ -580,9 +581,9 @@ fn the_stamp_floor_is_journaled_with_the_position_and_only_rises() {
         let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
         assert_eq!(j.stamp_floor("s").unwrap(), Hlc(0));
         // An echo-only batch: no transaction, a position and a floor.
-        j.append_versioned("s", &mut [], Some(&pos(1)), &[], Hlc(50))
+        j.append_versioned("s", &mut [], Some(&pos(1)), &[], Hlc(50), false)
             .unwrap();
-        j.append_versioned("s", &mut [], Some(&pos(2)), &[], Hlc(40))
+        j.append_versioned("s", &mut [], Some(&pos(2)), &[], Hlc(40), false)
             .unwrap();
         assert_eq!(j.stamp_floor("s").unwrap(), Hlc(50));
         assert_eq!(j.stamp_floor("other").unwrap(), Hlc(0));
@@ -626,4 +627,33 @@ fn a_pending_reship_is_kept_with_its_versions_across_a_reopen_until_cleared() {
         j.pending_reship("other", "sh").unwrap(),
         Some(b"x".to_vec())
     );
+}
+
+/// Set in the child process of [`a_synced_position_survives_an_abort`]:
+/// `<dir>:<sync>`.
+const ABORT_CHILD: &str = "DCSYNC_JOURNAL_ABORT_CHILD";
+
+/// A position-only commit asked to be durable survives the process dying
+/// right after it (`abort`, as `kill -9`: nothing is flushed on the way
+/// out); without the flag it is lost, which is what the flag is for.
+#[test]
+fn a_synced_position_survives_an_abort() {
+    if let Ok(arg) = std::env::var(ABORT_CHILD) {
+        let (dir, sync) = arg.rsplit_once(':').unwrap();
+        let j = Journal::open(std::path::Path::new(dir), "bj", &["sh".into()]).unwrap();
+        j.append_versioned("s", &mut [], Some(&pos(7)), &[], Hlc(0), sync == "1")
+            .unwrap();
+        std::process::abort();
+    }
+    for (sync, kept) in [("1", Some(pos(7))), ("0", None)] {
+        let d = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "tests::a_synced_position_survives_an_abort"])
+            .env(ABORT_CHILD, format!("{}:{sync}", d.path().display()))
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the child aborts");
+        let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+        assert_eq!(j.position("s").unwrap(), kept, "sync_position = {sync}");
+    }
 }
