@@ -827,14 +827,13 @@ impl Supervisor {
         .await
         .map_err(|e| ConnectorError::Transient(e.to_string()))?
         .map_err(|e| ConnectorError::Definite(format!("journal append failed: {e}")))?;
-        // A durable commit happened (transactions, or a synced position).
+        // A position was committed durably (with transactions, or synced).
         // After a snapshot copy's transactions the position that closes the
         // copy must be durable too: a restart would copy the store again,
-        // and stamp what was written meanwhile as copied.
-        if had_txs {
-            self.sync_position = snapshot_last;
-        } else if last_pos.is_some() {
-            self.sync_position = false;
+        // and stamp what was written meanwhile as copied. A batch of
+        // fragments alone journals no position and changes nothing.
+        if last_pos.is_some() {
+            self.sync_position = had_txs && snapshot_last;
         }
         self.attribution.record(misrouted, &self.status);
         if n > 0 {
