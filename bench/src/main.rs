@@ -296,7 +296,19 @@ async fn main() -> Result<()> {
                 format!("{:.0}", d.rows_per_sec()),
                 format!("{:.0}", n.rows_per_sec()),
                 ratio(d.rows_per_sec(), n.rows_per_sec()),
-                format!("replay {:.1} s vs {:.1} s", d.secs, n.secs),
+                format!(
+                    "replay {:.1} s vs {:.1} s; CPU s in the replay: agents A / B {}, server B {} (native: server B {})",
+                    d.secs,
+                    n.secs,
+                    d.cpu
+                        .iter()
+                        .take(2)
+                        .map(|c| format!("{c:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(" / "),
+                    d.cpu.get(2).map_or("-".into(), |c| format!("{c:.2}")),
+                    n.cpu.first().map_or("-".into(), |c| format!("{c:.2}")),
+                ),
             ));
             if args.native_parallel {
                 eprintln!("== MySQL backlog replay, {setting}: native (slave_parallel_threads=4)");

@@ -47,6 +47,21 @@ pub struct Replay {
     pub journal_wait: f64,
     /// Agent RSS (a, b) over build-up and replay; empty for native.
     pub rss: Vec<RssStats>,
+    /// CPU seconds used during the replay window (user + system), by
+    /// process: dcsync `[agent A, agent B, server B]`, native `[server B]`.
+    pub cpu: Vec<f64>,
+}
+
+/// CPU seconds of each of `pids` so far (0 for a process that is gone).
+fn cpu_now(pids: &[u32]) -> Vec<f64> {
+    pids.iter()
+        .map(|p| crate::util::cpu_secs(*p).unwrap_or(0.0))
+        .collect()
+}
+
+/// `after - before`, element by element.
+fn cpu_delta(before: &[f64], after: &[f64]) -> Vec<f64> {
+    before.iter().zip(after).map(|(b, a)| a - b).collect()
 }
 
 impl Replay {
@@ -256,6 +271,9 @@ pub async fn replay_dcsync(dcsync: &Path, p: &Params, durable: bool) -> Result<R
     .await?;
     let journal_wait = load_end.elapsed().as_secs_f64();
     let mut cb = conn(&b).await?;
+    let mut pids = agents.pids();
+    pids.extend(b.pid());
+    let cpu0 = cpu_now(&pids);
     let t0 = Instant::now();
     let wall0 = unix_secs();
     agents.dcs[1].proxy.restore();
@@ -273,6 +291,7 @@ pub async fn replay_dcsync(dcsync: &Path, p: &Params, durable: bool) -> Result<R
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_delta(&cpu0, &cpu_now(&pids));
     // For `perf record -k realtime` / `perf report --time start,end`.
     eprintln!("   replay window (unix s): {wall0:.6},{:.6}", unix_secs());
     let rss = rss.finish().await;
@@ -283,6 +302,7 @@ pub async fn replay_dcsync(dcsync: &Path, p: &Params, durable: bool) -> Result<R
         secs,
         journal_wait,
         rss,
+        cpu,
     })
 }
 
@@ -345,6 +365,8 @@ pub async fn replay_native(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let pids: Vec<u32> = b.pid().into_iter().collect();
+    let cpu0 = cpu_now(&pids);
     let t0 = Instant::now();
     cb.query_drop("START SLAVE SQL_THREAD").await?;
     loop {
@@ -362,6 +384,7 @@ pub async fn replay_native(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_delta(&cpu0, &cpu_now(&pids));
     same_tables(&a, &b, p).await?;
     Ok(Replay {
         load,
@@ -369,6 +392,7 @@ pub async fn replay_native(
         secs,
         journal_wait: 0.0,
         rss: Vec::new(),
+        cpu,
     })
 }
 

@@ -306,19 +306,27 @@ impl MysqlSink {
         let Some(versions) = self.versions.clone() else {
             return Ok(Decision::default());
         };
+        let owner_policy = self.policy == dcsync_core::conflict::ConflictPolicy::Owner;
+        let me = versions.me().to_string();
+        // The owner's veto holds against a greater HLC: a group with a row
+        // of a unit this DC owns always reads its versions.
+        let vetoes_possible = owner_policy
+            && group.iter().any(|tx| {
+                tx.changes
+                    .iter()
+                    .any(|c| c.unit.and_then(|u| versions.owner_of(u)).as_deref() == Some(&me))
+            });
         let GroupVersions {
             generation,
             keys,
             index,
             change_slots,
             mut current,
-        } = read_versions(&versions, group).await?;
+        } = read_versions(&versions, group, !vetoes_possible).await?;
         let mut d = Decision {
             generation,
             ..Decision::default()
         };
-        let owner_policy = self.policy == dcsync_core::conflict::ConflictPolicy::Owner;
-        let me = versions.me().to_string();
         for (ti, tx) in group.iter().enumerate() {
             let v = Version {
                 hlc: tx.hlc,
@@ -451,10 +459,16 @@ struct GroupVersions {
 }
 
 /// Reads the current versions of the rows `group` writes (each row's
-/// version keys computed once). Errors: the index cannot be read.
+/// version keys computed once). With `may_skip` (no owner veto possible),
+/// a group stamped above the index's high-water mark
+/// ([`Versions::high_water`]) skips the read: every row's version is below
+/// each of its changes, which then win exactly as over no version (the
+/// replay of one origin's backlog into a DC without local writes takes
+/// this path). Errors: the index cannot be read.
 async fn read_versions(
     versions: &Arc<dyn Versions>,
     group: &[&Transaction],
+    may_skip: bool,
 ) -> Result<GroupVersions, ConnectorError> {
     let mut keys: Vec<Vec<u8>> = Vec::new();
     let mut index: HashMap<Vec<u8>, usize, FastHash> = HashMap::default();
@@ -480,9 +494,17 @@ async fn read_versions(
     // Taken before the read: a version recorded after it raises it.
     let generation = versions.generation();
     let t0 = std::time::Instant::now();
-    let current = versions.current(keys.clone()).await?;
+    let lowest = group.iter().map(|tx| tx.hlc).min();
+    let above =
+        may_skip && lowest.is_some_and(|low| versions.high_water().is_none_or(|hw| hw < low));
+    let current = if above {
+        vec![None; keys.len()]
+    } else {
+        versions.current(keys.clone()).await?
+    };
     tracing::trace!(
         keys = keys.len(),
+        skipped = above,
         read_us = t0.elapsed().as_micros() as u64,
         "mysql sink: group versions read"
     );

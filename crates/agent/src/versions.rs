@@ -203,6 +203,10 @@ impl Versions for AgentVersions {
         self.journal.version_generation()
     }
 
+    fn high_water(&self) -> Option<dcsync_core::Hlc> {
+        self.journal.version_high_water(&self.store)
+    }
+
     fn record_pending(
         &self,
         entries: Vec<(Vec<u8>, Version)>,

@@ -292,6 +292,14 @@ pub trait Versions: Send + Sync + 'static {
     /// re-read would return the same.
     fn generation(&self) -> u64;
 
+    /// The greatest HLC of any version of the store in the index (`None`:
+    /// none yet): every version [`Versions::current`] can return is at or
+    /// below it. Taken after [`Versions::generation`], it covers every
+    /// record that generation counts. A change stamped above it wins over
+    /// every row it writes, so a sink may skip the read (the rules' fast
+    /// path, docs/conflicts.md).
+    fn high_water(&self) -> Option<crate::Hlc>;
+
     /// Records `entries` as [`Versions::record`] does and, in the same
     /// durable commit, `intent` as the pending re-ship of `origin`'s
     /// changes (the sink's own encoding of what it still has to do after

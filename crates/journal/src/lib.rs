@@ -355,13 +355,14 @@ impl Journal {
                 "journal: folded the version log into the version index"
             );
         }
+        let high_water = versions::scan_high_water(&w)?;
         w.commit().map_err(storage)?;
         Ok(Journal {
             db,
             me: me.to_string(),
             peers: peers.to_vec(),
             epoch,
-            overlay: std::sync::Mutex::new(versions::Overlay::default()),
+            overlay: std::sync::Mutex::new(versions::Overlay::with_high_water(high_water)),
             version_ids: std::sync::atomic::AtomicU64::new(1),
             version_generation: std::sync::atomic::AtomicU64::new(0),
         })

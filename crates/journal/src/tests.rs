@@ -657,3 +657,81 @@ fn a_synced_position_survives_an_abort() {
         assert_eq!(j.position("s").unwrap(), kept, "sync_position = {sync}");
     }
 }
+
+#[test]
+fn the_version_high_water_mark_bounds_every_version_across_folds_and_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    let v = |h: u64, dc: &str| Version {
+        hlc: Hlc(h),
+        dc: dc.into(),
+    };
+    {
+        let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+        assert_eq!(j.version_high_water("s"), None);
+        j.record_versions(
+            "s",
+            &[(b"a".to_vec(), v(9, "sh")), (b"b".to_vec(), v(4, "sh"))],
+        )
+        .unwrap();
+        assert_eq!(j.version_high_water("s"), Some(Hlc(9)));
+        // A lower record does not lower it; local writes raise it too.
+        j.record_versions("s", &[(b"c".to_vec(), v(2, "tk"))])
+            .unwrap();
+        assert_eq!(j.version_high_water("s"), Some(Hlc(9)));
+        j.append_versioned(
+            "s",
+            &mut [tx(1)],
+            Some(&pos(1)),
+            &[(b"d".to_vec(), Hlc(12))],
+            Hlc(0),
+            false,
+        )
+        .unwrap();
+        assert_eq!(j.version_high_water("s"), Some(Hlc(12)));
+        // Stores are separate.
+        j.record_versions("t", &[(b"a".to_vec(), v(30, "sh"))])
+            .unwrap();
+        assert_eq!(j.version_high_water("s"), Some(Hlc(12)));
+        assert_eq!(j.version_high_water("t"), Some(Hlc(30)));
+        // Folding keeps it.
+        j.compact_versions(1).unwrap();
+        assert_eq!(j.version_high_water("s"), Some(Hlc(12)));
+        // Left in the log: folded, then scanned, when the journal opens.
+        j.record_versions("s", &[(b"e".to_vec(), v(15, "sh"))])
+            .unwrap();
+    }
+    let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+    assert_eq!(j.version_high_water("s"), Some(Hlc(15)));
+    assert_eq!(j.version_high_water("t"), Some(Hlc(30)));
+    assert_eq!(j.version_high_water("u"), None);
+}
+
+proptest::proptest! {
+    /// Whatever is recorded, folded and reopened, no version the index
+    /// returns is above the high-water mark (what the sinks' fast path
+    /// relies on), and the mark is the greatest recorded HLC.
+    #[test]
+    fn no_readable_version_is_above_the_high_water_mark(
+        ops in proptest::collection::vec((0u8..4, 0u8..6, 1u64..100), 1..30)
+    ) {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
+        let keys: Vec<Vec<u8>> = (0..6u8).map(|k| vec![k]).collect();
+        let mut top: Option<Hlc> = None;
+        for (op, k, h) in ops {
+            match op {
+                0 => j.record_versions("s", &[(keys[k as usize].clone(), Version { hlc: Hlc(h), dc: "sh".into() })]).unwrap(),
+                1 => { j.compact_versions(1).unwrap(); continue; }
+                2 => { drop(j); j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap(); continue; }
+                _ => j.record_versions("s", &[(keys[k as usize].clone(), Version { hlc: Hlc(h), dc: "tk".into() })]).unwrap(),
+            }
+            top = Some(top.map_or(Hlc(h), |t| t.max(Hlc(h))));
+            let hw = j.version_high_water("s");
+            proptest::prop_assert_eq!(hw, top);
+            for got in j.versions("s", &keys).unwrap().into_iter().flatten() {
+                proptest::prop_assert!(Some(got.hlc) <= hw);
+            }
+        }
+        proptest::prop_assert_eq!(j.version_high_water("s"), top);
+    }
+}

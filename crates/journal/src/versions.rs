@@ -69,9 +69,22 @@ pub(crate) struct Overlay {
     /// DC ids, shared by the entries (a handful of distinct values).
     dcs: HashMap<String, Arc<str>>,
     entries: usize,
+    /// Per store, the greatest HLC of any version in the index: of the
+    /// B-tree when the journal was opened, raised by every record since
+    /// (see [`Journal::version_high_water`]).
+    high_water: HashMap<String, Hlc>,
 }
 
 impl Overlay {
+    /// An empty overlay over a B-tree whose greatest HLC per store is
+    /// `high_water`.
+    pub(crate) fn with_high_water(high_water: HashMap<String, Hlc>) -> Overlay {
+        Overlay {
+            high_water,
+            ..Overlay::default()
+        }
+    }
+
     fn dc(&mut self, dc: &str) -> Arc<str> {
         if let Some(d) = self.dcs.get(dc) {
             return d.clone();
@@ -265,8 +278,16 @@ impl Journal {
         };
         let mut o = self.overlay.lock().unwrap_or_else(|e| e.into_inner());
         w.commit().map_err(storage)?;
+        let mut top = Hlc(0);
         for (k, h, dc) in &rec.entries {
             o.put(&rec.store, k, Hlc(*h), dc, id);
+            top = top.max(Hlc(*h));
+        }
+        match o.high_water.get_mut(rec.store.as_str()) {
+            Some(hw) => *hw = (*hw).max(top),
+            None => {
+                o.high_water.insert(rec.store.clone(), top);
+            }
         }
         // Under the lock, after the versions are readable.
         self.version_generation
@@ -282,6 +303,22 @@ impl Journal {
     pub fn version_generation(&self) -> u64 {
         self.version_generation
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The greatest HLC of any version of `store` in the index (`None`: no
+    /// version of it). Every version [`Journal::versions`] can return is at
+    /// or below it, so a change stamped above it wins over every row it
+    /// writes without a read (a sink's fast path). Taken after
+    /// [`Journal::version_generation`], it covers every record that
+    /// generation counts (it is raised before the generation, under the
+    /// same lock). Pruning does not lower it.
+    pub fn version_high_water(&self, store: &str) -> Option<Hlc> {
+        self.overlay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .high_water
+            .get(store)
+            .copied()
     }
 
     /// Versions held in memory, not yet folded into the B-tree.
@@ -374,6 +411,25 @@ impl Journal {
         w.commit().map_err(storage)?;
         Ok((removed, next))
     }
+}
+
+/// Per store, the greatest HLC in the `versions` B-tree (one scan, when
+/// the journal is opened, after the version log was folded in).
+pub(crate) fn scan_high_water(w: &WriteTransaction) -> Result<HashMap<String, Hlc>, JournalError> {
+    let t = w.open_table(VERSIONS).map_err(storage)?;
+    let mut out: HashMap<String, Hlc> = HashMap::new();
+    for item in t.iter().map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        let (store, _) = k.value();
+        let hlc = Hlc(v.value().0);
+        match out.get_mut(store) {
+            Some(h) => *h = (*h).max(hlc),
+            None => {
+                out.insert(store.to_string(), hlc);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Folds log records, oldest first, until about `max_versions` versions

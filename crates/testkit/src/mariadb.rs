@@ -148,6 +148,11 @@ impl MariaDb {
         db
     }
 
+    /// The server's process id (`None` once stopped or killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
