@@ -359,11 +359,25 @@ async fn handle(
         }
     };
     tokio::pin!(rerouted);
+    // Reader task: the next frame is read, decrypted, decompressed and
+    // decoded while a batch is being applied (at most one decoded batch
+    // waits; see `READ_AHEAD`), so none of that sits between two applies.
+    let (ftx, mut frx) = mpsc::channel::<Result<Inbound, InboundError>>(READ_AHEAD);
+    let reader = tokio::spawn(read_ahead(
+        rd,
+        ftx,
+        s.max_frame_bytes,
+        dead,
+        negotiated,
+        origin.clone(),
+    ));
+    let _reader = AbortOnDrop(reader);
     loop {
-        let f = tokio::select! {
-            r = crate::frame::read_frame_progress(&mut rd, s.max_frame_bytes, dead) => match r {
-                Err(FrameError::Stalled(_)) => return Err(InboundError::Stalled(s.dead_after_ms)),
-                r => r?,
+        let next = tokio::select! {
+            r = frx.recv() => match r {
+                Some(r) => r?,
+                // The reader stops only after sending its error.
+                None => return Ok(()),
             },
             _ = shutdown.changed() => return Ok(()),
             _ = &mut rerouted => {
@@ -371,26 +385,19 @@ async fn handle(
                 return Ok(());
             }
         };
-        let (batch_origin, store, batch_codec, raw_len, data) = match f {
-            Frame::Batch {
+        let (batch_origin, store, frame_bytes, txs) = match next {
+            Inbound::Batch {
                 origin: o,
                 store,
-                codec,
-                raw_len,
-                data,
-            } if negotiated >= 2 => (o, store, codec, raw_len, data),
-            Frame::LegacyBatch {
-                store,
-                codec,
-                raw_len,
-                data,
-            } if negotiated == 1 => (origin.clone(), store, codec, raw_len, data),
-            Frame::Heartbeat => continue,
-            Frame::Floor {
+                frame_bytes,
+                txs,
+            } => (o, store, frame_bytes, txs),
+            Inbound::Other(Frame::Heartbeat) => continue,
+            Inbound::Other(Frame::Floor {
                 origin: o,
                 store,
                 seq,
-            } if negotiated >= 5 => {
+            }) if negotiated >= 5 => {
                 if let Some(r) = cfg
                     .relay
                     .as_ref()
@@ -405,7 +412,7 @@ async fn handle(
                 }
                 continue;
             }
-            other => {
+            Inbound::Other(other) => {
                 let reason = format!(
                     "unexpected {} after handshake (protocol {negotiated})",
                     other.name()
@@ -413,10 +420,6 @@ async fn handle(
                 return Err(refuse_and_close(otx, w, reason).await);
             }
         };
-        let frame_bytes = data.len() as u64;
-        let txs =
-            crate::frame::unpack_batch(batch_codec, raw_len, &data, s.max_frame_bytes, negotiated)?;
-        drop(data);
         if let Err(reason) = check_batch(cfg, &batch_origin, &store, &txs) {
             return Err(refuse_and_close(otx, w, reason).await);
         }
@@ -582,6 +585,82 @@ async fn handle(
                     return Ok(());
                 }
             }
+        }
+    }
+}
+
+/// Decoded batches the reader task may hold ready beyond the one being
+/// applied (each up to `batch_max_bytes` on the wire, several times that
+/// decoded).
+const READ_AHEAD: usize = 1;
+
+/// What the reader task hands to the apply loop, in the order read.
+enum Inbound {
+    /// A batch frame, decoded: its origin (the peer's own for protocol 1),
+    /// store, size on the wire (bytes) and transactions.
+    Batch {
+        origin: String,
+        store: String,
+        frame_bytes: u64,
+        txs: Vec<dcsync_core::Transaction>,
+    },
+    /// Any other frame, as read.
+    Other(Frame),
+}
+
+/// Reads frames from `rd` and sends them to the apply loop, batch frames
+/// already unpacked ([`crate::frame::unpack_batch`]), until the loop is
+/// gone or an error (sent as the last item): a stall of `dead` (no bytes,
+/// [`InboundError::Stalled`]) or a frame that cannot be read or decoded.
+/// `peer` is the dialer's DC, the origin of protocol-1 batches.
+async fn read_ahead(
+    mut rd: tokio::io::ReadHalf<crate::tls::LinkStream>,
+    ftx: mpsc::Sender<Result<Inbound, InboundError>>,
+    max_frame_bytes: usize,
+    dead: Duration,
+    negotiated: u32,
+    peer: String,
+) {
+    loop {
+        let item = match crate::frame::read_frame_progress(&mut rd, max_frame_bytes, dead).await {
+            Err(FrameError::Stalled(_)) => Err(InboundError::Stalled(dead.as_millis() as u64)),
+            Err(e) => Err(e.into()),
+            Ok(Frame::Batch {
+                origin,
+                store,
+                codec,
+                raw_len,
+                data,
+            }) if negotiated >= 2 => {
+                crate::frame::unpack_batch(codec, raw_len, &data, max_frame_bytes, negotiated)
+                    .map(|txs| Inbound::Batch {
+                        origin,
+                        store,
+                        frame_bytes: data.len() as u64,
+                        txs,
+                    })
+                    .map_err(InboundError::from)
+            }
+            Ok(Frame::LegacyBatch {
+                store,
+                codec,
+                raw_len,
+                data,
+            }) if negotiated == 1 => {
+                crate::frame::unpack_batch(codec, raw_len, &data, max_frame_bytes, negotiated)
+                    .map(|txs| Inbound::Batch {
+                        origin: peer.clone(),
+                        store,
+                        frame_bytes: data.len() as u64,
+                        txs,
+                    })
+                    .map_err(InboundError::from)
+            }
+            Ok(f) => Ok(Inbound::Other(f)),
+        };
+        let last = item.is_err();
+        if ftx.send(item).await.is_err() || last {
+            return;
         }
     }
 }
