@@ -30,8 +30,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Most versions folded per write transaction: each holds the journal's
-/// writer lock, which a source append then waits for.
-const FOLD_CHUNK: usize = 2048;
+/// writer lock, which a source append or a sink's record then waits for
+/// (about 10-15 ms for 8,192 versions on the benchmark machine). Folding
+/// 190,000 random-key versions took 0.75 CPU-s in chunks of 2,048 and
+/// 0.45 CPU-s in chunks of 8,192 inserted in key order (fewer commits,
+/// each leaf written once per commit); 16,384 gained nothing more.
+const FOLD_CHUNK: usize = 8192;
 
 /// How often the log is folded when it holds something.
 const FOLD_EVERY: Duration = Duration::from_millis(100);

@@ -40,7 +40,7 @@ use dcsync_core::conflict::Version;
 use dcsync_core::Hlc;
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 const BINCODE: bincode::config::Configuration = bincode::config::standard();
@@ -442,6 +442,10 @@ pub(crate) fn fold_in(
     let mut t = w.open_table(VERSIONS).map_err(storage)?;
     let mut done = Folded::default();
     let mut last = None;
+    // The records' versions, the greater per key, inserted in key order:
+    // consecutive inserts then land in the same B-tree leaf, which costs
+    // far less than inserting them in the records' (random) order.
+    let mut sorted: BTreeMap<String, BTreeMap<Vec<u8>, (u64, String)>> = BTreeMap::new();
     while done.versions < max_versions.max(1) {
         let Some((id, bytes)) = log
             .pop_first()
@@ -454,12 +458,27 @@ pub(crate) fn fold_in(
             .map_err(|e| {
                 JournalError::Storage(format!("version log record {id} does not decode: {e}"))
             })?;
-        for (k, h, dc) in &rec.entries {
-            put_version(&mut t, &rec.store, k, Hlc(*h), dc)?;
-        }
         done.records += 1;
         done.versions += rec.entries.len();
         last = Some(id);
+        let m = sorted.entry(rec.store).or_default();
+        for (k, h, dc) in rec.entries {
+            match m.entry(k) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert((h, dc));
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    if (h, dc.as_str()) >= (e.get().0, e.get().1.as_str()) {
+                        e.insert((h, dc));
+                    }
+                }
+            }
+        }
+    }
+    for (store, m) in &sorted {
+        for (k, (h, dc)) in m {
+            put_version(&mut t, store, k, Hlc(*h), dc)?;
+        }
     }
     Ok((done, last))
 }
