@@ -31,6 +31,14 @@ fn pos(n: u64) -> Position {
     }
 }
 
+/// A version `(HLC h, DC dc)`.
+fn v(h: u64, dc: &str) -> Version {
+    Version {
+        hlc: Hlc(h),
+        dc: dc.into(),
+    }
+}
+
 #[test]
 fn append_assigns_dense_seqs_and_position() {
     let d = tempfile::tempdir().unwrap();
@@ -334,10 +342,6 @@ fn parts_of_a_transaction_never_closed_are_discarded() {
 #[test]
 fn the_version_index_keeps_the_greater_version_across_reopen() {
     let d = tempfile::tempdir().unwrap();
-    let v = |h: u64, dc: &str| Version {
-        hlc: Hlc(h),
-        dc: dc.into(),
-    };
     let (a, b) = (b"k1".to_vec(), b"k2".to_vec());
     {
         let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
@@ -497,10 +501,6 @@ fn a_relay_journal_rebases_on_a_floor_and_is_dropped_whole() {
 #[test]
 fn logged_versions_are_read_before_and_after_they_are_folded() {
     let d = tempfile::tempdir().unwrap();
-    let v = |h: u64, dc: &str| Version {
-        hlc: Hlc(h),
-        dc: dc.into(),
-    };
     let keys: Vec<Vec<u8>> = (0..50u32).map(|i| i.to_be_bytes().to_vec()).collect();
     {
         let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
@@ -661,10 +661,6 @@ fn a_synced_position_survives_an_abort() {
 #[test]
 fn the_version_high_water_mark_bounds_every_version_across_folds_and_reopen() {
     let d = tempfile::tempdir().unwrap();
-    let v = |h: u64, dc: &str| Version {
-        hlc: Hlc(h),
-        dc: dc.into(),
-    };
     {
         let j = Journal::open(d.path(), "bj", &["sh".into()]).unwrap();
         assert_eq!(j.version_high_water("s"), None);
