@@ -621,6 +621,16 @@ async fn read_ahead(
     negotiated: u32,
     peer: String,
 ) {
+    let unpack = |origin: String, store: String, codec, raw_len, data: Vec<u8>| {
+        crate::frame::unpack_batch(codec, raw_len, &data, max_frame_bytes, negotiated)
+            .map(|txs| Inbound::Batch {
+                origin,
+                store,
+                frame_bytes: data.len() as u64,
+                txs,
+            })
+            .map_err(InboundError::from)
+    };
     loop {
         let item = match crate::frame::read_frame_progress(&mut rd, max_frame_bytes, dead).await {
             Err(FrameError::Stalled(_)) => Err(InboundError::Stalled(dead.as_millis() as u64)),
@@ -631,31 +641,13 @@ async fn read_ahead(
                 codec,
                 raw_len,
                 data,
-            }) if negotiated >= 2 => {
-                crate::frame::unpack_batch(codec, raw_len, &data, max_frame_bytes, negotiated)
-                    .map(|txs| Inbound::Batch {
-                        origin,
-                        store,
-                        frame_bytes: data.len() as u64,
-                        txs,
-                    })
-                    .map_err(InboundError::from)
-            }
+            }) if negotiated >= 2 => unpack(origin, store, codec, raw_len, data),
             Ok(Frame::LegacyBatch {
                 store,
                 codec,
                 raw_len,
                 data,
-            }) if negotiated == 1 => {
-                crate::frame::unpack_batch(codec, raw_len, &data, max_frame_bytes, negotiated)
-                    .map(|txs| Inbound::Batch {
-                        origin: peer.clone(),
-                        store,
-                        frame_bytes: data.len() as u64,
-                        txs,
-                    })
-                    .map_err(InboundError::from)
-            }
+            }) if negotiated == 1 => unpack(peer.clone(), store, codec, raw_len, data),
             Ok(f) => Ok(Inbound::Other(f)),
         };
         let last = item.is_err();
