@@ -634,6 +634,53 @@ impl Journal {
         Ok(out)
     }
 
+    /// Visits the stored records of `(origin, store)` with seq > `after` up
+    /// to the stream's head, in seq order, as they are on disk (tagged
+    /// envelope records, [`dcsync_core::envelope::encode_tx`]), without
+    /// decoding them: `visit(seq, record)` returns whether to go on. What a
+    /// sender forwards as it is ([`dcsync_core::envelope::RawBatch`]);
+    /// [`Journal::read`] is the decoded form. Returns how many records were
+    /// visited.
+    ///
+    /// Errors: [`JournalError::Storage`]; whatever `visit` returns.
+    pub fn read_raw<F>(
+        &self,
+        origin: &str,
+        store: &str,
+        after: u64,
+        mut visit: F,
+    ) -> Result<u64, JournalError>
+    where
+        F: FnMut(u64, &[u8]) -> Result<bool, JournalError>,
+    {
+        let r = self.db.begin_read().map_err(storage)?;
+        let head = r
+            .open_table(HEADS)
+            .map_err(storage)?
+            .get((origin, store))
+            .map_err(storage)?
+            .map(|g| g.value().0)
+            .unwrap_or(0);
+        let start = after.saturating_add(1);
+        if start > head {
+            return Ok(0);
+        }
+        let t = r.open_table(LOG).map_err(storage)?;
+        let mut n = 0;
+        for item in t
+            .range((origin, store, start)..=(origin, store, head))
+            .map_err(storage)?
+        {
+            let (k, v) = item.map_err(storage)?;
+            let (_, _, seq) = k.value();
+            n += 1;
+            if !visit(seq, v.value().get(8..).unwrap_or_default())? {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
     /// Records that `peer` applied `(origin, store)` up to `seq` (cursors
     /// only move forward) and removes entries every receiving peer has
     /// acknowledged.

@@ -308,6 +308,16 @@ pub fn pack_batch(
 ) -> Result<(u32, Vec<u8>), FrameError> {
     let raw = dcsync_core::envelope::encode_batch(txs, envelope_version(protocol))
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    compress_batch(raw, codec)
+}
+
+/// Compresses an encoded envelope batch (from
+/// [`dcsync_core::envelope::encode_batch`] or
+/// [`dcsync_core::envelope::RawBatch`]); returns `(raw_len, data)` for
+/// [`Frame::Batch`].
+///
+/// Errors: [`FrameError::Oversized`] for a batch above 4 GiB.
+pub fn compress_batch(raw: Vec<u8>, codec: Codec) -> Result<(u32, Vec<u8>), FrameError> {
     let raw_len = u32::try_from(raw.len()).map_err(|_| FrameError::Oversized {
         len: raw.len(),
         limit: u32::MAX as usize,

@@ -193,6 +193,131 @@ pub fn encode_batch(txs: &[Transaction], version: u8) -> Result<Vec<u8>, Envelop
     }
 }
 
+/// The leading fields of a current-version record ([`encode_tx`]), read
+/// without decoding its changes: what a sender needs to forward the stored
+/// bytes as they are ([`RawBatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHead<'a> {
+    /// Origin DC.
+    pub origin: &'a str,
+    /// Store name.
+    pub store: &'a str,
+    /// Origin seq.
+    pub seq: u64,
+    /// Whether more parts of the same transaction follow.
+    pub more: bool,
+}
+
+/// The borrowed prefix of the version-3 wire record (field order of
+/// [`v3::TxOut`] up to `more`).
+#[derive(serde::Deserialize)]
+struct HeadIn<'a> {
+    origin: &'a str,
+    store: &'a str,
+    seq: u64,
+    #[allow(dead_code)]
+    hlc: u64,
+    #[allow(dead_code)]
+    position: &'a str,
+    #[allow(dead_code)]
+    commit_ts_ms: u64,
+    #[allow(dead_code)]
+    part: u32,
+    more: bool,
+}
+
+/// Reads the head of a record written by [`encode_tx`] in the current
+/// version. Returns `Ok(None)` for a record of an older version (the caller
+/// decodes it with [`decode_tx`] instead).
+///
+/// Errors: [`EnvelopeError::UnknownVersion`] for a newer tag,
+/// [`EnvelopeError::Malformed`] when the head does not decode.
+pub fn record_head(record: &[u8]) -> Result<Option<RecordHead<'_>>, EnvelopeError> {
+    match record.split_first() {
+        Some((&ENVELOPE_VERSION, rest)) => {
+            let (h, _) = bincode::serde::borrow_decode_from_slice::<HeadIn<'_>, _>(rest, config())
+                .map_err(|e| EnvelopeError::Malformed {
+                    version: ENVELOPE_VERSION,
+                    reason: format!("record head: {e}"),
+                })?;
+            Ok(Some(RecordHead {
+                origin: h.origin,
+                store: h.store,
+                seq: h.seq,
+                more: h.more,
+            }))
+        }
+        Some((&v, _)) if v > ENVELOPE_VERSION => Err(EnvelopeError::UnknownVersion {
+            found: v,
+            newest: ENVELOPE_VERSION,
+        }),
+        None => Err(EnvelopeError::Malformed {
+            version: 0,
+            reason: "empty record".into(),
+        }),
+        Some(_) => Ok(None),
+    }
+}
+
+/// A link batch of the current envelope version built from stored records
+/// without decoding them.
+///
+/// A batch of version 4 is the tag byte, the bincode length of the sequence
+/// (a varint `u64`) and the records' bytes after their own tag byte, one
+/// after another: exactly what [`encode_batch`] writes for the decoded
+/// transactions, so a receiver cannot tell the two apart. Only records of
+/// the current version may be pushed ([`record_head`] tells).
+#[derive(Debug, Default)]
+pub struct RawBatch {
+    body: Vec<u8>,
+    n: u64,
+}
+
+impl RawBatch {
+    /// An empty batch.
+    pub fn new() -> RawBatch {
+        RawBatch::default()
+    }
+
+    /// Appends a record of the current version (tag byte included).
+    ///
+    /// Errors: [`EnvelopeError::NotRepresentable`] for a record of another
+    /// version.
+    pub fn push(&mut self, record: &[u8]) -> Result<(), EnvelopeError> {
+        match record.split_first() {
+            Some((&ENVELOPE_VERSION, rest)) => {
+                self.body.extend_from_slice(rest);
+                self.n += 1;
+                Ok(())
+            }
+            other => Err(EnvelopeError::NotRepresentable(format!(
+                "a raw batch holds version-{ENVELOPE_VERSION} records, not version {}",
+                other.map_or(0, |(v, _)| *v)
+            ))),
+        }
+    }
+
+    /// Records pushed so far.
+    pub fn len(&self) -> u64 {
+        self.n
+    }
+
+    /// Whether nothing was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The batch bytes (as [`encode_batch`] with [`ENVELOPE_VERSION`]).
+    pub fn finish(self) -> Result<Vec<u8>, EnvelopeError> {
+        let mut out = Vec::with_capacity(self.body.len() + 10);
+        out.push(ENVELOPE_VERSION);
+        bincode::serde::encode_into_std_write(self.n, &mut out, config())
+            .map_err(|e| EnvelopeError::Encode(e.to_string()))?;
+        out.extend_from_slice(&self.body);
+        Ok(out)
+    }
+}
+
 /// Decodes a link batch sent in envelope `version` (1: untagged; 2 and up:
 /// the tag byte decides).
 pub fn decode_batch(bytes: &[u8], version: u8) -> Result<Vec<Transaction>, EnvelopeError> {

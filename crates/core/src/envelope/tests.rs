@@ -184,3 +184,48 @@ fn a_row_naming_a_missing_table_is_malformed() {
     }
     assert!(named);
 }
+
+#[test]
+fn a_raw_batch_of_stored_records_is_the_encoded_batch() {
+    let mut txs: Vec<Transaction> = (1..=300).map(sample).collect();
+    txs[299].more = true;
+    txs[299].part = 4;
+    txs[7].epoch = 9;
+    let mut raw = RawBatch::new();
+    for t in &txs {
+        let rec = encode_tx(t).unwrap();
+        let head = record_head(&rec).unwrap().unwrap();
+        assert_eq!(
+            (head.origin, head.store, head.seq, head.more),
+            (t.origin.as_str(), t.store.as_str(), t.seq, t.more)
+        );
+        raw.push(&rec).unwrap();
+    }
+    assert_eq!(raw.len(), 300);
+    let bytes = raw.finish().unwrap();
+    assert_eq!(bytes, encode_batch(&txs, ENVELOPE_VERSION).unwrap());
+    assert_eq!(decode_batch(&bytes, ENVELOPE_VERSION).unwrap(), txs);
+}
+
+#[test]
+fn a_raw_batch_refuses_records_of_other_versions() {
+    let t = sample(1);
+    let old = encode_batch(std::slice::from_ref(&t), 3).unwrap();
+    // A version-3 record has the same tag as a version-3 batch.
+    assert_eq!(record_head(&old).unwrap(), None);
+    assert!(matches!(
+        RawBatch::new().push(&old),
+        Err(EnvelopeError::NotRepresentable(_))
+    ));
+    let mut newer = encode_tx(&t).unwrap();
+    newer[0] = ENVELOPE_VERSION + 1;
+    assert!(matches!(
+        record_head(&newer),
+        Err(EnvelopeError::UnknownVersion { .. })
+    ));
+    assert!(matches!(
+        record_head(&[ENVELOPE_VERSION, 0xff]),
+        Err(EnvelopeError::Malformed { .. })
+    ));
+    assert!(RawBatch::new().finish().is_ok());
+}
