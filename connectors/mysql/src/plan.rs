@@ -39,6 +39,10 @@ use dcsync_core::unit::fnv1a64;
 use dcsync_core::{RowChange, RowKind, Value};
 use std::collections::HashMap;
 
+/// The hasher of the per-row maps (foldhash, seeded per process): SipHash
+/// cost a measurable share of the apply.
+type FastHash = foldhash::fast::RandomState;
+
 /// How one primary key column's value is normalised for the partition hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyNorm {
@@ -129,7 +133,7 @@ pub enum PlanError {
 #[derive(Default)]
 struct Acc<'a> {
     /// Merge key -> index into `net`.
-    index: HashMap<Vec<u8>, usize>,
+    index: HashMap<Vec<u8>, usize, FastHash>,
     /// Net effect per key in order of first appearance: `true` = delete
     /// (before image), `false` = replace (after image).
     net: Vec<(bool, &'a [Value])>,
@@ -143,7 +147,7 @@ pub type PartitionRuns<'a> = Vec<((&'a str, &'a str), Vec<Run<'a>>)>;
 #[derive(Default)]
 struct Part<'a> {
     order: Vec<(&'a str, &'a str)>,
-    tables: HashMap<(&'a str, &'a str), Acc<'a>>,
+    tables: HashMap<(&'a str, &'a str), Acc<'a>, FastHash>,
 }
 
 /// The plan of one group over `floors.len()` partitions: per partition,

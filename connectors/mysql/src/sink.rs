@@ -187,7 +187,7 @@ pub struct MysqlSink {
     /// Per origin: highest applied seq per partition, as last read from /
     /// written to the DB.
     applied: HashMap<String, Vec<u64>>,
-    sql: HashMap<(String, String), TableSql>,
+    sql: HashMap<(String, String), TableSql, lww::FastHash>,
     /// A split transaction being applied on connection 0, uncommitted.
     held: Option<parts::Held>,
     /// The version index and conflict log, for `conflict = "lww"` (set by
@@ -285,7 +285,7 @@ impl MysqlSink {
             chunk_bytes: CHUNK_BYTES.min(quarter),
             conns,
             applied: HashMap::new(),
-            sql: HashMap::new(),
+            sql: HashMap::default(),
             held: None,
             versions: None,
             policy: store.conflict,

@@ -58,7 +58,7 @@ impl MysqlSink {
         }
         // Candidates per (table, unique index).
         let mut by_index: HashMap<(String, String, usize), Vec<Candidate>> = HashMap::new();
-        let mut written: HashSet<Vec<u8>> = HashSet::new();
+        let mut written: HashSet<Vec<u8>, super::lww::FastHash> = HashSet::default();
         for (ti, tx) in group.iter().enumerate() {
             for (ci, c) in tx.changes.iter().enumerate() {
                 let Payload::Row(r) = &c.payload else {
