@@ -597,28 +597,9 @@ impl Journal {
         max_txns: usize,
         max_bytes: usize,
     ) -> Result<Vec<Transaction>, JournalError> {
-        let r = self.db.begin_read().map_err(storage)?;
-        let head = r
-            .open_table(HEADS)
-            .map_err(storage)?
-            .get((origin, store))
-            .map_err(storage)?
-            .map(|g| g.value().0)
-            .unwrap_or(0);
-        let t = r.open_table(LOG).map_err(storage)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let start = after.saturating_add(1);
-        if start > head {
-            return Ok(out);
-        }
-        for item in t
-            .range((origin, store, start)..=(origin, store, head))
-            .map_err(storage)?
-        {
-            let (k, v) = item.map_err(storage)?;
-            let (_, _, seq) = k.value();
-            let raw = v.value().get(8..).unwrap_or_default();
+        self.read_raw(origin, store, after, |seq, raw| {
             let tx = decode_tx(raw).map_err(|e| JournalError::Corrupt {
                 origin: origin.to_string(),
                 store: store.to_string(),
@@ -627,10 +608,8 @@ impl Journal {
             })?;
             bytes += raw.len();
             out.push(tx);
-            if out.len() >= max_txns || bytes >= max_bytes {
-                break;
-            }
-        }
+            Ok(out.len() < max_txns && bytes < max_bytes)
+        })?;
         Ok(out)
     }
 
