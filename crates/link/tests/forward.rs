@@ -11,11 +11,12 @@ use dcsync_core::connector::AppliedMark;
 use dcsync_core::topology::LinkSettings;
 use dcsync_core::{Change, Hlc, Payload, RedisCommand, Transaction};
 use dcsync_journal::Journal;
-use dcsync_link::{receiver, sender, Applier, ApplyError, BoxFuture, LinkStats};
+use dcsync_link::{Applier, ApplyError, BoxFuture};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+mod common;
 
 fn tx(n: u64, more: bool, part: u32) -> Transaction {
     Transaction {
@@ -109,63 +110,22 @@ async fn stored_records_of_old_and_current_versions_arrive_unchanged() {
     );
 
     let settings = LinkSettings {
-        heartbeat_ms: 100,
-        dead_after_ms: 3000,
-        backoff_min_ms: 10,
-        backoff_max_ms: 100,
         // Batches 2-4 and 5-7 hold version-3 records (decoded and
         // re-encoded), 8-10 and 11-12 only current ones (forwarded), and
         // 5-7 and 8-10 both start or end inside a split transaction.
         batch_max_txns: 3,
-        ..Default::default()
+        ..common::settings()
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let applier = Arc::new(Recorder::default());
-    let rcfg = Arc::new(receiver::ReceiverConfig {
-        cluster: "shop".into(),
-        me: "sh".into(),
-        peers: vec!["bj".into()],
-        stores: vec!["orders".into()],
-        settings: settings.clone(),
-        tls: None,
-        board: Default::default(),
-        relay: None,
-    });
     let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(receiver::serve(
-        listener,
-        rcfg,
+    let addr = common::receiver(
         applier.clone(),
+        &["orders"],
+        settings.clone(),
         stop_rx.clone(),
-    ));
-    let stats = Arc::new(Mutex::new(LinkStats {
-        peer: "sh".into(),
-        ..Default::default()
-    }));
-    let (_a_tx, a_rx) = watch::channel(0u64);
-    let scfg = sender::SenderConfig {
-        cluster: "shop".into(),
-        me: "bj".into(),
-        peer: "sh".into(),
-        addr,
-        routing: dcsync_link::routing::fixed(dcsync_link::routing::Routing::mesh(
-            "bj",
-            &["bj".to_string(), "sh".to_string()],
-        )),
-        vectors: None,
-        stores: vec!["orders".into()],
-        settings,
-        tls: None,
-        marks: None,
-    };
-    let task = tokio::spawn(sender::run(
-        scfg,
-        journal.clone(),
-        a_rx,
-        stats.clone(),
-        stop_rx,
-    ));
+    )
+    .await;
+    let (stats, task) = common::sender(journal.clone(), addr, &["orders"], settings, stop_rx);
     let deadline = Instant::now() + Duration::from_secs(20);
     while journal.cursor("sh", "bj", "orders").unwrap() < 12 {
         assert!(

@@ -5,15 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use dcsync_core::connector::AppliedMark;
-use dcsync_core::topology::LinkSettings;
 use dcsync_core::{Change, Hlc, Payload, RedisCommand, Transaction};
 use dcsync_journal::Journal;
-use dcsync_link::{receiver, sender, Applier, ApplyError, BoxFuture, LinkStats};
+use dcsync_link::{Applier, ApplyError, BoxFuture};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+mod common;
 
 fn tx(store: &str, n: u64) -> Transaction {
     Transaction {
@@ -99,13 +99,7 @@ struct Rig {
 /// bj's journal holds orders and cache 1-5, sh acknowledged orders 1-3
 /// (removed from the journal); a receiver with `applier` and a sender run.
 async fn rig(applier: NotReadyOnce) -> Rig {
-    let settings = LinkSettings {
-        heartbeat_ms: 100,
-        dead_after_ms: 3000,
-        backoff_min_ms: 10,
-        backoff_max_ms: 100,
-        ..Default::default()
-    };
+    let settings = common::settings();
     let dir = tempfile::tempdir().unwrap();
     let journal = Arc::new(Journal::open(dir.path(), "bj", &["sh".into()]).unwrap());
     // Settled as after a first start (the peers' markers name no journal).
@@ -131,53 +125,11 @@ async fn rig(applier: NotReadyOnce) -> Rig {
         journal.read("bj", "orders", 0, 10, usize::MAX).unwrap()[0].seq,
         4
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let applier = Arc::new(applier);
-    let rcfg = Arc::new(receiver::ReceiverConfig {
-        cluster: "shop".into(),
-        me: "sh".into(),
-        peers: vec!["bj".into()],
-        stores: vec!["orders".into(), "cache".into()],
-        settings: settings.clone(),
-        tls: None,
-        board: Default::default(),
-        relay: None,
-    });
     let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(receiver::serve(
-        listener,
-        rcfg,
-        applier.clone(),
-        stop_rx.clone(),
-    ));
-    let stats = Arc::new(Mutex::new(LinkStats {
-        peer: "sh".into(),
-        ..Default::default()
-    }));
-    let (_a_tx, a_rx) = watch::channel(0u64);
-    let scfg = sender::SenderConfig {
-        cluster: "shop".into(),
-        me: "bj".into(),
-        peer: "sh".into(),
-        addr,
-        routing: dcsync_link::routing::fixed(dcsync_link::routing::Routing::mesh(
-            "bj",
-            &["bj".to_string(), "sh".to_string()],
-        )),
-        vectors: None,
-        stores: vec!["orders".into(), "cache".into()],
-        settings,
-        tls: None,
-        marks: None,
-    };
-    let task = tokio::spawn(sender::run(
-        scfg,
-        journal.clone(),
-        a_rx,
-        stats.clone(),
-        stop_rx,
-    ));
+    let stores = ["orders", "cache"];
+    let addr = common::receiver(applier.clone(), &stores, settings.clone(), stop_rx.clone()).await;
+    let (stats, task) = common::sender(journal.clone(), addr, &stores, settings, stop_rx);
     Rig {
         journal,
         applier,

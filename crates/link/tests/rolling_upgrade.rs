@@ -4,16 +4,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use dcsync_core::connector::AppliedMark;
-use dcsync_core::topology::LinkSettings;
 use dcsync_core::{Change, Hlc, Payload, RedisCommand, Transaction};
 use dcsync_journal::Journal;
 use dcsync_link::frame::{read_frame, write_frame, Codec, Frame, PROTOCOL_VERSION};
-use dcsync_link::{receiver, sender, Applier, ApplyError, BoxFuture, LinkStats};
+use dcsync_link::{receiver, Applier, ApplyError, BoxFuture};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+mod common;
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -39,16 +40,6 @@ fn tx(n: u64) -> Transaction {
         part: 0,
         more: false,
         epoch: 0,
-    }
-}
-
-fn settings() -> LinkSettings {
-    LinkSettings {
-        heartbeat_ms: 100,
-        dead_after_ms: 3000,
-        backoff_min_ms: 10,
-        backoff_max_ms: 100,
-        ..Default::default()
     }
 }
 
@@ -114,34 +105,14 @@ async fn a_protocol_two_sender_downgrades_to_a_protocol_one_listener() {
         }
         got
     });
-    let stats = Arc::new(Mutex::new(LinkStats {
-        peer: "sh".into(),
-        ..Default::default()
-    }));
-    let (_appended_tx, appended_rx) = watch::channel(0u64);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let cfg = sender::SenderConfig {
-        cluster: "shop".into(),
-        me: "bj".into(),
-        peer: "sh".into(),
-        addr,
-        routing: dcsync_link::routing::fixed(dcsync_link::routing::Routing::mesh(
-            "bj",
-            &["bj".to_string(), "sh".to_string()],
-        )),
-        vectors: None,
-        stores: vec!["orders".into()],
-        settings: settings(),
-        tls: None,
-        marks: None,
-    };
-    let task = tokio::spawn(sender::run(
-        cfg,
+    let (stats, task) = common::sender(
         journal.clone(),
-        appended_rx,
-        stats.clone(),
+        addr,
+        &["orders"],
+        common::settings(),
         stop_rx,
-    ));
+    );
     let got = tokio::time::timeout(Duration::from_secs(20), old_agent)
         .await
         .unwrap()
@@ -196,7 +167,7 @@ async fn a_protocol_one_dialer_is_served_in_protocol_one() {
         me: "sh".into(),
         peers: vec!["bj".into()],
         stores: vec!["orders".into(), "cache".into()],
-        settings: settings(),
+        settings: common::settings(),
         tls: None,
         board: Default::default(),
         relay: None,
