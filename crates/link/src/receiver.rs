@@ -621,15 +621,22 @@ async fn read_ahead(
     negotiated: u32,
     peer: String,
 ) {
+    // A batch that does not decode names its stream: the sender forwards
+    // stored journal records without decoding them, so a damaged record
+    // is first seen here.
     let unpack = |origin: String, store: String, codec, raw_len, data: Vec<u8>| {
-        crate::frame::unpack_batch(codec, raw_len, &data, max_frame_bytes, negotiated)
-            .map(|txs| Inbound::Batch {
+        match crate::frame::unpack_batch(codec, raw_len, &data, max_frame_bytes, negotiated) {
+            Ok(txs) => Ok(Inbound::Batch {
                 origin,
                 store,
                 frame_bytes: data.len() as u64,
                 txs,
-            })
-            .map_err(InboundError::from)
+            }),
+            Err(FrameError::Malformed(m)) => Err(InboundError::from(FrameError::Malformed(
+                format!("batch of {origin}/{store}: {m}"),
+            ))),
+            Err(e) => Err(e.into()),
+        }
     };
     loop {
         let item = match crate::frame::read_frame_progress(&mut rd, max_frame_bytes, dead).await {
