@@ -37,6 +37,7 @@
 //! would skip it anyway).
 
 pub mod frame;
+mod packing;
 pub mod receiver;
 pub mod routing;
 pub mod sender;
